@@ -1,0 +1,57 @@
+//! berth-api: the JSON-RPC contract between berthd and its clients.
+//!
+//! Each namespace (`system.*`, and later `image.*`, `container.*`, `exec.*`, `volume.*`,
+//! `network.*`, `plugin.*`, `events.*`) is one jsonrpsee `#[rpc(server, client)]` trait with
+//! its serde types; `#[method_specs]` derives a [`MethodSpec`] table from the same trait. berthd implements the `*Server` traits, the CLI and tests use the `*Client`
+//! traits, and [`openrpc::document`] describes every method from the same declarations.
+
+pub mod error;
+pub mod openrpc;
+pub mod spec;
+pub mod system;
+
+pub use error::{ErrorData, ErrorKind};
+pub use spec::{MethodKind, MethodSpec, ParamSpec, ParamsError, normalize_params};
+
+/// Re-exported so that clients need not pin jsonrpsee themselves.
+pub use jsonrpsee;
+
+/// The API version: bumped on any incompatible change to a method or type.
+pub const API_VERSION: &str = "1.0.0";
+
+/// Namespaces whose names are taken; their methods arrive with the issues that build them.
+pub const NAMESPACES: &[&str] = &[
+    "system",
+    "image",
+    "container",
+    "exec",
+    "volume",
+    "network",
+    "plugin",
+    "events",
+];
+
+/// Every method of the API, across namespaces, in declaration order.
+pub fn all_methods() -> Vec<&'static MethodSpec> {
+    system::SPECS.iter().collect()
+}
+
+/// Finds a method by its full name.
+pub fn method(name: &str) -> Option<&'static MethodSpec> {
+    all_methods().into_iter().find(|m| m.name == name)
+}
+
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn method_names_are_unique_and_namespaced() {
+        let mut seen = std::collections::HashSet::new();
+        for m in super::all_methods() {
+            assert!(seen.insert(m.name), "duplicate method {}", m.name);
+            let ns = m.name.split('.').next().unwrap();
+            assert!(super::NAMESPACES.contains(&ns), "{} outside known namespaces", m.name);
+            assert!(!m.doc.trim().is_empty(), "{} has no doc", m.name);
+        }
+    }
+}

@@ -36,9 +36,14 @@ pub fn all_methods() -> Vec<&'static MethodSpec> {
     system::SPECS.iter().collect()
 }
 
-/// Finds a method by its full name.
+/// Finds a method by its full name (a hash lookup: the server does this on every call).
 pub fn method(name: &str) -> Option<&'static MethodSpec> {
-    all_methods().into_iter().find(|m| m.name == name)
+    static INDEX: std::sync::OnceLock<std::collections::HashMap<&'static str, &'static MethodSpec>> =
+        std::sync::OnceLock::new();
+    INDEX
+        .get_or_init(|| all_methods().into_iter().map(|m| (m.name, m)).collect())
+        .get(name)
+        .copied()
 }
 
 

@@ -1,0 +1,33 @@
+//! The JSON-RPC API: jsonrpsee behind hyper on the Unix socket and TCP listeners, one
+//! connection task per client, the params check in front of every handler, and the mapping
+//! of engine errors to wire errors.
+
+mod error;
+mod params;
+mod server;
+mod system;
+
+use std::sync::Arc;
+
+use berth_api::openrpc;
+use berth_api::system::SystemServer;
+use jsonrpsee::RpcModule;
+use jsonrpsee::core::RegisterMethodError;
+
+use crate::daemon::Context;
+pub use error::ApiError;
+pub use server::{Listener, ServeSettings, serve};
+
+/// All methods berthd serves, plus `rpc.discover`.
+pub fn rpc_module(ctx: Arc<Context>) -> Result<RpcModule<()>, RegisterMethodError> {
+    let mut module = RpcModule::new(());
+    module.merge(system::SystemApi::new(Arc::clone(&ctx)).into_rpc())?;
+    let doc = Arc::new(openrpc::document(
+        &berth_api::all_methods(),
+        env!("CARGO_PKG_VERSION"),
+    ));
+    module.register_method(openrpc::DISCOVER_METHOD, move |_, _, _| {
+        serde_json::Value::clone(&doc)
+    })?;
+    Ok(module)
+}

@@ -1,0 +1,270 @@
+//! berthd's configuration: a TOML file (`/etc/berth/berthd.toml` by default) whose every
+//! key is also a command-line flag; flags win over the file, the file over defaults.
+
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use serde::{Deserialize, Serialize};
+
+use super::Error;
+
+/// Default location of the configuration file.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/berth/berthd.toml";
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The effective configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Config {
+    /// Where images, containers, volumes and the state database live.
+    pub data_root: PathBuf,
+    /// The Unix socket the API is served on.
+    pub socket: PathBuf,
+    /// Group that owns the socket (mode 0660) when it exists.
+    pub socket_group: String,
+    /// Extra listeners, `tcp://ADDR:PORT`.
+    pub listen: Vec<String>,
+    /// `error`, `warn`, `info`, `debug`, `trace`, or a tracing filter directive.
+    pub log_level: String,
+    /// `text` or `json`.
+    pub log_format: LogFormat,
+    /// Largest request body (HTTP) or message (WebSocket) accepted, in bytes.
+    pub max_request_body_size: u32,
+    /// Largest number of calls in one batch.
+    pub max_batch_len: u32,
+    /// Seconds to let open connections finish on SIGTERM before closing them.
+    pub shutdown_timeout: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_root: PathBuf::from("/var/lib/berth"),
+            socket: PathBuf::from("/run/berth/berthd.sock"),
+            socket_group: "berth".to_owned(),
+            listen: Vec::new(),
+            log_level: "info".to_owned(),
+            log_format: LogFormat::Text,
+            max_request_body_size: 16 * 1024 * 1024,
+            max_batch_len: 1000,
+            shutdown_timeout: 10,
+        }
+    }
+}
+
+/// berthd's command line. Every config key has a flag of the same name.
+#[derive(Debug, Clone, Default, Parser)]
+#[command(name = "berthd", version, about = "The berth container engine daemon")]
+pub struct Args {
+    /// Configuration file; a missing default file means built-in defaults.
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Where images, containers, volumes and the state database live [default: /var/lib/berth].
+    #[arg(long, value_name = "DIR")]
+    pub data_root: Option<PathBuf>,
+    /// Unix socket to serve the API on [default: /run/berth/berthd.sock].
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Group owning the socket when it exists [default: berth].
+    #[arg(long, value_name = "GROUP")]
+    pub socket_group: Option<String>,
+    /// Also listen on tcp://ADDR:PORT (repeatable; replaces the file's list).
+    #[arg(long, value_name = "URL")]
+    pub listen: Vec<String>,
+    /// Log level or tracing filter [default: info].
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    /// Log format [default: text].
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Largest request body or WebSocket message in bytes [default: 16777216].
+    #[arg(long, value_name = "BYTES")]
+    pub max_request_body_size: Option<u32>,
+    /// Largest number of calls in one batch [default: 1000].
+    #[arg(long, value_name = "N")]
+    pub max_batch_len: Option<u32>,
+    /// Seconds to let connections finish on shutdown [default: 10].
+    #[arg(long, value_name = "SECS")]
+    pub shutdown_timeout: Option<u64>,
+}
+
+impl Args {
+    /// Reads the config file named by `--config` (or the default one, if present) and lays
+    /// the flags over it. Blocking.
+    pub fn load(&self) -> Result<Config, Error> {
+        let file = match &self.config {
+            Some(path) => Some(read_file(path)?),
+            None if Path::new(DEFAULT_CONFIG_PATH).exists() => {
+                Some(read_file(Path::new(DEFAULT_CONFIG_PATH))?)
+            }
+            None => None,
+        };
+        let mut cfg = file.unwrap_or_default();
+        self.apply(&mut cfg);
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn apply(&self, cfg: &mut Config) {
+        let Args {
+            config: _,
+            data_root,
+            socket,
+            socket_group,
+            listen,
+            log_level,
+            log_format,
+            max_request_body_size,
+            max_batch_len,
+            shutdown_timeout,
+        } = self.clone();
+        macro_rules! over {
+            ($($field:ident),*) => { $( if let Some(v) = $field { cfg.$field = v; } )* };
+        }
+        over!(
+            data_root,
+            socket,
+            socket_group,
+            log_level,
+            log_format,
+            max_request_body_size,
+            max_batch_len,
+            shutdown_timeout
+        );
+        if !listen.is_empty() {
+            cfg.listen = listen;
+        }
+    }
+}
+
+fn read_file(path: &Path) -> Result<Config, Error> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigRead {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse(&text).map_err(|message| Error::ConfigParse {
+        path: path.to_owned(),
+        message,
+    })
+}
+
+/// Parses TOML config text.
+pub fn parse(text: &str) -> Result<Config, String> {
+    toml::from_str(text).map_err(|e| e.to_string())
+}
+
+impl Config {
+    /// Checks values that parse but make no sense.
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |key: &'static str, message: String| Err(Error::ConfigInvalid { key, message });
+        if !self.data_root.is_absolute() {
+            return bad("data-root", format!("{} is not an absolute path", self.data_root.display()));
+        }
+        if !self.socket.is_absolute() {
+            return bad("socket", format!("{} is not an absolute path", self.socket.display()));
+        }
+        for url in &self.listen {
+            if let Err(message) = parse_tcp_listen(url) {
+                return bad("listen", message);
+            }
+        }
+        if self.max_request_body_size < 1024 {
+            return bad("max-request-body-size", "must be at least 1024 bytes".to_owned());
+        }
+        if self.max_batch_len == 0 {
+            return bad("max-batch-len", "must be at least 1".to_owned());
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
+            return bad("log-level", format!("{:?}: {e}", self.log_level));
+        }
+        Ok(())
+    }
+}
+
+/// `tcp://127.0.0.1:2375` → the socket address.
+pub fn parse_tcp_listen(url: &str) -> Result<std::net::SocketAddr, String> {
+    let rest = url
+        .strip_prefix("tcp://")
+        .ok_or_else(|| format!("{url:?}: only tcp://ADDR:PORT listeners are supported"))?;
+    rest.parse()
+        .map_err(|e| format!("{url:?}: not an ADDR:PORT: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_config_key_has_a_flag() {
+        let keys = serde_json::to_value(Config::default()).unwrap();
+        let cmd = Args::command();
+        for key in keys.as_object().unwrap().keys() {
+            assert!(
+                cmd.get_arguments().any(|a| a.get_long() == Some(key.as_str())),
+                "config key {key} has no --{key} flag"
+            );
+        }
+    }
+
+    #[test]
+    fn file_then_flags() {
+        let mut cfg = parse(
+            "data-root = \"/srv/berth\"\nlog-level = \"debug\"\nlisten = [\"tcp://127.0.0.1:2375\"]\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.data_root, PathBuf::from("/srv/berth"));
+        assert_eq!(cfg.socket, Config::default().socket);
+        let args = Args::try_parse_from(["berthd", "--log-level", "warn", "--max-batch-len", "5"])
+            .unwrap();
+        args.apply(&mut cfg);
+        assert_eq!(cfg.log_level, "warn");
+        assert_eq!(cfg.max_batch_len, 5);
+        assert_eq!(cfg.listen, vec!["tcp://127.0.0.1:2375"]);
+        cfg.validate().unwrap();
+    }
+
+    #[test]
+    fn rejects_unknown_keys_and_bad_values() {
+        let e = parse("data_rot = \"/x\"").unwrap_err();
+        assert!(e.contains("data_rot"), "{e}");
+        let e = parse("max-request-body-size = \"big\"").unwrap_err();
+        assert!(e.contains("max-request-body-size"), "{e}");
+        let cfg = Config {
+            listen: vec!["http://0.0.0.0:1".into()],
+            ..Config::default()
+        };
+        assert!(cfg.validate().unwrap_err().to_string().contains("listen"));
+        let cfg = Config {
+            data_root: "relative".into(),
+            ..Config::default()
+        };
+        assert!(cfg.validate().unwrap_err().to_string().contains("data-root"));
+    }
+
+    #[test]
+    fn explicit_missing_config_file_is_an_error() {
+        let args = Args {
+            config: Some("/nonexistent/berthd.toml".into()),
+            ..Args::default()
+        };
+        let e = args.load().unwrap_err().to_string();
+        assert!(e.contains("/nonexistent/berthd.toml"), "{e}");
+    }
+
+    #[test]
+    fn example_config_in_deploy_parses() {
+        let text = include_str!("../../../deploy/berthd.toml");
+        let cfg = parse(text).unwrap();
+        cfg.validate().unwrap();
+    }
+}

@@ -1,0 +1,359 @@
+//! berthd's wiring: configuration, ownership of the data root and socket, start-up in
+//! dependency order, serving, and graceful shutdown.
+
+pub mod config;
+pub mod lock;
+
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use berth_api::ErrorKind;
+use tracing::{info, warn};
+
+use crate::api::{self, Listener};
+use crate::host::HostFacts;
+use crate::store::{self, Store};
+pub use config::{Args, Config, LogFormat};
+use lock::DataRootLock;
+
+/// Start-up and wiring failures.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    ConfigRead {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML for berthd.
+    #[error("invalid config file {path}: {message}")]
+    ConfigParse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (names the key).
+        message: String,
+    },
+    /// A config value is out of range.
+    #[error("invalid config value for {key}: {message}")]
+    ConfigInvalid {
+        /// The key.
+        key: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// Another berthd owns this data root.
+    #[error("data root {} is in use by another berthd{}", data_root.display(),
+        holder.map(|p| format!(" (pid {p})")).unwrap_or_default())]
+    DataRootInUse {
+        /// The data root.
+        data_root: PathBuf,
+        /// The pid written in the lock file, if readable.
+        holder: Option<u32>,
+    },
+    /// Another process accepts connections on the socket path.
+    #[error("socket {} is live: another berthd is listening on it", socket.display())]
+    SocketLive {
+        /// The socket path.
+        socket: PathBuf,
+    },
+    /// The socket path exists and is not a socket.
+    #[error("socket path {} exists and is not a socket", socket.display())]
+    SocketPathTaken {
+        /// The path.
+        socket: PathBuf,
+    },
+    /// A filesystem operation failed.
+    #[error("cannot {what} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The state database failed.
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    /// The API could not be assembled (a bug: duplicate method names).
+    #[error("cannot assemble the API: {0}")]
+    Api(String),
+}
+
+impl Error {
+    /// How the API reports this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::ConfigRead { .. } | Error::ConfigParse { .. } | Error::ConfigInvalid { .. } => {
+                ErrorKind::InvalidArgument
+            }
+            Error::DataRootInUse { .. } | Error::SocketLive { .. } | Error::SocketPathTaken { .. } => {
+                ErrorKind::FailedPrecondition
+            }
+            Error::Io { .. } | Error::Bind { .. } => ErrorKind::Unavailable,
+            Error::Store(e) => e.kind(),
+            Error::Api(_) => ErrorKind::Internal,
+        }
+    }
+}
+
+/// Everything the API handlers share.
+#[derive(Debug)]
+pub struct Context {
+    /// Effective configuration.
+    pub config: Config,
+    /// The state database.
+    pub store: Arc<Store>,
+    /// Host facts probed at start-up.
+    pub host: HostFacts,
+    /// This data root's id.
+    pub daemon_id: String,
+    /// When berthd started.
+    pub started: Instant,
+    /// Where the API is reachable, for `system.info`.
+    pub listeners: Vec<String>,
+}
+
+/// A daemon that owns its data root and has bound its listeners, ready to serve.
+#[derive(Debug)]
+pub struct Prepared {
+    ctx: Arc<Context>,
+    listeners: Vec<StdListener>,
+    remove_socket: Option<PathBuf>,
+    _lock: DataRootLock,
+}
+
+#[derive(Debug)]
+enum StdListener {
+    Unix(std::os::unix::net::UnixListener),
+    Tcp(std::net::TcpListener),
+}
+
+/// Takes the data root, opens the state, probes the host and binds the listeners, in that
+/// order, so that a second daemon is refused before it touches anything. Blocking.
+pub fn prepare(config: Config) -> Result<Prepared, Error> {
+    create_dir(&config.data_root, 0o711)?;
+    let lock = DataRootLock::acquire(&config.data_root)?;
+    let store = Arc::new(Store::open(&config.data_root)?);
+    let daemon_id = store.daemon_id()?;
+    let host = HostFacts::probe();
+    if !host.overlay_supported {
+        warn!("the kernel offers no overlayfs: images cannot be unpacked on this host");
+    }
+
+    let mut listeners = Vec::new();
+    let mut names = Vec::new();
+    let mut remove_socket = None;
+    let activated = systemd_listeners()?;
+    if activated.is_empty() {
+        if let Some(parent) = config.socket.parent() {
+            create_dir(parent, 0o755)?;
+        }
+        lock::claim_socket_path(&config.socket)?;
+        let unix = std::os::unix::net::UnixListener::bind(&config.socket).map_err(|source| {
+            Error::Bind {
+                addr: format!("unix://{}", config.socket.display()),
+                source,
+            }
+        })?;
+        remove_socket = Some(config.socket.clone());
+        secure_socket(&config.socket, &config.socket_group)?;
+        names.push(format!("unix://{}", config.socket.display()));
+        listeners.push(StdListener::Unix(unix));
+    } else {
+        for l in activated {
+            names.push(match &l {
+                StdListener::Unix(u) => format!(
+                    "unix://{} (socket-activated)",
+                    u.local_addr()
+                        .ok()
+                        .and_then(|a| a.as_pathname().map(|p| p.display().to_string()))
+                        .unwrap_or_default()
+                ),
+                StdListener::Tcp(t) => format!(
+                    "tcp://{} (socket-activated)",
+                    t.local_addr().map(|a| a.to_string()).unwrap_or_default()
+                ),
+            });
+            listeners.push(l);
+        }
+    }
+    for url in &config.listen {
+        let addr = config::parse_tcp_listen(url).map_err(|message| Error::ConfigInvalid {
+            key: "listen",
+            message,
+        })?;
+        let tcp = std::net::TcpListener::bind(addr).map_err(|source| Error::Bind {
+            addr: url.clone(),
+            source,
+        })?;
+        let bound = tcp.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        warn!(listener = %bound, "TCP listener without TLS: anyone who can reach it controls berthd");
+        names.push(format!("tcp://{bound}"));
+        listeners.push(StdListener::Tcp(tcp));
+    }
+    for l in &listeners {
+        let r = match l {
+            StdListener::Unix(u) => u.set_nonblocking(true),
+            StdListener::Tcp(t) => t.set_nonblocking(true),
+        };
+        r.map_err(|source| Error::Bind {
+            addr: "listener".into(),
+            source,
+        })?;
+    }
+    Ok(Prepared {
+        ctx: Arc::new(Context {
+            config,
+            store,
+            host,
+            daemon_id,
+            started: Instant::now(),
+            listeners: names,
+        }),
+        listeners,
+        remove_socket,
+        _lock: lock,
+    })
+}
+
+impl Prepared {
+    /// Where the API is reachable.
+    pub fn listeners(&self) -> &[String] {
+        &self.ctx.listeners
+    }
+
+    /// Serves the API until `shutdown` resolves, then lets open calls finish (bounded by
+    /// `shutdown-timeout`), removes the socket and releases the data root.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+        let Prepared {
+            ctx,
+            listeners,
+            remove_socket,
+            _lock,
+        } = self;
+        let mut async_listeners = Vec::new();
+        for l in listeners {
+            async_listeners.push(match l {
+                StdListener::Unix(u) => Listener::Unix(
+                    tokio::net::UnixListener::from_std(u).map_err(|source| Error::Bind {
+                        addr: "unix listener".into(),
+                        source,
+                    })?,
+                ),
+                StdListener::Tcp(t) => Listener::Tcp(
+                    tokio::net::TcpListener::from_std(t).map_err(|source| Error::Bind {
+                        addr: "tcp listener".into(),
+                        source,
+                    })?,
+                ),
+            });
+        }
+        let module = api::rpc_module(Arc::clone(&ctx)).map_err(|e| Error::Api(e.to_string()))?;
+        let settings = api::ServeSettings {
+            max_request_body_size: ctx.config.max_request_body_size,
+            max_batch_len: ctx.config.max_batch_len,
+            shutdown_timeout: Duration::from_secs(ctx.config.shutdown_timeout),
+        };
+        info!(listeners = ?ctx.listeners, data_root = %ctx.config.data_root.display(), "berthd serving");
+        api::serve(async_listeners, module, settings, shutdown).await;
+        if let Some(path) = remove_socket {
+            let _ = std::fs::remove_file(path);
+        }
+        info!("berthd stopped");
+        Ok(())
+    }
+}
+
+fn create_dir(path: &Path, mode: u32) -> Result<(), Error> {
+    use std::os::unix::fs::DirBuilderExt;
+    match std::fs::DirBuilder::new().recursive(true).mode(mode).create(path) {
+        Ok(()) => Ok(()),
+        Err(source) => Err(Error::Io {
+            what: "create directory",
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// Mode 0660, owned by root:`group` when that group exists, like docker's socket.
+fn secure_socket(socket: &Path, group: &str) -> Result<(), Error> {
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660)).map_err(
+        |source| Error::Io {
+            what: "set permissions on",
+            path: socket.to_owned(),
+            source,
+        },
+    )?;
+    match nix::unistd::Group::from_name(group) {
+        Ok(Some(g)) => {
+            if let Err(e) = nix::unistd::chown(socket, None, Some(g.gid)) {
+                warn!(socket = %socket.display(), group, "cannot give the socket to its group: {e}");
+            }
+        }
+        Ok(None) => {
+            info!(group, "group does not exist: socket is reachable by root only");
+        }
+        Err(e) => warn!(group, "cannot look up group: {e}"),
+    }
+    Ok(())
+}
+
+/// Listeners passed by systemd socket activation (`LISTEN_PID`/`LISTEN_FDS`), if any.
+fn systemd_listeners() -> Result<Vec<StdListener>, Error> {
+    let ours = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+        == Some(std::process::id());
+    let count: i32 = std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    if !ours || count <= 0 {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for fd in 3..3 + count {
+        // SAFETY: systemd hands these descriptors to this process (LISTEN_PID matched) and
+        // nothing else in berthd has taken ownership of them.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        let _ = nix::fcntl::fcntl(
+            &owned,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        );
+        use nix::sys::socket::SockaddrLike;
+        let family = nix::sys::socket::getsockname::<nix::sys::socket::SockaddrStorage>(
+            std::os::fd::AsRawFd::as_raw_fd(&owned),
+        )
+        .map_err(|e| Error::Bind {
+            addr: format!("socket-activated fd {fd}"),
+            source: e.into(),
+        })?
+        .family();
+        out.push(match family {
+            Some(nix::sys::socket::AddressFamily::Unix) => StdListener::Unix(owned.into()),
+            _ => StdListener::Tcp(owned.into()),
+        });
+    }
+    // SAFETY: berthd is still single-threaded when it prepares its listeners.
+    unsafe {
+        std::env::remove_var("LISTEN_PID");
+        std::env::remove_var("LISTEN_FDS");
+        std::env::remove_var("LISTEN_FDNAMES");
+    }
+    Ok(out)
+}

@@ -1,1 +1,237 @@
-fn main(){}
+//! `berth`: the docker-like command line client of berthd. Every command is one or a few
+//! JSON-RPC calls over a WebSocket to the daemon; nothing here touches the host.
+
+mod client;
+mod output;
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use berth_api::jsonrpsee::core::client::Error as RpcError;
+use berth_api::system::{DiskUsage, SystemClient, SystemInfo, VersionInfo};
+use clap::{CommandFactory, Parser, Subcommand};
+use serde::Serialize;
+
+use client::{DEFAULT_HOST, Host};
+use output::{Format, human_size};
+
+/// Exit status for errors of the CLI itself or its flags, as docker uses.
+const EXIT_USAGE: u8 = 125;
+
+#[derive(Debug, Parser)]
+#[command(name = "berth", version, about = "A fast container engine with WebAssembly drivers")]
+struct Cli {
+    /// Daemon to talk to: unix:///path or tcp://host:port.
+    #[arg(short = 'H', long, env = "BERTH_HOST", default_value = DEFAULT_HOST, global = true)]
+    host: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show client and daemon versions.
+    Version(FormatArg),
+    /// Show daemon and host information (same as `system info`).
+    Info(FormatArg),
+    /// Daemon-wide commands.
+    #[command(subcommand)]
+    System(SystemCommand),
+    /// Print a shell completion script.
+    Completion {
+        /// Shell to generate for.
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SystemCommand {
+    /// Show daemon and host information.
+    Info(FormatArg),
+    /// Show disk usage by object kind.
+    Df(FormatArg),
+    /// Check that the daemon answers.
+    Ping,
+}
+
+#[derive(Debug, clap::Args)]
+struct FormatArg {
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+}
+
+fn main() -> ExitCode {
+    // Die quietly when the reader of our output goes away (`berth info | head`), as Unix
+    // tools do, instead of failing on EPIPE mid-print.
+    // SAFETY: called before any thread exists; SIG_DFL is a valid disposition.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let usage_error = e.use_stderr();
+            let _ = e.print();
+            return if usage_error {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("berth: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("berth: {}", describe(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The daemon's own message for call errors; the whole chain otherwise.
+fn describe(e: &anyhow::Error) -> String {
+    if let Some(RpcError::Call(obj)) = e.downcast_ref::<RpcError>() {
+        return obj.message().to_owned();
+    }
+    format!("{e:#}")
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let host = Host::parse(&cli.host)?;
+    let connect = || client::connect(&host);
+    match cli.command {
+        Command::Version(f) => version(&connect().await?, f.format).await?,
+        Command::Info(f) | Command::System(SystemCommand::Info(f)) => {
+            info(&connect().await?, f.format).await?
+        }
+        Command::System(SystemCommand::Df(f)) => df(&connect().await?, f.format).await?,
+        Command::System(SystemCommand::Ping) => println!("{}", connect().await?.ping().await?),
+        Command::Completion { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "berth", &mut std::io::stdout())
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Serialize)]
+struct ClientVersion {
+    version: &'static str,
+    api_version: &'static str,
+    os: &'static str,
+    arch: &'static str,
+}
+
+async fn version(client: &impl SystemClient, format: Format) -> anyhow::Result<()> {
+    let local = ClientVersion {
+        version: env!("CARGO_PKG_VERSION"),
+        api_version: berth_api::API_VERSION,
+        os: std::env::consts::OS,
+        arch: std::env::consts::ARCH,
+    };
+    let server: VersionInfo = client.version().await.context("system.version")?;
+    if format == Format::Json {
+        #[derive(Serialize)]
+        struct Both<'a> {
+            client: &'a ClientVersion,
+            server: &'a VersionInfo,
+        }
+        return output::json(&Both { client: &local, server: &server });
+    }
+    println!("Client:");
+    println!(" Version:       {}", local.version);
+    println!(" API version:   {}", local.api_version);
+    println!(" OS/Arch:       {}/{}", local.os, local.arch);
+    println!();
+    println!("Server: berth engine");
+    println!(" Version:       {}", server.version);
+    println!(" API version:   {}", server.api_version);
+    if let Some(commit) = &server.git_commit {
+        println!(" Git commit:    {commit}");
+    }
+    println!(" OS/Arch:       {}/{}", server.os, server.arch);
+    println!(" Kernel:        {}", server.kernel_version);
+    Ok(())
+}
+
+async fn info(client: &impl SystemClient, format: Format) -> anyhow::Result<()> {
+    let i: SystemInfo = client.info().await.context("system.info")?;
+    if format == Format::Json {
+        return output::json(&i);
+    }
+    println!("Containers: {}", i.containers.total);
+    println!(" Running: {}", i.containers.running);
+    println!(" Paused: {}", i.containers.paused);
+    println!(" Stopped: {}", i.containers.stopped);
+    println!("Images: {}", i.images);
+    println!("Volumes: {}", i.volumes);
+    println!("Networks: {}", i.networks);
+    println!("Plugins: {}", i.plugins);
+    println!("Server Version: {}", i.server_version);
+    println!("API Version: {}", i.api_version);
+    println!(
+        "Storage Driver: {}{}",
+        i.storage_driver,
+        if i.storage_driver_supported { "" } else { " (unsupported by this kernel)" }
+    );
+    println!("Cgroup Driver: {}", i.cgroup.driver);
+    println!("Cgroup Version: {}", i.cgroup.version);
+    println!(" Controllers: {}", i.cgroup.controllers.join(" "));
+    println!("Security Options:");
+    for opt in &i.security_options {
+        println!(" {opt}");
+    }
+    println!("Kernel Version: {}", i.kernel_version);
+    println!("Operating System: {}", i.operating_system);
+    println!("OSType: {}", i.os_type);
+    println!("Architecture: {}", i.architecture);
+    println!("CPUs: {}", i.ncpu);
+    println!("Total Memory: {}", human_size(i.mem_total));
+    println!("Name: {}", i.name);
+    println!("ID: {}", i.id);
+    println!("Data Root: {}", i.data_root);
+    println!("Listeners:");
+    for l in &i.listeners {
+        println!(" {l}");
+    }
+    println!("Log Level: {}", i.log_level);
+    println!("Uptime: {}s", i.uptime_secs);
+    println!("System Time: {}", i.system_time);
+    Ok(())
+}
+
+async fn df(client: &impl SystemClient, format: Format) -> anyhow::Result<()> {
+    let usage: DiskUsage = client.df().await.context("system.df")?;
+    if format == Format::Json {
+        return output::json(&usage);
+    }
+    let rows: Vec<Vec<String>> = usage
+        .kinds
+        .iter()
+        .map(|k| {
+            let pct = if k.size_bytes > 0 {
+                format!(" ({}%)", k.reclaimable_bytes * 100 / k.size_bytes)
+            } else {
+                String::new()
+            };
+            vec![
+                k.kind.clone(),
+                k.total.to_string(),
+                k.active.to_string(),
+                human_size(k.size_bytes),
+                format!("{}{pct}", human_size(k.reclaimable_bytes)),
+            ]
+        })
+        .collect();
+    output::table(&["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"], &rows);
+    println!();
+    println!("Data root total: {}", human_size(usage.data_root_bytes));
+    Ok(())
+}

@@ -21,12 +21,17 @@ impl Host {
     pub fn parse(s: &str) -> anyhow::Result<Host> {
         if let Some(path) = s.strip_prefix("unix://") {
             if !path.starts_with('/') {
-                bail!("invalid host {s:?}: unix:// needs an absolute path (unix:///run/berth/berthd.sock)");
+                bail!(
+                    "invalid host {s:?}: unix:// needs an absolute path (unix:///run/berth/berthd.sock)"
+                );
             }
             Ok(Host::Unix(path.into()))
         } else if let Some(addr) = s.strip_prefix("tcp://") {
             let addr = addr.trim_end_matches('/');
-            if addr.rsplit_once(':').is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err()) {
+            if addr
+                .rsplit_once(':')
+                .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+            {
                 bail!("invalid host {s:?}: expected tcp://HOST:PORT");
             }
             Ok(Host::Tcp(addr.to_owned()))
@@ -85,7 +90,10 @@ mod tests {
             Host::parse("tcp://127.0.0.1:2375").unwrap(),
             Host::Tcp("127.0.0.1:2375".into())
         );
-        assert_eq!(Host::parse("/x.sock").unwrap(), Host::Unix("/x.sock".into()));
+        assert_eq!(
+            Host::parse("/x.sock").unwrap(),
+            Host::Unix("/x.sock".into())
+        );
         for bad in ["unix://rel", "tcp://nohost", "tcp://:1", "http://x:1", "x"] {
             assert!(Host::parse(bad).is_err(), "{bad}");
         }

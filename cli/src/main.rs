@@ -19,7 +19,12 @@ use output::{Format, human_size};
 const EXIT_USAGE: u8 = 125;
 
 #[derive(Debug, Parser)]
-#[command(name = "berth", version, about = "A fast container engine with WebAssembly drivers")]
+#[command(
+    name = "berth",
+    version,
+    about = "A fast container engine with WebAssembly drivers",
+    args_override_self = true
+)]
 struct Cli {
     /// Daemon to talk to: unix:///path or tcp://host:port.
     #[arg(short = 'H', long, env = "BERTH_HOST", default_value = DEFAULT_HOST, global = true)]
@@ -80,7 +85,10 @@ fn main() -> ExitCode {
             };
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("berth: cannot start: {e}");
@@ -143,7 +151,10 @@ async fn version(client: &impl SystemClient, format: Format) -> anyhow::Result<(
             client: &'a ClientVersion,
             server: &'a VersionInfo,
         }
-        return output::json(&Both { client: &local, server: &server });
+        return output::json(&Both {
+            client: &local,
+            server: &server,
+        });
     }
     println!("Client:");
     println!(" Version:       {}", local.version);
@@ -179,7 +190,11 @@ async fn info(client: &impl SystemClient, format: Format) -> anyhow::Result<()> 
     println!(
         "Storage Driver: {}{}",
         i.storage_driver,
-        if i.storage_driver_supported { "" } else { " (unsupported by this kernel)" }
+        if i.storage_driver_supported {
+            ""
+        } else {
+            " (unsupported by this kernel)"
+        }
     );
     println!("Cgroup Driver: {}", i.cgroup.driver);
     println!("Cgroup Version: {}", i.cgroup.version);

@@ -55,7 +55,13 @@ pub fn human_size(bytes: u64) -> String {
     if unit == 0 {
         format!("{bytes}B")
     } else {
-        let digits = if value >= 100.0 { 0 } else if value >= 10.0 { 1 } else { 2 };
+        let digits = if value >= 100.0 {
+            0
+        } else if value >= 10.0 {
+            1
+        } else {
+            2
+        };
         format!("{value:.digits$}{}", UNITS[unit])
     }
 }

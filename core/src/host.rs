@@ -55,8 +55,10 @@ impl HostFacts {
                 .and_then(|t| meminfo_total(&t))
                 .unwrap_or(0),
             cgroup: probe_cgroup(Path::new("/sys/fs/cgroup")),
-            overlay_supported: read("/proc/filesystems")
-                .is_some_and(|t| t.lines().any(|l| l.split_whitespace().last() == Some("overlay"))),
+            overlay_supported: read("/proc/filesystems").is_some_and(|t| {
+                t.lines()
+                    .any(|l| l.split_whitespace().last() == Some("overlay"))
+            }),
             security_options: probe_security(),
         }
     }
@@ -84,7 +86,7 @@ fn meminfo_total(text: &str) -> Option<u64> {
 /// controllers through v1).
 pub fn probe_cgroup(root: &Path) -> CgroupInfo {
     let is_v2 = nix::sys::statfs::statfs(root)
-        .map(|s| s.filesystem_type().0 as i64 == CGROUP2_SUPER_MAGIC)
+        .map(|s| s.filesystem_type().0 == CGROUP2_SUPER_MAGIC)
         .unwrap_or(false);
     let controllers = if is_v2 {
         std::fs::read_to_string(root.join("cgroup.controllers"))

@@ -332,6 +332,9 @@ mod tests {
             .unwrap();
         let c = store.with_conn(Store::counts).unwrap();
         assert_eq!((c.containers, c.running, c.paused), (3, 1, 1));
-        assert_eq!((c.images, c.images_in_use, c.images_unused_bytes), (2, 1, 50));
+        assert_eq!(
+            (c.images, c.images_in_use, c.images_unused_bytes),
+            (2, 1, 50)
+        );
     }
 }

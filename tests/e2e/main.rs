@@ -1,1 +1,6 @@
+//! End-to-end tests: real berthd processes, driven through the typed client, the CLI and raw
+//! bytes. One test binary; one module per area.
 
+mod api;
+mod cli;
+mod daemon;

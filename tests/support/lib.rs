@@ -1,1 +1,332 @@
+//! Test support: start real berthd processes on temporary data roots and sockets, talk to
+//! them through the typed client, the CLI, or raw bytes.
 
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use berth_api::jsonrpsee::ws_client::{WsClient, WsClientBuilder};
+
+/// Directory holding the workspace's binaries: `BERTH_BIN_DIR`, else the profile directory
+/// this test binary was built into (`target/<profile>/deps/..`).
+pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("BERTH_BIN_DIR") {
+        return dir.into();
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps")
+        .to_owned()
+}
+
+/// Path of a workspace binary, which must have been built (`cargo build --workspace --bins`).
+pub fn bin(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first (tests/run.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// A berthd process on its own temporary data root and socket, stopped on drop.
+#[derive(Debug)]
+pub struct Daemon {
+    child: Option<Child>,
+    /// Temporary directory holding data root, socket and logs.
+    pub dir: tempfile::TempDir,
+    /// The data root.
+    pub data_root: PathBuf,
+    /// The API socket.
+    pub socket: PathBuf,
+    /// berthd's stderr.
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts berthd with default settings and waits until it answers.
+    pub fn start() -> Daemon {
+        Daemon::start_with(&[])
+    }
+
+    /// Starts berthd with extra flags and waits until it answers.
+    pub fn start_with(extra: &[&str]) -> Daemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data_root = dir.path().join("root");
+        let socket = dir.path().join("berthd.sock");
+        let mut d = Daemon {
+            child: None,
+            data_root,
+            socket,
+            log: dir.path().join("berthd.log"),
+            dir,
+        };
+        let child = d.spawn(extra);
+        d.child = Some(child);
+        d.wait_ready();
+        d
+    }
+
+    /// Runs another berthd with this daemon's paths plus `extra`, expecting it to exit.
+    pub fn run_second(&self, extra: &[&str]) -> Output {
+        let mut cmd = Command::new(bin("berthd"));
+        cmd.arg("--data-root")
+            .arg(&self.data_root)
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(extra);
+        output_with_timeout(cmd, Duration::from_secs(20))
+    }
+
+    fn spawn(&self, extra: &[&str]) -> Child {
+        let log = std::fs::File::create(&self.log).expect("log file");
+        Command::new(bin("berthd"))
+            .arg("--data-root")
+            .arg(&self.data_root)
+            .arg("--socket")
+            .arg(&self.socket)
+            .arg("--log-level")
+            .arg("debug")
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn berthd")
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("berthd exited at start ({status}):\n{}", self.log_text());
+            }
+            if let Ok((200, body)) = http_post(
+                &self.socket,
+                br#"{"jsonrpc":"2.0","id":1,"method":"system.ping"}"#,
+            ) && body.contains("\"OK\"")
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("berthd did not answer within 20 s:\n{}", self.log_text());
+    }
+
+    /// berthd's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// What berthd logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `unix://<socket>`, for `-H`.
+    pub fn host(&self) -> String {
+        format!("unix://{}", self.socket.display())
+    }
+
+    /// A WebSocket client session.
+    pub async fn client(&self) -> WsClient {
+        let stream = tokio::net::UnixStream::connect(&self.socket)
+            .await
+            .expect("connect to berthd");
+        WsClientBuilder::default()
+            .build_with_stream("ws://localhost/", stream)
+            .await
+            .expect("WebSocket handshake")
+    }
+
+    /// POSTs `body` as JSON-RPC over HTTP; returns status and body.
+    pub fn post(&self, body: &[u8]) -> (u16, String) {
+        http_post(&self.socket, body).expect("HTTP exchange with berthd")
+    }
+
+    /// Runs the `berth` CLI against this daemon.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(bin("berth"));
+        cmd.arg("-H").arg(self.host()).args(args);
+        output_with_timeout(cmd, Duration::from_secs(60))
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn stop(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        signal(child.id(), libc::SIGTERM);
+        wait_with_timeout(&mut child, Duration::from_secs(30))
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(child.id(), libc::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if child.try_wait().ok().flatten().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Sends `sig` to `pid`.
+pub fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe {
+        libc::kill(pid as i32, sig);
+    }
+}
+
+fn wait_with_timeout(child: &mut Child, limit: Duration) -> ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("process {} did not exit within {limit:?}", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Runs `cmd` to completion, killing it after `limit`.
+pub fn output_with_timeout(mut cmd: Command, limit: Duration) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let out = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = stdout.read_to_end(&mut b);
+        b
+    });
+    let err = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = stderr.read_to_end(&mut b);
+        b
+    });
+    let status = wait_with_timeout(&mut child, limit);
+    Output {
+        status,
+        stdout: out.join().expect("stdout reader"),
+        stderr: err.join().expect("stderr reader"),
+    }
+}
+
+/// One HTTP/1.1 POST of a JSON body over a Unix socket, connection closed after.
+pub fn http_post(socket: &Path, body: &[u8]) -> std::io::Result<(u16, String)> {
+    let mut req = format!(
+        "POST / HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(body);
+    let raw = raw_exchange(socket, &req)?;
+    parse_http_response(&raw)
+}
+
+/// Writes `bytes` to the socket and reads until the peer closes (or 10 s pass).
+pub fn raw_exchange(socket: &Path, bytes: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut s = UnixStream::connect(socket)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    // The server may answer (and close) before reading everything, e.g. an oversized body.
+    // No half-close: hyper takes EOF on its read side as the client going away.
+    let _ = s.write_all(bytes);
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if out.is_empty() => return Err(e),
+            Err(_) => break,
+        }
+    }
+    Ok(out)
+}
+
+/// Status code and (de-chunked) body of a raw HTTP/1.1 response.
+pub fn parse_http_response(raw: &[u8]) -> std::io::Result<(u16, String)> {
+    let text = String::from_utf8_lossy(raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other(format!("no HTTP response in {text:?}")))?;
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line in {head:?}")))?;
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase()
+            .starts_with("transfer-encoding: chunked")
+    });
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    Ok((status, body))
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// Whether this process runs as root (namespace, mount and cgroup tests need it).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Skips a root-only test with a message, except under `CI=true`, where a skip is a failure.
+#[macro_export]
+macro_rules! require_root {
+    () => {
+        if !$crate::is_root() {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("this test needs root, and CI must run it as root");
+            }
+            eprintln!("skipped: needs root");
+            return;
+        }
+    };
+}

@@ -3,6 +3,7 @@
 //! of engine errors to wire errors.
 
 mod error;
+mod http;
 mod params;
 mod server;
 mod system;

@@ -11,6 +11,8 @@ use jsonrpsee::server::{BatchResponseBuilder, MethodResponse};
 use jsonrpsee::types::{Id, Request};
 use tracing::Instrument;
 
+use super::http::NotificationOnly;
+
 /// Layer adding [`ParamsCheck`].
 #[derive(Debug, Clone)]
 pub struct ParamsCheckLayer {
@@ -46,8 +48,9 @@ fn check(mut req: Request<'_>) -> Result<Request<'_>, MethodResponse> {
     };
     match normalize_params(spec, req.params.as_deref()) {
         Ok(named) => {
-            let raw = serde_json::value::to_raw_value(&named)
-                .map_err(|e| MethodResponse::error(req.id(), invalid_params(None, e.to_string())))?;
+            let raw = serde_json::value::to_raw_value(&named).map_err(|e| {
+                MethodResponse::error(req.id(), invalid_params(None, e.to_string()))
+            })?;
             req.params = Some(Cow::Owned(raw));
             Ok(req)
         }
@@ -56,6 +59,13 @@ fn check(mut req: Request<'_>) -> Result<Request<'_>, MethodResponse> {
             invalid_params(e.field(), e.to_string()),
         )),
     }
+}
+
+/// The (empty) answer to a notification, marked so the HTTP gate sends no body.
+fn notification_ack() -> MethodResponse {
+    let mut marker = jsonrpsee::core::server::Extensions::new();
+    marker.insert(NotificationOnly);
+    MethodResponse::notification().with_extensions(marker)
 }
 
 impl<S> RpcServiceT for ParamsCheck<S>
@@ -109,7 +119,7 @@ where
                 }
             }
             if responses.is_empty() && got_notification {
-                MethodResponse::notification()
+                notification_ack()
             } else {
                 MethodResponse::from_batch(responses.finish())
             }
@@ -133,15 +143,12 @@ where
             // A subscription opened by a notification could never be identified or closed
             // by its caller, so it is not opened.
             if !is_subscription {
-                let mut req = Request::owned(
-                    method.into_owned(),
-                    params.map(Cow::into_owned),
-                    Id::Null,
-                );
+                let mut req =
+                    Request::owned(method.into_owned(), params.map(Cow::into_owned), Id::Null);
                 *req.extensions_mut() = extensions;
                 let _ = this.call(req).await;
             }
-            MethodResponse::notification()
+            notification_ack()
         }
     }
 }

@@ -12,6 +12,7 @@ use jsonrpsee::server::{
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
+use super::http::HttpGateLayer;
 use super::params::ParamsCheckLayer;
 
 /// Largest response berthd sends; requests are limited by configuration.
@@ -52,6 +53,9 @@ pub async fn serve(
         .build();
     let builder = Server::builder()
         .set_config(config)
+        .set_http_middleware(tower::ServiceBuilder::new().layer(HttpGateLayer {
+            max_request_body_size: settings.max_request_body_size,
+        }))
         .set_rpc_middleware(RpcServiceBuilder::new().layer(ParamsCheckLayer {
             max_response_body_size: MAX_RESPONSE_BODY_SIZE as usize,
         }))
@@ -110,7 +114,10 @@ pub async fn serve(
         }
     }
 
-    info!(open = connections.len(), "shutting down: no new connections");
+    info!(
+        open = connections.len(),
+        "shutting down: no new connections"
+    );
     let _ = server_handle.stop();
     accepts.shutdown().await;
     let drained = tokio::time::timeout(settings.shutdown_timeout, async {

@@ -130,14 +130,22 @@ impl SystemServer for SystemApi {
                     size_bytes: containers,
                     // Stopped containers' writable layers are what `container prune` frees;
                     // per-container sizes are not tracked, so only an all-stopped set counts.
-                    reclaimable_bytes: if active_containers == 0 { containers } else { 0 },
+                    reclaimable_bytes: if active_containers == 0 {
+                        containers
+                    } else {
+                        0
+                    },
                 },
                 UsageSummary {
                     kind: "Local Volumes".into(),
                     total: counts.volumes,
                     active: counts.volumes_in_use,
                     size_bytes: volumes,
-                    reclaimable_bytes: if counts.volumes_in_use == 0 { volumes } else { 0 },
+                    reclaimable_bytes: if counts.volumes_in_use == 0 {
+                        volumes
+                    } else {
+                        0
+                    },
                 },
                 UsageSummary {
                     kind: "Plugins".into(),

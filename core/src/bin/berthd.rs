@@ -18,7 +18,11 @@ fn init_logging(level: &str, format: LogFormat) -> anyhow::Result<FilterHandle> 
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     match format {
         LogFormat::Json => registry
-            .with(tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(std::io::stderr),
+            )
             .try_init(),
         LogFormat::Text => registry
             .with(

@@ -63,7 +63,12 @@ impl Default for Config {
 
 /// berthd's command line. Every config key has a flag of the same name.
 #[derive(Debug, Clone, Default, Parser)]
-#[command(name = "berthd", version, about = "The berth container engine daemon")]
+#[command(
+    name = "berthd",
+    version,
+    about = "The berth container engine daemon",
+    args_override_self = true
+)]
 pub struct Args {
     /// Configuration file; a missing default file means built-in defaults.
     #[arg(long, value_name = "PATH")]
@@ -167,10 +172,16 @@ impl Config {
     pub fn validate(&self) -> Result<(), Error> {
         let bad = |key: &'static str, message: String| Err(Error::ConfigInvalid { key, message });
         if !self.data_root.is_absolute() {
-            return bad("data-root", format!("{} is not an absolute path", self.data_root.display()));
+            return bad(
+                "data-root",
+                format!("{} is not an absolute path", self.data_root.display()),
+            );
         }
         if !self.socket.is_absolute() {
-            return bad("socket", format!("{} is not an absolute path", self.socket.display()));
+            return bad(
+                "socket",
+                format!("{} is not an absolute path", self.socket.display()),
+            );
         }
         for url in &self.listen {
             if let Err(message) = parse_tcp_listen(url) {
@@ -178,7 +189,10 @@ impl Config {
             }
         }
         if self.max_request_body_size < 1024 {
-            return bad("max-request-body-size", "must be at least 1024 bytes".to_owned());
+            return bad(
+                "max-request-body-size",
+                "must be at least 1024 bytes".to_owned(),
+            );
         }
         if self.max_batch_len == 0 {
             return bad("max-batch-len", "must be at least 1".to_owned());
@@ -210,7 +224,8 @@ mod tests {
         let cmd = Args::command();
         for key in keys.as_object().unwrap().keys() {
             assert!(
-                cmd.get_arguments().any(|a| a.get_long() == Some(key.as_str())),
+                cmd.get_arguments()
+                    .any(|a| a.get_long() == Some(key.as_str())),
                 "config key {key} has no --{key} flag"
             );
         }
@@ -248,7 +263,12 @@ mod tests {
             data_root: "relative".into(),
             ..Config::default()
         };
-        assert!(cfg.validate().unwrap_err().to_string().contains("data-root"));
+        assert!(
+            cfg.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("data-root")
+        );
     }
 
     #[test]

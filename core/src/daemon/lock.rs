@@ -117,11 +117,17 @@ mod tests {
         let path = dir.path().join("s.sock");
         claim_socket_path(&path).unwrap();
         let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
-        assert!(matches!(claim_socket_path(&path), Err(Error::SocketLive { .. })));
+        assert!(matches!(
+            claim_socket_path(&path),
+            Err(Error::SocketLive { .. })
+        ));
         drop(listener);
         claim_socket_path(&path).unwrap();
         assert!(!path.exists());
         std::fs::write(&path, b"not a socket").unwrap();
-        assert!(matches!(claim_socket_path(&path), Err(Error::SocketPathTaken { .. })));
+        assert!(matches!(
+            claim_socket_path(&path),
+            Err(Error::SocketPathTaken { .. })
+        ));
     }
 }

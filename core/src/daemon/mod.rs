@@ -100,9 +100,9 @@ impl Error {
             Error::ConfigRead { .. } | Error::ConfigParse { .. } | Error::ConfigInvalid { .. } => {
                 ErrorKind::InvalidArgument
             }
-            Error::DataRootInUse { .. } | Error::SocketLive { .. } | Error::SocketPathTaken { .. } => {
-                ErrorKind::FailedPrecondition
-            }
+            Error::DataRootInUse { .. }
+            | Error::SocketLive { .. }
+            | Error::SocketPathTaken { .. } => ErrorKind::FailedPrecondition,
             Error::Io { .. } | Error::Bind { .. } => ErrorKind::Unavailable,
             Error::Store(e) => e.kind(),
             Error::Api(_) => ErrorKind::Internal,
@@ -248,18 +248,22 @@ impl Prepared {
         let mut async_listeners = Vec::new();
         for l in listeners {
             async_listeners.push(match l {
-                StdListener::Unix(u) => Listener::Unix(
-                    tokio::net::UnixListener::from_std(u).map_err(|source| Error::Bind {
-                        addr: "unix listener".into(),
-                        source,
-                    })?,
-                ),
-                StdListener::Tcp(t) => Listener::Tcp(
-                    tokio::net::TcpListener::from_std(t).map_err(|source| Error::Bind {
-                        addr: "tcp listener".into(),
-                        source,
-                    })?,
-                ),
+                StdListener::Unix(u) => {
+                    Listener::Unix(tokio::net::UnixListener::from_std(u).map_err(|source| {
+                        Error::Bind {
+                            addr: "unix listener".into(),
+                            source,
+                        }
+                    })?)
+                }
+                StdListener::Tcp(t) => {
+                    Listener::Tcp(tokio::net::TcpListener::from_std(t).map_err(|source| {
+                        Error::Bind {
+                            addr: "tcp listener".into(),
+                            source,
+                        }
+                    })?)
+                }
             });
         }
         let module = api::rpc_module(Arc::clone(&ctx)).map_err(|e| Error::Api(e.to_string()))?;
@@ -280,7 +284,11 @@ impl Prepared {
 
 fn create_dir(path: &Path, mode: u32) -> Result<(), Error> {
     use std::os::unix::fs::DirBuilderExt;
-    match std::fs::DirBuilder::new().recursive(true).mode(mode).create(path) {
+    match std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(path)
+    {
         Ok(()) => Ok(()),
         Err(source) => Err(Error::Io {
             what: "create directory",
@@ -292,13 +300,13 @@ fn create_dir(path: &Path, mode: u32) -> Result<(), Error> {
 
 /// Mode 0660, owned by root:`group` when that group exists, like docker's socket.
 fn secure_socket(socket: &Path, group: &str) -> Result<(), Error> {
-    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660)).map_err(
-        |source| Error::Io {
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660)).map_err(|source| {
+        Error::Io {
             what: "set permissions on",
             path: socket.to_owned(),
             source,
-        },
-    )?;
+        }
+    })?;
     match nix::unistd::Group::from_name(group) {
         Ok(Some(g)) => {
             if let Err(e) = nix::unistd::chown(socket, None, Some(g.gid)) {
@@ -306,7 +314,10 @@ fn secure_socket(socket: &Path, group: &str) -> Result<(), Error> {
             }
         }
         Ok(None) => {
-            info!(group, "group does not exist: socket is reachable by root only");
+            info!(
+                group,
+                "group does not exist: socket is reachable by root only"
+            );
         }
         Err(e) => warn!(group, "cannot look up group: {e}"),
     }

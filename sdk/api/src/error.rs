@@ -141,7 +141,10 @@ mod tests {
     fn codes_avoid_jsonrpsee_reserved_range() {
         for kind in ErrorKind::ALL {
             let c = kind.code();
-            assert!(!(-32011..=-32000).contains(&c), "{kind} uses jsonrpsee code {c}");
+            assert!(
+                !(-32011..=-32000).contains(&c),
+                "{kind} uses jsonrpsee code {c}"
+            );
         }
     }
 

@@ -38,14 +38,14 @@ pub fn all_methods() -> Vec<&'static MethodSpec> {
 
 /// Finds a method by its full name (a hash lookup: the server does this on every call).
 pub fn method(name: &str) -> Option<&'static MethodSpec> {
-    static INDEX: std::sync::OnceLock<std::collections::HashMap<&'static str, &'static MethodSpec>> =
-        std::sync::OnceLock::new();
+    static INDEX: std::sync::OnceLock<
+        std::collections::HashMap<&'static str, &'static MethodSpec>,
+    > = std::sync::OnceLock::new();
     INDEX
         .get_or_init(|| all_methods().into_iter().map(|m| (m.name, m)).collect())
         .get(name)
         .copied()
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -55,7 +55,11 @@ mod tests {
         for m in super::all_methods() {
             assert!(seen.insert(m.name), "duplicate method {}", m.name);
             let ns = m.name.split('.').next().unwrap();
-            assert!(super::NAMESPACES.contains(&ns), "{} outside known namespaces", m.name);
+            assert!(
+                super::NAMESPACES.contains(&ns),
+                "{} outside known namespaces",
+                m.name
+            );
             assert!(!m.doc.trim().is_empty(), "{} has no doc", m.name);
         }
     }

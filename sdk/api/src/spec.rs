@@ -7,7 +7,7 @@
 //! request: it accepts positional or named params, rejects unknown or ill-typed ones with a
 //! message naming the field, and rewrites params into the named form the handler decodes.
 
-use schemars::{Schema, SchemaGenerator, JsonSchema};
+use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -317,7 +317,11 @@ mod tests {
     fn names_the_bad_field_deep_inside() {
         let e = run(r#"{"name": "x", "resource_limits": {"memory": "lots"}}"#).unwrap_err();
         assert_eq!(e.field().as_deref(), Some("resource_limits.memory"));
-        assert!(e.to_string().contains("`resource_limits.memory`: invalid type"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("`resource_limits.memory`: invalid type"),
+            "{e}"
+        );
         let e = run(r#"{"name": 5}"#).unwrap_err();
         assert_eq!(e.field().as_deref(), Some("name"));
         let e = run(r#"{"name": "x", "resource_limits": {"memroy": 1}}"#).unwrap_err();
@@ -327,16 +331,25 @@ mod tests {
     #[test]
     fn refuses_unknown_extra_and_scalar_params() {
         let e = run(r#"{"name": "x", "nmae": 1}"#).unwrap_err();
-        assert!(matches!(e, ParamsError::Unknown { ref name, .. } if name == "nmae"), "{e}");
+        assert!(
+            matches!(e, ParamsError::Unknown { ref name, .. } if name == "nmae"),
+            "{e}"
+        );
         let e = run(r#"["x", null, 3]"#).unwrap_err();
-        assert!(matches!(e, ParamsError::TooMany { max: 2, got: 3, .. }), "{e}");
+        assert!(
+            matches!(e, ParamsError::TooMany { max: 2, got: 3, .. }),
+            "{e}"
+        );
         let e = run(r#""x""#).unwrap_err();
         assert!(matches!(e, ParamsError::NotStructured { .. }), "{e}");
     }
 
     #[test]
     fn absent_params_are_fine_for_methods_without_params() {
-        let spec = MethodSpec { params: &[], ..SPEC };
+        let spec = MethodSpec {
+            params: &[],
+            ..SPEC
+        };
         assert!(normalize_params(&spec, None).unwrap().is_empty());
         let raw = RawValue::from_string("[]".into()).unwrap();
         assert!(normalize_params(&spec, Some(&raw)).unwrap().is_empty());

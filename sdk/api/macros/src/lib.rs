@@ -156,7 +156,10 @@ fn expand(item: &ItemTrait) -> syn::Result<TokenStream2> {
         for input in &f.sig.inputs {
             let FnArg::Typed(arg) = input else { continue };
             let Pat::Ident(pat) = &*arg.pat else {
-                return Err(syn::Error::new_spanned(&arg.pat, "params must be plain names"));
+                return Err(syn::Error::new_spanned(
+                    &arg.pat,
+                    "params must be plain names",
+                ));
             };
             let name = pat.ident.to_string();
             let ty = &arg.ty;

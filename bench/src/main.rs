@@ -1,1 +1,337 @@
-fn main() {}
+//! berth-bench: reproducible measurements of berth, written to `bench/results/` as JSON and
+//! Markdown. `berth-bench api` measures the API round trip and berthd's idle memory.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+
+#[derive(Debug, Parser)]
+#[command(name = "berth-bench", about = "Benchmarks for berth")]
+struct Cli {
+    /// Directory with the berthd and berth binaries (build them with --release).
+    #[arg(long, default_value = "target/release", global = true)]
+    bin_dir: PathBuf,
+    /// Where results are written.
+    #[arg(long, default_value = "bench/results", global = true)]
+    out_dir: PathBuf,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Debug, Subcommand)]
+enum Scenario {
+    /// `system.ping` round trips over the Unix socket with a keep-alive HTTP client, and
+    /// berthd's RSS/PSS when idle.
+    Api {
+        /// Measured round trips (after 1000 warm-up calls).
+        #[arg(long, default_value_t = 20_000)]
+        iterations: usize,
+    },
+}
+
+/// Latency summary in microseconds.
+#[derive(Debug, Serialize)]
+struct Latency {
+    samples: usize,
+    median_us: f64,
+    p90_us: f64,
+    p99_us: f64,
+    mean_us: f64,
+    min_us: f64,
+}
+
+impl Latency {
+    fn of(mut samples: Vec<Duration>) -> Latency {
+        samples.sort();
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
+        let at = |q: f64| us(samples[((samples.len() - 1) as f64 * q).round() as usize]);
+        let mean = samples.iter().map(|d| us(*d)).sum::<f64>() / samples.len() as f64;
+        Latency {
+            samples: samples.len(),
+            median_us: at(0.5),
+            p90_us: at(0.9),
+            p99_us: at(0.99),
+            mean_us: mean,
+            min_us: us(samples[0]),
+        }
+    }
+}
+
+/// Memory of one process, from /proc/PID/smaps_rollup.
+#[derive(Debug, Serialize)]
+struct Memory {
+    rss_kb: u64,
+    pss_kb: u64,
+}
+
+fn memory_of(pid: u32) -> anyhow::Result<Memory> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .with_context(|| format!("reading smaps_rollup of {pid}"))?;
+    let field = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    Ok(Memory {
+        rss_kb: field("Rss:"),
+        pss_kb: field("Pss:"),
+    })
+}
+
+#[derive(Debug, Serialize)]
+struct ApiResult {
+    scenario: &'static str,
+    machine: Machine,
+    command: String,
+    ping_keepalive_http: Latency,
+    berthd_idle_at_start: Memory,
+    berthd_idle_after_load: Memory,
+    targets: Vec<Target>,
+}
+
+#[derive(Debug, Serialize)]
+struct Target {
+    name: &'static str,
+    target: String,
+    measured: String,
+    met: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Machine {
+    cpus: usize,
+    cpu_model: String,
+    mem_total_kb: u64,
+    kernel: String,
+}
+
+fn machine() -> Machine {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    Machine {
+        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        cpu_model: cpuinfo
+            .lines()
+            .find(|l| l.starts_with("model name"))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_owned())
+            .unwrap_or_default(),
+        mem_total_kb: meminfo
+            .lines()
+            .find(|l| l.starts_with("MemTotal:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .to_owned(),
+    }
+}
+
+/// A berthd on a temporary data root, killed on drop.
+struct Berthd {
+    child: Child,
+    socket: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Berthd {
+    fn start(bin_dir: &Path) -> anyhow::Result<Berthd> {
+        let dir = tempfile::tempdir()?;
+        let socket = dir.path().join("berthd.sock");
+        let bin = bin_dir.join("berthd");
+        if !bin.exists() {
+            bail!("{} missing: run `cargo build --release --workspace --bins`", bin.display());
+        }
+        let child = Command::new(&bin)
+            .arg("--data-root")
+            .arg(dir.path().join("root"))
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--log-level")
+            .arg("warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let d = Berthd {
+            child,
+            socket,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(mut c) = KeepAlive::connect(&d.socket)
+                && c.ping().is_ok()
+            {
+                return Ok(d);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        bail!("berthd did not answer within 20 s")
+    }
+}
+
+impl Drop for Berthd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal HTTP/1.1 keep-alive client: one connection, one request at a time.
+struct KeepAlive {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+const PING: &[u8] = b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 47\r\n\r\n{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"system.ping\"}";
+
+impl KeepAlive {
+    fn connect(socket: &Path) -> std::io::Result<KeepAlive> {
+        let s = UnixStream::connect(socket)?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        Ok(KeepAlive {
+            reader: BufReader::new(s.try_clone()?),
+            writer: s,
+        })
+    }
+
+    fn ping(&mut self) -> anyhow::Result<()> {
+        self.writer.write_all(PING)?;
+        let mut length = None;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if self.reader.read_line(&mut line)? == 0 {
+                bail!("connection closed");
+            }
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some(v) = l
+                .to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().to_owned())
+            {
+                length = v.parse::<usize>().ok();
+            }
+        }
+        let mut body = vec![0; length.context("response without content-length")?];
+        self.reader.read_exact(&mut body)?;
+        if !body.windows(4).any(|w| w == b"\"OK\"") {
+            bail!("unexpected answer {}", String::from_utf8_lossy(&body));
+        }
+        Ok(())
+    }
+}
+
+fn api(cli: &Cli, iterations: usize) -> anyhow::Result<()> {
+    let d = Berthd::start(&cli.bin_dir)?;
+    std::thread::sleep(Duration::from_millis(500));
+    let idle_start = memory_of(d.child.id())?;
+    let mut client = KeepAlive::connect(&d.socket)?;
+    for _ in 0..1000 {
+        client.ping()?;
+    }
+    let mut samples = Vec::with_capacity(iterations);
+    for _ in 0..iterations {
+        let t = Instant::now();
+        client.ping()?;
+        samples.push(t.elapsed());
+    }
+    drop(client);
+    std::thread::sleep(Duration::from_millis(500));
+    let idle_after = memory_of(d.child.id())?;
+    let latency = Latency::of(samples);
+    let result = ApiResult {
+        scenario: "api",
+        machine: machine(),
+        command: format!("berth-bench api --iterations {iterations}"),
+        targets: vec![
+            Target {
+                name: "system.ping median round trip (keep-alive, Unix socket)",
+                target: "< 100 µs".into(),
+                measured: format!("{:.1} µs", latency.median_us),
+                met: latency.median_us < 100.0,
+            },
+            Target {
+                name: "berthd idle PSS before plugins",
+                target: "< 15 MB".into(),
+                measured: format!("{:.1} MB", idle_after.pss_kb as f64 / 1024.0),
+                met: (idle_after.pss_kb as f64 / 1024.0) < 15.0,
+            },
+        ],
+        ping_keepalive_http: latency,
+        berthd_idle_at_start: idle_start,
+        berthd_idle_after_load: idle_after,
+    };
+    std::fs::create_dir_all(&cli.out_dir)?;
+    let json_path = cli.out_dir.join("api.json");
+    std::fs::write(&json_path, serde_json::to_string_pretty(&result)?)?;
+    let md = render_api(&result);
+    let md_path = cli.out_dir.join("api.md");
+    std::fs::write(&md_path, &md)?;
+    print!("{md}");
+    eprintln!("wrote {} and {}", json_path.display(), md_path.display());
+    Ok(())
+}
+
+fn render_api(r: &ApiResult) -> String {
+    let l = &r.ping_keepalive_http;
+    let mut s = String::new();
+    s.push_str("# berth API benchmark\n\n");
+    s.push_str(&format!(
+        "Machine: {} CPUs ({}), {} MiB RAM, kernel {}.\n\nCommand: `{}` (release build).\n\n",
+        r.machine.cpus,
+        r.machine.cpu_model,
+        r.machine.mem_total_kb / 1024,
+        r.machine.kernel,
+        r.command
+    ));
+    s.push_str("## system.ping round trip, HTTP/1.1 keep-alive over the Unix socket\n\n");
+    s.push_str("| samples | median | p90 | p99 | mean | min |\n|---|---|---|---|---|---|\n");
+    s.push_str(&format!(
+        "| {} | {:.1} µs | {:.1} µs | {:.1} µs | {:.1} µs | {:.1} µs |\n\n",
+        l.samples, l.median_us, l.p90_us, l.p99_us, l.mean_us, l.min_us
+    ));
+    s.push_str("## berthd memory (no plugins, no containers)\n\n| when | RSS | PSS |\n|---|---|---|\n");
+    for (when, m) in [
+        ("idle after start", &r.berthd_idle_at_start),
+        ("idle after the run", &r.berthd_idle_after_load),
+    ] {
+        s.push_str(&format!(
+            "| {when} | {:.1} MB | {:.1} MB |\n",
+            m.rss_kb as f64 / 1024.0,
+            m.pss_kb as f64 / 1024.0
+        ));
+    }
+    s.push_str("\n## Targets\n\n| target | goal | measured | met |\n|---|---|---|---|\n");
+    for t in &r.targets {
+        s.push_str(&format!(
+            "| {} | {} | {} | {} |\n",
+            t.name,
+            t.target,
+            t.measured,
+            if t.met { "yes" } else { "no" }
+        ));
+    }
+    s
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.scenario {
+        Scenario::Api { iterations } => api(&cli, iterations.max(1)),
+    }
+}

@@ -231,11 +231,10 @@ async fn df(client: &impl SystemClient, format: Format) -> anyhow::Result<()> {
         .kinds
         .iter()
         .map(|k| {
-            let pct = if k.size_bytes > 0 {
-                format!(" ({}%)", k.reclaimable_bytes * 100 / k.size_bytes)
-            } else {
-                String::new()
-            };
+            let pct = (k.reclaimable_bytes * 100)
+                .checked_div(k.size_bytes)
+                .map(|p| format!(" ({p}%)"))
+                .unwrap_or_default();
             vec![
                 k.kind.clone(),
                 k.total.to_string(),

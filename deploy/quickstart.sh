@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# From a fresh Debian machine to a running berthd: installs build dependencies, builds the
+# release binaries, starts berthd on the default socket and data root, and shows it answering.
+# Run as root: sudo deploy/quickstart.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ "$(id -u)" -eq 0 ] || { echo "quickstart.sh: run as root (berthd manages namespaces and mounts)" >&2; exit 1; }
+export DEBIAN_FRONTEND=noninteractive
+
+echo "==> installing build dependencies"
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends gcc libc6-dev pkg-config ca-certificates >/dev/null
+rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
+
+echo "==> building berthd and berth (release)"
+cargo build --release --locked --bins -p berth-core -p berth-cli
+target=${CARGO_TARGET_DIR:-target}/release
+install -m 0755 "$target/berthd" "$target/berth" /usr/local/bin/
+
+socket=/run/berth/berthd.sock
+if berth -H "unix://$socket" system ping >/dev/null 2>&1; then
+    echo "==> berthd is already running on $socket"
+else
+    echo "==> starting berthd (log: /var/log/berthd.log)"
+    nohup berthd --data-root /var/lib/berth --socket "$socket" >>/var/log/berthd.log 2>&1 &
+    for _ in $(seq 100); do
+        berth system ping >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+fi
+
+echo "==> berth version"
+berth version
+echo
+echo "==> berth info"
+berth info
+echo
+echo "berthd is running (pid $(cat /var/lib/berth/berthd.lock)). Stop it with: kill \$(cat /var/lib/berth/berthd.lock)"

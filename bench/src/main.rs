@@ -150,7 +150,10 @@ impl Berthd {
         let socket = dir.path().join("berthd.sock");
         let bin = bin_dir.join("berthd");
         if !bin.exists() {
-            bail!("{} missing: run `cargo build --release --workspace --bins`", bin.display());
+            bail!(
+                "{} missing: run `cargo build --release --workspace --bins`",
+                bin.display()
+            );
         }
         let child = Command::new(&bin)
             .arg("--data-root")
@@ -305,7 +308,9 @@ fn render_api(r: &ApiResult) -> String {
         "| {} | {:.1} µs | {:.1} µs | {:.1} µs | {:.1} µs | {:.1} µs |\n\n",
         l.samples, l.median_us, l.p90_us, l.p99_us, l.mean_us, l.min_us
     ));
-    s.push_str("## berthd memory (no plugins, no containers)\n\n| when | RSS | PSS |\n|---|---|---|\n");
+    s.push_str(
+        "## berthd memory (no plugins, no containers)\n\n| when | RSS | PSS |\n|---|---|---|\n",
+    );
     for (when, m) in [
         ("idle after start", &r.berthd_idle_at_start),
         ("idle after the run", &r.berthd_idle_after_load),

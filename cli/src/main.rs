@@ -2,6 +2,7 @@
 //! JSON-RPC calls over a WebSocket to the daemon; nothing here touches the host.
 
 mod client;
+mod image;
 mod output;
 
 use std::process::ExitCode;
@@ -42,6 +43,29 @@ enum Command {
     /// Daemon-wide commands.
     #[command(subcommand)]
     System(SystemCommand),
+    /// Pull an image from a registry.
+    Pull(image::PullArgs),
+    /// List images.
+    Images(image::ListArgs),
+    /// Add a reference to an image: SOURCE TARGET.
+    Tag {
+        /// Existing image (reference or id).
+        source: String,
+        /// New reference.
+        target: String,
+    },
+    /// Remove images (references, and the image once none is left).
+    Rmi {
+        /// Images to remove.
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// Remove even when the image has several tags or is in use.
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Manage images.
+    #[command(subcommand)]
+    Image(ImageCommand),
     /// Print a shell completion script.
     Completion {
         /// Shell to generate for.
@@ -57,6 +81,38 @@ enum SystemCommand {
     Df(FormatArg),
     /// Check that the daemon answers.
     Ping,
+}
+
+#[derive(Debug, Subcommand)]
+enum ImageCommand {
+    /// Pull an image from a registry.
+    Pull(image::PullArgs),
+    /// List images.
+    #[command(alias = "list")]
+    Ls(image::ListArgs),
+    /// Show details of images as JSON.
+    Inspect {
+        /// Images (reference or id).
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Add a reference to an image: SOURCE TARGET.
+    Tag {
+        /// Existing image.
+        source: String,
+        /// New reference.
+        target: String,
+    },
+    /// Remove images.
+    #[command(alias = "remove")]
+    Rm {
+        /// Images to remove.
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// Remove even when the image has several tags or is in use.
+        #[arg(short, long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -105,7 +161,7 @@ fn main() -> ExitCode {
 }
 
 /// The daemon's own message for call errors; the whole chain otherwise.
-fn describe(e: &anyhow::Error) -> String {
+pub(crate) fn describe(e: &anyhow::Error) -> String {
     if let Some(RpcError::Call(obj)) = e.downcast_ref::<RpcError>() {
         return obj.message().to_owned();
     }
@@ -122,6 +178,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::System(SystemCommand::Df(f)) => df(&connect().await?, f.format).await?,
         Command::System(SystemCommand::Ping) => println!("{}", connect().await?.ping().await?),
+        Command::Pull(a) | Command::Image(ImageCommand::Pull(a)) => {
+            image::pull(&connect().await?, a).await?
+        }
+        Command::Images(a) | Command::Image(ImageCommand::Ls(a)) => {
+            image::list(&connect().await?, a).await?
+        }
+        Command::Image(ImageCommand::Inspect { names }) => {
+            image::inspect(&connect().await?, names).await?
+        }
+        Command::Tag { source, target } | Command::Image(ImageCommand::Tag { source, target }) => {
+            image::tag(&connect().await?, source, target).await?
+        }
+        Command::Rmi { names, force } | Command::Image(ImageCommand::Rm { names, force }) => {
+            image::remove(&connect().await?, names, force).await?
+        }
         Command::Completion { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "berth", &mut std::io::stdout())
         }

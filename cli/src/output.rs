@@ -66,9 +66,45 @@ pub fn human_size(bytes: u64) -> String {
     }
 }
 
+/// An RFC 3339 time as docker shows it: `5 minutes ago`.
+pub fn ago(rfc3339: Option<&str>) -> String {
+    let Some(then) = rfc3339.and_then(|t| humantime::parse_rfc3339_weak(t).ok()) else {
+        return "N/A".to_owned();
+    };
+    let secs = std::time::SystemTime::now()
+        .duration_since(then)
+        .map_or(0, |d| d.as_secs());
+    let (n, unit) = match secs {
+        0..=1 => return "Less than a second ago".to_owned(),
+        2..=59 => (secs, "second"),
+        60..=3599 => (secs / 60, "minute"),
+        3600..=86_399 => (secs / 3600, "hour"),
+        86_400..=1_209_599 => (secs / 86_400, "day"),
+        1_209_600..=5_183_999 => (secs / 604_800, "week"),
+        5_184_000..=63_071_999 => (secs / 2_592_000, "month"),
+        _ => (secs / 31_536_000, "year"),
+    };
+    if n == 1 {
+        format!("{} {unit} ago", if unit == "hour" { "An" } else { "1" })
+    } else {
+        format!("{n} {unit}s ago")
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::human_size;
+    use super::{ago, human_size};
+
+    #[test]
+    fn relative_times() {
+        assert_eq!(ago(None), "N/A");
+        assert_eq!(ago(Some("garbage")), "N/A");
+        let t = humantime::format_rfc3339(
+            std::time::SystemTime::now() - std::time::Duration::from_secs(300),
+        )
+        .to_string();
+        assert_eq!(ago(Some(&t)), "5 minutes ago");
+    }
 
     #[test]
     fn sizes_like_docker() {

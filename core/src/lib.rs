@@ -3,7 +3,10 @@
 //! plugin host join as they are built.
 
 pub mod api;
+pub mod content;
 pub mod daemon;
 pub mod fsutil;
 pub mod host;
+pub mod image;
+pub mod snapshot;
 pub mod store;

@@ -69,8 +69,9 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 /// Schema history. Append only: never edit a migration that has shipped.
 fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(
-        "CREATE TABLE meta (
+    Migrations::new(vec![
+        M::up(
+            "CREATE TABLE meta (
                 key   TEXT PRIMARY KEY,
                 value TEXT NOT NULL
             );
@@ -109,7 +110,24 @@ fn migrations() -> Migrations<'static> {
                 created_at INTEGER NOT NULL,
                 doc        TEXT NOT NULL
             );",
-    )])
+        ),
+        M::up(
+            "CREATE TABLE snapshots (
+                id         INTEGER PRIMARY KEY AUTOINCREMENT,
+                chain_id   TEXT NOT NULL UNIQUE,
+                parent     TEXT,
+                diff_id    TEXT NOT NULL,
+                size_bytes INTEGER NOT NULL,
+                created_at INTEGER NOT NULL
+            );
+            CREATE TABLE image_refs (
+                name       TEXT PRIMARY KEY,
+                image_id   TEXT NOT NULL,
+                created_at INTEGER NOT NULL
+            );
+            CREATE INDEX image_refs_by_image ON image_refs (image_id);",
+        ),
+    ])
 }
 
 /// Object counts as the database sees them.

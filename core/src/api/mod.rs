@@ -4,12 +4,14 @@
 
 mod error;
 mod http;
+mod image;
 mod params;
 mod server;
 mod system;
 
 use std::sync::Arc;
 
+use berth_api::image::ImageServer;
 use berth_api::openrpc;
 use berth_api::system::SystemServer;
 use jsonrpsee::RpcModule;
@@ -23,6 +25,7 @@ pub use server::{Listener, ServeSettings, serve};
 pub fn rpc_module(ctx: Arc<Context>) -> Result<RpcModule<()>, RegisterMethodError> {
     let mut module = RpcModule::new(());
     module.merge(system::SystemApi::new(Arc::clone(&ctx)).into_rpc())?;
+    module.merge(image::ImageApi::new(Arc::clone(&ctx)).into_rpc())?;
     let doc = Arc::new(openrpc::document(
         &berth_api::all_methods(),
         env!("CARGO_PKG_VERSION"),

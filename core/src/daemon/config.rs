@@ -43,6 +43,15 @@ pub struct Config {
     pub max_batch_len: u32,
     /// Seconds to let open connections finish on SIGTERM before closing them.
     pub shutdown_timeout: u64,
+    /// Mirrors tried before Docker Hub for `docker.io` images (`host[:port]` or a URL;
+    /// `http://` means plain HTTP).
+    pub registry_mirrors: Vec<String>,
+    /// Registries (`host[:port]`) reached over plain HTTP. Loopback registries always are.
+    pub insecure_registries: Vec<String>,
+    /// Layers downloaded and unpacked at once per pull.
+    pub max_concurrent_downloads: u32,
+    /// Let image layers create device nodes (refused by default).
+    pub allow_layer_device_nodes: bool,
 }
 
 impl Default for Config {
@@ -57,6 +66,10 @@ impl Default for Config {
             max_request_body_size: 16 * 1024 * 1024,
             max_batch_len: 1000,
             shutdown_timeout: 10,
+            registry_mirrors: Vec::new(),
+            insecure_registries: Vec::new(),
+            max_concurrent_downloads: 4,
+            allow_layer_device_nodes: false,
         }
     }
 }
@@ -100,6 +113,18 @@ pub struct Args {
     /// Seconds to let connections finish on shutdown [default: 10].
     #[arg(long, value_name = "SECS")]
     pub shutdown_timeout: Option<u64>,
+    /// Registry mirror for docker.io images (repeatable; replaces the file's list).
+    #[arg(long, value_name = "HOST")]
+    pub registry_mirrors: Vec<String>,
+    /// Registry reached over plain HTTP (repeatable; replaces the file's list).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub insecure_registries: Vec<String>,
+    /// Layers downloaded and unpacked at once per pull [default: 4].
+    #[arg(long, value_name = "N")]
+    pub max_concurrent_downloads: Option<u32>,
+    /// Let image layers create device nodes.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub allow_layer_device_nodes: Option<bool>,
 }
 
 impl Args {
@@ -131,6 +156,10 @@ impl Args {
             max_request_body_size,
             max_batch_len,
             shutdown_timeout,
+            registry_mirrors,
+            insecure_registries,
+            max_concurrent_downloads,
+            allow_layer_device_nodes,
         } = self.clone();
         macro_rules! over {
             ($($field:ident),*) => { $( if let Some(v) = $field { cfg.$field = v; } )* };
@@ -143,10 +172,18 @@ impl Args {
             log_format,
             max_request_body_size,
             max_batch_len,
-            shutdown_timeout
+            shutdown_timeout,
+            max_concurrent_downloads,
+            allow_layer_device_nodes
         );
-        if !listen.is_empty() {
-            cfg.listen = listen;
+        for (flag, field) in [
+            (listen, &mut cfg.listen),
+            (registry_mirrors, &mut cfg.registry_mirrors),
+            (insecure_registries, &mut cfg.insecure_registries),
+        ] {
+            if !flag.is_empty() {
+                *field = flag;
+            }
         }
     }
 }
@@ -193,6 +230,9 @@ impl Config {
                 "max-request-body-size",
                 "must be at least 1024 bytes".to_owned(),
             );
+        }
+        if self.max_concurrent_downloads == 0 {
+            return bad("max-concurrent-downloads", "must be at least 1".to_owned());
         }
         if self.max_batch_len == 0 {
             return bad("max-batch-len", "must be at least 1".to_owned());

@@ -88,6 +88,9 @@ pub enum Error {
     /// The state database failed.
     #[error(transparent)]
     Store(#[from] store::Error),
+    /// The image subsystem could not start.
+    #[error(transparent)]
+    Image(#[from] crate::image::Error),
     /// The API could not be assembled (a bug: duplicate method names).
     #[error("cannot assemble the API: {0}")]
     Api(String),
@@ -105,6 +108,7 @@ impl Error {
             | Error::SocketPathTaken { .. } => ErrorKind::FailedPrecondition,
             Error::Io { .. } | Error::Bind { .. } => ErrorKind::Unavailable,
             Error::Store(e) => e.kind(),
+            Error::Image(e) => e.kind(),
             Error::Api(_) => ErrorKind::Internal,
         }
     }
@@ -119,6 +123,8 @@ pub struct Context {
     pub store: Arc<Store>,
     /// Host facts probed at start-up.
     pub host: HostFacts,
+    /// Images, their content and snapshots.
+    pub images: Arc<crate::image::Images>,
     /// This data root's id.
     pub daemon_id: String,
     /// When berthd started.
@@ -149,6 +155,16 @@ pub fn prepare(config: Config) -> Result<Prepared, Error> {
     let lock = DataRootLock::acquire(&config.data_root)?;
     let store = Arc::new(Store::open(&config.data_root)?);
     let daemon_id = store.daemon_id()?;
+    // One TLS crypto provider for every registry client (ring: no C toolchain beyond cc).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let images = Arc::new(crate::image::Images::open(
+        &config.data_root,
+        Arc::clone(&store),
+        crate::image::registry::Registries::new(crate::image::registry::RegistrySettings {
+            mirrors: config.registry_mirrors.clone(),
+            insecure: config.insecure_registries.clone(),
+        }),
+    )?);
     let host = HostFacts::probe();
     if !host.overlay_supported {
         warn!("the kernel offers no overlayfs: images cannot be unpacked on this host");
@@ -220,6 +236,7 @@ pub fn prepare(config: Config) -> Result<Prepared, Error> {
             config,
             store,
             host,
+            images,
             daemon_id,
             started: Instant::now(),
             listeners: names,

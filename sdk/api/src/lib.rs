@@ -6,6 +6,7 @@
 //! traits, and [`openrpc::document`] describes every method from the same declarations.
 
 pub mod error;
+pub mod image;
 pub mod openrpc;
 pub mod spec;
 pub mod system;
@@ -33,7 +34,7 @@ pub const NAMESPACES: &[&str] = &[
 
 /// Every method of the API, across namespaces, in declaration order.
 pub fn all_methods() -> Vec<&'static MethodSpec> {
-    system::SPECS.iter().collect()
+    system::SPECS.iter().chain(image::SPECS).collect()
 }
 
 /// Finds a method by its full name (a hash lookup: the server does this on every call).

@@ -1,0 +1,278 @@
+//! Image commands: pull (with per-layer progress bars), images, inspect, tag, rmi.
+
+use std::collections::HashMap;
+
+use anyhow::{Context as _, bail};
+use berth_api::image::{
+    ImageClient, ImageFilter, LayerPhase, PullEvent, PullRequest, RemovedImage,
+};
+use berth_api::jsonrpsee::ws_client::WsClient;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::output::{self, Format, human_size};
+
+/// Options of `berth pull`.
+#[derive(Debug, clap::Args)]
+pub struct PullArgs {
+    /// Image reference: NAME[:TAG|@DIGEST].
+    pub reference: String,
+    /// Platform to pick from a multi-platform image: os/arch[/variant].
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Print only the image reference when done.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+fn short(digest: &str) -> &str {
+    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+    &hex[..hex.len().min(12)]
+}
+
+/// `berth pull`.
+pub async fn pull(client: &WsClient, args: PullArgs) -> anyhow::Result<()> {
+    let request = PullRequest {
+        reference: args.reference.clone(),
+        platform: args.platform.clone(),
+        auth: None,
+    };
+    let mut sub = client
+        .pull_follow(request)
+        .await
+        .context("image.pull_follow")?;
+    let bars = MultiProgress::with_draw_target(if args.quiet {
+        ProgressDrawTarget::hidden()
+    } else {
+        ProgressDrawTarget::stderr()
+    });
+    let style = ProgressStyle::with_template("{prefix}: {msg:16} [{bar:30}] {bytes}/{total_bytes}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    let mut by_digest: HashMap<String, ProgressBar> = HashMap::new();
+    while let Some(event) = sub.next().await {
+        match event.context("progress stream")? {
+            PullEvent::Resolved {
+                reference,
+                digest,
+                layers,
+            } => {
+                if !args.quiet {
+                    eprintln!("Pulling {reference} ({})", short(&digest));
+                }
+                for layer in layers {
+                    let bar = bars.add(ProgressBar::new(layer.size));
+                    bar.set_style(style.clone());
+                    bar.set_prefix(short(&layer.digest).to_owned());
+                    bar.set_message("Waiting");
+                    by_digest.insert(layer.digest, bar);
+                }
+            }
+            PullEvent::Layer {
+                digest,
+                phase,
+                current,
+                total,
+            } => {
+                if let Some(bar) = by_digest.get(&digest) {
+                    bar.set_length(total);
+                    bar.set_position(current);
+                    match phase {
+                        LayerPhase::Waiting => bar.set_message("Waiting"),
+                        LayerPhase::Downloading => bar.set_message("Downloading"),
+                        LayerPhase::Done => bar.finish_with_message("Pull complete"),
+                        LayerPhase::AlreadyExists => bar.finish_with_message("Already exists"),
+                    }
+                }
+            }
+            PullEvent::Done(result) => {
+                for bar in by_digest.values() {
+                    if !bar.is_finished() {
+                        bar.finish();
+                    }
+                }
+                if args.quiet {
+                    println!("{}", result.reference);
+                } else {
+                    println!("Digest: {}", result.digest);
+                    println!(
+                        "Status: {} for {}",
+                        if result.layers_downloaded > 0 {
+                            "Downloaded newer image"
+                        } else {
+                            "Image is up to date"
+                        },
+                        result.reference
+                    );
+                    println!("{}", result.reference);
+                }
+                return Ok(());
+            }
+            PullEvent::Failed { message } => {
+                for bar in by_digest.values() {
+                    bar.abandon();
+                }
+                bail!("{message}");
+            }
+        }
+    }
+    bail!("berthd closed the pull stream without a result")
+}
+
+/// Options of `berth images`.
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    /// Only images of this repository (NAME or NAME:TAG).
+    pub reference: Option<String>,
+    /// Filter: dangling=true|false, label=KEY[=VALUE], reference=NAME[:TAG].
+    #[arg(short, long = "filter")]
+    pub filters: Vec<String>,
+    /// Only ids.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Show digests.
+    #[arg(long)]
+    pub digests: bool,
+    /// Do not truncate ids.
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+}
+
+fn parse_filters(args: &ListArgs) -> anyhow::Result<ImageFilter> {
+    let mut filter = ImageFilter {
+        reference: args.reference.clone(),
+        ..ImageFilter::default()
+    };
+    for f in &args.filters {
+        let (key, value) = f
+            .split_once('=')
+            .with_context(|| format!("invalid filter {f:?}: expected KEY=VALUE"))?;
+        match key {
+            "dangling" => {
+                filter.dangling = Some(value.parse().with_context(|| {
+                    format!("invalid filter {f:?}: dangling takes true or false")
+                })?)
+            }
+            "label" => filter.label.push(value.to_owned()),
+            "reference" => filter.reference = Some(value.to_owned()),
+            other => bail!("invalid filter {other:?}: supported are dangling, label, reference"),
+        }
+    }
+    Ok(filter)
+}
+
+/// `berth images`.
+pub async fn list(client: &WsClient, args: ListArgs) -> anyhow::Result<()> {
+    let images = client
+        .list(Some(parse_filters(&args)?))
+        .await
+        .context("image.list")?;
+    if args.format == Format::Json {
+        return output::json(&images);
+    }
+    let id = |full: &str| {
+        if args.no_trunc {
+            full.to_owned()
+        } else {
+            short(full).to_owned()
+        }
+    };
+    if args.quiet {
+        let mut seen = std::collections::HashSet::new();
+        for i in &images {
+            if seen.insert(i.id.clone()) {
+                println!("{}", id(&i.id));
+            }
+        }
+        return Ok(());
+    }
+    let mut rows = Vec::new();
+    for i in &images {
+        let created = output::ago(i.created.as_deref());
+        let tags: Vec<(String, String)> = if i.repo_tags.is_empty() {
+            vec![("<none>".into(), "<none>".into())]
+        } else {
+            i.repo_tags
+                .iter()
+                .map(|t| match t.rsplit_once(':') {
+                    Some((repo, tag)) => (repo.to_owned(), tag.to_owned()),
+                    None => (t.clone(), "<none>".into()),
+                })
+                .collect()
+        };
+        for (repo, tag) in tags {
+            let mut row = vec![repo.clone(), tag];
+            if args.digests {
+                let digest = i
+                    .repo_digests
+                    .iter()
+                    .find(|d| d.starts_with(&format!("{repo}@")))
+                    .and_then(|d| d.split_once('@').map(|(_, d)| d.to_owned()))
+                    .unwrap_or_else(|| "<none>".into());
+                row.push(digest);
+            }
+            row.extend([id(&i.id), created.clone(), human_size(i.size)]);
+            rows.push(row);
+        }
+    }
+    let header: &[&str] = if args.digests {
+        &["REPOSITORY", "TAG", "DIGEST", "IMAGE ID", "CREATED", "SIZE"]
+    } else {
+        &["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"]
+    };
+    output::table(header, &rows);
+    Ok(())
+}
+
+/// `berth image inspect`.
+pub async fn inspect(client: &WsClient, names: Vec<String>) -> anyhow::Result<()> {
+    let mut all = Vec::new();
+    let mut failed = None;
+    for name in names {
+        match client.inspect(name.clone()).await {
+            Ok(details) => all.push(details),
+            Err(e) => {
+                eprintln!("berth: {}", crate::describe(&e.into()));
+                failed = Some(name);
+            }
+        }
+    }
+    output::json(&all)?;
+    match failed {
+        Some(name) => bail!("cannot inspect {name}"),
+        None => Ok(()),
+    }
+}
+
+/// `berth tag`.
+pub async fn tag(client: &WsClient, source: String, target: String) -> anyhow::Result<()> {
+    client.tag(source, target).await.context("image.tag")?;
+    Ok(())
+}
+
+/// `berth rmi`.
+pub async fn remove(client: &WsClient, names: Vec<String>, force: bool) -> anyhow::Result<()> {
+    let mut failed = false;
+    for name in names {
+        match client.remove(name, Some(force)).await {
+            Ok(removed) => {
+                for r in removed {
+                    match r {
+                        RemovedImage::Untagged(n) => println!("Untagged: {n}"),
+                        RemovedImage::Deleted(id) => println!("Deleted: {id}"),
+                    }
+                }
+            }
+            Err(e) => {
+                eprintln!("berth: {}", crate::describe(&e.into()));
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        bail!("some images could not be removed");
+    }
+    Ok(())
+}

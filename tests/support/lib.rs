@@ -1,5 +1,8 @@
 //! Test support: start real berthd processes on temporary data roots and sockets, talk to
-//! them through the typed client, the CLI, or raw bytes.
+//! them through the typed client, the CLI, or raw bytes; run a real registry; make layers.
+
+pub mod registry;
+pub mod tarball;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;

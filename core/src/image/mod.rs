@@ -371,7 +371,14 @@ impl Images {
         let config = self.config_of(&image)?;
         let (repo_tags, repo_digests) = Self::familiar(self.refs_of(&image.id)?);
         let run = config.config().clone().unwrap_or_default();
+        let mut lower_dirs = Vec::new();
+        for layer in image.layers.iter().rev() {
+            if let Some(snap) = self.snapshots.get(&layer.chain_id)? {
+                lower_dirs.push(self.snapshots.fs_path(snap.id).display().to_string());
+            }
+        }
         Ok(ImageDetails {
+            lower_dirs,
             id: image.id.clone(),
             repo_tags,
             repo_digests,

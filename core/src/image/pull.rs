@@ -457,6 +457,10 @@ pub async fn pull(
 
     let progress = Arc::new(progress);
     let permits = Arc::new(tokio::sync::Semaphore::new(max_parallel.max(1)));
+    // Set when one layer fails: the others stop at their next chunk. Tasks are not aborted,
+    // because their blocking unpackers would run on unobserved and could publish snapshots
+    // after the cleanup below.
+    let (cancel_tx, _) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     let mut present = 0u32;
     for job in jobs.iter() {
@@ -492,21 +496,22 @@ pub async fn pull(
             Arc::clone(&progress),
             Arc::clone(&permits),
         );
+        let cancel = cancel_tx.subscribe();
         tasks.spawn(async move {
             let _permit = permits
                 .acquire_owned()
                 .await
                 .map_err(|e| Error::Task(e.to_string()))?;
-            fetch_layer(
-                images,
+            let cancelled = *cancel.borrow();
+            if cancelled {
+                return Err(Error::Task("pull cancelled".into()));
+            }
+            let source = Source {
                 client,
                 oref,
                 endpoint,
-                job,
-                unpack,
-                progress.as_ref(),
-            )
-            .await
+            };
+            fetch_layer(images, source, job, unpack, progress.as_ref(), cancel).await
         });
     }
     let mut downloaded = 0u32;
@@ -521,8 +526,7 @@ pub async fn pull(
             Ok(Err(e)) => {
                 if first_error.is_none() {
                     first_error = Some(e);
-                    // One bad layer fails the pull: stop the others at once.
-                    tasks.abort_all();
+                    cancel_tx.send_replace(true);
                 }
             }
             Err(e) if e.is_cancelled() => {}
@@ -619,15 +623,21 @@ pub async fn pull(
     Ok(result)
 }
 
-/// Downloads one layer and unpacks it as it arrives. Returns the bytes downloaded.
-async fn fetch_layer(
-    images: Arc<Images>,
+/// Where a layer is downloaded from.
+struct Source {
     client: Arc<oci_client::Client>,
     oref: oci_client::Reference,
     endpoint: Endpoint,
+}
+
+/// Downloads one layer and unpacks it as it arrives. Returns the bytes downloaded.
+async fn fetch_layer(
+    images: Arc<Images>,
+    source: Source,
     job: LayerJob,
     unpack: UnpackOptions,
     progress: &(dyn Fn(PullEvent) + Send + Sync),
+    mut cancel: tokio::sync::watch::Receiver<bool>,
 ) -> Result<u64> {
     let total = job.descriptor.size.max(0) as u64;
     let digest = job.descriptor.digest.clone();
@@ -637,6 +647,11 @@ async fn fetch_layer(
         current: 0,
         total,
     });
+    let Source {
+        client,
+        oref,
+        endpoint,
+    } = source;
     let sized = client
         .pull_blob_stream(&oref, &job.descriptor)
         .await
@@ -692,7 +707,17 @@ async fn fetch_layer(
     let mut received = 0u64;
     let mut last_report = 0u64;
     let mut stream_error = None;
-    while let Some(chunk) = stream.next().await {
+    loop {
+        let chunk = tokio::select! {
+            chunk = stream.next() => chunk,
+            () = async { drop(cancel.wait_for(|c| *c).await) } => {
+                let _ = tx.send(Err(std::io::Error::other("pull cancelled"))).await;
+                drop(tx);
+                let _ = worker.await;
+                return Err(Error::Task("pull cancelled".into()));
+            }
+        };
+        let Some(chunk) = chunk else { break };
         match chunk {
             Ok(bytes) => {
                 received += bytes.len() as u64;

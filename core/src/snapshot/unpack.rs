@@ -445,8 +445,24 @@ pub fn unpack(
                 let target_name = target
                     .file_name()
                     .ok_or_else(|| hostile(&raw, "hardlink to the layer root"))?;
+                let not_in_layer = || {
+                    hostile(
+                        &raw,
+                        format!(
+                            "hardlink target {} is not in this layer",
+                            target_raw.display()
+                        ),
+                    )
+                };
                 let target_parent =
-                    open_dir(&root, target.parent().unwrap_or(Path::new("")), &raw, false)?;
+                    match open_dir(&root, target.parent().unwrap_or(Path::new("")), &raw, false) {
+                        Err(UnpackError::Fs { source, .. })
+                            if source.kind() == std::io::ErrorKind::NotFound =>
+                        {
+                            return Err(not_in_layer());
+                        }
+                        other => other?,
+                    };
                 remove_existing(&parent, &name, &raw)?;
                 linkat(
                     &target_parent,
@@ -457,13 +473,7 @@ pub fn unpack(
                 )
                 .map_err(|e| {
                     if e == Errno::ENOENT {
-                        hostile(
-                            &raw,
-                            format!(
-                                "hardlink target {} is not in this layer",
-                                target_raw.display()
-                            ),
-                        )
+                        not_in_layer()
                     } else {
                         fs_err("create hardlink", &raw)(e)
                     }

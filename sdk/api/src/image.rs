@@ -212,6 +212,9 @@ pub struct ImageDetails {
     pub rootfs_layers: Vec<String>,
     /// Compressed layers as stored: digest, media type, size.
     pub layers: Vec<LayerDescriptor>,
+    /// Storage: the overlay lower directories of this image, top layer first (like
+    /// docker's `GraphDriver.Data.LowerDir`).
+    pub lower_dirs: Vec<String>,
 }
 
 /// A stored layer.

@@ -1,0 +1,552 @@
+//! Images against a real registry: pull (OCI, v2s2, index), whiteouts through a real overlay
+//! mount, metadata preservation, skip-present, hostile layers, and the image commands.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use berth_api::image::{ImageClient, ImageDetails, PullRequest};
+use berth_tests::registry::Registry;
+use berth_tests::tarball::{Entry, dir, file, tar};
+use berth_tests::{Daemon, require_registry};
+
+fn pull_req(reference: &str) -> PullRequest {
+    PullRequest {
+        reference: reference.to_owned(),
+        platform: None,
+        auth: None,
+    }
+}
+
+/// Mounts the image's layers read-only with overlayfs and returns the guard.
+struct Overlay {
+    target: tempfile::TempDir,
+}
+
+impl Overlay {
+    fn mount(details: &ImageDetails) -> Overlay {
+        let target = tempfile::tempdir().unwrap();
+        let lower = details.lower_dirs.join(":");
+        let lower = if details.lower_dirs.len() == 1 {
+            // overlayfs needs two lower dirs without an upper; add an empty one.
+            let empty = target
+                .path()
+                .join("..")
+                .join(format!("empty-{}", std::process::id()));
+            std::fs::create_dir_all(&empty).unwrap();
+            format!("{lower}:{}", empty.display())
+        } else {
+            lower
+        };
+        let mnt = target.path().to_path_buf();
+        let status = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "overlay",
+                "overlay",
+                "-o",
+                &format!("lowerdir={lower}"),
+            ])
+            .arg(&mnt)
+            .status()
+            .unwrap();
+        assert!(status.success(), "overlay mount of {lower} failed");
+        Overlay { target }
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.target.path().join(p)
+    }
+}
+
+impl Drop for Overlay {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.target.path())
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn pulls_oci_and_docker_v2s2_images() {
+    require_registry!();
+    let reg = Registry::start();
+    reg.seed_busybox();
+    let d = Daemon::start();
+    let c = d.client().await;
+    for tag in ["busybox:latest", "busybox:v2s2"] {
+        let r = c.pull(pull_req(&reg.reference(tag))).await.unwrap();
+        assert!(r.id.starts_with("sha256:"));
+        let details = c.inspect(reg.reference(tag)).await.unwrap();
+        assert_eq!(
+            details.config.cmd.as_deref(),
+            Some(&["/bin/sh".to_owned()][..])
+        );
+        assert_eq!(details.os, "linux");
+        let top = Path::new(&details.lower_dirs[0]);
+        let bb = top.join("bin/busybox");
+        let meta = std::fs::metadata(&bb).unwrap_or_else(|e| panic!("{}: {e}", bb.display()));
+        assert!(
+            meta.permissions().mode() & 0o111 != 0,
+            "busybox lost its exec bits"
+        );
+        assert_eq!(
+            std::fs::read_link(top.join("bin/sh")).unwrap(),
+            Path::new("busybox")
+        );
+        if tag.ends_with("v2s2") {
+            assert_eq!(
+                details.manifest_media_type,
+                "application/vnd.docker.distribution.manifest.v2+json"
+            );
+        }
+    }
+    // Both variants carry the same config, so they are one image with two tags, and their
+    // layer is unpacked once.
+    let list = c.list(None).await.unwrap();
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0].repo_tags.len(), 2, "{list:?}");
+    assert_eq!(list[0].repo_digests.len(), 2, "{list:?}");
+    let snapshots = std::fs::read_dir(d.data_root.join("snapshots"))
+        .unwrap()
+        .count();
+    assert_eq!(snapshots, 1, "the shared layer was unpacked twice");
+}
+
+#[tokio::test]
+async fn second_pull_downloads_nothing() {
+    require_registry!();
+    let reg = Registry::start();
+    reg.seed_busybox();
+    let d = Daemon::start();
+    let c = d.client().await;
+    let first = c
+        .pull(pull_req(&reg.reference("busybox:latest")))
+        .await
+        .unwrap();
+    assert!(first.layers_downloaded >= 1 && first.bytes_downloaded > 0);
+    let second = c
+        .pull(pull_req(&reg.reference("busybox:latest")))
+        .await
+        .unwrap();
+    assert_eq!(second.id, first.id);
+    assert_eq!((second.layers_downloaded, second.bytes_downloaded), (0, 0));
+    assert_eq!(
+        second.layers_present,
+        first.layers_downloaded + first.layers_present
+    );
+}
+
+#[tokio::test]
+async fn whiteouts_and_opaque_directories_take_effect_in_overlay() {
+    require_registry!();
+    let reg = Registry::start();
+    reg.seed_busybox();
+    let base = tar(&[
+        dir("a"),
+        file("a/x", b"x"),
+        file("a/y", b"y"),
+        file("b", b"b"),
+        dir("keep"),
+        file("keep/k", b"k"),
+    ]);
+    let top = tar(&[
+        dir("a"),
+        file("a/.wh..wh..opq", b""),
+        file("a/z", b"z"),
+        file(".wh.b", b""),
+        file("keep/.wh.nothing-here", b""),
+    ]);
+    reg.push_image("whiteouts", "v1", &[base, top], "amd64");
+    let d = Daemon::start();
+    let c = d.client().await;
+    c.pull(pull_req(&reg.reference("whiteouts:v1")))
+        .await
+        .unwrap();
+    let details = c.inspect(reg.reference("whiteouts:v1")).await.unwrap();
+    assert_eq!(details.lower_dirs.len(), 2);
+    let o = Overlay::mount(&details);
+    assert!(!o.path("b").exists(), "whiteout did not hide b");
+    let mut a: Vec<String> = std::fs::read_dir(o.path("a"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    a.sort();
+    assert_eq!(a, ["z"], "opaque directory still shows lower entries");
+    assert_eq!(std::fs::read(o.path("keep/k")).unwrap(), b"k");
+    drop(o);
+
+    // The umoci/skopeo fixture deletes a file in its last layer.
+    c.pull(pull_req(&reg.reference("busybox:deleted")))
+        .await
+        .unwrap();
+    let details = c.inspect(reg.reference("busybox:deleted")).await.unwrap();
+    let o = Overlay::mount(&details);
+    assert!(o.path("bin/busybox").exists());
+    assert!(o.path("etc/extra/zz-link").is_symlink());
+    assert!(
+        !o.path("etc/extra/data.txt").exists(),
+        "deleted file visible"
+    );
+    assert_eq!(
+        std::fs::read(o.path("etc/motd")).unwrap(),
+        b"hello from the fixture\n"
+    );
+}
+
+#[tokio::test]
+async fn ownership_modes_mtimes_xattrs_and_hardlinks_survive() {
+    require_registry!();
+    let reg = Registry::start();
+    let layer = tar(&[
+        Entry::FileWith {
+            path: "srv/tool".into(),
+            mode: 0o4750,
+            uid: 1234,
+            gid: 5678,
+            mtime: 1_600_000_000,
+            data: b"#!/bin/sh\n".to_vec(),
+            xattrs: vec![
+                ("user.origin".into(), b"fixture".to_vec()),
+                ("trusted.overlay.opaque".into(), b"y".to_vec()),
+            ],
+        },
+        Entry::Hardlink {
+            path: "srv/tool-link".into(),
+            target: "srv/tool".into(),
+        },
+        Entry::Symlink {
+            path: "srv/abs".into(),
+            target: "/etc/passwd".into(),
+        },
+    ]);
+    reg.push_image("meta", "v1", &[layer], "amd64");
+    let d = Daemon::start();
+    let c = d.client().await;
+    c.pull(pull_req(&reg.reference("meta:v1"))).await.unwrap();
+    let details = c.inspect(reg.reference("meta:v1")).await.unwrap();
+    let root = Path::new(&details.lower_dirs[0]);
+    let m = std::fs::symlink_metadata(root.join("srv/tool")).unwrap();
+    assert_eq!((m.uid(), m.gid()), (1234, 5678));
+    assert_eq!(m.mode() & 0o7777, 0o4750);
+    assert_eq!(m.mtime(), 1_600_000_000);
+    assert_eq!(m.nlink(), 2);
+    let link = std::fs::symlink_metadata(root.join("srv/tool-link")).unwrap();
+    assert_eq!(link.ino(), m.ino());
+    assert_eq!(
+        std::fs::read_link(root.join("srv/abs")).unwrap(),
+        Path::new("/etc/passwd")
+    );
+    let out = std::process::Command::new("getfattr")
+        .args(["--absolute-names", "-d", "-m", "-"])
+        .arg(root.join("srv/tool"))
+        .output()
+        .expect("getfattr (Debian package attr) is installed");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("user.origin=\"fixture\""), "{text}");
+    assert!(
+        !text.contains("trusted.overlay"),
+        "a layer forged overlay metadata: {text}"
+    );
+}
+
+#[tokio::test]
+async fn index_picks_the_host_platform_or_the_requested_one() {
+    require_registry!();
+    let reg = Registry::start();
+    let (amd, amd_cfg) = reg.push_image(
+        "multi",
+        "amd64-only",
+        &[tar(&[file("arch", b"amd64")])],
+        "amd64",
+    );
+    let (arm, arm_cfg) = reg.push_image(
+        "multi",
+        "arm64-only",
+        &[tar(&[file("arch", b"arm64")])],
+        "arm64",
+    );
+    let index = reg.push_index(
+        "multi",
+        "v1",
+        &[
+            (amd.clone(), reg.manifest_size("multi", &amd), "amd64"),
+            (arm.clone(), reg.manifest_size("multi", &arm), "arm64"),
+        ],
+    );
+    let d = Daemon::start();
+    let c = d.client().await;
+    let host = c.pull(pull_req(&reg.reference("multi:v1"))).await.unwrap();
+    assert_eq!(host.digest, index);
+    assert_eq!(
+        host.id,
+        if std::env::consts::ARCH == "aarch64" {
+            arm_cfg.clone()
+        } else {
+            amd_cfg.clone()
+        }
+    );
+    let mut req = pull_req(&reg.reference("multi:v1"));
+    req.platform = Some("linux/arm64".into());
+    assert_eq!(c.pull(req).await.unwrap().id, arm_cfg);
+    let mut req = pull_req(&reg.reference("multi:v1"));
+    req.platform = Some("linux/s390x".into());
+    let err = c.pull(req).await.unwrap_err().to_string();
+    assert!(
+        err.contains("linux/s390x") && err.contains("linux/amd64"),
+        "{err}"
+    );
+    // By digest too.
+    let by_digest = format!("{}@{}", reg.reference("multi"), index);
+    assert_eq!(c.pull(pull_req(&by_digest)).await.unwrap().digest, index);
+}
+
+/// Every hostile layer fails its pull naming the entry, touches nothing outside the data
+/// root, and leaves no image, snapshot or blob behind.
+#[tokio::test]
+async fn hostile_layers_are_refused_and_leave_nothing() {
+    require_registry!();
+    let reg = Registry::start();
+    let d = Daemon::start();
+    let c = d.client().await;
+    let canary_dir = tempfile::tempdir().unwrap();
+    let canary = canary_dir.path().join("canary");
+    std::fs::write(&canary, b"untouched").unwrap();
+    let canary_s = canary.display().to_string();
+    let canary_rel = canary_s.trim_start_matches('/');
+    let dotdots = "../".repeat(20);
+    let cases: Vec<(&str, Vec<Entry>, &str)> = vec![
+        (
+            "dotdot",
+            vec![file(&format!("{dotdots}{canary_rel}"), b"owned")],
+            "..",
+        ),
+        (
+            "symlink-escape",
+            vec![
+                Entry::Symlink {
+                    path: "evil".into(),
+                    target: "/".into(),
+                },
+                file(&format!("evil/{canary_rel}"), b"owned"),
+            ],
+            "outside the layer",
+        ),
+        (
+            "relative-symlink-escape",
+            vec![
+                Entry::Symlink {
+                    path: "up".into(),
+                    target: dotdots.clone(),
+                },
+                file(&format!("up/{canary_rel}"), b"owned"),
+            ],
+            "outside the layer",
+        ),
+        (
+            "hardlink-out",
+            vec![Entry::Hardlink {
+                path: "stolen".into(),
+                target: format!("{dotdots}{canary_rel}"),
+            }],
+            "leaves the layer",
+        ),
+        (
+            "hardlink-absolute",
+            vec![Entry::Hardlink {
+                path: "stolen".into(),
+                target: canary_s.clone(),
+            }],
+            "not in this layer",
+        ),
+        (
+            "device-node",
+            vec![Entry::CharDev {
+                path: "dev/mem".into(),
+                major: 1,
+                minor: 1,
+            }],
+            "device nodes",
+        ),
+    ];
+    for (name, entries, expected) in cases {
+        reg.push_image(
+            name,
+            "v1",
+            &[tar(&[file("ok", b"fine")]), tar(&entries)],
+            "amd64",
+        );
+        let err = c
+            .pull(pull_req(&reg.reference(&format!("{name}:v1"))))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("hostile layer entry") && err.contains(expected),
+            "{name}: {err}"
+        );
+        assert_eq!(
+            std::fs::read(&canary).unwrap(),
+            b"untouched",
+            "{name} touched the host"
+        );
+    }
+    assert!(c.list(None).await.unwrap().is_empty());
+    let leftovers: Vec<_> = std::fs::read_dir(d.data_root.join("snapshots"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(leftovers.is_empty(), "snapshots left behind: {leftovers:?}");
+    let blobs = std::fs::read_dir(d.data_root.join("content/blobs/sha256"))
+        .unwrap()
+        .count();
+    assert_eq!(blobs, 0, "blobs of failed pulls left behind");
+
+    // An absolute path is rooted in the layer, never at the host's /.
+    reg.push_image(
+        "absolute",
+        "v1",
+        &[tar(&[file(&canary_s, b"inside")])],
+        "amd64",
+    );
+    c.pull(pull_req(&reg.reference("absolute:v1")))
+        .await
+        .unwrap();
+    let details = c.inspect(reg.reference("absolute:v1")).await.unwrap();
+    assert_eq!(
+        std::fs::read(Path::new(&details.lower_dirs[0]).join(canary_rel)).unwrap(),
+        b"inside"
+    );
+    assert_eq!(std::fs::read(&canary).unwrap(), b"untouched");
+}
+
+#[tokio::test]
+async fn wrong_diff_id_and_truncated_tar_fail_cleanly() {
+    require_registry!();
+    let reg = Registry::start();
+    let good = tar(&[file("f", b"data")]);
+    reg.push_image_with(
+        "liar",
+        "v1",
+        std::slice::from_ref(&good),
+        "amd64",
+        Some(vec![format!("sha256:{}", "0".repeat(64))]),
+    );
+    let mut truncated = tar(&[file("big", &vec![7u8; 4096])]);
+    truncated.truncate(1024);
+    reg.push_image("truncated", "v1", &[truncated], "amd64");
+    let d = Daemon::start();
+    let c = d.client().await;
+    let err = c
+        .pull(pull_req(&reg.reference("liar:v1")))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("hashes to"), "{err}");
+    let err = c
+        .pull(pull_req(&reg.reference("truncated:v1")))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("malformed layer tar"), "{err}");
+    assert!(c.list(None).await.unwrap().is_empty());
+    assert_eq!(
+        std::fs::read_dir(d.data_root.join("snapshots"))
+            .unwrap()
+            .count(),
+        0
+    );
+    assert!(d.log_text().lines().all(|l| !l.contains("panicked")));
+}
+
+#[tokio::test]
+async fn unknown_images_and_bad_references_are_clear_errors() {
+    require_registry!();
+    let reg = Registry::start();
+    let d = Daemon::start();
+    let c = d.client().await;
+    let err = c
+        .pull(pull_req(&reg.reference("nothing:here")))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("manifest unknown"), "{err}");
+    let err = c.pull(pull_req("Not A Reference")).await.unwrap_err();
+    assert!(
+        err.to_string().contains("invalid reference format"),
+        "{err}"
+    );
+    let err = c.inspect("nope:1".into()).await.unwrap_err();
+    assert!(err.to_string().contains("no such image: nope:1"), "{err}");
+    // A registry that is not there: refused connection, reported as such, quickly.
+    let gone = format!("127.0.0.1:{}/x:1", {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    });
+    let err = c.pull(pull_req(&gone)).await.unwrap_err();
+    assert!(err.to_string().contains("registry 127.0.0.1"), "{err}");
+}
+
+#[test]
+fn cli_pull_images_tag_inspect_rmi() {
+    require_registry!();
+    let reg = Registry::start();
+    reg.seed_busybox();
+    let d = Daemon::start();
+    let name = reg.reference("busybox:latest");
+    let out = d.cli(&["pull", &name]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Status: Downloaded newer image"));
+    let out = d.cli(&["pull", "-q", &name]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), name);
+    let out = d.cli(&["tag", &name, "mybox:1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = d.cli(&["images"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("mybox") && text.contains(&reg.reference("busybox")),
+        "{text}"
+    );
+    let out = d.cli(&[
+        "images",
+        "--filter",
+        "label=org.berth.fixture=busybox",
+        "--format",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 1);
+    let out = d.cli(&["images", "--filter", "bogus=1"]);
+    assert_eq!(out.status.code(), Some(1));
+    let out = d.cli(&["image", "inspect", "mybox:1"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["config"]["labels"]["org.berth.fixture"], "busybox");
+    // Removing by id while two tags point at it needs force.
+    let id = v[0]["id"].as_str().unwrap().to_owned();
+    let out = d.cli(&["rmi", &id[7..19]]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("force"));
+    let out = d.cli(&["rmi", "mybox:1"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Untagged: mybox:1"));
+    let out = d.cli(&["rmi", &name]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("Deleted: {id}")), "{text}");
+    let out = d.cli(&["images", "-q"]);
+    assert!(out.stdout.is_empty());
+    assert_eq!(
+        std::fs::read_dir(d.data_root.join("snapshots"))
+            .unwrap()
+            .count(),
+        0,
+        "layers kept after rmi"
+    );
+    let out = d.cli(&["pull", &reg.reference("missing:1")]);
+    assert_eq!(out.status.code(), Some(1));
+}

@@ -1,6 +1,8 @@
 //! berth-bench: reproducible measurements of berth, written to `bench/results/` as JSON and
 //! Markdown. `berth-bench api` measures the API round trip and berthd's idle memory.
 
+mod pull;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -32,6 +34,22 @@ enum Scenario {
         /// Measured round trips (after 1000 warm-up calls).
         #[arg(long, default_value_t = 20_000)]
         iterations: usize,
+    },
+    /// Cold and warm pulls of a ~200 MB, 10-layer image from a loopback registry, against
+    /// docker and podman in the same run.
+    Pull {
+        /// Rounds (each pulls with every engine, interleaved).
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Layers in the image.
+        #[arg(long, default_value_t = 10)]
+        layers: usize,
+        /// Megabytes of random data per layer.
+        #[arg(long, default_value_t = 20)]
+        layer_mb: usize,
+        /// Only berth (no docker/podman).
+        #[arg(long)]
+        no_peers: bool,
     },
 }
 
@@ -140,7 +158,8 @@ fn machine() -> Machine {
 /// A berthd on a temporary data root, killed on drop.
 struct Berthd {
     child: Child,
-    socket: PathBuf,
+    /// The API socket.
+    pub socket: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -338,5 +357,18 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.scenario {
         Scenario::Api { iterations } => api(&cli, iterations.max(1)),
+        Scenario::Pull {
+            rounds,
+            layers,
+            layer_mb,
+            no_peers,
+        } => pull::pull(
+            &cli.bin_dir,
+            &cli.out_dir,
+            rounds.max(1),
+            layers.max(1),
+            layer_mb.max(1),
+            !no_peers,
+        ),
     }
 }

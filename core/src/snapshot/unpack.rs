@@ -244,10 +244,19 @@ fn meta_of<R: Read>(entry: &mut tar::Entry<'_, R>, path: &Path) -> Result<Meta, 
         entry: Some(path.display().to_string()),
         source: std::io::Error::other(format!("{what}: {e}")),
     };
-    let uid = header.uid().map_err(|e| bad("uid", e))?;
-    let gid = header.gid().map_err(|e| bad("gid", e))?;
+    // An empty numeric field means 0, as GNU tar and Go's archive/tar read it; anything
+    // else that is not a number is an error.
+    let blank = |field: &[u8]| field.iter().all(|b| *b == 0 || *b == b' ');
+    let old = header.as_old();
+    let number = |what: &str, value: std::io::Result<u64>, field: &[u8]| match value {
+        Ok(v) => Ok(v),
+        Err(_) if blank(field) => Ok(0),
+        Err(e) => Err(bad(what, e)),
+    };
+    let uid = number("uid", header.uid(), &old.uid)?;
+    let gid = number("gid", header.gid(), &old.gid)?;
     let mode = header.mode().map_err(|e| bad("mode", e))?;
-    let mtime = header.mtime().map_err(|e| bad("mtime", e))?;
+    let mtime = number("mtime", header.mtime(), &old.mtime)?;
     let mut xattrs = Vec::new();
     if let Ok(Some(exts)) = entry.pax_extensions() {
         for ext in exts.flatten() {

@@ -4,7 +4,8 @@ use std::collections::HashMap;
 
 use anyhow::{Context as _, bail};
 use berth_api::image::{
-    ImageClient, ImageFilter, LayerPhase, PullEvent, PullRequest, RemovedImage,
+    ImageClient, ImageFilter, LayerPhase, PullEvent, PullRequest, PushEvent, PushRequest,
+    RemovedImage,
 };
 use berth_api::jsonrpsee::ws_client::WsClient;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -274,5 +275,97 @@ pub async fn remove(client: &WsClient, names: Vec<String>, force: bool) -> anyho
     if failed {
         bail!("some images could not be removed");
     }
+    Ok(())
+}
+
+/// `berth push`.
+pub async fn push(client: &WsClient, reference: String, quiet: bool) -> anyhow::Result<()> {
+    let request = PushRequest {
+        reference: reference.clone(),
+        auth: None,
+    };
+    let mut sub = client
+        .push_follow(request)
+        .await
+        .context("image.push_follow")?;
+    if !quiet {
+        eprintln!("Pushing {reference}");
+    }
+    while let Some(event) = sub.next().await {
+        match event.context("progress stream")? {
+            PushEvent::Blob {
+                digest,
+                status,
+                size,
+            } => {
+                if !quiet {
+                    let what = match status.as_str() {
+                        "exists" => "Layer already exists",
+                        "mounted" => "Mounted from another repository",
+                        _ => "Pushed",
+                    };
+                    eprintln!("{}: {what} ({})", short(&digest), human_size(size));
+                }
+            }
+            PushEvent::Done(result) => {
+                if quiet {
+                    println!("{}", result.reference);
+                } else {
+                    println!("{}: digest: {}", result.reference, result.digest);
+                }
+                return Ok(());
+            }
+            PushEvent::Failed { message } => bail!("{message}"),
+        }
+    }
+    bail!("berthd closed the push stream without a result")
+}
+
+/// `berth history`.
+pub async fn history(
+    client: &WsClient,
+    name: String,
+    format: Format,
+    no_trunc: bool,
+) -> anyhow::Result<()> {
+    let steps = client.history(name).await.context("image.history")?;
+    if format == Format::Json {
+        return output::json(&steps);
+    }
+    let rows: Vec<Vec<String>> = steps
+        .iter()
+        .map(|h| {
+            let by = h.created_by.clone().unwrap_or_default();
+            let by = if no_trunc || by.chars().count() <= 45 {
+                by
+            } else {
+                format!("{}…", by.chars().take(44).collect::<String>())
+            };
+            vec![
+                output::ago(h.created.as_deref()),
+                by,
+                human_size(h.size),
+                h.comment.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    output::table(&["CREATED", "CREATED BY", "SIZE", "COMMENT"], &rows);
+    Ok(())
+}
+
+/// `berth image prune`.
+pub async fn prune(client: &WsClient, all: bool) -> anyhow::Result<()> {
+    let report = client.prune(Some(all)).await.context("image.prune")?;
+    if !report.images_deleted.is_empty() {
+        println!("Deleted Images:");
+        for id in &report.images_deleted {
+            println!("deleted: {id}");
+        }
+        println!();
+    }
+    println!(
+        "Total reclaimed space: {}",
+        human_size(report.space_reclaimed)
+    );
     Ok(())
 }

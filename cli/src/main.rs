@@ -45,8 +45,12 @@ enum Command {
     System(SystemCommand),
     /// Pull an image from a registry.
     Pull(image::PullArgs),
+    /// Push an image to a registry.
+    Push(PushArgs),
     /// List images.
     Images(image::ListArgs),
+    /// Show the steps that built an image.
+    History(HistoryArgs),
     /// Add a reference to an image: SOURCE TARGET.
     Tag {
         /// Existing image (reference or id).
@@ -79,14 +83,57 @@ enum SystemCommand {
     Info(FormatArg),
     /// Show disk usage by object kind.
     Df(FormatArg),
+    /// Remove unused data: dangling images and the blobs and layers nothing uses.
+    Prune {
+        /// Also remove every image no container uses.
+        #[arg(short, long)]
+        all: bool,
+        /// Do not ask for confirmation (berth never asks; accepted for docker parity).
+        #[arg(short, long)]
+        force: bool,
+    },
     /// Check that the daemon answers.
     Ping,
+}
+
+#[derive(Debug, clap::Args)]
+struct PushArgs {
+    /// Image to push: REGISTRY/NAME[:TAG].
+    reference: String,
+    /// Print only the reference when done.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct HistoryArgs {
+    /// Image.
+    name: String,
+    /// Do not truncate the command column.
+    #[arg(long)]
+    no_trunc: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
 }
 
 #[derive(Debug, Subcommand)]
 enum ImageCommand {
     /// Pull an image from a registry.
     Pull(image::PullArgs),
+    /// Push an image to a registry.
+    Push(PushArgs),
+    /// Show the steps that built an image.
+    History(HistoryArgs),
+    /// Remove unused images: dangling ones, or with -a every image no container uses.
+    Prune {
+        /// Remove every unused image, not just dangling ones.
+        #[arg(short, long)]
+        all: bool,
+        /// Do not ask for confirmation (berth never asks; accepted for docker parity).
+        #[arg(short, long)]
+        force: bool,
+    },
     /// List images.
     #[command(alias = "list")]
     Ls(image::ListArgs),
@@ -180,6 +227,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::System(SystemCommand::Ping) => println!("{}", connect().await?.ping().await?),
         Command::Pull(a) | Command::Image(ImageCommand::Pull(a)) => {
             image::pull(&connect().await?, a).await?
+        }
+        Command::Push(a) | Command::Image(ImageCommand::Push(a)) => {
+            image::push(&connect().await?, a.reference, a.quiet).await?
+        }
+        Command::History(a) | Command::Image(ImageCommand::History(a)) => {
+            image::history(&connect().await?, a.name, a.format, a.no_trunc).await?
+        }
+        Command::Image(ImageCommand::Prune { all, force: _ })
+        | Command::System(SystemCommand::Prune { all, force: _ }) => {
+            image::prune(&connect().await?, all).await?
         }
         Command::Images(a) | Command::Image(ImageCommand::Ls(a)) => {
             image::list(&connect().await?, a).await?

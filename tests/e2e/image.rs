@@ -550,3 +550,151 @@ fn cli_pull_images_tag_inspect_rmi() {
     let out = d.cli(&["pull", &reg.reference("missing:1")]);
     assert_eq!(out.status.code(), Some(1));
 }
+
+#[test]
+fn pushed_images_are_pullable_by_skopeo_and_docker() {
+    require_registry!();
+    let source = Registry::start();
+    source.seed_busybox();
+    let dest = Registry::start();
+    let d = Daemon::start();
+    let src = source.reference("busybox:latest");
+    assert!(d.cli(&["pull", "-q", &src]).status.success());
+    let target = dest.reference("pushed/busybox:v1");
+    assert!(d.cli(&["tag", &src, &target]).status.success());
+    let out = d.cli(&["push", &target]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Pushed"), "{stderr}");
+    let local = d.cli(&["image", "inspect", &src]);
+    let v: serde_json::Value = serde_json::from_slice(&local.stdout).unwrap();
+    let digest = v[0]["manifest_digest"].as_str().unwrap().to_owned();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&digest),
+        "pushed digest differs from the local one"
+    );
+    // A second push uploads nothing.
+    let again = d.cli(&["push", &target]);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("Layer already exists"));
+    // Another repository on the same registry: blobs are mounted, not uploaded.
+    let sibling = dest.reference("other/busybox:v1");
+    assert!(d.cli(&["tag", &target, &sibling]).status.success());
+    let out = d.cli(&["push", &sibling]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Mounted from another repository"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // skopeo reads and copies it, verifying every blob.
+    let oci = tempfile::tempdir().unwrap();
+    let copy = std::process::Command::new("skopeo")
+        .args([
+            "copy",
+            "--src-tls-verify=false",
+            &format!("docker://{target}"),
+        ])
+        .arg(format!("oci:{}:x", oci.path().display()))
+        .output()
+        .unwrap();
+    assert!(
+        copy.status.success(),
+        "{}",
+        String::from_utf8_lossy(&copy.stderr)
+    );
+    let inspect = std::process::Command::new("skopeo")
+        .args([
+            "inspect",
+            "--tls-verify=false",
+            &format!("docker://{target}"),
+        ])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(v["Digest"], digest);
+
+    // docker pulls and runs it.
+    if !berth_tests::dockerd::present() {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "CI must install docker.io"
+        );
+        eprintln!("docker part skipped: dockerd not installed");
+        return;
+    }
+    let docker = berth_tests::dockerd::Dockerd::start();
+    let pulled = docker.docker(&["pull", &target]);
+    assert!(
+        pulled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pulled.stderr)
+    );
+    let ran = docker.docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        &target,
+        "/bin/busybox",
+        "echo",
+        "pushed-by-berth",
+    ]);
+    assert!(
+        ran.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&ran.stdout).trim(),
+        "pushed-by-berth"
+    );
+}
+
+#[test]
+fn history_and_prune() {
+    require_registry!();
+    let reg = Registry::start();
+    reg.seed_busybox();
+    let d = Daemon::start();
+    let name = reg.reference("busybox:deleted");
+    assert!(d.cli(&["pull", "-q", &name]).status.success());
+    let out = d.cli(&["history", "--format", "json", &name]);
+    let steps: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let steps = steps.as_array().unwrap();
+    assert!(steps.len() >= 3, "{steps:?}");
+    assert!(steps.iter().filter(|s| s["empty_layer"] == false).count() >= 3);
+    let out = d.cli(&["history", &name]);
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("CREATED"));
+    // Tagged images survive a plain prune; `-a` removes every unused one and its layers.
+    let out = d.cli(&["image", "inspect", &name]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = v[0]["id"].as_str().unwrap().to_owned();
+    let other = reg.reference("busybox:latest");
+    assert!(d.cli(&["pull", "-q", &other]).status.success());
+    let out = d.cli(&["image", "prune"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("Total reclaimed space: 0B"),
+        "tagged images were pruned"
+    );
+    let out = d.cli(&["system", "prune", "-a"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&id), "{text}");
+    assert!(d.cli(&["images", "-q"]).stdout.is_empty());
+    assert_eq!(
+        std::fs::read_dir(d.data_root.join("snapshots"))
+            .unwrap()
+            .count(),
+        0
+    );
+    assert_eq!(
+        std::fs::read_dir(d.data_root.join("content/blobs/sha256"))
+            .unwrap()
+            .count(),
+        0
+    );
+}

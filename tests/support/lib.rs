@@ -1,6 +1,7 @@
 //! Test support: start real berthd processes on temporary data roots and sockets, talk to
 //! them through the typed client, the CLI, or raw bytes; run a real registry; make layers.
 
+pub mod dockerd;
 pub mod registry;
 pub mod tarball;
 

@@ -4,12 +4,13 @@
 use std::sync::Arc;
 
 use berth_api::image::{
-    ImageDetails, ImageFilter, ImageServer, ImageSummary, PullEvent, PullRequest, PullResult,
-    RemovedImage,
+    HistoryEntry, ImageDetails, ImageFilter, ImageServer, ImageSummary, PruneReport, PullEvent,
+    PullRequest, PullResult, PushEvent, PushRequest, PushResult, RemovedImage,
 };
 use jsonrpsee::PendingSubscriptionSink;
 use jsonrpsee::core::{RpcResult, SubscriptionResult, async_trait};
 use jsonrpsee::types::ErrorObjectOwned;
+use serde::Serialize;
 
 use super::ApiError;
 use crate::daemon::Context;
@@ -75,41 +76,44 @@ impl ImageServer for ImageApi {
         pending: PendingSubscriptionSink,
         request: PullRequest,
     ) -> SubscriptionResult {
-        let sink = pending.accept().await?;
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<PullEvent>(256);
-        let forward = {
-            let sink = sink.clone();
-            tokio::spawn(async move {
-                while let Some(event) = rx.recv().await {
-                    let Ok(msg) = serde_json::value::to_raw_value(&event) else {
-                        continue;
-                    };
-                    if sink.send(msg).await.is_err() {
-                        break;
-                    }
-                }
-            })
-        };
-        let progress_tx = tx.clone();
-        // Progress is best effort (a slow client loses intermediate ticks); the final event
-        // is always delivered below.
-        let outcome = self
-            .run_pull(request, move |event| {
-                if !matches!(event, PullEvent::Done(_)) {
-                    let _ = progress_tx.try_send(event);
-                }
-            })
-            .await;
-        let last = match outcome {
-            Ok(result) => PullEvent::Done(result),
-            Err(e) => PullEvent::Failed {
-                message: e.to_string(),
-            },
-        };
-        let _ = tx.send(last).await;
-        drop(tx);
-        let _ = forward.await;
-        Ok(())
+        follow(
+            pending,
+            |progress| self.run_pull(request, move |e| progress(e)),
+            |e| matches!(e, PullEvent::Done(_)),
+            PullEvent::Done,
+            |message| PullEvent::Failed { message },
+        )
+        .await
+    }
+
+    async fn push(&self, request: PushRequest) -> RpcResult<PushResult> {
+        image::push::push(Arc::clone(&self.ctx.images), request, |_| {})
+            .await
+            .map_err(|e| e.to_rpc())
+    }
+
+    async fn push_follow(
+        &self,
+        pending: PendingSubscriptionSink,
+        request: PushRequest,
+    ) -> SubscriptionResult {
+        let images = Arc::clone(&self.ctx.images);
+        follow(
+            pending,
+            |progress| image::push::push(images, request, move |e| progress(e)),
+            |e| matches!(e, PushEvent::Done(_)),
+            PushEvent::Done,
+            |message| PushEvent::Failed { message },
+        )
+        .await
+    }
+
+    async fn history(&self, name: String) -> RpcResult<Vec<HistoryEntry>> {
+        self.blocking(move |i| i.history(&name)).await
+    }
+
+    async fn prune(&self, all: Option<bool>) -> RpcResult<PruneReport> {
+        self.blocking(move |i| i.prune(all.unwrap_or(false))).await
     }
 
     async fn list(&self, filter: Option<ImageFilter>) -> RpcResult<Vec<ImageSummary>> {
@@ -129,4 +133,46 @@ impl ImageServer for ImageApi {
         self.blocking(move |i| i.remove(&name, force.unwrap_or(false)))
             .await
     }
+}
+
+/// Runs an operation that reports progress as a subscription: intermediate events are best
+/// effort (a slow client loses ticks), the final `done`/`failed` event is always delivered.
+async fn follow<E, R, Fut>(
+    pending: PendingSubscriptionSink,
+    start: impl FnOnce(Box<dyn Fn(E) + Send + Sync>) -> Fut,
+    is_final: fn(&E) -> bool,
+    done: fn(R) -> E,
+    failed: fn(String) -> E,
+) -> SubscriptionResult
+where
+    E: Serialize + Send + 'static,
+    Fut: Future<Output = image::Result<R>>,
+{
+    let sink = pending.accept().await?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<E>(256);
+    let forward = tokio::spawn(async move {
+        while let Some(event) = rx.recv().await {
+            let Ok(msg) = serde_json::value::to_raw_value(&event) else {
+                continue;
+            };
+            if sink.send(msg).await.is_err() {
+                break;
+            }
+        }
+    });
+    let progress_tx = tx.clone();
+    let outcome = start(Box::new(move |event| {
+        if !is_final(&event) {
+            let _ = progress_tx.try_send(event);
+        }
+    }))
+    .await;
+    let last = match outcome {
+        Ok(result) => done(result),
+        Err(e) => failed(e.to_string()),
+    };
+    let _ = tx.send(last).await;
+    drop(tx);
+    let _ = forward.await;
+    Ok(())
 }

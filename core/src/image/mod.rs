@@ -2,6 +2,7 @@
 //! the local image index (which image ids exist, which references point at them).
 
 pub mod pull;
+pub mod push;
 pub mod reference;
 pub mod registry;
 
@@ -215,7 +216,7 @@ impl Images {
         .transpose()
     }
 
-    fn refs_of(&self, id: &str) -> Result<Vec<String>> {
+    pub(crate) fn refs_of(&self, id: &str) -> Result<Vec<String>> {
         let id = id.to_owned();
         Ok(self.store.with_conn(|c| {
             let mut s = c
@@ -417,6 +418,92 @@ impl Images {
                     diff_id: l.diff_id.clone(),
                 })
                 .collect(),
+        })
+    }
+
+    /// `docker history`: the config's history, newest first, with layer sizes. Blocking.
+    pub fn history(&self, name: &str) -> Result<Vec<berth_api::image::HistoryEntry>> {
+        let image = self.resolve(name)?;
+        let config = self.config_of(&image)?;
+        let sizes: Vec<u64> = image
+            .layers
+            .iter()
+            .map(|l| {
+                self.snapshots
+                    .get(&l.chain_id)
+                    .ok()
+                    .flatten()
+                    .map_or(0, |s| s.size)
+            })
+            .collect();
+        let mut layer = 0;
+        let mut out = Vec::new();
+        let history = config.history().clone().unwrap_or_default();
+        if history.is_empty() {
+            // Images without history (imports, hand-made ones): one row per layer.
+            for size in &sizes {
+                out.push(berth_api::image::HistoryEntry {
+                    created: image.created.clone(),
+                    created_by: None,
+                    size: *size,
+                    comment: None,
+                    empty_layer: false,
+                });
+            }
+        }
+        for h in history {
+            let empty = h.empty_layer().unwrap_or(false);
+            let size = if empty {
+                0
+            } else {
+                let s = sizes.get(layer).copied().unwrap_or(0);
+                layer += 1;
+                s
+            };
+            out.push(berth_api::image::HistoryEntry {
+                created: h.created().clone(),
+                created_by: h.created_by().clone(),
+                size,
+                comment: h.comment().clone(),
+                empty_layer: empty,
+            });
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// Deletes dangling (untagged) images, or every unused one with `all`, then garbage.
+    /// Blocking.
+    pub fn prune(&self, all: bool) -> Result<berth_api::image::PruneReport> {
+        let candidates: Vec<String> = self.store.with_conn(|c| {
+            let sql = if all {
+                "SELECT id FROM images WHERE id NOT IN
+                    (SELECT image_id FROM containers WHERE image_id IS NOT NULL)"
+            } else {
+                "SELECT id FROM images WHERE id NOT IN
+                    (SELECT image_id FROM image_refs WHERE name NOT LIKE '%@%')
+                 AND id NOT IN (SELECT image_id FROM containers WHERE image_id IS NOT NULL)"
+            };
+            let mut s = c.prepare(sql).map_err(q("find prunable images"))?;
+            s.query_map([], |r| r.get(0))
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<String>>>())
+                .map_err(q("find prunable images"))
+        })?;
+        for id in &candidates {
+            let id = id.clone();
+            self.store.with_conn(|c| {
+                let tx = c.unchecked_transaction().map_err(q("begin"))?;
+                tx.execute("DELETE FROM image_refs WHERE image_id = ?1", [&id])
+                    .map_err(q("untag"))?;
+                tx.execute("DELETE FROM images WHERE id = ?1", [&id])
+                    .map_err(q("delete image"))?;
+                tx.commit().map_err(q("commit"))
+            })?;
+        }
+        let (blobs, snaps) = self.collect_garbage()?;
+        Ok(berth_api::image::PruneReport {
+            images_deleted: candidates,
+            space_reclaimed: blobs + snaps,
         })
     }
 

@@ -103,7 +103,7 @@ pub fn parse_platform(s: &str) -> Result<(String, String, Option<String>)> {
     }
 }
 
-fn oci_auth(auth: &Option<RegistryAuth>) -> OciAuth {
+pub(crate) fn oci_auth(auth: &Option<RegistryAuth>) -> OciAuth {
     match auth {
         Some(RegistryAuth {
             registry_token: Some(t),

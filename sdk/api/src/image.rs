@@ -240,6 +240,76 @@ pub enum RemovedImage {
     Deleted(String),
 }
 
+/// What `image.push` does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PushRequest {
+    /// Local image reference to push, naming the destination: `reg:5000/app:v1`.
+    pub reference: String,
+    /// Registry credentials (default: anonymous).
+    #[serde(default)]
+    pub auth: Option<RegistryAuth>,
+}
+
+/// What a finished push did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PushResult {
+    /// The reference pushed.
+    pub reference: String,
+    /// Manifest digest (identical to the local one).
+    pub digest: String,
+    /// Blobs uploaded (the rest existed or were mounted).
+    pub blobs_uploaded: u32,
+    /// Bytes uploaded.
+    pub bytes_uploaded: u64,
+}
+
+/// One progress item of `image.push_follow`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum PushEvent {
+    /// A blob was handled: `status` is `exists`, `mounted` or `pushed`.
+    Blob {
+        /// Blob digest.
+        digest: String,
+        /// What happened.
+        status: String,
+        /// Bytes.
+        size: u64,
+    },
+    /// The push finished.
+    Done(PushResult),
+    /// The push failed; the stream ends after this.
+    Failed {
+        /// Why.
+        message: String,
+    },
+}
+
+/// One row of `image.history`, newest first (like `docker history`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct HistoryEntry {
+    /// When the step ran (RFC 3339).
+    pub created: Option<String>,
+    /// The command that made it.
+    pub created_by: Option<String>,
+    /// Bytes the step's layer adds (0 for steps without a layer).
+    pub size: u64,
+    /// Comment.
+    pub comment: Option<String>,
+    /// Whether the step made no layer.
+    pub empty_layer: bool,
+}
+
+/// What a prune removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PruneReport {
+    /// Image ids deleted.
+    pub images_deleted: Vec<String>,
+    /// Bytes freed on disk (blobs and unpacked layers).
+    pub space_reclaimed: u64,
+}
+
 /// `image.*`: pull, list, inspect, tag and remove images.
 #[method_specs]
 #[rpc(server, client, namespace = "image", namespace_separator = ".")]
@@ -263,6 +333,23 @@ pub trait Image {
     /// Adds the reference `target` to the image `source`.
     #[method(name = "tag", param_kind = map)]
     async fn tag(&self, source: String, target: String) -> RpcResult<()>;
+
+    /// Pushes a local image to the registry its name points at.
+    #[method(name = "push", param_kind = map)]
+    async fn push(&self, request: PushRequest) -> RpcResult<PushResult>;
+
+    /// Pushes an image, streaming progress events; the last item is `done` or `failed`.
+    #[subscription(name = "push_follow", unsubscribe = "push_unfollow", item = PushEvent, param_kind = map)]
+    async fn push_follow(&self, request: PushRequest) -> SubscriptionResult;
+
+    /// The steps that built an image, newest first.
+    #[method(name = "history", param_kind = map)]
+    async fn history(&self, name: String) -> RpcResult<Vec<HistoryEntry>>;
+
+    /// Deletes dangling images (no tag), or with `all` every image no container uses, then
+    /// unreferenced blobs and layers.
+    #[method(name = "prune", param_kind = map)]
+    async fn prune(&self, all: Option<bool>) -> RpcResult<PruneReport>;
 
     /// Removes a reference, and the image when no reference is left (like `docker rmi`).
     /// An image id removes every reference; `force` allows that for images with several.

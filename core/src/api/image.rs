@@ -78,7 +78,7 @@ impl ImageServer for ImageApi {
     ) -> SubscriptionResult {
         follow(
             pending,
-            |progress| self.run_pull(request, move |e| progress(e)),
+            |progress| self.run_pull(request, progress),
             |e| matches!(e, PullEvent::Done(_)),
             PullEvent::Done,
             |message| PullEvent::Failed { message },
@@ -100,7 +100,7 @@ impl ImageServer for ImageApi {
         let images = Arc::clone(&self.ctx.images);
         follow(
             pending,
-            |progress| image::push::push(images, request, move |e| progress(e)),
+            |progress| image::push::push(images, request, progress),
             |e| matches!(e, PushEvent::Done(_)),
             PushEvent::Done,
             |message| PushEvent::Failed { message },

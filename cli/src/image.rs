@@ -369,3 +369,132 @@ pub async fn prune(client: &WsClient, all: bool) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// A private temp directory for archives passed through stdin/stdout.
+fn private_tempdir() -> anyhow::Result<std::path::PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = std::env::temp_dir().join(format!(
+        "berth-cli-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    ));
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+fn absolute(path: &str) -> anyhow::Result<String> {
+    let p = std::path::Path::new(path);
+    let abs = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()?.join(p)
+    };
+    Ok(abs.display().to_string())
+}
+
+/// `berth save`.
+pub async fn save(
+    client: &WsClient,
+    names: Vec<String>,
+    output: Option<String>,
+) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    match output {
+        Some(path) => {
+            client
+                .save(names, absolute(&path)?)
+                .await
+                .context("image.save")?;
+        }
+        None => {
+            if std::io::stdout().is_terminal() {
+                bail!("refusing to write an archive to a terminal: use -o FILE or redirect stdout");
+            }
+            let dir = private_tempdir()?;
+            let path = dir.join("save.tar");
+            let saved = client.save(names, path.display().to_string()).await;
+            let copied = saved.context("image.save").and_then(|_| {
+                let mut file = std::fs::File::open(&path)?;
+                std::io::copy(&mut file, &mut std::io::stdout().lock())?;
+                Ok(())
+            });
+            let _ = std::fs::remove_dir_all(&dir);
+            copied?;
+        }
+    }
+    Ok(())
+}
+
+/// Copies stdin to a private temp file and returns (dir, file).
+fn stdin_to_temp() -> anyhow::Result<(std::path::PathBuf, std::path::PathBuf)> {
+    let dir = private_tempdir()?;
+    let path = dir.join("input.tar");
+    let mut file = std::fs::File::create(&path)?;
+    std::io::copy(&mut std::io::stdin().lock(), &mut file).context("reading stdin")?;
+    Ok((dir, path))
+}
+
+/// `berth load`.
+pub async fn load(client: &WsClient, input: Option<String>, quiet: bool) -> anyhow::Result<()> {
+    let (temp, path) = match input {
+        Some(p) => (None, absolute(&p)?),
+        None => {
+            let (dir, path) = stdin_to_temp()?;
+            (Some(dir), path.display().to_string())
+        }
+    };
+    let loaded = client.load(path).await.context("image.load");
+    if let Some(dir) = temp {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    for name in loaded? {
+        if quiet {
+            println!("{name}");
+        } else if name.starts_with("sha256:") {
+            println!("Loaded image ID: {name}");
+        } else {
+            println!("Loaded image: {name}");
+        }
+    }
+    Ok(())
+}
+
+/// Options of `berth import`.
+#[derive(Debug, clap::Args)]
+pub struct ImportArgs {
+    /// Root filesystem tarball, or - for stdin.
+    pub file: String,
+    /// Reference for the new image.
+    pub reference: Option<String>,
+    /// Instruction to apply (CMD, ENTRYPOINT, ENV, WORKDIR, USER, LABEL, EXPOSE, VOLUME,
+    /// STOPSIGNAL); repeatable.
+    #[arg(short, long = "change")]
+    pub changes: Vec<String>,
+    /// Commit message.
+    #[arg(short, long)]
+    pub message: Option<String>,
+}
+
+/// `berth import`.
+pub async fn import(client: &WsClient, args: ImportArgs) -> anyhow::Result<()> {
+    let (temp, path) = if args.file == "-" {
+        let (dir, path) = stdin_to_temp()?;
+        (Some(dir), path.display().to_string())
+    } else {
+        (None, absolute(&args.file)?)
+    };
+    let id = client
+        .import(path, args.reference, Some(args.changes), args.message)
+        .await
+        .context("image.import");
+    if let Some(dir) = temp {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    println!("{}", id?);
+    Ok(())
+}

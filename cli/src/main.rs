@@ -51,6 +51,12 @@ enum Command {
     Images(image::ListArgs),
     /// Show the steps that built an image.
     History(HistoryArgs),
+    /// Write images to a tar archive (OCI layout, loadable by docker too).
+    Save(SaveArgs),
+    /// Load images from a tar archive (OCI layout or `docker save` output).
+    Load(LoadArgs),
+    /// Create an image from a root filesystem tarball.
+    Import(image::ImportArgs),
     /// Add a reference to an image: SOURCE TARGET.
     Tag {
         /// Existing image (reference or id).
@@ -106,6 +112,26 @@ struct PushArgs {
 }
 
 #[derive(Debug, clap::Args)]
+struct SaveArgs {
+    /// Images to save.
+    #[arg(required = true)]
+    names: Vec<String>,
+    /// Write to this file instead of stdout.
+    #[arg(short, long)]
+    output: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct LoadArgs {
+    /// Read from this file instead of stdin.
+    #[arg(short, long)]
+    input: Option<String>,
+    /// Print only the loaded references.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+#[derive(Debug, clap::Args)]
 struct HistoryArgs {
     /// Image.
     name: String,
@@ -125,6 +151,12 @@ enum ImageCommand {
     Push(PushArgs),
     /// Show the steps that built an image.
     History(HistoryArgs),
+    /// Write images to a tar archive.
+    Save(SaveArgs),
+    /// Load images from a tar archive.
+    Load(LoadArgs),
+    /// Create an image from a root filesystem tarball.
+    Import(image::ImportArgs),
     /// Remove unused images: dangling ones, or with -a every image no container uses.
     Prune {
         /// Remove every unused image, not just dangling ones.
@@ -237,6 +269,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Image(ImageCommand::Prune { all, force: _ })
         | Command::System(SystemCommand::Prune { all, force: _ }) => {
             image::prune(&connect().await?, all).await?
+        }
+        Command::Save(a) | Command::Image(ImageCommand::Save(a)) => {
+            image::save(&connect().await?, a.names, a.output).await?
+        }
+        Command::Load(a) | Command::Image(ImageCommand::Load(a)) => {
+            image::load(&connect().await?, a.input, a.quiet).await?
+        }
+        Command::Import(a) | Command::Image(ImageCommand::Import(a)) => {
+            image::import(&connect().await?, a).await?
         }
         Command::Images(a) | Command::Image(ImageCommand::Ls(a)) => {
             image::list(&connect().await?, a).await?

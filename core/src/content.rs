@@ -153,6 +153,16 @@ impl ContentStore {
     /// Starts writing a blob that must hash to `digest` (and be `size` bytes, when known).
     pub fn ingest(&self, digest: &str, size: Option<u64>) -> Result<Ingest> {
         hex_of(digest)?;
+        self.start_ingest(Some(digest.to_owned()), size)
+    }
+
+    /// Starts writing a blob whose digest is whatever its content hashes to (local files
+    /// berth imports; there is nothing to verify against).
+    pub fn ingest_any(&self) -> Result<Ingest> {
+        self.start_ingest(None, None)
+    }
+
+    fn start_ingest(&self, expected: Option<String>, size: Option<u64>) -> Result<Ingest> {
         let temp = self
             .ingest
             .join(crate::store::random_hex(12).map_err(io("name", &self.ingest))?);
@@ -168,7 +178,7 @@ impl ContentStore {
             hasher: Sha256::new(),
             written: 0,
             temp,
-            expected: digest.to_owned(),
+            expected,
             size,
             blobs: self.blobs.clone(),
         })
@@ -212,7 +222,7 @@ pub struct Ingest {
     hasher: Sha256,
     written: u64,
     temp: PathBuf,
-    expected: String,
+    expected: Option<String>,
     size: Option<u64>,
     blobs: PathBuf,
 }
@@ -238,32 +248,30 @@ impl Ingest {
 
     /// Verifies size and digest, makes the data durable and the blob visible.
     pub fn commit(mut self) -> Result<String> {
-        if let Some(size) = self.size
-            && size != self.written
-        {
-            return Err(Error::SizeMismatch {
-                digest: self.expected.clone(),
-                expected: size,
-                actual: self.written,
-            });
-        }
         let actual = format!(
             "sha256:{}",
             hex::encode(std::mem::take(&mut self.hasher).finalize())
         );
-        if actual != self.expected {
-            return Err(Error::DigestMismatch {
-                expected: self.expected.clone(),
-                actual,
+        let expected = self.expected.clone().unwrap_or_else(|| actual.clone());
+        if let Some(size) = self.size
+            && size != self.written
+        {
+            return Err(Error::SizeMismatch {
+                digest: expected,
+                expected: size,
+                actual: self.written,
             });
         }
+        if actual != expected {
+            return Err(Error::DigestMismatch { expected, actual });
+        }
         self.file.sync_all().map_err(io("fsync", &self.temp))?;
-        let dest = self.blobs.join(hex_of(&self.expected)?);
+        let dest = self.blobs.join(hex_of(&expected)?);
         std::fs::rename(&self.temp, &dest).map_err(io("commit", &dest))?;
         if let Ok(dir) = File::open(&self.blobs) {
             let _ = dir.sync_all();
         }
-        Ok(self.expected.clone())
+        Ok(expected)
     }
 }
 

@@ -698,3 +698,267 @@ fn history_and_prune() {
         0
     );
 }
+
+#[tokio::test]
+async fn zstd_and_uncompressed_layers() {
+    require_registry!();
+    use berth_tests::registry::Compression;
+    let reg = Registry::start();
+    let layers = [tar(&[file("one", b"1")]), tar(&[file("two", b"2")])];
+    reg.push_compressed("zst", "v1", &layers, "amd64", None, Compression::Zstd);
+    reg.push_compressed("plain", "v1", &layers, "amd64", None, Compression::None);
+    let d = Daemon::start();
+    let c = d.client().await;
+    for name in ["zst:v1", "plain:v1"] {
+        c.pull(pull_req(&reg.reference(name))).await.unwrap();
+        let details = c.inspect(reg.reference(name)).await.unwrap();
+        let o = Overlay::mount(&details);
+        assert_eq!(std::fs::read(o.path("one")).unwrap(), b"1", "{name}");
+        assert_eq!(std::fs::read(o.path("two")).unwrap(), b"2", "{name}");
+    }
+}
+
+#[test]
+fn interrupted_pull_leaves_no_partial_image() {
+    require_registry!();
+    let reg = Registry::start();
+    // Big enough that the pull is still running when berthd is killed.
+    let layers: Vec<Vec<u8>> = (0..6u8)
+        .map(|i| {
+            let mut x: u64 = 0x1234_5678 + u64::from(i);
+            let data: Vec<u8> = (0..16 * 1024 * 1024)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            tar(&[file(&format!("blob-{i}"), &data)])
+        })
+        .collect();
+    reg.push_image("big", "v1", &layers, "amd64");
+    let mut d = Daemon::start();
+    let name = reg.reference("big:v1");
+    let mut cmd = std::process::Command::new(berth_tests::bin("berth"));
+    cmd.args(["-H", &d.host(), "pull", "-q", &name])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut pull = cmd.spawn().unwrap();
+    // Wait until layers are being unpacked, then crash the daemon.
+    let snapshots = d.data_root.join("snapshots");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        let busy = std::fs::read_dir(&snapshots)
+            .map(|r| {
+                r.flatten()
+                    .any(|e| e.file_name().to_string_lossy().starts_with("tmp-"))
+            })
+            .unwrap_or(false);
+        if busy {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    d.kill9();
+    let _ = pull.wait();
+    d.restart();
+    let out = d.cli(&["images", "-q"]);
+    assert!(
+        out.stdout.is_empty(),
+        "a partial image is visible: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let leftovers: Vec<String> = std::fs::read_dir(&snapshots)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert_eq!(
+        std::fs::read_dir(d.data_root.join("content/ingest"))
+            .unwrap()
+            .count(),
+        0
+    );
+    // The next pull completes, reusing whatever finished before the crash.
+    let out = d.cli(&["pull", "-q", &name]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = d.cli(&["image", "inspect", &name]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["lower_dirs"].as_array().unwrap().len(), 6);
+}
+
+#[test]
+fn save_load_import_round_trips_and_docker_interop() {
+    require_registry!();
+    let reg = Registry::start();
+    reg.seed_busybox();
+    let d = Daemon::start();
+    let name = reg.reference("busybox:latest");
+    assert!(d.cli(&["pull", "-q", &name]).status.success());
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("busybox.tar");
+    let out = d.cli(&["save", "-o", archive.to_str().unwrap(), &name]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listing = std::process::Command::new("tar")
+        .arg("tf")
+        .arg(&archive)
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert!(
+        listing.contains("index.json")
+            && listing.contains("oci-layout")
+            && listing.contains("manifest.json"),
+        "{listing}"
+    );
+    let before = d.cli(&["image", "inspect", &name]);
+    let before: serde_json::Value = serde_json::from_slice(&before.stdout).unwrap();
+    assert!(d.cli(&["rmi", &name]).status.success());
+    let out = d.cli(&["load", "-i", archive.to_str().unwrap()]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("Loaded image: {name}")),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = d.cli(&["image", "inspect", &name]);
+    let after: serde_json::Value = serde_json::from_slice(&after.stdout).unwrap();
+    assert_eq!(before[0]["id"], after[0]["id"]);
+    assert_eq!(before[0]["manifest_digest"], after[0]["manifest_digest"]);
+    // skopeo reads the archive as an OCI layout.
+    let layout = work.path().join("layout");
+    std::fs::create_dir(&layout).unwrap();
+    assert!(
+        std::process::Command::new("tar")
+            .arg("xf")
+            .arg(&archive)
+            .arg("-C")
+            .arg(&layout)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let inspect = std::process::Command::new("skopeo")
+        .arg("inspect")
+        .arg(format!("oci:{}", layout.display()))
+        .output()
+        .unwrap();
+    assert!(
+        inspect.status.success(),
+        "{}",
+        String::from_utf8_lossy(&inspect.stderr)
+    );
+
+    // import: a rootfs tarball becomes a one-layer image with the requested config.
+    let rootfs = work.path().join("rootfs");
+    std::fs::create_dir_all(rootfs.join("bin")).unwrap();
+    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
+    let tarball = work.path().join("rootfs.tar.gz");
+    assert!(
+        std::process::Command::new("tar")
+            .arg("-C")
+            .arg(&rootfs)
+            .arg("-czf")
+            .arg(&tarball)
+            .arg(".")
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = d.cli(&[
+        "import",
+        "-c",
+        "CMD [\"/bin/busybox\", \"true\"]",
+        "-c",
+        "ENV A=1",
+        "-m",
+        "from a tarball",
+        tarball.to_str().unwrap(),
+        "imported:v1",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = d.cli(&["image", "inspect", "imported:v1"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v[0]["config"]["cmd"],
+        serde_json::json!(["/bin/busybox", "true"])
+    );
+    assert_eq!(v[0]["config"]["env"], serde_json::json!(["A=1"]));
+    assert!(
+        std::path::Path::new(v[0]["lower_dirs"][0].as_str().unwrap())
+            .join("bin/busybox")
+            .exists()
+    );
+    let out = d.cli(&["history", "imported:v1"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("from a tarball"));
+    let out = d.cli(&["import", "-c", "RUN rm -rf /", tarball.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let garbage = work.path().join("garbage.tar");
+    std::fs::write(&garbage, b"not an archive at all").unwrap();
+    let out = d.cli(&["load", "-i", garbage.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+
+    if !berth_tests::dockerd::present() {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "CI must install docker.io"
+        );
+        return;
+    }
+    // docker loads what berth saved, and berth loads what docker saved.
+    let docker = berth_tests::dockerd::Dockerd::start();
+    let loaded = docker.docker(&["load", "-i", archive.to_str().unwrap()]);
+    assert!(
+        loaded.status.success(),
+        "{}",
+        String::from_utf8_lossy(&loaded.stderr)
+    );
+    let ran = docker.docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        &name,
+        "/bin/busybox",
+        "echo",
+        "saved-by-berth",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&ran.stdout).trim(),
+        "saved-by-berth",
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    let docker_archive = work.path().join("docker.tar");
+    assert!(
+        docker
+            .docker(&["save", "-o", docker_archive.to_str().unwrap(), &name])
+            .status
+            .success()
+    );
+    assert!(d.cli(&["rmi", &name]).status.success());
+    let out = d.cli(&["load", "-i", docker_archive.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = d.cli(&["image", "inspect", &name]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["id"], before[0]["id"]);
+}

@@ -87,7 +87,11 @@ impl Daemon {
     }
 
     fn spawn(&self, extra: &[&str]) -> Child {
-        let log = std::fs::File::create(&self.log).expect("log file");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
         Command::new(bin("berthd"))
             .arg("--data-root")
             .arg(&self.data_root)
@@ -168,6 +172,21 @@ impl Daemon {
         let mut child = self.child.take().expect("running");
         signal(child.id(), libc::SIGTERM);
         wait_with_timeout(&mut child, Duration::from_secs(30))
+    }
+
+    /// SIGKILLs berthd (no cleanup at all), as a crash would.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("running");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Starts berthd again on the same data root and socket.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop or kill berthd first");
+        let child = self.spawn(&[]);
+        self.child = Some(child);
+        self.wait_ready();
     }
 
     /// Whether the process is still running.

@@ -41,6 +41,17 @@ macro_rules! require_registry {
     };
 }
 
+/// How test layers are compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// gzip.
+    Gzip,
+    /// zstd.
+    Zstd,
+    /// Plain tar.
+    None,
+}
+
 /// A running registry, stopped on drop.
 #[derive(Debug)]
 pub struct Registry {
@@ -171,16 +182,43 @@ impl Registry {
         arch: &str,
         diff_ids_override: Option<Vec<String>>,
     ) -> (String, String) {
+        self.push_compressed(
+            repo,
+            tag,
+            layers,
+            arch,
+            diff_ids_override,
+            Compression::Gzip,
+        )
+    }
+
+    /// Pushes an image whose layers are compressed as asked.
+    pub fn push_compressed(
+        &self,
+        repo: &str,
+        tag: &str,
+        layers: &[Vec<u8>],
+        arch: &str,
+        diff_ids_override: Option<Vec<String>>,
+        compression: Compression,
+    ) -> (String, String) {
         let mut descriptors = Vec::new();
         let mut diff_ids = Vec::new();
         for layer in layers {
-            let gz = gzip(layer);
-            let digest = self.push_blob(repo, &gz);
+            let (blob, media_type) = match compression {
+                Compression::Gzip => (gzip(layer), "application/vnd.oci.image.layer.v1.tar+gzip"),
+                Compression::Zstd => (
+                    zstd::encode_all(&layer[..], 3).expect("zstd to memory"),
+                    "application/vnd.oci.image.layer.v1.tar+zstd",
+                ),
+                Compression::None => (layer.clone(), "application/vnd.oci.image.layer.v1.tar"),
+            };
+            let digest = self.push_blob(repo, &blob);
             diff_ids.push(sha256(layer));
             descriptors.push(json!({
-                "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                "mediaType": media_type,
                 "digest": digest,
-                "size": gz.len(),
+                "size": blob.len(),
             }));
         }
         let config = json!({

@@ -46,6 +46,12 @@ impl ImageApi {
             .map_err(|e| e.to_rpc())
     }
 
+    fn unpack_options(&self) -> UnpackOptions {
+        UnpackOptions {
+            allow_device_nodes: self.ctx.config.allow_layer_device_nodes,
+        }
+    }
+
     async fn run_pull(
         &self,
         request: PullRequest,
@@ -55,9 +61,7 @@ impl ImageApi {
         image::pull::pull(
             Arc::clone(&self.ctx.images),
             request,
-            UnpackOptions {
-                allow_device_nodes: config.allow_layer_device_nodes,
-            },
+            self.unpack_options(),
             config.max_concurrent_downloads as usize,
             progress,
         )
@@ -114,6 +118,37 @@ impl ImageServer for ImageApi {
 
     async fn prune(&self, all: Option<bool>) -> RpcResult<PruneReport> {
         self.blocking(move |i| i.prune(all.unwrap_or(false))).await
+    }
+
+    async fn save(&self, names: Vec<String>, path: String) -> RpcResult<u64> {
+        self.blocking(move |i| i.save(&names, std::path::Path::new(&path)))
+            .await
+    }
+
+    async fn load(&self, path: String) -> RpcResult<Vec<String>> {
+        let unpack = self.unpack_options();
+        self.blocking(move |i| i.load(std::path::Path::new(&path), unpack))
+            .await
+    }
+
+    async fn import(
+        &self,
+        path: String,
+        reference: Option<String>,
+        changes: Option<Vec<String>>,
+        message: Option<String>,
+    ) -> RpcResult<String> {
+        let unpack = self.unpack_options();
+        self.blocking(move |i| {
+            i.import(
+                std::path::Path::new(&path),
+                reference.as_deref(),
+                &changes.unwrap_or_default(),
+                message.as_deref(),
+                unpack,
+            )
+        })
+        .await
     }
 
     async fn list(&self, filter: Option<ImageFilter>) -> RpcResult<Vec<ImageSummary>> {

@@ -1,6 +1,7 @@
 //! Images: references, registry pulls (oci-client), manifests and configs (oci-spec), and
 //! the local image index (which image ids exist, which references point at them).
 
+pub mod archive;
 pub mod pull;
 pub mod push;
 pub mod reference;
@@ -203,7 +204,7 @@ impl Images {
         Ok(())
     }
 
-    fn load(&self, id: &str) -> Result<Option<ImageRecord>> {
+    fn record_of(&self, id: &str) -> Result<Option<ImageRecord>> {
         let id = id.to_owned();
         let doc: Option<String> = self.store.with_conn(|c| {
             c.query_row("SELECT doc FROM images WHERE id = ?1", [&id], |r| r.get(0))
@@ -247,7 +248,7 @@ impl Images {
             match ids.as_slice() {
                 [one] => {
                     return self
-                        .load(one)?
+                        .record_of(one)?
                         .ok_or_else(|| Error::NotFound(name.to_owned()));
                 }
                 [_, _] => return Err(Error::Ambiguous(name.to_owned())),
@@ -271,7 +272,7 @@ impl Images {
         })?;
         match id {
             Some(id) => self
-                .load(&id)?
+                .record_of(&id)?
                 .ok_or_else(|| Error::NotFound(name.to_owned())),
             None => Err(Error::NotFound(name.to_owned())),
         }
@@ -322,7 +323,7 @@ impl Images {
             .transpose()?;
         let mut out = Vec::new();
         for (id, containers) in rows {
-            let Some(image) = self.load(&id)? else {
+            let Some(image) = self.record_of(&id)? else {
                 continue;
             };
             let refs = self.refs_of(&id)?;

@@ -351,6 +351,28 @@ pub trait Image {
     #[method(name = "prune", param_kind = map)]
     async fn prune(&self, all: Option<bool>) -> RpcResult<PruneReport>;
 
+    /// Writes images to `path` (absolute, on the daemon's host) as an OCI layout tar that
+    /// also carries docker's `manifest.json`. Returns the archive's size in bytes.
+    #[method(name = "save", param_kind = map)]
+    async fn save(&self, names: Vec<String>, path: String) -> RpcResult<u64>;
+
+    /// Loads every image of an OCI layout tar or a `docker save` archive at `path` (on the
+    /// daemon's host). Returns the references (or ids) loaded.
+    #[method(name = "load", param_kind = map)]
+    async fn load(&self, path: String) -> RpcResult<Vec<String>>;
+
+    /// Makes a one-layer image from a root filesystem tarball at `path` (plain, gzip or
+    /// zstd), like `docker import`. `changes` are CMD, ENTRYPOINT, ENV, WORKDIR, USER,
+    /// LABEL, EXPOSE, VOLUME or STOPSIGNAL instructions. Returns the image id.
+    #[method(name = "import", param_kind = map)]
+    async fn import(
+        &self,
+        path: String,
+        reference: Option<String>,
+        changes: Option<Vec<String>>,
+        message: Option<String>,
+    ) -> RpcResult<String>;
+
     /// Removes a reference, and the image when no reference is left (like `docker rmi`).
     /// An image id removes every reference; `force` allows that for images with several.
     #[method(name = "remove", param_kind = map)]

@@ -35,7 +35,7 @@ pub async fn pull(client: &WsClient, args: PullArgs) -> anyhow::Result<()> {
     let request = PullRequest {
         reference: args.reference.clone(),
         platform: args.platform.clone(),
-        auth: None,
+        auth: crate::auth::for_reference(&args.reference)?,
     };
     let mut sub = client
         .pull_follow(request)
@@ -282,7 +282,7 @@ pub async fn remove(client: &WsClient, names: Vec<String>, force: bool) -> anyho
 pub async fn push(client: &WsClient, reference: String, quiet: bool) -> anyhow::Result<()> {
     let request = PushRequest {
         reference: reference.clone(),
-        auth: None,
+        auth: crate::auth::for_reference(&reference)?,
     };
     let mut sub = client
         .push_follow(request)
@@ -496,5 +496,61 @@ pub async fn import(client: &WsClient, args: ImportArgs) -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(dir);
     }
     println!("{}", id?);
+    Ok(())
+}
+
+/// `berth login`.
+pub async fn login(
+    client: &WsClient,
+    server: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    password_stdin: bool,
+) -> anyhow::Result<()> {
+    use std::io::{IsTerminal, Read};
+    let registry = crate::auth::server_key(server.as_deref());
+    let username = username.context("--username is required")?;
+    let password = match (password, password_stdin) {
+        (Some(_), true) => bail!("--password and --password-stdin are mutually exclusive"),
+        (Some(p), false) => {
+            eprintln!("WARNING! Using --password via the CLI is insecure. Use --password-stdin.");
+            p
+        }
+        (None, _) => {
+            if std::io::stdin().is_terminal() && !password_stdin {
+                bail!("no password: use --password-stdin (berth does not prompt)");
+            }
+            let mut p = String::new();
+            std::io::stdin()
+                .read_to_string(&mut p)
+                .context("reading the password from stdin")?;
+            p.trim_end_matches(['\n', '\r']).to_owned()
+        }
+    };
+    if password.is_empty() {
+        bail!("empty password");
+    }
+    let auth = berth_api::image::RegistryAuth {
+        username: Some(username.clone()),
+        password: Some(password.clone()),
+        registry_token: None,
+    };
+    client
+        .login(registry.clone(), auth)
+        .await
+        .context("image.login")?;
+    crate::auth::store(&registry, &username, &password)?;
+    println!("Login Succeeded");
+    Ok(())
+}
+
+/// `berth logout`.
+pub fn logout(server: Option<String>) -> anyhow::Result<()> {
+    let registry = crate::auth::server_key(server.as_deref());
+    if crate::auth::remove(&registry)? {
+        println!("Removing login credentials for {registry}");
+    } else {
+        println!("Not logged in to {registry}");
+    }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! `berth`: the docker-like command line client of berthd. Every command is one or a few
 //! JSON-RPC calls over a WebSocket to the daemon; nothing here touches the host.
 
+mod auth;
 mod client;
 mod image;
 mod output;
@@ -47,6 +48,25 @@ enum Command {
     Pull(image::PullArgs),
     /// Push an image to a registry.
     Push(PushArgs),
+    /// Log in to a registry (credentials are kept in ~/.berth/config.json, mode 0600).
+    Login {
+        /// Registry host[:port] (default: docker.io).
+        server: Option<String>,
+        /// User name.
+        #[arg(short, long)]
+        username: Option<String>,
+        /// Password (prefer --password-stdin).
+        #[arg(short, long)]
+        password: Option<String>,
+        /// Read the password from stdin.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Log out from a registry.
+    Logout {
+        /// Registry host[:port] (default: docker.io).
+        server: Option<String>,
+    },
     /// List images.
     Images(image::ListArgs),
     /// Show the steps that built an image.
@@ -260,6 +280,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pull(a) | Command::Image(ImageCommand::Pull(a)) => {
             image::pull(&connect().await?, a).await?
         }
+        Command::Login {
+            server,
+            username,
+            password,
+            password_stdin,
+        } => {
+            image::login(
+                &connect().await?,
+                server,
+                username,
+                password,
+                password_stdin,
+            )
+            .await?
+        }
+        Command::Logout { server } => image::logout(server)?,
         Command::Push(a) | Command::Image(ImageCommand::Push(a)) => {
             image::push(&connect().await?, a.reference, a.quiet).await?
         }

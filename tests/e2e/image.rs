@@ -962,3 +962,120 @@ fn save_load_import_round_trips_and_docker_interop() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v[0]["id"], before[0]["id"]);
 }
+
+#[test]
+fn login_then_pull_and_push_with_basic_auth() {
+    require_registry!();
+    let open = Registry::start();
+    open.seed_busybox();
+    let private = Registry::start_with_auth("alice", "s3cret");
+    let d = Daemon::start();
+    let config = tempfile::tempdir().unwrap();
+    let cli = |args: &[&str], stdin: Option<&str>| {
+        use std::io::Write;
+        let mut child = std::process::Command::new(berth_tests::bin("berth"))
+            .env("BERTH_CONFIG", config.path())
+            .arg("-H")
+            .arg(d.host())
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.unwrap_or("").as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let target = private.reference("secret/busybox:v1");
+    let src = open.reference("busybox:latest");
+    assert!(cli(&["pull", "-q", &src], None).status.success());
+    assert!(cli(&["tag", &src, &target], None).status.success());
+    // Without credentials: refused, as a permission error.
+    let out = cli(&["push", &target], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("401")
+            || String::from_utf8_lossy(&out.stderr).contains("authorized"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A wrong password is refused and not stored.
+    let out = cli(
+        &["login", "-u", "alice", "--password-stdin", &private.addr],
+        Some("wrong\n"),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(!config.path().join("config.json").exists());
+    let out = cli(
+        &["login", "-u", "alice", "--password-stdin", &private.addr],
+        Some("s3cret\n"),
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("Login Succeeded"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(config.path().join("config.json"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    let out = cli(&["push", "-q", &target], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(cli(&["rmi", &target], None).status.success());
+    let out = cli(&["pull", "-q", &target], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cli(&["logout", &private.addr], None);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Removing login credentials"));
+    assert!(cli(&["rmi", &target], None).status.success());
+    let out = cli(&["pull", "-q", &target], None);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "pulled without credentials after logout"
+    );
+}
+
+#[tokio::test]
+async fn docker_hub_names_resolve_through_a_configured_mirror() {
+    require_registry!();
+    let mirror = Registry::start();
+    mirror.push_image(
+        "library/busybox",
+        "latest",
+        &[tar(&[file("from-mirror", b"yes")])],
+        "amd64",
+    );
+    let d = Daemon::start_with(&["--registry-mirrors", &format!("http://{}", mirror.addr)]);
+    let c = d.client().await;
+    let r = c.pull(pull_req("busybox")).await.unwrap();
+    assert_eq!(r.reference, "docker.io/library/busybox:latest");
+    let list = c.list(None).await.unwrap();
+    assert_eq!(list[0].repo_tags, ["busybox:latest"]);
+    let details = c.inspect("busybox".into()).await.unwrap();
+    assert!(
+        Path::new(&details.lower_dirs[0])
+            .join("from-mirror")
+            .exists()
+    );
+}

@@ -11,7 +11,7 @@ use serde_json::json;
 use crate::tarball::{gzip, sha256};
 
 /// Tools the registry fixtures need, from Debian packages.
-pub const TOOLS: &[&str] = &["docker-registry", "umoci", "skopeo", "busybox"];
+pub const TOOLS: &[&str] = &["docker-registry", "umoci", "skopeo", "busybox", "htpasswd"];
 
 /// Whether every fixture tool is installed.
 pub fn tools_present() -> bool {
@@ -71,19 +71,38 @@ fn free_port() -> u16 {
 impl Registry {
     /// Starts a registry and waits until `/v2/` answers.
     pub fn start() -> Registry {
+        Registry::start_inner(None)
+    }
+
+    /// Starts a registry that requires basic auth (htpasswd, bcrypt) for everything.
+    pub fn start_with_auth(user: &str, password: &str) -> Registry {
+        Registry::start_inner(Some((user, password)))
+    }
+
+    fn start_inner(auth: Option<(&str, &str)>) -> Registry {
         for _ in 0..5 {
             let dir = tempfile::tempdir().expect("tempdir");
             let port = free_port();
             let addr = format!("127.0.0.1:{port}");
             let config = dir.path().join("config.yml");
-            std::fs::write(
-                &config,
-                format!(
-                    "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
-                    dir.path().join("storage").display()
-                ),
-            )
-            .expect("registry config");
+            let mut yaml = format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+                dir.path().join("storage").display()
+            );
+            if let Some((user, password)) = auth {
+                let out = Command::new("htpasswd")
+                    .args(["-Bbn", user, password])
+                    .output()
+                    .expect("htpasswd (apache2-utils)");
+                assert!(out.status.success(), "htpasswd failed");
+                let file = dir.path().join("htpasswd");
+                std::fs::write(&file, &out.stdout).expect("htpasswd file");
+                yaml.push_str(&format!(
+                    "auth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n",
+                    file.display()
+                ));
+            }
+            std::fs::write(&config, yaml).expect("registry config");
             let log = std::fs::File::create(dir.path().join("registry.log")).expect("log");
             let child = Command::new("docker-registry")
                 .arg("serve")
@@ -96,13 +115,21 @@ impl Registry {
             let mut reg = Registry { child, dir, addr };
             let deadline = Instant::now() + Duration::from_secs(15);
             while Instant::now() < deadline {
-                if ureq::get(&format!("http://{}/v2/", reg.addr))
-                    .call()
-                    .is_ok()
-                {
+                let up = match ureq::get(&format!("http://{}/v2/", reg.addr)).call() {
+                    Ok(_) => true,
+                    // An auth-protected registry is up when it asks for credentials.
+                    Err(ureq::Error::StatusCode(401)) => auth.is_some(),
+                    Err(_) => false,
+                };
+                if up {
                     return reg;
                 }
                 if reg.child.try_wait().ok().flatten().is_some() {
+                    eprintln!(
+                        "docker-registry exited: {}",
+                        std::fs::read_to_string(reg.dir.path().join("registry.log"))
+                            .unwrap_or_default()
+                    );
                     break; // port taken meanwhile: try another
                 }
                 std::thread::sleep(Duration::from_millis(50));

@@ -112,6 +112,15 @@ impl ImageServer for ImageApi {
         .await
     }
 
+    async fn login(&self, registry: String, auth: berth_api::image::RegistryAuth) -> RpcResult<()> {
+        self.ctx
+            .images
+            .registries
+            .check_login(&registry, &auth)
+            .await
+            .map_err(|e| e.to_rpc())
+    }
+
     async fn history(&self, name: String) -> RpcResult<Vec<HistoryEntry>> {
         self.blocking(move |i| i.history(&name)).await
     }

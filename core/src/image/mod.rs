@@ -4,7 +4,8 @@
 pub mod archive;
 pub mod pull;
 pub mod push;
-pub mod reference;
+/// Image references (shared with the CLI, so it lives in berth-api).
+pub use berth_api::reference;
 pub mod registry;
 
 use std::collections::BTreeMap;

@@ -169,7 +169,7 @@ async fn resolve(
 ) -> Result<Resolved> {
     let mut last_err = None;
     for endpoint in images.registries.endpoints(reference) {
-        let client = images.registries.client(&endpoint);
+        let client = images.registries.client(&endpoint, auth);
         let oref = oci_reference(reference, &endpoint);
         match resolve_at(&client, &endpoint, &oref, reference, auth, platform).await {
             Ok((top_digest, manifest_digest, manifest_bytes, manifest)) => {

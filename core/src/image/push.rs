@@ -40,9 +40,9 @@ pub async fn push(
             host: reference.registry.clone(),
             plain_http: false,
         });
-    let client = images.registries.client(&endpoint);
-    let oref = oci_reference(&reference, &endpoint);
     let auth = oci_auth(&request.auth);
+    let client = images.registries.client(&endpoint, &auth);
+    let oref = oci_reference(&reference, &endpoint);
     client
         .auth(&oref, &auth, RegistryOperation::Push)
         .await

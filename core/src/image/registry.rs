@@ -35,7 +35,9 @@ pub struct Endpoint {
 #[derive(Default)]
 pub struct Registries {
     settings: RegistrySettings,
-    clients: Mutex<HashMap<Endpoint, Arc<oci_client::Client>>>,
+    /// Keyed by endpoint and credentials: oci-client keeps the first credentials it sees
+    /// for a registry, so callers with different credentials must not share a client.
+    clients: Mutex<HashMap<(Endpoint, String), Arc<oci_client::Client>>>,
 }
 
 impl std::fmt::Debug for Registries {
@@ -91,24 +93,75 @@ impl Registries {
         self.settings.insecure.iter().any(|h| h == host)
     }
 
-    /// The client for an endpoint.
-    pub fn client(&self, endpoint: &Endpoint) -> Arc<oci_client::Client> {
+    /// The client for an endpoint and a set of credentials.
+    pub fn client(
+        &self,
+        endpoint: &Endpoint,
+        auth: &oci_client::secrets::RegistryAuth,
+    ) -> Arc<oci_client::Client> {
+        use oci_client::secrets::RegistryAuth as A;
+        use sha2::Digest as _;
+        let identity = match auth {
+            A::Anonymous => "anonymous".to_owned(),
+            A::Basic(u, p) => hex::encode(sha2::Sha256::digest(format!("basic\0{u}\0{p}"))),
+            A::Bearer(t) => hex::encode(sha2::Sha256::digest(format!("bearer\0{t}"))),
+        };
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        Arc::clone(clients.entry(endpoint.clone()).or_insert_with(|| {
-            let protocol = if endpoint.plain_http {
-                ClientProtocol::HttpsExcept(vec![endpoint.host.clone()])
-            } else {
-                ClientProtocol::Https
-            };
-            Arc::new(oci_client::Client::new(ClientConfig {
-                protocol,
-                platform_resolver: None,
-                connect_timeout: Some(std::time::Duration::from_secs(15)),
-                read_timeout: Some(std::time::Duration::from_secs(120)),
-                ..ClientConfig::default()
-            }))
-        }))
+        Arc::clone(
+            clients
+                .entry((endpoint.clone(), identity))
+                .or_insert_with(|| Arc::new(new_client(endpoint))),
+        )
     }
+
+    /// Checks credentials against `registry` the way `docker login` does: the registry must
+    /// accept them (a token is obtained where the registry uses the token flow).
+    pub async fn check_login(
+        &self,
+        registry: &str,
+        auth: &berth_api::image::RegistryAuth,
+    ) -> Result<(), Error> {
+        let reference = Reference::parse(&format!("{registry}/berth-login-check/probe:latest"))?;
+        let endpoint = self.endpoints(&reference).pop().unwrap_or(Endpoint {
+            host: reference.registry.clone(),
+            plain_http: false,
+        });
+        // A fresh client: the shared ones cache credentials and tokens per registry, which
+        // would let a wrong password pass after a right one.
+        let client = new_client(&endpoint);
+        let oref = oci_reference(&reference, &endpoint);
+        let oci = super::pull::oci_auth(&Some(auth.clone()));
+        client
+            .auth(&oref, &oci, oci_client::RegistryOperation::Pull)
+            .await
+            .map_err(|e| registry_error(&endpoint, e))?;
+        match client.fetch_manifest_digest(&oref, &oci).await {
+            Ok(_) => Ok(()),
+            Err(e) => match registry_error(&endpoint, e) {
+                // The probe repository does not exist: the credentials got us that far.
+                Error::Registry {
+                    kind: ErrorKind::NotFound,
+                    ..
+                } => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+}
+
+fn new_client(endpoint: &Endpoint) -> oci_client::Client {
+    let protocol = if endpoint.plain_http {
+        ClientProtocol::HttpsExcept(vec![endpoint.host.clone()])
+    } else {
+        ClientProtocol::Https
+    };
+    oci_client::Client::new(ClientConfig {
+        protocol,
+        platform_resolver: None,
+        connect_timeout: Some(std::time::Duration::from_secs(15)),
+        read_timeout: Some(std::time::Duration::from_secs(120)),
+        ..ClientConfig::default()
+    })
 }
 
 /// The oci-client reference for `reference` at `endpoint`.

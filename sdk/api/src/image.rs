@@ -373,6 +373,12 @@ pub trait Image {
         message: Option<String>,
     ) -> RpcResult<String>;
 
+    /// Checks credentials against a registry (`host[:port]`, `docker.io` for Docker Hub), like
+    /// `docker login`. berthd does not keep them: clients store them and send them with
+    /// each pull or push.
+    #[method(name = "login", param_kind = map)]
+    async fn login(&self, registry: String, auth: RegistryAuth) -> RpcResult<()>;
+
     /// Removes a reference, and the image when no reference is left (like `docker rmi`).
     /// An image id removes every reference; `force` allows that for images with several.
     #[method(name = "remove", param_kind = map)]

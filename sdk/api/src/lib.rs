@@ -8,6 +8,7 @@
 pub mod error;
 pub mod image;
 pub mod openrpc;
+pub mod reference;
 pub mod spec;
 pub mod system;
 

@@ -1,4 +1,4 @@
-//! Docker-style image references: `busybox`, `library/busybox:1.36`,
+//! Docker-style image references, parsed the same way by berthd and the CLI: `busybox`, `library/busybox:1.36`,
 //! `registry:5000/ns/img@sha256:...`, normalized to registry + repository + tag/digest.
 
 use std::fmt;

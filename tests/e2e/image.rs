@@ -1079,3 +1079,53 @@ async fn docker_hub_names_resolve_through_a_configured_mirror() {
             .exists()
     );
 }
+
+#[tokio::test]
+async fn bearer_token_flow_with_a_token_service() {
+    require_registry!();
+    use berth_api::image::RegistryAuth;
+    let open = Registry::start();
+    open.seed_busybox();
+    let token = berth_tests::token::TokenServer::start("alice", "s3cret");
+    let reg = Registry::start_with_token_service(&token);
+    let d = Daemon::start();
+    let c = d.client().await;
+    let alice = Some(RegistryAuth {
+        username: Some("alice".into()),
+        password: Some("s3cret".into()),
+        registry_token: None,
+    });
+    c.login(reg.addr.clone(), alice.clone().unwrap())
+        .await
+        .expect("right credentials get a token");
+    let wrong = RegistryAuth {
+        password: Some("nope".into()),
+        ..alice.clone().unwrap()
+    };
+    assert!(
+        c.login(reg.addr.clone(), wrong).await.is_err(),
+        "wrong credentials were accepted"
+    );
+    // Push with a token, pull it back with a token; anonymous is refused.
+    c.pull(pull_req(&open.reference("busybox:latest")))
+        .await
+        .unwrap();
+    let target = reg.reference("tokens/busybox:v1");
+    c.tag(open.reference("busybox:latest"), target.clone())
+        .await
+        .unwrap();
+    let pushed = c
+        .push(berth_api::image::PushRequest {
+            reference: target.clone(),
+            auth: alice.clone(),
+        })
+        .await
+        .expect("push with a bearer token");
+    assert!(pushed.blobs_uploaded >= 2);
+    c.remove(target.clone(), None).await.unwrap();
+    let err = c.pull(pull_req(&target)).await.unwrap_err().to_string();
+    assert!(err.contains("registry"), "{err}");
+    let mut req = pull_req(&target);
+    req.auth = alice;
+    c.pull(req).await.expect("pull with a bearer token");
+}

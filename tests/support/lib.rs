@@ -4,6 +4,7 @@
 pub mod dockerd;
 pub mod registry;
 pub mod tarball;
+pub mod token;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;

@@ -52,6 +52,15 @@ pub enum Compression {
     None,
 }
 
+/// How a test registry authenticates.
+#[derive(Debug, Clone, Copy)]
+enum Auth<'a> {
+    /// htpasswd basic auth.
+    Basic(&'a str, &'a str),
+    /// The bearer token flow through a token service.
+    Token(&'a crate::token::TokenServer),
+}
+
 /// A running registry, stopped on drop.
 #[derive(Debug)]
 pub struct Registry {
@@ -76,10 +85,15 @@ impl Registry {
 
     /// Starts a registry that requires basic auth (htpasswd, bcrypt) for everything.
     pub fn start_with_auth(user: &str, password: &str) -> Registry {
-        Registry::start_inner(Some((user, password)))
+        Registry::start_inner(Some(Auth::Basic(user, password)))
     }
 
-    fn start_inner(auth: Option<(&str, &str)>) -> Registry {
+    /// Starts a registry that uses the bearer token flow with `token` as its token service.
+    pub fn start_with_token_service(token: &crate::token::TokenServer) -> Registry {
+        Registry::start_inner(Some(Auth::Token(token)))
+    }
+
+    fn start_inner(auth: Option<Auth<'_>>) -> Registry {
         for _ in 0..5 {
             let dir = tempfile::tempdir().expect("tempdir");
             let port = free_port();
@@ -89,7 +103,16 @@ impl Registry {
                 "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
                 dir.path().join("storage").display()
             );
-            if let Some((user, password)) = auth {
+            if let Some(Auth::Token(token)) = auth {
+                yaml.push_str(&format!(
+                    "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+                    token.realm,
+                    crate::token::SERVICE,
+                    crate::token::ISSUER,
+                    token.cert_pem.display()
+                ));
+            }
+            if let Some(Auth::Basic(user, password)) = auth {
                 let out = Command::new("htpasswd")
                     .args(["-Bbn", user, password])
                     .output()

@@ -705,3 +705,76 @@ impl Images {
         Ok((freed_blobs, freed_snaps))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn images() -> (tempfile::TempDir, Images) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let images = Images::open(dir.path(), store, registry::Registries::default()).unwrap();
+        (dir, images)
+    }
+
+    fn record(images: &Images, names: &[&str]) -> ImageRecord {
+        let config = images.content.write(br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#).unwrap();
+        let manifest = images.content.write(b"{}").unwrap();
+        let image = ImageRecord {
+            id: config,
+            manifest_digest: manifest,
+            manifest_media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            layers: vec![],
+            os: "linux".into(),
+            architecture: "amd64".into(),
+            variant: None,
+            created: None,
+            size: 0,
+        };
+        let names: Vec<String> = names
+            .iter()
+            .map(|n| Reference::parse(n).unwrap().tagged().unwrap())
+            .collect();
+        images.record(&image, &names).unwrap();
+        image
+    }
+
+    #[test]
+    fn rmi_refuses_images_in_use_by_containers() {
+        let (_dir, images) = images();
+        let image = record(&images, &["app:1"]);
+        images
+            .store
+            .with_conn(|c| {
+                c.execute(
+                    "INSERT INTO containers (id, name, image_id, state, created_at, doc) VALUES ('c1', 'web', ?1, 'exited', 0, '{}')",
+                    [&image.id],
+                )
+                .map_err(|source| store::Error::Query { what: "seed", source })
+            })
+            .unwrap();
+        let err = images.remove("app:1", false).unwrap_err();
+        assert!(matches!(err, Error::Conflict(_)), "{err}");
+        assert!(err.to_string().contains("used by 1 container"), "{err}");
+        // Forced: the reference goes, the image stays for its container.
+        let removed = images.remove("app:1", true).unwrap();
+        assert_eq!(removed, vec![RemovedImage::Untagged("app:1".into())]);
+        assert!(images.resolve(&image.id).is_ok());
+        // prune -a leaves it alone too.
+        assert!(images.prune(true).unwrap().images_deleted.is_empty());
+    }
+
+    #[test]
+    fn ids_prefixes_and_ambiguity() {
+        let (_dir, images) = images();
+        let image = record(&images, &["one:1", "two:2"]);
+        let hex = &image.id[7..];
+        assert_eq!(images.resolve(&hex[..12]).unwrap().id, image.id);
+        assert_eq!(images.resolve(&image.id).unwrap().id, image.id);
+        assert!(matches!(images.resolve("nope:1"), Err(Error::NotFound(_))));
+        let err = images.remove(&hex[..12], false).unwrap_err();
+        assert!(err.to_string().contains("2 tags"), "{err}");
+        let removed = images.remove(&hex[..12], true).unwrap();
+        assert!(removed.contains(&RemovedImage::Deleted(image.id.clone())));
+    }
+}

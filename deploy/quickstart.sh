@@ -9,7 +9,7 @@ export DEBIAN_FRONTEND=noninteractive
 
 echo "==> installing build dependencies"
 apt-get update -qq
-apt-get install -y -qq --no-install-recommends gcc libc6-dev pkg-config ca-certificates >/dev/null
+apt-get install -y -qq --no-install-recommends gcc libc6-dev pkg-config ca-certificates busybox-static >/dev/null
 rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
 
 echo "==> building berthd and berth (release)"
@@ -34,5 +34,17 @@ berth version
 echo
 echo "==> berth info"
 berth info
+echo
+
+# No registry is needed to get a first image: a root filesystem made of busybox-static,
+# imported as busybox:latest (with a registry: berth pull REGISTRY/NAME:TAG).
+echo "==> importing busybox:latest from busybox-static"
+rootfs=$(mktemp -d)
+mkdir -p "$rootfs/bin" "$rootfs/etc" "$rootfs/tmp"
+cp /bin/busybox "$rootfs/bin/busybox"
+for applet in sh echo cat ls true; do ln -sf busybox "$rootfs/bin/$applet"; done
+tar -C "$rootfs" -c . | berth import -c 'CMD ["/bin/sh"]' -c 'ENV PATH=/bin' - busybox:latest
+rm -rf "$rootfs"
+berth images
 echo
 echo "berthd is running (pid $(cat /var/lib/berth/berthd.lock)). Stop it with: kill \$(cat /var/lib/berth/berthd.lock)"

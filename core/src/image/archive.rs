@@ -305,15 +305,7 @@ impl Images {
                     .get(path)
                     .ok_or_else(|| bad("archive", path, "layer missing from archive"))?;
                 let size = self.content.size(digest).unwrap_or(0);
-                let mut head = [0u8; 4];
-                let n = self.content.open_blob(digest)?.read(&mut head).unwrap_or(0);
-                let media_type = if head[..n].starts_with(&[0x1f, 0x8b]) {
-                    "application/vnd.oci.image.layer.v1.tar+gzip"
-                } else if head[..n].starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-                    "application/vnd.oci.image.layer.v1.tar+zstd"
-                } else {
-                    "application/vnd.oci.image.layer.v1.tar"
-                };
+                let media_type = self.layer_media_type(digest)?;
                 layers.push(json!({ "mediaType": media_type, "digest": digest, "size": size }));
             }
             let manifest = json!({
@@ -406,6 +398,19 @@ impl Images {
         Ok(config_digest)
     }
 
+    /// The OCI layer media type for a stored tar blob, from its compression magic.
+    fn layer_media_type(&self, digest: &str) -> Result<&'static str> {
+        let mut head = [0u8; 4];
+        let n = self.content.open_blob(digest)?.read(&mut head).unwrap_or(0);
+        Ok(if head[..n].starts_with(&[0x1f, 0x8b]) {
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+        } else if head[..n].starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            "application/vnd.oci.image.layer.v1.tar+zstd"
+        } else {
+            "application/vnd.oci.image.layer.v1.tar"
+        })
+    }
+
     /// `docker import`: a root filesystem tarball (plain, gzip or zstd) as a one-layer image.
     pub fn import(
         &self,
@@ -438,15 +443,7 @@ impl Images {
             hasher.update(&buf[..n]);
         }
         let diff_id = format!("sha256:{}", hex::encode(hasher.finalize()));
-        let mut head = [0u8; 4];
-        let n = self.content.open_blob(&blob)?.read(&mut head).unwrap_or(0);
-        let media_type = if head[..n].starts_with(&[0x1f, 0x8b]) {
-            "application/vnd.oci.image.layer.v1.tar+gzip"
-        } else if head[..n].starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-            "application/vnd.oci.image.layer.v1.tar+zstd"
-        } else {
-            "application/vnd.oci.image.layer.v1.tar"
-        };
+        let media_type = self.layer_media_type(&blob)?;
         let (_, arch, variant) = host_platform();
         let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
         let mut config = json!({

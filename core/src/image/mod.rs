@@ -8,7 +8,7 @@ pub mod push;
 pub use berth_api::reference;
 pub mod registry;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use berth_api::ErrorKind;
@@ -636,37 +636,18 @@ impl Images {
     /// After a failed pull: drops the snapshots and blobs it made that no image references.
     /// Blocking.
     pub fn discard_unreferenced(&self, chains: &[String], digests: &[String]) -> Result<()> {
-        let docs: Vec<String> = self.store.with_conn(|c| {
-            let mut s = c
-                .prepare("SELECT doc FROM images")
-                .map_err(q("list images"))?;
-            s.query_map([], |r| r.get(0))
-                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<String>>>())
-                .map_err(q("list images"))
-        })?;
-        let mut used = std::collections::HashSet::new();
-        for d in docs {
-            let Ok(img) = serde_json::from_str::<ImageRecord>(&d) else {
-                continue;
-            };
-            used.insert(img.id.clone());
-            used.insert(img.manifest_digest.clone());
-            for l in img.layers {
-                used.insert(l.digest);
-                used.insert(l.chain_id);
-            }
-        }
-        for chain in chains.iter().filter(|c| !used.contains(*c)) {
+        let (blobs, snapshots) = self.referenced()?;
+        for chain in chains.iter().filter(|c| !snapshots.contains(*c)) {
             self.snapshots.remove(chain)?;
         }
-        for digest in digests.iter().filter(|d| !used.contains(*d)) {
+        for digest in digests.iter().filter(|d| !blobs.contains(*d)) {
             self.content.delete(digest)?;
         }
         Ok(())
     }
 
-    /// Deletes blobs and snapshots no image references. Blocking.
-    pub fn collect_garbage(&self) -> Result<(u64, u64)> {
+    /// Blobs and snapshot chain ids some image references.
+    fn referenced(&self) -> Result<(HashSet<String>, HashSet<String>)> {
         let docs: Vec<String> = self.store.with_conn(|c| {
             let mut s = c
                 .prepare("SELECT doc FROM images")
@@ -675,8 +656,8 @@ impl Images {
                 .and_then(|rows| rows.collect::<rusqlite::Result<Vec<String>>>())
                 .map_err(q("list images"))
         })?;
-        let mut blobs = std::collections::HashSet::new();
-        let mut chains = std::collections::HashSet::new();
+        let mut blobs = HashSet::new();
+        let mut chains = HashSet::new();
         for d in docs {
             let Ok(img) = serde_json::from_str::<ImageRecord>(&d) else {
                 continue;
@@ -688,6 +669,12 @@ impl Images {
                 chains.insert(l.chain_id);
             }
         }
+        Ok((blobs, chains))
+    }
+
+    /// Deletes blobs and snapshots no image references. Blocking.
+    pub fn collect_garbage(&self) -> Result<(u64, u64)> {
+        let (blobs, chains) = self.referenced()?;
         let mut freed_blobs = 0;
         for digest in self.content.list()? {
             if !blobs.contains(&digest) && !self.inflight.holds(&digest) {

@@ -8,5 +8,6 @@ pub mod daemon;
 pub mod fsutil;
 pub mod host;
 pub mod image;
+pub mod runtime;
 pub mod snapshot;
 pub mod store;

@@ -1,0 +1,743 @@
+//! The container's first process, between `clone` and `execve`: it runs in the new
+//! namespaces, builds the root filesystem (overlay + the spec's mounts + device nodes),
+//! pivots into it, applies hostname, rlimits, user, capabilities and `no_new_privs`, then
+//! execs the command. Any failure is written to the error pipe and the process exits; a
+//! successful exec closes that pipe (it is close-on-exec), which is how the shim knows.
+//!
+//! Every mount target inside the root filesystem is resolved with
+//! `openat2(RESOLVE_IN_ROOT)`, so a symlink planted in an image (`/proc -> /etc`) can never
+//! redirect a mount onto the host.
+
+use std::ffi::{CString, OsStr};
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sys::stat::{Mode, SFlag, makedev, mknod};
+use nix::unistd::sethostname;
+use nix::unistd::{Gid, Uid, chdir, pivot_root, setsid};
+use oci_spec::runtime::Spec;
+
+use super::ShimConfig;
+
+/// Why the container's process could not start; the kind picks the exit code.
+#[derive(Debug)]
+pub struct InitError {
+    /// 127: command not found, 126: not executable, 125: anything else.
+    pub code: i32,
+    /// What failed, naming the path or setting.
+    pub message: String,
+}
+
+fn fail(code: i32, message: impl Into<String>) -> InitError {
+    InitError {
+        code,
+        message: message.into(),
+    }
+}
+
+fn setup(what: impl std::fmt::Display) -> impl FnOnce(Errno) -> InitError {
+    move |e| fail(125, format!("{what}: {e}"))
+}
+
+/// The file descriptors the init inherits from the shim.
+#[derive(Debug)]
+pub struct InitFds {
+    /// Becomes the container's stdin.
+    pub stdin: RawFd,
+    /// Becomes the container's stdout.
+    pub stdout: RawFd,
+    /// Becomes the container's stderr.
+    pub stderr: RawFd,
+    /// Read end: one byte from the shim means "go" (cgroups are ready).
+    pub sync: RawFd,
+    /// Write end, close-on-exec: failures are reported here.
+    pub error: RawFd,
+}
+
+/// Runs in the cloned child; never returns.
+pub fn run(spec: &Spec, shim: &ShimConfig, fds: &InitFds) -> ! {
+    let outcome = prepare_and_exec(spec, shim, fds);
+    let err = match outcome {
+        Err(e) => e,
+        Ok(never) => match never {},
+    };
+    // SAFETY: the shim gave us this descriptor and nothing else owns it in this process.
+    let mut pipe = unsafe { std::fs::File::from_raw_fd(fds.error) };
+    let _ = write!(pipe, "{}:{}", err.code, err.message);
+    // SAFETY: _exit is always safe; it skips atexit handlers inherited from the shim.
+    unsafe { libc::_exit(err.code) }
+}
+
+enum Never {}
+
+fn prepare_and_exec(spec: &Spec, shim: &ShimConfig, fds: &InitFds) -> Result<Never, InitError> {
+    for (from, to) in [(fds.stdin, 0), (fds.stdout, 1), (fds.stderr, 2)] {
+        // SAFETY: dup2 between descriptors this process owns; dup2 clears close-on-exec on
+        // the target, which is what the standard streams need.
+        if unsafe { libc::dup2(from, to) } < 0 {
+            return Err(fail(125, format!("set up stdio: {}", Errno::last())));
+        }
+    }
+    let mut go = [0u8; 1];
+    // SAFETY: the shim gave us this descriptor; reading one byte has no other effect.
+    let n = unsafe { libc::read(fds.sync, go.as_mut_ptr().cast(), 1) };
+    if n != 1 {
+        return Err(fail(125, "the shim gave up before the container started"));
+    }
+    setsid().map_err(setup("setsid"))?;
+
+    mount::<str, str, str, str>(None, "/", None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)
+        .map_err(setup("make mounts private"))?;
+    mount_rootfs(shim)?;
+    let root_fd = nix::fcntl::open(
+        &shim.rootfs,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(setup(format!(
+        "open root filesystem {}",
+        shim.rootfs.display()
+    )))?;
+    for m in spec.mounts().as_deref().unwrap_or_default() {
+        if m.destination().starts_with("/sys/fs/cgroup") {
+            // The cgroup filesystem comes with the cgroup work of the runtime.
+            continue;
+        }
+        mount_in_root(&root_fd, m)?;
+    }
+    make_devices(&root_fd)?;
+    for (source, dest) in &shim.etc_files {
+        bind_file(&root_fd, source, dest)?;
+    }
+
+    // pivot_root into the new root and detach the old one.
+    chdir(&shim.rootfs).map_err(setup("enter the root filesystem"))?;
+    pivot_root(".", ".").map_err(setup("pivot_root"))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(setup("detach the old root"))?;
+    chdir("/").map_err(setup("chdir /"))?;
+
+    if let Some(linux) = spec.linux() {
+        for path in linux.masked_paths().as_deref().unwrap_or_default() {
+            mask(path)?;
+        }
+        for path in linux.readonly_paths().as_deref().unwrap_or_default() {
+            readonly(path)?;
+        }
+    }
+    if spec
+        .root()
+        .as_ref()
+        .is_some_and(|r| r.readonly().unwrap_or(false))
+    {
+        mount::<str, str, str, str>(
+            None,
+            "/",
+            None,
+            MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
+            None,
+        )
+        .map_err(setup("make the root filesystem read-only"))?;
+    }
+    if let Some(hostname) = spec.hostname() {
+        sethostname(hostname).map_err(setup("set hostname"))?;
+    }
+
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| fail(125, "spec has no process"))?;
+    for rl in process.rlimits().as_deref().unwrap_or_default() {
+        let resource = rlimit_resource(&rl.typ().to_string())
+            .ok_or_else(|| fail(125, format!("unknown rlimit {}", rl.typ())))?;
+        let lim = libc::rlimit {
+            rlim_cur: rl.soft(),
+            rlim_max: rl.hard(),
+        };
+        // SAFETY: setrlimit with a valid resource and a live struct.
+        if unsafe { libc::setrlimit(resource, &lim) } != 0 {
+            return Err(fail(
+                125,
+                format!("set rlimit {}: {}", rl.typ(), Errno::last()),
+            ));
+        }
+    }
+    let mut env: Vec<String> = process.env().clone().unwrap_or_default();
+    let user_spec = spec
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(USER_ANNOTATION).cloned())
+        .unwrap_or_default();
+    let user = resolve_user(user_spec)?;
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={}", user.home.as_deref().unwrap_or("/")));
+    }
+    let cwd_path = process.cwd().as_path();
+    let cwd = cwd_path.display().to_string();
+    if !cwd_path.exists() {
+        std::fs::create_dir_all(cwd_path)
+            .map_err(|e| fail(125, format!("create working directory {cwd}: {e}")))?;
+    }
+
+    // SAFETY: prctl with PR_SET_NO_NEW_PRIVS takes plain integer arguments.
+    if process.no_new_privileges().unwrap_or(false)
+        && unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0
+    {
+        return Err(fail(125, format!("set no_new_privs: {}", Errno::last())));
+    }
+    apply_user_and_capabilities(process, &user)?;
+    chdir(cwd_path).map_err(setup(format!("chdir to {cwd}")))?;
+
+    let args = process.args().clone().unwrap_or_default();
+    let program = args.first().ok_or_else(|| fail(125, "no command given"))?;
+    let path = find_executable(program, &env)?;
+    // Everything but stdio and the error pipe is closed at exec (the pipe is close-on-exec
+    // too, which is what tells the shim the exec happened).
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only changes descriptor flags.
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        );
+    }
+    let cpath =
+        CString::new(path.as_os_str().as_bytes()).map_err(|_| fail(125, "NUL in command"))?;
+    let cargs: Vec<CString> = args
+        .iter()
+        .map(|a| CString::new(a.as_bytes()))
+        .collect::<Result<_, _>>()
+        .map_err(|_| fail(125, "NUL in arguments"))?;
+    let cenv: Vec<CString> = env
+        .iter()
+        .map(|a| CString::new(a.as_bytes()))
+        .collect::<Result<_, _>>()
+        .map_err(|_| fail(125, "NUL in environment"))?;
+    let e = nix::unistd::execve(&cpath, &cargs, &cenv).unwrap_err();
+    Err(match e {
+        Errno::ENOENT => fail(127, format!("exec {program:?}: no such file or directory")),
+        Errno::EACCES | Errno::EPERM => fail(126, format!("exec {program:?}: permission denied")),
+        Errno::ENOEXEC => fail(126, format!("exec {program:?}: exec format error")),
+        other => fail(126, format!("exec {program:?}: {other}")),
+    })
+}
+
+/// Annotation carrying the `--user` value, resolved inside the container.
+pub const USER_ANNOTATION: &str = "org.berth.user";
+
+fn mount_rootfs(shim: &ShimConfig) -> Result<(), InitError> {
+    // Relative lower dirs keep the option string short, so it fits a page even with many
+    // layers: resolve them from the snapshots directory.
+    chdir(&shim.snapshots_dir).map_err(setup(format!("enter {}", shim.snapshots_dir.display())))?;
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        shim.lower_dirs.join(":"),
+        shim.upper_dir.display(),
+        shim.work_dir.display()
+    );
+    if opts.len() >= 4096 {
+        return Err(fail(
+            125,
+            format!("overlay options are {} bytes, over a page", opts.len()),
+        ));
+    }
+    mount(
+        Some("overlay"),
+        &shim.rootfs,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(opts.as_str()),
+    )
+    .map_err(setup(format!(
+        "mount the overlay root filesystem at {}",
+        shim.rootfs.display()
+    )))
+}
+
+/// Opens `dest` (absolute, inside the container) beneath `root`, creating it as a
+/// directory (or, with `file`, an empty file) when missing.
+fn open_in_root(root: &OwnedFd, dest: &str, file: bool) -> Result<OwnedFd, InitError> {
+    let how = || {
+        OpenHow::new()
+            .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+            .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS)
+    };
+    match openat2(root, dest, how()) {
+        Ok(fd) => return Ok(fd),
+        Err(Errno::ENOENT) => {}
+        Err(e) => return Err(fail(125, format!("resolve {dest} in the container: {e}"))),
+    }
+    let mut current = openat2(root, "/", how()).map_err(setup("open the container root"))?;
+    let parts: Vec<&OsStr> = Path::new(dest)
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    for (i, part) in parts.iter().enumerate() {
+        let last = i + 1 == parts.len();
+        match openat2(&current, *part, how()) {
+            Ok(fd) => current = fd,
+            Err(Errno::ENOENT) => {
+                if last && file {
+                    let fd = openat2(
+                        &current,
+                        *part,
+                        OpenHow::new()
+                            .flags(OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_CLOEXEC)
+                            .mode(Mode::from_bits_truncate(0o644))
+                            .resolve(ResolveFlag::RESOLVE_IN_ROOT),
+                    )
+                    .map_err(setup(format!("create {dest} in the container")))?;
+                    drop(fd);
+                } else {
+                    match nix::sys::stat::mkdirat(&current, *part, Mode::from_bits_truncate(0o755))
+                    {
+                        Ok(()) | Err(Errno::EEXIST) => {}
+                        Err(e) => {
+                            return Err(fail(125, format!("create {dest} in the container: {e}")));
+                        }
+                    }
+                }
+                current =
+                    openat2(&current, *part, how()).map_err(setup(format!("resolve {dest}")))?;
+            }
+            Err(e) => return Err(fail(125, format!("resolve {dest} in the container: {e}"))),
+        }
+    }
+    Ok(current)
+}
+
+fn fd_path(fd: &impl AsFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd()))
+}
+
+fn mount_in_root(root: &OwnedFd, m: &oci_spec::runtime::Mount) -> Result<(), InitError> {
+    let dest = m.destination().display().to_string();
+    let target = open_in_root(root, &dest, false)?;
+    let typ = m.typ().clone().unwrap_or_default();
+    let mut flags = MsFlags::empty();
+    let mut data = Vec::new();
+    let mut bind = typ == "bind";
+    let mut readonly = false;
+    for opt in m.options().as_deref().unwrap_or_default() {
+        match opt.as_str() {
+            "nosuid" => flags |= MsFlags::MS_NOSUID,
+            "noexec" => flags |= MsFlags::MS_NOEXEC,
+            "nodev" => flags |= MsFlags::MS_NODEV,
+            "ro" => readonly = true,
+            "rw" => {}
+            "strictatime" => flags |= MsFlags::MS_STRICTATIME,
+            "relatime" => flags |= MsFlags::MS_RELATIME,
+            "bind" | "rbind" => {
+                bind = true;
+                if opt == "rbind" {
+                    flags |= MsFlags::MS_REC;
+                }
+            }
+            other => data.push(other.to_owned()),
+        }
+    }
+    let data = data.join(",");
+    let source = m.source().as_ref().map(|s| s.display().to_string());
+    let target_path = fd_path(&target);
+    if bind {
+        mount(
+            source.as_deref(),
+            &target_path,
+            None::<&str>,
+            flags | MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(setup(format!("bind mount {dest}")))?;
+        if readonly || !flags.is_empty() {
+            mount::<str, PathBuf, str, str>(
+                None,
+                &target_path,
+                None,
+                flags
+                    | MsFlags::MS_BIND
+                    | MsFlags::MS_REMOUNT
+                    | if readonly {
+                        MsFlags::MS_RDONLY
+                    } else {
+                        MsFlags::empty()
+                    },
+                None,
+            )
+            .map_err(setup(format!("remount {dest}")))?;
+        }
+    } else {
+        if readonly {
+            flags |= MsFlags::MS_RDONLY;
+        }
+        mount(
+            source.as_deref().or(Some(typ.as_str())),
+            &target_path,
+            Some(typ.as_str()),
+            flags,
+            (!data.is_empty()).then_some(data.as_str()),
+        )
+        .map_err(setup(format!("mount {typ} at {dest}")))?;
+    }
+    Ok(())
+}
+
+fn make_devices(root: &OwnedFd) -> Result<(), InitError> {
+    let dev = open_in_root(root, "/dev", false)?;
+    let dev_path = fd_path(&dev);
+    for (name, major, minor) in [
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ] {
+        let path = dev_path.join(name);
+        match mknod(
+            &path,
+            SFlag::S_IFCHR,
+            Mode::from_bits_truncate(0o666),
+            makedev(major, minor),
+        ) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(e) => return Err(fail(125, format!("create /dev/{name}: {e}"))),
+        }
+        // mknod honours the umask; the devices must be world read-write.
+        let _ = nix::sys::stat::fchmodat(
+            nix::fcntl::AT_FDCWD,
+            &path,
+            Mode::from_bits_truncate(0o666),
+            nix::sys::stat::FchmodatFlags::FollowSymlink,
+        );
+    }
+    for (link, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("ptmx", "pts/ptmx"),
+        ("core", "/proc/kcore"),
+    ] {
+        match nix::unistd::symlinkat(target, &dev, link) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(e) => return Err(fail(125, format!("create /dev/{link}: {e}"))),
+        }
+    }
+    Ok(())
+}
+
+fn bind_file(root: &OwnedFd, source: &Path, dest: &str) -> Result<(), InitError> {
+    let target = open_in_root(root, dest, true)?;
+    mount(
+        Some(source),
+        &fd_path(&target),
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(setup(format!("bind mount {dest}")))
+}
+
+fn mask(path: &str) -> Result<(), InitError> {
+    let p = Path::new(path);
+    match std::fs::symlink_metadata(p) {
+        Err(_) => Ok(()),
+        Ok(meta) if meta.is_dir() => mount(
+            Some("tmpfs"),
+            p,
+            Some("tmpfs"),
+            MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+        .map_err(setup(format!("mask {path}"))),
+        Ok(_) => mount(
+            Some("/dev/null"),
+            p,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(setup(format!("mask {path}"))),
+    }
+}
+
+fn readonly(path: &str) -> Result<(), InitError> {
+    let p = Path::new(path);
+    if std::fs::symlink_metadata(p).is_err() {
+        return Ok(());
+    }
+    mount(
+        Some(p),
+        p,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(setup(format!("bind {path} read-only")))?;
+    mount::<str, Path, str, str>(
+        None,
+        p,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC,
+        None,
+    )
+    .map_err(setup(format!("remount {path} read-only")))
+}
+
+fn rlimit_resource(name: &str) -> Option<libc::__rlimit_resource_t> {
+    Some(match name {
+        "RLIMIT_NOFILE" => libc::RLIMIT_NOFILE,
+        "RLIMIT_NPROC" => libc::RLIMIT_NPROC,
+        "RLIMIT_CORE" => libc::RLIMIT_CORE,
+        "RLIMIT_STACK" => libc::RLIMIT_STACK,
+        "RLIMIT_MEMLOCK" => libc::RLIMIT_MEMLOCK,
+        "RLIMIT_AS" => libc::RLIMIT_AS,
+        "RLIMIT_CPU" => libc::RLIMIT_CPU,
+        "RLIMIT_FSIZE" => libc::RLIMIT_FSIZE,
+        "RLIMIT_NICE" => libc::RLIMIT_NICE,
+        "RLIMIT_RTPRIO" => libc::RLIMIT_RTPRIO,
+        "RLIMIT_SIGPENDING" => libc::RLIMIT_SIGPENDING,
+        "RLIMIT_MSGQUEUE" => libc::RLIMIT_MSGQUEUE,
+        "RLIMIT_LOCKS" => libc::RLIMIT_LOCKS,
+        "RLIMIT_DATA" => libc::RLIMIT_DATA,
+        "RLIMIT_RSS" => libc::RLIMIT_RSS,
+        "RLIMIT_RTTIME" => libc::RLIMIT_RTTIME,
+        _ => return None,
+    })
+}
+
+/// A resolved `--user`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedUser {
+    /// User id.
+    pub uid: u32,
+    /// Primary group id.
+    pub gid: u32,
+    /// Supplementary groups from /etc/group.
+    pub groups: Vec<u32>,
+    /// Home directory (for `HOME`), when known.
+    pub home: Option<String>,
+}
+
+fn read_db(path: &str) -> Vec<Vec<String>> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty())
+        .map(|l| l.split(':').map(str::to_owned).collect())
+        .collect()
+}
+
+/// Resolves `user[:group]` (names or ids) against the container's /etc/passwd and
+/// /etc/group (after pivot_root). Empty means root.
+pub fn resolve_user(spec: String) -> Result<ResolvedUser, InitError> {
+    resolve_user_in(&spec, &read_db("/etc/passwd"), &read_db("/etc/group"))
+}
+
+fn resolve_user_in(
+    spec: &str,
+    passwd: &[Vec<String>],
+    group: &[Vec<String>],
+) -> Result<ResolvedUser, InitError> {
+    if spec.is_empty() {
+        return Ok(ResolvedUser {
+            uid: 0,
+            gid: 0,
+            groups: Vec::new(),
+            home: Some("/root".into()),
+        });
+    }
+    let (user, grp) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let entry = passwd.iter().find(|e| {
+        e.first().map(String::as_str) == Some(user)
+            || (user.parse::<u32>().is_ok() && e.get(2).map(String::as_str) == Some(user))
+    });
+    let uid = match (user.parse::<u32>(), entry) {
+        (Ok(n), _) => n,
+        (Err(_), Some(e)) => e
+            .get(2)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| fail(125, format!("bad /etc/passwd entry for {user}")))?,
+        (Err(_), None) => {
+            return Err(fail(
+                125,
+                format!("unable to find user {user}: no matching entries in passwd file"),
+            ));
+        }
+    };
+    let gid = match grp {
+        Some(g) => match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => group
+                .iter()
+                .find(|e| e.first().map(String::as_str) == Some(g))
+                .and_then(|e| e.get(2)?.parse().ok())
+                .ok_or_else(|| {
+                    fail(
+                        125,
+                        format!("unable to find group {g}: no matching entries in group file"),
+                    )
+                })?,
+        },
+        None => entry.and_then(|e| e.get(3)?.parse().ok()).unwrap_or(0),
+    };
+    let name = entry.and_then(|e| e.first().cloned()).unwrap_or_default();
+    let groups = if grp.is_none() && !name.is_empty() {
+        group
+            .iter()
+            .filter(|e| {
+                e.get(3)
+                    .is_some_and(|members| members.split(',').any(|m| m == name))
+            })
+            .filter_map(|e| e.get(2)?.parse().ok())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Ok(ResolvedUser {
+        uid,
+        gid,
+        groups,
+        home: entry.and_then(|e| e.get(5).cloned()),
+    })
+}
+
+fn cap_from_name(name: &str) -> Option<caps::Capability> {
+    name.parse::<caps::Capability>().ok()
+}
+
+fn apply_user_and_capabilities(
+    process: &oci_spec::runtime::Process,
+    user: &ResolvedUser,
+) -> Result<(), InitError> {
+    use caps::{CapSet, CapsHashSet};
+    let spec_caps = process.capabilities().as_ref();
+    let set_of = |names: Option<&oci_spec::runtime::Capabilities>| -> CapsHashSet {
+        names
+            .map(|s| {
+                s.iter()
+                    // The spec's wire name (CAP_CHOWN) is what the caps crate parses; the
+                    // Display form drops the prefix.
+                    .filter_map(|c| {
+                        serde_json::to_value(c)
+                            .ok()?
+                            .as_str()
+                            .and_then(cap_from_name)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let bounding = set_of(spec_caps.and_then(|c| c.bounding().as_ref()));
+    let effective = set_of(spec_caps.and_then(|c| c.effective().as_ref()));
+    let permitted = set_of(spec_caps.and_then(|c| c.permitted().as_ref()));
+    let inheritable = set_of(spec_caps.and_then(|c| c.inheritable().as_ref()));
+    for cap in caps::all() {
+        if !bounding.contains(&cap) {
+            caps::drop(None, CapSet::Bounding, cap)
+                .map_err(|e| fail(125, format!("drop {cap}: {e}")))?;
+        }
+    }
+    // SAFETY: prctl(PR_SET_KEEPCAPS) takes plain integers; it keeps permitted capabilities
+    // across the uid change below, so the sets can then be set as the spec says.
+    unsafe {
+        libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0);
+    }
+    let groups: Vec<Gid> = user.groups.iter().map(|g| Gid::from_raw(*g)).collect();
+    nix::unistd::setgroups(&groups).map_err(setup("setgroups"))?;
+    nix::unistd::setresgid(
+        Gid::from_raw(user.gid),
+        Gid::from_raw(user.gid),
+        Gid::from_raw(user.gid),
+    )
+    .map_err(setup(format!("setgid {}", user.gid)))?;
+    nix::unistd::setresuid(
+        Uid::from_raw(user.uid),
+        Uid::from_raw(user.uid),
+        Uid::from_raw(user.uid),
+    )
+    .map_err(setup(format!("setuid {}", user.uid)))?;
+    let (effective, permitted) = if user.uid == 0 {
+        (effective, permitted)
+    } else {
+        // As in docker, a non-root user starts without capabilities.
+        (CapsHashSet::new(), CapsHashSet::new())
+    };
+    // capset writes all three sets at once and each must stay within the ones after it:
+    // inheritable while everything is still permitted, then effective, then permitted.
+    caps::set(None, CapSet::Inheritable, &inheritable)
+        .map_err(|e| fail(125, format!("set inheritable capabilities: {e}")))?;
+    caps::set(None, CapSet::Effective, &effective)
+        .map_err(|e| fail(125, format!("set effective capabilities: {e}")))?;
+    caps::set(None, CapSet::Permitted, &permitted)
+        .map_err(|e| fail(125, format!("set permitted capabilities: {e}")))?;
+    Ok(())
+}
+
+/// Finds `program` the way a shell does, with the container's `PATH`.
+fn find_executable(program: &str, env: &[String]) -> Result<PathBuf, InitError> {
+    if program.contains('/') {
+        return Ok(PathBuf::from(program));
+    }
+    let path = env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    for dir in path.split(':').filter(|d| !d.is_empty()) {
+        let candidate = Path::new(dir).join(program);
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    Err(fail(
+        127,
+        format!("exec: {program:?}: executable file not found in $PATH"),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db(text: &str) -> Vec<Vec<String>> {
+        text.lines()
+            .map(|l| l.split(':').map(str::to_owned).collect())
+            .collect()
+    }
+
+    #[test]
+    fn users_by_name_and_id() {
+        let passwd = db(
+            "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\napp:x:1000:1000::/home/app:/bin/sh",
+        );
+        let group = db("root:x:0:\nwheel:x:10:app,other\napp:x:1000:\nstaff:x:50:");
+        let u = resolve_user_in("app", &passwd, &group).unwrap();
+        assert_eq!((u.uid, u.gid, u.groups.clone()), (1000, 1000, vec![10]));
+        assert_eq!(u.home.as_deref(), Some("/home/app"));
+        let u = resolve_user_in("1000:50", &passwd, &group).unwrap();
+        assert_eq!((u.uid, u.gid), (1000, 50));
+        let u = resolve_user_in("nobody:staff", &passwd, &group).unwrap();
+        assert_eq!((u.uid, u.gid), (65534, 50));
+        let u = resolve_user_in("4242", &passwd, &group).unwrap();
+        assert_eq!((u.uid, u.gid), (4242, 0));
+        assert!(
+            resolve_user_in("ghost", &passwd, &group)
+                .unwrap_err()
+                .message
+                .contains("unable to find user ghost")
+        );
+        assert!(resolve_user_in("app:ghosts", &passwd, &group).is_err());
+        assert_eq!(resolve_user_in("", &passwd, &group).unwrap().uid, 0);
+    }
+}

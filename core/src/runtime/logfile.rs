@@ -1,0 +1,186 @@
+//! The container's local log: one JSON object per line, as docker's json-file driver writes
+//! it (`{"log":"hello\n","stream":"stdout","time":"...Z"}`), with nanosecond timestamps.
+//! Lines longer than 16 KiB are split into records marked `"partial":true`.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Longest record before a line is split.
+const MAX_RECORD: usize = 16 * 1024;
+
+/// Which stream a record came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// One log record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// The text, with its trailing newline when the line was complete.
+    pub log: String,
+    /// Stream.
+    pub stream: Stream,
+    /// RFC 3339 time with nanoseconds.
+    pub time: String,
+    /// Set on all but the last piece of a split line.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub partial: bool,
+}
+
+/// Appends records, buffering incomplete lines per stream.
+#[derive(Debug)]
+pub struct LogWriter {
+    file: File,
+    path: PathBuf,
+    written: u64,
+    max_bytes: u64,
+    pending: [Vec<u8>; 2],
+}
+
+fn open(path: &Path) -> std::io::Result<File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o640)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)
+}
+
+impl LogWriter {
+    /// Opens (appending to) the log at `path`; rotates to `<path>.1` past `max_bytes` (0:
+    /// never).
+    pub fn open(path: &Path, max_bytes: u64) -> std::io::Result<LogWriter> {
+        let file = open(path)?;
+        let written = file.metadata()?.len();
+        Ok(LogWriter {
+            file,
+            path: path.to_owned(),
+            written,
+            max_bytes,
+            pending: [Vec::new(), Vec::new()],
+        })
+    }
+
+    fn emit(&mut self, stream: Stream, bytes: &[u8], partial: bool) -> std::io::Result<()> {
+        let record = Record {
+            log: String::from_utf8_lossy(bytes).into_owned(),
+            stream,
+            time: humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string(),
+            partial,
+        };
+        let mut line = serde_json::to_vec(&record).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        if self.max_bytes > 0 && self.written + line.len() as u64 > self.max_bytes {
+            let rotated = self.path.with_extension("log.1");
+            std::fs::rename(&self.path, rotated)?;
+            self.file = open(&self.path)?;
+            self.written = 0;
+        }
+        self.file.write_all(&line)?;
+        self.written += line.len() as u64;
+        Ok(())
+    }
+
+    /// Adds bytes read from a stream; complete lines are written at once.
+    pub fn push(&mut self, stream: Stream, data: &[u8]) -> std::io::Result<()> {
+        let idx = stream as usize;
+        let mut buf = std::mem::take(&mut self.pending[idx]);
+        buf.extend_from_slice(data);
+        let mut start = 0;
+        while let Some(nl) = buf[start..].iter().position(|b| *b == b'\n') {
+            let end = start + nl + 1;
+            let mut piece = start;
+            while end - piece > MAX_RECORD {
+                self.emit(stream, &buf[piece..piece + MAX_RECORD], true)?;
+                piece += MAX_RECORD;
+            }
+            self.emit(stream, &buf[piece..end], false)?;
+            start = end;
+        }
+        while buf.len() - start >= MAX_RECORD {
+            self.emit(stream, &buf[start..start + MAX_RECORD], true)?;
+            start += MAX_RECORD;
+        }
+        buf.drain(..start);
+        self.pending[idx] = buf;
+        Ok(())
+    }
+
+    /// Writes what is left of unfinished lines (at exit).
+    pub fn flush_pending(&mut self) -> std::io::Result<()> {
+        for stream in [Stream::Stdout, Stream::Stderr] {
+            let rest = std::mem::take(&mut self.pending[stream as usize]);
+            if !rest.is_empty() {
+                self.emit(stream, &rest, false)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads every record of a log file (the rotated one first). Malformed lines are skipped.
+pub fn read_all(path: &Path) -> std::io::Result<Vec<Record>> {
+    let mut out = Vec::new();
+    for p in [path.with_extension("log.1"), path.to_owned()] {
+        match std::fs::read_to_string(&p) {
+            Ok(text) => out.extend(text.lines().filter_map(|l| serde_json::from_str(l).ok())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_partials_and_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.log");
+        let mut w = LogWriter::open(&path, 0).unwrap();
+        w.push(Stream::Stdout, b"hel").unwrap();
+        w.push(Stream::Stderr, b"oops\n").unwrap();
+        w.push(Stream::Stdout, b"lo\nwor").unwrap();
+        w.flush_pending().unwrap();
+        let records = read_all(&path).unwrap();
+        let got: Vec<(Stream, &str)> = records.iter().map(|r| (r.stream, r.log.as_str())).collect();
+        assert_eq!(
+            got,
+            [
+                (Stream::Stderr, "oops\n"),
+                (Stream::Stdout, "hello\n"),
+                (Stream::Stdout, "wor")
+            ]
+        );
+        let big = vec![b'x'; MAX_RECORD * 2 + 10];
+        w.push(Stream::Stdout, &big).unwrap();
+        w.push(Stream::Stdout, b"\n").unwrap();
+        let records = read_all(&path).unwrap();
+        assert_eq!(records.iter().filter(|r| r.partial).count(), 2);
+        assert_eq!(records.last().unwrap().log.len(), 11);
+        let mut small = LogWriter::open(&dir.path().join("r.log"), 200).unwrap();
+        for _ in 0..5 {
+            small
+                .push(
+                    Stream::Stdout,
+                    b"0123456789012345678901234567890123456789\n",
+                )
+                .unwrap();
+        }
+        assert!(dir.path().join("r.log.1").exists());
+        // Only one rotated file is kept: the oldest lines are gone, the newest are there.
+        let kept = read_all(&dir.path().join("r.log")).unwrap();
+        assert!(kept.len() < 5 && !kept.is_empty());
+    }
+}

@@ -1,0 +1,547 @@
+//! `berth-shim start BUNDLE`: starts one container and supervises it until it exits.
+//!
+//! The process berthd spawns forks the supervisor and waits only until the container has
+//! exec'd (or failed to), printing its pid (or the error) and exiting: berthd gets a
+//! synchronous answer, and the supervisor, now orphaned and in its own session, outlives
+//! berthd. The supervisor clones the container into new namespaces, copies its output to
+//! the log file, serves a control socket, reaps the exit status and records it atomically.
+//! Single-threaded, blocking, `poll(2)`-driven.
+
+use std::collections::HashMap;
+use std::io::{BufRead, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sched::CloneFlags;
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Pid, fork, pipe2, setsid};
+use oci_spec::runtime::Spec;
+
+use super::init::{self, InitFds};
+use super::logfile::{LogWriter, Stream};
+use super::protocol::{ExitRecord, Request, Response};
+use super::{ShimConfig, files};
+
+/// Reads the bundle, starts the container, and exits with 0 (pid printed) or the init's
+/// failure code (message on stderr).
+pub fn start(bundle: &Path) -> i32 {
+    let loaded = load(bundle);
+    let (spec, config) = match loaded {
+        Ok(v) => v,
+        Err(message) => {
+            eprintln!("{message}");
+            return 125;
+        }
+    };
+    let (report_r, report_w) = match pipe2(OFlag::O_CLOEXEC) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("create report pipe: {e}");
+            return 125;
+        }
+    };
+    // SAFETY: berth-shim is single-threaded here (it was just exec'd), so fork is sound.
+    match unsafe { fork() } {
+        Err(e) => {
+            eprintln!("fork the supervisor: {e}");
+            125
+        }
+        Ok(ForkResult::Child) => {
+            drop(report_r);
+            let code = supervise(bundle, &spec, &config, report_w);
+            // SAFETY: leaving the supervisor; nothing to unwind.
+            unsafe { libc::_exit(code) }
+        }
+        Ok(ForkResult::Parent { .. }) => {
+            drop(report_w);
+            let mut report = String::new();
+            let _ = std::fs::File::from(report_r).read_to_string(&mut report);
+            match report.split_once(' ') {
+                Some(("ok", pid)) => {
+                    println!("{pid}");
+                    0
+                }
+                Some(("err", rest)) => {
+                    let (code, message) = rest.split_once(' ').unwrap_or(("125", rest));
+                    eprintln!("{message}");
+                    code.parse().unwrap_or(125)
+                }
+                _ => {
+                    eprintln!("the shim supervisor died before the container started");
+                    125
+                }
+            }
+        }
+    }
+}
+
+fn load(bundle: &Path) -> Result<(Spec, ShimConfig), String> {
+    let spec = Spec::load(bundle.join(files::SPEC))
+        .map_err(|e| format!("read {}: {e}", bundle.join(files::SPEC).display()))?;
+    let raw = std::fs::read(bundle.join(files::SHIM))
+        .map_err(|e| format!("read {}: {e}", bundle.join(files::SHIM).display()))?;
+    let config = serde_json::from_slice(&raw)
+        .map_err(|e| format!("parse {}: {e}", bundle.join(files::SHIM).display()))?;
+    Ok((spec, config))
+}
+
+/// Writes `data` to `path` durably: temp file, fsync, rename.
+pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let temp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&temp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&temp, path)?;
+    if let Some(dir) = path.parent()
+        && let Ok(d) = std::fs::File::open(dir)
+    {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+fn now() -> String {
+    humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string()
+}
+
+struct Supervisor<'a> {
+    bundle: &'a Path,
+    log: LogWriter,
+    diag: std::fs::File,
+}
+
+impl Supervisor<'_> {
+    fn note(&mut self, message: &str) {
+        let _ = writeln!(self.diag, "{} {message}", now());
+    }
+
+    fn record_exit(&mut self, record: &ExitRecord) {
+        let bytes = serde_json::to_vec(record).unwrap_or_default();
+        if let Err(e) = write_atomic(&self.bundle.join(files::EXIT), &bytes) {
+            self.note(&format!("cannot record the exit status: {e}"));
+        }
+    }
+}
+
+fn report(mut pipe: std::fs::File, line: &str) {
+    let _ = pipe.write_all(line.as_bytes());
+}
+
+fn exit_record(status: WaitStatus) -> Option<ExitRecord> {
+    match status {
+        WaitStatus::Exited(_, code) => Some(ExitRecord {
+            exit_code: code,
+            signal: None,
+            oom_killed: false,
+            finished_at: now(),
+            error: None,
+        }),
+        WaitStatus::Signaled(_, sig, _) => Some(ExitRecord {
+            exit_code: 128 + sig as i32,
+            signal: Some(sig as i32),
+            oom_killed: false,
+            finished_at: now(),
+            error: None,
+        }),
+        _ => None,
+    }
+}
+
+fn supervise(bundle: &Path, spec: &Spec, config: &ShimConfig, report_w: OwnedFd) -> i32 {
+    let report_pipe = std::fs::File::from(report_w);
+    let _ = setsid();
+    // Leave berthd's pipes: it reads our parent's output until EOF.
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        for fd in 0..3 {
+            // SAFETY: dup2 onto the standard descriptors of this process.
+            unsafe {
+                libc::dup2(null.as_raw_fd(), fd);
+            }
+        }
+    }
+    let diag = match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(bundle.join("shim.log"))
+    {
+        Ok(f) => f,
+        Err(e) => {
+            report(report_pipe, &format!("err 125 open shim.log: {e}"));
+            return 125;
+        }
+    };
+    let log = match LogWriter::open(&config.log_path, config.log_max_bytes) {
+        Ok(l) => l,
+        Err(e) => {
+            report(
+                report_pipe,
+                &format!("err 125 open log {}: {e}", config.log_path.display()),
+            );
+            return 125;
+        }
+    };
+    let mut sup = Supervisor { bundle, log, diag };
+    let socket_path = bundle.join(files::SOCKET);
+    let _ = std::fs::remove_file(&socket_path);
+    let listener = match UnixListener::bind(&socket_path) {
+        Ok(l) => l,
+        Err(e) => {
+            report(
+                report_pipe,
+                &format!("err 125 bind {}: {e}", socket_path.display()),
+            );
+            return 125;
+        }
+    };
+    let _ = listener.set_nonblocking(true);
+
+    let pipes = (|| -> nix::Result<_> {
+        Ok((
+            pipe2(OFlag::O_CLOEXEC)?,
+            pipe2(OFlag::O_CLOEXEC)?,
+            pipe2(OFlag::O_CLOEXEC)?,
+            pipe2(OFlag::O_CLOEXEC)?,
+        ))
+    })();
+    let ((out_r, out_w), (err_r, err_w), (sync_r, sync_w), (fail_r, fail_w)) = match pipes {
+        Ok(p) => p,
+        Err(e) => {
+            report(report_pipe, &format!("err 125 create pipes: {e}"));
+            return 125;
+        }
+    };
+    let stdin = match std::fs::File::open("/dev/null") {
+        Ok(f) => OwnedFd::from(f),
+        Err(e) => {
+            report(report_pipe, &format!("err 125 open /dev/null: {e}"));
+            return 125;
+        }
+    };
+
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGCHLD);
+    let _ = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None);
+    let mut sigfd =
+        match SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK) {
+            Ok(s) => s,
+            Err(e) => {
+                report(report_pipe, &format!("err 125 signalfd: {e}"));
+                return 125;
+            }
+        };
+
+    let fds = InitFds {
+        stdin: stdin.as_raw_fd(),
+        stdout: out_w.as_raw_fd(),
+        stderr: err_w.as_raw_fd(),
+        sync: sync_r.as_raw_fd(),
+        error: fail_w.as_raw_fd(),
+    };
+    let flags = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWNET
+        | CloneFlags::CLONE_NEWCGROUP;
+    let mut stack = vec![0u8; 1024 * 1024];
+    let child = Box::new(|| -> isize {
+        // The container must not inherit the supervisor's blocked SIGCHLD.
+        let mut all = SigSet::empty();
+        all.add(Signal::SIGCHLD);
+        let _ = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&all), None);
+        init::run(spec, config, &fds)
+    });
+    // SAFETY: the supervisor is single-threaded; the child runs on its own stack and only
+    // execs or exits.
+    let pid = match unsafe { nix::sched::clone(child, &mut stack, flags, Some(libc::SIGCHLD)) } {
+        Ok(pid) => pid,
+        Err(e) => {
+            report(
+                report_pipe,
+                &format!("err 125 clone the container process: {e}"),
+            );
+            return 125;
+        }
+    };
+    drop((out_w, err_w, sync_r, fail_w, stdin));
+
+    // Cgroups are set up here once the runtime manages them; then the init may go on.
+    let _ = nix::unistd::write(&sync_w, b"g");
+    drop(sync_w);
+    let mut failure = String::new();
+    let _ = std::fs::File::from(fail_r).read_to_string(&mut failure);
+    if !failure.is_empty() {
+        let (code, message) = failure.split_once(':').unwrap_or(("125", failure.as_str()));
+        let code: i32 = code.parse().unwrap_or(125);
+        let _ = waitpid(pid, None);
+        drain(&mut sup, out_r, err_r);
+        sup.record_exit(&ExitRecord {
+            exit_code: code,
+            signal: None,
+            oom_killed: false,
+            finished_at: now(),
+            error: Some(message.to_owned()),
+        });
+        let _ = std::fs::remove_file(&socket_path);
+        report(report_pipe, &format!("err {code} {message}"));
+        return 0;
+    }
+    let _ = write_atomic(
+        &bundle.join(files::SHIM_PID),
+        std::process::id().to_string().as_bytes(),
+    );
+    report(report_pipe, &format!("ok {pid}"));
+
+    let record = event_loop(&mut sup, pid, &listener, &mut sigfd, out_r, err_r);
+    sup.record_exit(&record);
+    let _ = std::fs::remove_file(&socket_path);
+    0
+}
+
+fn drain(sup: &mut Supervisor<'_>, out: OwnedFd, err: OwnedFd) {
+    for (fd, stream) in [(out, Stream::Stdout), (err, Stream::Stderr)] {
+        let mut data = Vec::new();
+        let _ = std::fs::File::from(fd).read_to_end(&mut data);
+        let _ = sup.log.push(stream, &data);
+    }
+    let _ = sup.log.flush_pending();
+}
+
+struct Client {
+    stream: UnixStream,
+    buf: Vec<u8>,
+    waiting: bool,
+}
+
+fn respond(client: &mut Client, response: &Response) -> bool {
+    let mut line = serde_json::to_vec(response).unwrap_or_default();
+    line.push(b'\n');
+    let _ = client.stream.set_nonblocking(false);
+    let ok = client.stream.write_all(&line).is_ok();
+    let _ = client.stream.set_nonblocking(true);
+    ok
+}
+
+fn event_loop(
+    sup: &mut Supervisor<'_>,
+    pid: Pid,
+    listener: &UnixListener,
+    sigfd: &mut SignalFd,
+    out_r: OwnedFd,
+    err_r: OwnedFd,
+) -> ExitRecord {
+    let mut outputs: Vec<Option<(OwnedFd, Stream)>> =
+        vec![Some((out_r, Stream::Stdout)), Some((err_r, Stream::Stderr))];
+    let mut clients: HashMap<RawFd, Client> = HashMap::new();
+    let mut exited: Option<ExitRecord> = None;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        if let Some(record) = &exited
+            && outputs.iter().all(Option::is_none)
+        {
+            let _ = sup.log.flush_pending();
+            for client in clients.values_mut().filter(|c| c.waiting) {
+                respond(client, &Response::Exited(record.clone()));
+            }
+            return record.clone();
+        }
+        let mut pfds: Vec<PollFd<'_>> = Vec::new();
+        let mut kinds: Vec<u8> = Vec::new();
+        // SAFETY: each borrowed fd stays open until after poll returns below.
+        let borrow = |fd: RawFd| unsafe { BorrowedFd::borrow_raw(fd) };
+        for (fd, _) in outputs.iter().flatten() {
+            pfds.push(PollFd::new(borrow(fd.as_raw_fd()), PollFlags::POLLIN));
+            kinds.push(0);
+        }
+        pfds.push(PollFd::new(
+            borrow(sigfd.as_fd().as_raw_fd()),
+            PollFlags::POLLIN,
+        ));
+        kinds.push(1);
+        pfds.push(PollFd::new(borrow(listener.as_raw_fd()), PollFlags::POLLIN));
+        kinds.push(2);
+        let client_fds: Vec<RawFd> = clients.keys().copied().collect();
+        for fd in &client_fds {
+            pfds.push(PollFd::new(borrow(*fd), PollFlags::POLLIN));
+            kinds.push(3);
+        }
+        // Once the container is gone, its output must end soon: wait at most a second.
+        let timeout = if exited.is_some() {
+            PollTimeout::from(1000u16)
+        } else {
+            PollTimeout::NONE
+        };
+        match poll(&mut pfds, timeout) {
+            Ok(0) if exited.is_some() => {
+                outputs.iter_mut().for_each(|o| *o = None);
+                continue;
+            }
+            Ok(_) => {}
+            Err(Errno::EINTR) => continue,
+            Err(e) => {
+                sup.note(&format!("poll failed: {e}"));
+                continue;
+            }
+        }
+        let ready: Vec<(u8, RawFd, PollFlags)> = pfds
+            .iter()
+            .zip(&kinds)
+            .filter_map(|(p, k)| {
+                let ev = p.revents().unwrap_or(PollFlags::empty());
+                (!ev.is_empty()).then(|| (*k, p.as_fd().as_raw_fd(), ev))
+            })
+            .collect();
+        drop(pfds);
+        for (kind, fd, _ev) in ready {
+            match kind {
+                0 => {
+                    let slot = outputs
+                        .iter_mut()
+                        .find(|o| o.as_ref().is_some_and(|(f, _)| f.as_raw_fd() == fd));
+                    if let Some(slot) = slot {
+                        let Some((owned, stream)) = slot.as_ref() else {
+                            continue;
+                        };
+                        let stream = *stream;
+                        match nix::unistd::read(owned, &mut buf) {
+                            Ok(0) => *slot = None,
+                            Ok(n) => {
+                                if let Err(e) = sup.log.push(stream, &buf[..n]) {
+                                    sup.note(&format!("log write failed: {e}"));
+                                }
+                            }
+                            Err(Errno::EINTR | Errno::EAGAIN) => {}
+                            Err(_) => *slot = None,
+                        }
+                    }
+                }
+                1 => {
+                    while let Ok(Some(_)) = sigfd.read_signal() {}
+                    loop {
+                        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                            Ok(WaitStatus::StillAlive) | Err(_) => break,
+                            Ok(status) => {
+                                if status.pid() == Some(pid)
+                                    && let Some(record) = exit_record(status)
+                                {
+                                    exited = Some(record);
+                                }
+                            }
+                        }
+                    }
+                }
+                2 => {
+                    while let Ok((stream, _)) = listener.accept() {
+                        let _ = stream.set_nonblocking(true);
+                        let raw = stream.as_raw_fd();
+                        clients.insert(
+                            raw,
+                            Client {
+                                stream,
+                                buf: Vec::new(),
+                                waiting: false,
+                            },
+                        );
+                    }
+                }
+                _ => {
+                    let Some(client) = clients.get_mut(&fd) else {
+                        continue;
+                    };
+                    let mut chunk = [0u8; 4096];
+                    let closed = match client.stream.read(&mut chunk) {
+                        Ok(0) => true,
+                        Ok(n) => {
+                            client.buf.extend_from_slice(&chunk[..n]);
+                            client.buf.len() > 64 * 1024
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+                        Err(_) => true,
+                    };
+                    let mut alive = !closed;
+                    while let Some(nl) = client.buf.iter().position(|b| *b == b'\n') {
+                        let line: Vec<u8> = client.buf.drain(..=nl).collect();
+                        let response = match serde_json::from_slice::<Request>(line.trim_ascii()) {
+                            Err(e) => Response::Error {
+                                message: format!("bad request: {e}"),
+                            },
+                            Ok(Request::State) => match &exited {
+                                Some(r) => Response::Exited(r.clone()),
+                                None => Response::Running { pid: pid.as_raw() },
+                            },
+                            Ok(Request::Kill { signal }) => {
+                                match (&exited, Signal::try_from(signal)) {
+                                    (Some(r), _) => Response::Exited(r.clone()),
+                                    (None, Ok(sig)) => match nix::sys::signal::kill(pid, sig) {
+                                        Ok(()) => Response::Ok,
+                                        Err(e) => Response::Error {
+                                            message: format!("kill: {e}"),
+                                        },
+                                    },
+                                    (None, Err(_)) => Response::Error {
+                                        message: format!("invalid signal {signal}"),
+                                    },
+                                }
+                            }
+                            Ok(Request::Wait) => match &exited {
+                                Some(r) => Response::Exited(r.clone()),
+                                None => {
+                                    client.waiting = true;
+                                    continue;
+                                }
+                            },
+                        };
+                        alive &= respond(client, &response);
+                    }
+                    if !alive {
+                        clients.remove(&fd);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Sends one request to a shim and reads its answer. Blocking; for berthd's blocking pool.
+pub fn call(
+    socket: &Path,
+    request: &Request,
+    timeout: Option<std::time::Duration>,
+) -> std::io::Result<Response> {
+    let mut stream = UnixStream::connect(socket)?;
+    stream.set_read_timeout(timeout)?;
+    let mut line = serde_json::to_vec(request).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    stream.write_all(&line)?;
+    let mut reader = std::io::BufReader::new(stream);
+    let mut answer = String::new();
+    if reader.read_line(&mut answer)? == 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "the shim closed the connection",
+        ));
+    }
+    serde_json::from_str(&answer).map_err(std::io::Error::other)
+}
+
+/// The exit record a shim left, if the container has exited.
+pub fn read_exit(bundle: &Path) -> Option<ExitRecord> {
+    std::fs::read(bundle.join(files::EXIT))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+}
+
+/// Bundle path helper for callers holding only a container directory.
+pub fn bundle_of(container_dir: &Path) -> PathBuf {
+    container_dir.join("bundle")
+}

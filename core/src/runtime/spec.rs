@@ -1,0 +1,245 @@
+//! Turns an image's run configuration and the user's options into an OCI runtime spec,
+//! with docker's defaults: its 14 capabilities, masked and read-only paths, the standard
+//! mounts, `no_new_privs` off unless asked, and the image's env, cwd, entrypoint and cmd.
+
+use std::collections::HashMap;
+
+use oci_spec::runtime::{
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
+    Mount, MountBuilder, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec,
+    SpecBuilder, get_default_maskedpaths, get_default_readonly_paths,
+};
+
+use super::init::USER_ANNOTATION;
+
+/// Docker's default capability set.
+pub const DEFAULT_CAPABILITIES: [Capability; 14] = [
+    Capability::Chown,
+    Capability::DacOverride,
+    Capability::Fsetid,
+    Capability::Fowner,
+    Capability::Mknod,
+    Capability::NetRaw,
+    Capability::Setgid,
+    Capability::Setuid,
+    Capability::Setfcap,
+    Capability::Setpcap,
+    Capability::NetBindService,
+    Capability::SysChroot,
+    Capability::Kill,
+    Capability::AuditWrite,
+];
+
+/// What the user asked for, on top of the image.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunOptions {
+    /// The full command (entrypoint + cmd), already resolved.
+    pub args: Vec<String>,
+    /// `KEY=value`, image env first, user env overriding.
+    pub env: Vec<String>,
+    /// Working directory.
+    pub cwd: String,
+    /// `user[:group]`, resolved inside the container.
+    pub user: Option<String>,
+    /// Host name.
+    pub hostname: String,
+    /// Read-only root filesystem.
+    pub read_only: bool,
+    /// Keep `no_new_privs` set.
+    pub no_new_privileges: bool,
+}
+
+/// Merges environments docker's way: later entries replace earlier ones with the same key.
+pub fn merge_env(image: &[String], user: &[String]) -> Vec<String> {
+    let mut order: Vec<String> = Vec::new();
+    let mut values: HashMap<String, String> = HashMap::new();
+    for entry in image.iter().chain(user) {
+        let key = entry
+            .split_once('=')
+            .map_or(entry.as_str(), |(k, _)| k)
+            .to_owned();
+        if !values.contains_key(&key) {
+            order.push(key.clone());
+        }
+        values.insert(key, entry.clone());
+    }
+    order
+        .into_iter()
+        .filter_map(|k| values.remove(&k))
+        .collect()
+}
+
+fn tmpfs(dest: &str, options: &[&str]) -> Mount {
+    MountBuilder::default()
+        .destination(dest)
+        .typ("tmpfs")
+        .source("tmpfs")
+        .options(options.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>())
+        .build()
+        .expect("static mount is valid")
+}
+
+/// The spec for one container. Errors only on builder misuse, which is a bug.
+pub fn build(options: &RunOptions) -> Result<Spec, oci_spec::OciSpecError> {
+    let caps: oci_spec::runtime::Capabilities = DEFAULT_CAPABILITIES.into_iter().collect();
+    let process = ProcessBuilder::default()
+        .terminal(false)
+        .args(options.args.clone())
+        .env(options.env.clone())
+        .cwd(if options.cwd.is_empty() {
+            "/".to_owned()
+        } else {
+            options.cwd.clone()
+        })
+        .no_new_privileges(options.no_new_privileges)
+        .capabilities(
+            LinuxCapabilitiesBuilder::default()
+                .bounding(caps.clone())
+                .effective(caps.clone())
+                .permitted(caps.clone())
+                .inheritable(caps.clone())
+                .ambient(oci_spec::runtime::Capabilities::new())
+                .build()?,
+        )
+        .rlimits(vec![
+            PosixRlimitBuilder::default()
+                .typ(PosixRlimitType::RlimitNofile)
+                .soft(1_048_576u64)
+                .hard(1_048_576u64)
+                .build()?,
+        ])
+        .build()?;
+    let namespaces = [
+        LinuxNamespaceType::Pid,
+        LinuxNamespaceType::Network,
+        LinuxNamespaceType::Ipc,
+        LinuxNamespaceType::Uts,
+        LinuxNamespaceType::Mount,
+        LinuxNamespaceType::Cgroup,
+    ]
+    .into_iter()
+    .map(|t| LinuxNamespaceBuilder::default().typ(t).build())
+    .collect::<Result<Vec<_>, _>>()?;
+    let mounts = vec![
+        MountBuilder::default()
+            .destination("/proc")
+            .typ("proc")
+            .source("proc")
+            .options(vec!["nosuid".into(), "noexec".into(), "nodev".into()])
+            .build()?,
+        tmpfs(
+            "/dev",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        ),
+        MountBuilder::default()
+            .destination("/dev/pts")
+            .typ("devpts")
+            .source("devpts")
+            .options(vec![
+                "nosuid".into(),
+                "noexec".into(),
+                "newinstance".into(),
+                "ptmxmode=0666".into(),
+                "mode=0620".into(),
+                "gid=5".into(),
+            ])
+            .build()?,
+        tmpfs(
+            "/dev/shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        ),
+        MountBuilder::default()
+            .destination("/dev/mqueue")
+            .typ("mqueue")
+            .source("mqueue")
+            .options(vec!["nosuid".into(), "noexec".into(), "nodev".into()])
+            .build()?,
+        MountBuilder::default()
+            .destination("/sys")
+            .typ("sysfs")
+            .source("sysfs")
+            .options(vec![
+                "nosuid".into(),
+                "noexec".into(),
+                "nodev".into(),
+                "ro".into(),
+            ])
+            .build()?,
+    ];
+    let mut annotations = HashMap::new();
+    if let Some(user) = &options.user {
+        annotations.insert(USER_ANNOTATION.to_owned(), user.clone());
+    }
+    SpecBuilder::default()
+        .version("1.0.2")
+        .root(
+            RootBuilder::default()
+                .path("rootfs")
+                .readonly(options.read_only)
+                .build()?,
+        )
+        .hostname(options.hostname.clone())
+        .process(process)
+        .mounts(mounts)
+        .annotations(annotations)
+        .linux(
+            LinuxBuilder::default()
+                .namespaces(namespaces)
+                .masked_paths(get_default_maskedpaths())
+                .readonly_paths(get_default_readonly_paths())
+                .build()?,
+        )
+        .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_merge_keeps_order_and_overrides() {
+        let merged = merge_env(
+            &["PATH=/bin".into(), "A=1".into(), "B=2".into()],
+            &["A=override".into(), "C=3".into()],
+        );
+        assert_eq!(merged, ["PATH=/bin", "A=override", "B=2", "C=3"]);
+    }
+
+    #[test]
+    fn spec_has_docker_defaults() {
+        let spec = build(&RunOptions {
+            args: vec!["/bin/sh".into()],
+            hostname: "abc".into(),
+            user: Some("app".into()),
+            ..RunOptions::default()
+        })
+        .unwrap();
+        let caps = spec
+            .process()
+            .as_ref()
+            .unwrap()
+            .capabilities()
+            .as_ref()
+            .unwrap();
+        assert_eq!(caps.bounding().as_ref().unwrap().len(), 14);
+        assert!(
+            !caps
+                .bounding()
+                .as_ref()
+                .unwrap()
+                .contains(&Capability::SysAdmin)
+        );
+        let linux = spec.linux().as_ref().unwrap();
+        assert!(
+            linux
+                .masked_paths()
+                .as_ref()
+                .unwrap()
+                .iter()
+                .any(|p| p == "/proc/kcore")
+        );
+        assert_eq!(linux.namespaces().as_ref().unwrap().len(), 6);
+        assert_eq!(spec.annotations().as_ref().unwrap()[USER_ANNOTATION], "app");
+        assert_eq!(spec.process().as_ref().unwrap().cwd(), "/");
+    }
+}

@@ -3,12 +3,14 @@
 
 mod auth;
 mod client;
+mod container;
 mod image;
 mod output;
 
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use berth_api::container::ContainerClient;
 use berth_api::jsonrpsee::core::client::Error as RpcError;
 use berth_api::system::{DiskUsage, SystemClient, SystemInfo, VersionInfo};
 use clap::{CommandFactory, Parser, Subcommand};
@@ -44,6 +46,62 @@ enum Command {
     /// Daemon-wide commands.
     #[command(subcommand)]
     System(SystemCommand),
+    /// Create and run a container.
+    Run {
+        /// Run in the background and print the container id.
+        #[arg(short, long)]
+        detach: bool,
+        #[command(flatten)]
+        create: container::CreateArgs,
+    },
+    /// Create a container without starting it.
+    Create(container::CreateArgs),
+    /// Start containers.
+    Start {
+        /// Containers.
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// List containers.
+    Ps(container::PsArgs),
+    /// Show a container's output.
+    Logs(container::LogsArgs),
+    /// Wait for containers to exit and print their exit codes.
+    Wait {
+        /// Containers.
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Send a signal to containers (default SIGKILL).
+    Kill {
+        /// Signal name or number.
+        #[arg(short, long)]
+        signal: Option<String>,
+        /// Containers.
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Stop containers: their stop signal, then SIGKILL after the timeout.
+    Stop {
+        /// Seconds to wait before killing.
+        #[arg(short, long)]
+        time: Option<u64>,
+        /// Containers.
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Remove containers.
+    Rm {
+        /// Kill and remove running containers.
+        #[arg(short, long)]
+        force: bool,
+        /// Containers.
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Manage containers.
+    #[command(subcommand)]
+    Container(ContainerCommand),
     /// Pull an image from a registry.
     Pull(image::PullArgs),
     /// Push an image to a registry.
@@ -120,6 +178,19 @@ enum SystemCommand {
     },
     /// Check that the daemon answers.
     Ping,
+}
+
+#[derive(Debug, Subcommand)]
+enum ContainerCommand {
+    /// List containers.
+    #[command(alias = "list", alias = "ps")]
+    Ls(container::PsArgs),
+    /// Show details of containers as JSON.
+    Inspect {
+        /// Containers.
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -270,15 +341,51 @@ pub(crate) fn describe(e: &anyhow::Error) -> String {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let host = Host::parse(&cli.host)?;
     let connect = || client::connect(&host);
-    match cli.command {
-        Command::Version(f) => version(&connect().await?, f.format).await?,
-        Command::Info(f) | Command::System(SystemCommand::Info(f)) => {
-            info(&connect().await?, f.format).await?
+    let code = match cli.command {
+        Command::Run { detach, create } => {
+            container::run(&connect().await?, create, detach).await?
         }
-        Command::System(SystemCommand::Df(f)) => df(&connect().await?, f.format).await?,
-        Command::System(SystemCommand::Ping) => println!("{}", connect().await?.ping().await?),
+        Command::Create(a) => container::create(&connect().await?, a).await?,
+        Command::Start { ids } => container::start(&connect().await?, ids).await?,
+        Command::Ps(a) | Command::Container(ContainerCommand::Ls(a)) => {
+            container::ps(&connect().await?, a).await?
+        }
+        Command::Logs(a) => container::logs(&connect().await?, a).await?,
+        Command::Wait { ids } => container::wait(&connect().await?, ids).await?,
+        Command::Kill { signal, ids } => {
+            let c = connect().await?;
+            container::each(ids, |id| ContainerClient::kill(&c, id, signal.clone())).await?
+        }
+        Command::Stop { time, ids } => {
+            let c = connect().await?;
+            container::each(ids, |id| ContainerClient::stop(&c, id, time)).await?
+        }
+        Command::Rm { force, ids } => {
+            let c = connect().await?;
+            container::each(ids, |id| ContainerClient::remove(&c, id, Some(force))).await?
+        }
+        Command::Container(ContainerCommand::Inspect { ids }) => {
+            container::inspect(&connect().await?, ids).await?
+        }
+        Command::Version(f) => {
+            version(&connect().await?, f.format).await?;
+            0
+        }
+        Command::Info(f) | Command::System(SystemCommand::Info(f)) => {
+            info(&connect().await?, f.format).await?;
+            0
+        }
+        Command::System(SystemCommand::Df(f)) => {
+            df(&connect().await?, f.format).await?;
+            0
+        }
+        Command::System(SystemCommand::Ping) => {
+            println!("{}", connect().await?.ping().await?);
+            0
+        }
         Command::Pull(a) | Command::Image(ImageCommand::Pull(a)) => {
-            image::pull(&connect().await?, a).await?
+            image::pull(&connect().await?, a).await?;
+            0
         }
         Command::Login {
             server,
@@ -293,45 +400,60 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 password,
                 password_stdin,
             )
-            .await?
+            .await?;
+            0
         }
-        Command::Logout { server } => image::logout(server)?,
+        Command::Logout { server } => {
+            image::logout(server)?;
+            0
+        }
         Command::Push(a) | Command::Image(ImageCommand::Push(a)) => {
-            image::push(&connect().await?, a.reference, a.quiet).await?
+            image::push(&connect().await?, a.reference, a.quiet).await?;
+            0
         }
         Command::History(a) | Command::Image(ImageCommand::History(a)) => {
-            image::history(&connect().await?, a.name, a.format, a.no_trunc).await?
+            image::history(&connect().await?, a.name, a.format, a.no_trunc).await?;
+            0
         }
         Command::Image(ImageCommand::Prune { all, force: _ })
         | Command::System(SystemCommand::Prune { all, force: _ }) => {
-            image::prune(&connect().await?, all).await?
+            image::prune(&connect().await?, all).await?;
+            0
         }
         Command::Save(a) | Command::Image(ImageCommand::Save(a)) => {
-            image::save(&connect().await?, a.names, a.output).await?
+            image::save(&connect().await?, a.names, a.output).await?;
+            0
         }
         Command::Load(a) | Command::Image(ImageCommand::Load(a)) => {
-            image::load(&connect().await?, a.input, a.quiet).await?
+            image::load(&connect().await?, a.input, a.quiet).await?;
+            0
         }
         Command::Import(a) | Command::Image(ImageCommand::Import(a)) => {
-            image::import(&connect().await?, a).await?
+            image::import(&connect().await?, a).await?;
+            0
         }
         Command::Images(a) | Command::Image(ImageCommand::Ls(a)) => {
-            image::list(&connect().await?, a).await?
+            image::list(&connect().await?, a).await?;
+            0
         }
         Command::Image(ImageCommand::Inspect { names }) => {
-            image::inspect(&connect().await?, names).await?
+            image::inspect(&connect().await?, names).await?;
+            0
         }
         Command::Tag { source, target } | Command::Image(ImageCommand::Tag { source, target }) => {
-            image::tag(&connect().await?, source, target).await?
+            image::tag(&connect().await?, source, target).await?;
+            0
         }
         Command::Rmi { names, force } | Command::Image(ImageCommand::Rm { names, force }) => {
-            image::remove(&connect().await?, names, force).await?
+            image::remove(&connect().await?, names, force).await?;
+            0
         }
         Command::Completion { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "berth", &mut std::io::stdout())
+            clap_complete::generate(shell, &mut Cli::command(), "berth", &mut std::io::stdout());
+            0
         }
-    }
-    Ok(ExitCode::SUCCESS)
+    };
+    Ok(ExitCode::from(code))
 }
 
 #[derive(Serialize)]
@@ -453,4 +575,13 @@ async fn df(client: &impl SystemClient, format: Format) -> anyhow::Result<()> {
     println!();
     println!("Data root total: {}", human_size(usage.data_root_bytes));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
 }

@@ -3,6 +3,7 @@
 //! plugin host join as they are built.
 
 pub mod api;
+pub mod container;
 pub mod content;
 pub mod daemon;
 pub mod fsutil;

@@ -2,6 +2,7 @@
 //! connection task per client, the params check in front of every handler, and the mapping
 //! of engine errors to wire errors.
 
+mod container;
 mod error;
 mod http;
 mod image;
@@ -11,6 +12,7 @@ mod system;
 
 use std::sync::Arc;
 
+use berth_api::container::ContainerServer;
 use berth_api::image::ImageServer;
 use berth_api::openrpc;
 use berth_api::system::SystemServer;
@@ -21,11 +23,17 @@ use crate::daemon::Context;
 pub use error::ApiError;
 pub use server::{Listener, ServeSettings, serve};
 
-/// All methods berthd serves, plus `rpc.discover`.
-pub fn rpc_module(ctx: Arc<Context>) -> Result<RpcModule<()>, RegisterMethodError> {
+/// All methods berthd serves, plus `rpc.discover`. `running` are the containers found alive
+/// at start-up: each gets its monitor.
+pub fn rpc_module(
+    ctx: Arc<Context>,
+    running: Vec<String>,
+) -> Result<RpcModule<()>, RegisterMethodError> {
     let mut module = RpcModule::new(());
     module.merge(system::SystemApi::new(Arc::clone(&ctx)).into_rpc())?;
     module.merge(image::ImageApi::new(Arc::clone(&ctx)).into_rpc())?;
+    let recent = container::monitor_all(&ctx, running);
+    module.merge(container::ContainerApi::new(Arc::clone(&ctx), recent).into_rpc())?;
     let doc = Arc::new(openrpc::document(
         &berth_api::all_methods(),
         env!("CARGO_PKG_VERSION"),

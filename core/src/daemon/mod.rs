@@ -90,10 +90,25 @@ pub enum Error {
     Store(#[from] store::Error),
     /// The image subsystem could not start.
     #[error(transparent)]
-    Image(#[from] crate::image::Error),
+    Image(Box<crate::image::Error>),
+    /// The container subsystem could not start.
+    #[error(transparent)]
+    Container(Box<crate::container::Error>),
     /// The API could not be assembled (a bug: duplicate method names).
     #[error("cannot assemble the API: {0}")]
     Api(String),
+}
+
+impl From<crate::image::Error> for Error {
+    fn from(e: crate::image::Error) -> Self {
+        Error::Image(Box::new(e))
+    }
+}
+
+impl From<crate::container::Error> for Error {
+    fn from(e: crate::container::Error) -> Self {
+        Error::Container(Box::new(e))
+    }
 }
 
 impl Error {
@@ -109,6 +124,7 @@ impl Error {
             Error::Io { .. } | Error::Bind { .. } => ErrorKind::Unavailable,
             Error::Store(e) => e.kind(),
             Error::Image(e) => e.kind(),
+            Error::Container(e) => e.kind(),
             Error::Api(_) => ErrorKind::Internal,
         }
     }
@@ -125,6 +141,8 @@ pub struct Context {
     pub host: HostFacts,
     /// Images, their content and snapshots.
     pub images: Arc<crate::image::Images>,
+    /// Containers.
+    pub containers: Arc<crate::container::Containers>,
     /// This data root's id.
     pub daemon_id: String,
     /// When berthd started.
@@ -139,6 +157,7 @@ pub struct Prepared {
     ctx: Arc<Context>,
     listeners: Vec<StdListener>,
     remove_socket: Option<PathBuf>,
+    running: Vec<String>,
     _lock: DataRootLock,
 }
 
@@ -165,6 +184,19 @@ pub fn prepare(config: Config) -> Result<Prepared, Error> {
             insecure: config.insecure_registries.clone(),
         }),
     )?);
+    let shim_binary = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("berth-shim")))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("berth-shim"));
+    let containers = Arc::new(crate::container::Containers::open(
+        &config.data_root,
+        Arc::clone(&store),
+        Arc::clone(&images),
+        shim_binary,
+    )?);
+    // Containers survive berthd: find the ones still running, record the ones that ended.
+    let running = containers.reconcile()?;
     let host = HostFacts::probe();
     if !host.overlay_supported {
         warn!("the kernel offers no overlayfs: images cannot be unpacked on this host");
@@ -237,12 +269,14 @@ pub fn prepare(config: Config) -> Result<Prepared, Error> {
             store,
             host,
             images,
+            containers,
             daemon_id,
             started: Instant::now(),
             listeners: names,
         }),
         listeners,
         remove_socket,
+        running,
         _lock: lock,
     })
 }
@@ -260,6 +294,7 @@ impl Prepared {
             ctx,
             listeners,
             remove_socket,
+            running,
             _lock,
         } = self;
         let mut async_listeners = Vec::new();
@@ -283,7 +318,8 @@ impl Prepared {
                 }
             });
         }
-        let module = api::rpc_module(Arc::clone(&ctx)).map_err(|e| Error::Api(e.to_string()))?;
+        let module =
+            api::rpc_module(Arc::clone(&ctx), running).map_err(|e| Error::Api(e.to_string()))?;
         let settings = api::ServeSettings {
             max_request_body_size: ctx.config.max_request_body_size,
             max_batch_len: ctx.config.max_batch_len,

@@ -183,11 +183,11 @@ fn prepare_and_exec(spec: &Spec, shim: &ShimConfig, fds: &InitFds) -> Result<Nev
             .map_err(|e| fail(125, format!("create working directory {cwd}: {e}")))?;
     }
 
-    // SAFETY: prctl with PR_SET_NO_NEW_PRIVS takes plain integer arguments.
-    if process.no_new_privileges().unwrap_or(false)
-        && unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0
-    {
-        return Err(fail(125, format!("set no_new_privs: {}", Errno::last())));
+    if process.no_new_privileges().unwrap_or(false) {
+        // SAFETY: prctl with PR_SET_NO_NEW_PRIVS takes plain integer arguments.
+        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+            return Err(fail(125, format!("set no_new_privs: {}", Errno::last())));
+        }
     }
     apply_user_and_capabilities(process, &user)?;
     chdir(cwd_path).map_err(setup(format!("chdir to {cwd}")))?;

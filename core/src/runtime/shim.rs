@@ -193,7 +193,16 @@ fn supervise(bundle: &Path, spec: &Spec, config: &ShimConfig, report_w: OwnedFd)
     let mut sup = Supervisor { bundle, log, diag };
     let socket_path = bundle.join(files::SOCKET);
     let _ = std::fs::remove_file(&socket_path);
-    let listener = match UnixListener::bind(&socket_path) {
+    // Socket paths are limited to 108 bytes and data roots can be long: bind relative to
+    // the bundle (clients connect through /proc/self/fd, see `connect`).
+    if let Err(e) = std::env::set_current_dir(bundle) {
+        report(
+            report_pipe,
+            &format!("err 125 enter {}: {e}", bundle.display()),
+        );
+        return 125;
+    }
+    let listener = match UnixListener::bind(files::SOCKET) {
         Ok(l) => l,
         Err(e) => {
             report(
@@ -512,13 +521,24 @@ fn event_loop(
     }
 }
 
+/// Connects to the shim of the container whose bundle is `bundle`, whatever the length of
+/// its path (through a directory descriptor and `/proc/self/fd`).
+pub fn connect(bundle: &Path) -> std::io::Result<UnixStream> {
+    let dir = std::fs::File::open(bundle)?;
+    UnixStream::connect(format!(
+        "/proc/self/fd/{}/{}",
+        dir.as_raw_fd(),
+        files::SOCKET
+    ))
+}
+
 /// Sends one request to a shim and reads its answer. Blocking; for berthd's blocking pool.
 pub fn call(
-    socket: &Path,
+    bundle: &Path,
     request: &Request,
     timeout: Option<std::time::Duration>,
 ) -> std::io::Result<Response> {
-    let mut stream = UnixStream::connect(socket)?;
+    let mut stream = connect(bundle)?;
     stream.set_read_timeout(timeout)?;
     let mut line = serde_json::to_vec(request).map_err(std::io::Error::other)?;
     line.push(b'\n');

@@ -47,6 +47,16 @@ pub struct RunOptions {
     pub read_only: bool,
     /// Keep `no_new_privs` set.
     pub no_new_privileges: bool,
+    /// Open-file limit (soft and hard). Containers get berthd's own hard limit, as docker
+    /// gives them dockerd's: raising it would need CAP_SYS_RESOURCE.
+    pub nofile: u64,
+}
+
+/// berthd's own hard open-file limit, which containers get by default.
+pub fn daemon_nofile() -> u64 {
+    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(_, hard)| hard)
+        .unwrap_or(1024)
 }
 
 /// Merges environments docker's way: later entries replace earlier ones with the same key.
@@ -104,8 +114,8 @@ pub fn build(options: &RunOptions) -> Result<Spec, oci_spec::OciSpecError> {
         .rlimits(vec![
             PosixRlimitBuilder::default()
                 .typ(PosixRlimitType::RlimitNofile)
-                .soft(1_048_576u64)
-                .hard(1_048_576u64)
+                .soft(options.nofile)
+                .hard(options.nofile)
                 .build()?,
         ])
         .build()?;
@@ -211,6 +221,7 @@ mod tests {
             args: vec!["/bin/sh".into()],
             hostname: "abc".into(),
             user: Some("app".into()),
+            nofile: 1024,
             ..RunOptions::default()
         })
         .unwrap();

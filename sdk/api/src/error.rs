@@ -91,6 +91,10 @@ pub struct ErrorData {
     /// The parameter that was rejected, for invalid-params errors.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// For a container whose command could not run: the exit code a shell would report
+    /// (126 not executable, 127 not found).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
 }
 
 /// Builds the wire error for an engine failure.
@@ -98,7 +102,11 @@ pub fn rpc_error(kind: ErrorKind, message: impl Into<String>) -> ErrorObjectOwne
     ErrorObjectOwned::owned(
         kind.code(),
         message.into(),
-        Some(ErrorData { kind, field: None }),
+        Some(ErrorData {
+            kind,
+            field: None,
+            exit_code: None,
+        }),
     )
 }
 
@@ -110,8 +118,29 @@ pub fn invalid_params(field: Option<String>, message: impl Into<String>) -> Erro
         Some(ErrorData {
             kind: ErrorKind::InvalidArgument,
             field,
+            exit_code: None,
         }),
     )
+}
+
+/// A container start failure that carries the command's exit code.
+pub fn start_failed(message: impl Into<String>, exit_code: i32) -> ErrorObjectOwned {
+    ErrorObjectOwned::owned(
+        ErrorKind::FailedPrecondition.code(),
+        message.into(),
+        Some(ErrorData {
+            kind: ErrorKind::FailedPrecondition,
+            field: None,
+            exit_code: Some(exit_code),
+        }),
+    )
+}
+
+/// The data of an error received from berthd, if it carries berth's.
+pub fn data_of(error: &jsonrpsee::types::ErrorObject<'_>) -> Option<ErrorData> {
+    error
+        .data()
+        .and_then(|raw| serde_json::from_str::<ErrorData>(raw.get()).ok())
 }
 
 /// The kind of an error received from berthd, read from its data or else its code.

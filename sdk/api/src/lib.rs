@@ -5,6 +5,7 @@
 //! its serde types; `#[method_specs]` derives a [`MethodSpec`] table from the same trait. berthd implements the `*Server` traits, the CLI and tests use the `*Client`
 //! traits, and [`openrpc::document`] describes every method from the same declarations.
 
+pub mod container;
 pub mod error;
 pub mod image;
 pub mod openrpc;
@@ -35,7 +36,11 @@ pub const NAMESPACES: &[&str] = &[
 
 /// Every method of the API, across namespaces, in declaration order.
 pub fn all_methods() -> Vec<&'static MethodSpec> {
-    system::SPECS.iter().chain(image::SPECS).collect()
+    system::SPECS
+        .iter()
+        .chain(image::SPECS)
+        .chain(container::SPECS)
+        .collect()
 }
 
 /// Finds a method by its full name (a hash lookup: the server does this on every call).

@@ -1,0 +1,414 @@
+//! Container commands: run, create, start, ps, logs, wait, kill, stop, rm, inspect.
+
+use std::io::Write;
+
+use anyhow::{Context as _, bail};
+use berth_api::container::{
+    ContainerClient, ContainerStatus, CreateRequest, ListRequest, LogEvent, LogsRequest,
+};
+use berth_api::jsonrpsee::core::client::Error as RpcError;
+use berth_api::jsonrpsee::ws_client::WsClient;
+
+use crate::output::{self, Format};
+
+/// Options shared by `run` and `create`.
+#[derive(Debug, clap::Args)]
+pub struct CreateArgs {
+    /// Name of the container.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Set environment variables (KEY=value, or KEY to copy it from this shell).
+    #[arg(short, long = "env")]
+    pub env: Vec<String>,
+    /// Read environment variables from a file (KEY=value lines).
+    #[arg(long = "env-file")]
+    pub env_file: Vec<String>,
+    /// Working directory inside the container.
+    #[arg(short, long)]
+    pub workdir: Option<String>,
+    /// User (name|uid[:group|gid]).
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// Overwrite the image's entrypoint.
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// Container host name.
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Labels (KEY=value).
+    #[arg(short, long = "label")]
+    pub labels: Vec<String>,
+    /// Mount the root filesystem read-only.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Remove the container when it exits.
+    #[arg(long)]
+    pub rm: bool,
+    /// Security options: no-new-privileges.
+    #[arg(long = "security-opt")]
+    pub security_opt: Vec<String>,
+    /// Image.
+    pub image: String,
+    /// Command and arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+fn request(args: &CreateArgs) -> anyhow::Result<CreateRequest> {
+    let mut env = Vec::new();
+    for file in &args.env_file {
+        let text =
+            std::fs::read_to_string(file).with_context(|| format!("reading env file {file}"))?;
+        env.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_owned),
+        );
+    }
+    for e in &args.env {
+        if e.contains('=') {
+            env.push(e.clone());
+        } else if let Ok(v) = std::env::var(e) {
+            env.push(format!("{e}={v}"));
+        }
+    }
+    let mut labels = std::collections::BTreeMap::new();
+    for l in &args.labels {
+        let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
+        labels.insert(k.to_owned(), v.to_owned());
+    }
+    let mut no_new_privileges = false;
+    for opt in &args.security_opt {
+        match opt.as_str() {
+            "no-new-privileges" | "no-new-privileges=true" | "no-new-privileges:true" => {
+                no_new_privileges = true
+            }
+            other => bail!("unsupported --security-opt {other:?}"),
+        }
+    }
+    Ok(CreateRequest {
+        image: args.image.clone(),
+        name: args.name.clone(),
+        cmd: (!args.command.is_empty()).then(|| args.command.clone()),
+        entrypoint: args.entrypoint.as_ref().map(|e| {
+            if e.is_empty() {
+                Vec::new()
+            } else {
+                vec![e.clone()]
+            }
+        }),
+        env,
+        workdir: args.workdir.clone(),
+        user: args.user.clone(),
+        hostname: args.hostname.clone(),
+        labels,
+        read_only: args.read_only,
+        auto_remove: args.rm,
+        no_new_privileges,
+    })
+}
+
+/// The exit code a failed start carries (126/127), else 125 like docker.
+fn start_exit_code(e: &RpcError) -> u8 {
+    if let RpcError::Call(obj) = e
+        && let Some(code) = berth_api::error::data_of(obj).and_then(|d| d.exit_code)
+    {
+        return u8::try_from(code).unwrap_or(125);
+    }
+    125
+}
+
+/// `berth create`.
+pub async fn create(client: &WsClient, args: CreateArgs) -> anyhow::Result<u8> {
+    let created = match client.create(request(&args)?).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("berth: {}", crate::describe(&e.into()));
+            return Ok(125);
+        }
+    };
+    println!("{}", created.id);
+    Ok(0)
+}
+
+/// `berth run`: create, start, stream output, exit with the container's code.
+pub async fn run(client: &WsClient, args: CreateArgs, detach: bool) -> anyhow::Result<u8> {
+    let created = match client.create(request(&args)?).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("berth: {}", crate::describe(&e.into()));
+            return Ok(125);
+        }
+    };
+    if detach {
+        if let Err(e) = client.start(created.id.clone()).await {
+            let code = start_exit_code(&e);
+            eprintln!("berth: {}", crate::describe(&e.into()));
+            return Ok(code);
+        }
+        println!("{}", created.id);
+        return Ok(0);
+    }
+    // Follow the log from its start before starting, so no output is missed.
+    let mut logs = client
+        .logs_follow(created.id.clone(), None)
+        .await
+        .context("container.logs_follow")?;
+    if let Err(e) = client.start(created.id.clone()).await {
+        let code = start_exit_code(&e);
+        eprintln!("berth: {}", crate::describe(&e.into()));
+        if args.rm {
+            let _ = client.remove(created.id.clone(), Some(true)).await;
+        }
+        return Ok(code);
+    }
+    let waiter = client.wait(created.id.clone());
+    let stream = async {
+        let mut out = std::io::stdout().lock();
+        let mut err = std::io::stderr().lock();
+        while let Some(event) = logs.next().await {
+            let Ok(LogEvent::Line(line)) = event else {
+                break;
+            };
+            let _ = if line.stream == "stderr" {
+                err.write_all(line.log.as_bytes()).and_then(|_| err.flush())
+            } else {
+                out.write_all(line.log.as_bytes()).and_then(|_| out.flush())
+            };
+        }
+    };
+    let (result, ()) = tokio::join!(waiter, stream);
+    let result = result.context("container.wait")?;
+    Ok(u8::try_from(result.exit_code).unwrap_or(255))
+}
+
+/// `berth start`.
+pub async fn start(client: &WsClient, ids: Vec<String>) -> anyhow::Result<u8> {
+    let mut code = 0;
+    for id in ids {
+        match client.start(id.clone()).await {
+            Ok(()) => println!("{id}"),
+            Err(e) => {
+                code = start_exit_code(&e).max(1);
+                eprintln!("berth: {}", crate::describe(&e.into()));
+            }
+        }
+    }
+    Ok(code)
+}
+
+/// Options of `berth ps`.
+#[derive(Debug, clap::Args)]
+pub struct PsArgs {
+    /// Show all containers, not only running ones.
+    #[arg(short, long)]
+    pub all: bool,
+    /// Only ids.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Do not truncate.
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+}
+
+fn status_text(s: &berth_api::container::ContainerState) -> String {
+    match s.status {
+        ContainerStatus::Running => format!("Up since {}", s.started_at.as_deref().unwrap_or("?")),
+        ContainerStatus::Paused => "Up (Paused)".into(),
+        ContainerStatus::Created => "Created".into(),
+        ContainerStatus::Removing => "Removal In Progress".into(),
+        ContainerStatus::Exited => format!(
+            "Exited ({}) {}",
+            s.exit_code.unwrap_or(0),
+            output::ago(s.finished_at.as_deref())
+        ),
+    }
+}
+
+/// `berth ps`.
+pub async fn ps(client: &WsClient, args: PsArgs) -> anyhow::Result<u8> {
+    let list = client
+        .list(Some(ListRequest { all: args.all }))
+        .await
+        .context("container.list")?;
+    if args.format == Format::Json {
+        output::json(&list)?;
+        return Ok(0);
+    }
+    let id = |full: &str| {
+        if args.no_trunc {
+            full.to_owned()
+        } else {
+            full[..full.len().min(12)].to_owned()
+        }
+    };
+    if args.quiet {
+        for c in &list {
+            println!("{}", id(&c.id));
+        }
+        return Ok(0);
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|c| {
+            let cmd = c.command.join(" ");
+            let cmd = if args.no_trunc || cmd.chars().count() <= 20 {
+                cmd
+            } else {
+                format!("{}…", cmd.chars().take(19).collect::<String>())
+            };
+            vec![
+                id(&c.id),
+                c.image.clone(),
+                format!("\"{cmd}\""),
+                output::ago(Some(&c.created)),
+                status_text(&c.state),
+                c.name.clone(),
+            ]
+        })
+        .collect();
+    output::table(
+        &[
+            "CONTAINER ID",
+            "IMAGE",
+            "COMMAND",
+            "CREATED",
+            "STATUS",
+            "NAMES",
+        ],
+        &rows,
+    );
+    Ok(0)
+}
+
+/// Options of `berth logs`.
+#[derive(Debug, clap::Args)]
+pub struct LogsArgs {
+    /// Container.
+    pub id: String,
+    /// Follow the output until the container exits.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Show timestamps.
+    #[arg(short, long)]
+    pub timestamps: bool,
+    /// Only the last N lines.
+    #[arg(short = 'n', long)]
+    pub tail: Option<String>,
+    /// Only lines since this time (RFC 3339) or duration ago (10m).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only lines before this time (RFC 3339) or duration ago.
+    #[arg(long)]
+    pub until: Option<String>,
+}
+
+fn time_arg(s: &Option<String>) -> anyhow::Result<Option<String>> {
+    let Some(s) = s else { return Ok(None) };
+    if humantime::parse_rfc3339_weak(s).is_ok() {
+        return Ok(Some(s.clone()));
+    }
+    let ago = humantime::parse_duration(s)
+        .with_context(|| format!("invalid time {s:?}: use RFC 3339 or a duration like 10m"))?;
+    let at = std::time::SystemTime::now() - ago;
+    Ok(Some(humantime::format_rfc3339_nanos(at).to_string()))
+}
+
+/// `berth logs`.
+pub async fn logs(client: &WsClient, args: LogsArgs) -> anyhow::Result<u8> {
+    let tail = match args.tail.as_deref() {
+        None | Some("all") => None,
+        Some(n) => Some(
+            n.parse::<usize>()
+                .with_context(|| format!("invalid --tail {n:?}"))?,
+        ),
+    };
+    let request = LogsRequest {
+        tail,
+        since: time_arg(&args.since)?,
+        until: time_arg(&args.until)?,
+    };
+    let print = |line: berth_api::container::LogLine| {
+        let text = if args.timestamps {
+            format!("{} {}", line.time, line.log)
+        } else {
+            line.log
+        };
+        if line.stream == "stderr" {
+            let _ = std::io::stderr().write_all(text.as_bytes());
+        } else {
+            let _ = std::io::stdout().write_all(text.as_bytes());
+        }
+    };
+    if args.follow {
+        let mut sub = client
+            .logs_follow(args.id.clone(), Some(request))
+            .await
+            .context("container.logs_follow")?;
+        while let Some(event) = sub.next().await {
+            match event.context("log stream")? {
+                LogEvent::Line(line) => print(line),
+                LogEvent::End => break,
+            }
+        }
+    } else {
+        for line in client
+            .logs(args.id.clone(), Some(request))
+            .await
+            .context("container.logs")?
+        {
+            print(line);
+        }
+    }
+    let _ = std::io::stdout().flush();
+    Ok(0)
+}
+
+/// `berth wait`.
+pub async fn wait(client: &WsClient, ids: Vec<String>) -> anyhow::Result<u8> {
+    for id in ids {
+        let r = client.wait(id).await.context("container.wait")?;
+        println!("{}", r.exit_code);
+    }
+    Ok(0)
+}
+
+/// Runs `op` for each id, printing the id on success (docker's style for kill/stop/rm).
+pub async fn each<F, Fut>(ids: Vec<String>, op: F) -> anyhow::Result<u8>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Result<(), RpcError>>,
+{
+    let mut code = 0;
+    for id in ids {
+        match op(id.clone()).await {
+            Ok(()) => println!("{id}"),
+            Err(e) => {
+                code = 1;
+                eprintln!("berth: {}", crate::describe(&e.into()));
+            }
+        }
+    }
+    Ok(code)
+}
+
+/// `berth container inspect`.
+pub async fn inspect(client: &WsClient, ids: Vec<String>) -> anyhow::Result<u8> {
+    let mut all = Vec::new();
+    let mut code = 0;
+    for id in ids {
+        match client.inspect(id).await {
+            Ok(d) => all.push(d),
+            Err(e) => {
+                code = 1;
+                eprintln!("berth: {}", crate::describe(&e.into()));
+            }
+        }
+    }
+    output::json(&all)?;
+    Ok(code)
+}

@@ -1,0 +1,317 @@
+//! `container.*` handlers: blocking work on the blocking pool, one monitor task per running
+//! container (records its exit, removes `--rm` containers), and log following.
+
+use std::collections::HashMap;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use berth_api::container::{
+    ContainerDetails, ContainerServer, ContainerSummary, CreateRequest, CreateResult, ListRequest,
+    LogEvent, LogLine, LogsRequest, WaitResult,
+};
+use berth_api::error::start_failed;
+use jsonrpsee::PendingSubscriptionSink;
+use jsonrpsee::core::{RpcResult, SubscriptionResult, async_trait};
+use jsonrpsee::types::ErrorObjectOwned;
+
+use super::ApiError;
+use crate::container::{self, Containers, parse_signal, select_logs};
+use crate::daemon::Context;
+use crate::runtime::logfile;
+use crate::runtime::protocol::ExitRecord;
+
+impl ApiError for container::Error {
+    fn kind(&self) -> berth_api::ErrorKind {
+        container::Error::kind(self)
+    }
+
+    fn to_rpc(&self) -> ErrorObjectOwned {
+        match self {
+            container::Error::StartFailed { message, exit_code } => {
+                start_failed(message.clone(), *exit_code)
+            }
+            other => berth_api::error::rpc_error(other.kind(), other.to_string()),
+        }
+    }
+}
+
+/// Exit records of `--rm` containers, kept briefly so a `wait` that arrives after the
+/// removal still learns how the container ended.
+#[derive(Debug, Default)]
+pub struct RecentExits(Mutex<HashMap<String, (ExitRecord, Instant)>>);
+
+impl RecentExits {
+    fn put(&self, id: &str, exit: ExitRecord) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, (_, at)| at.elapsed() < Duration::from_secs(300));
+        map.insert(id.to_owned(), (exit, Instant::now()));
+    }
+
+    fn get(&self, key: &str) -> Option<ExitRecord> {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.iter()
+            .find(|(id, _)| id.starts_with(key))
+            .map(|(_, (e, _))| e.clone())
+    }
+}
+
+/// Implements [`ContainerServer`].
+#[derive(Debug)]
+pub struct ContainerApi {
+    ctx: Arc<Context>,
+    recent: Arc<RecentExits>,
+}
+
+impl ContainerApi {
+    /// Handlers over the shared daemon context and its record of recent `--rm` exits.
+    pub fn new(ctx: Arc<Context>, recent: Arc<RecentExits>) -> ContainerApi {
+        ContainerApi { ctx, recent }
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Containers) -> container::Result<T> + Send + 'static,
+    ) -> Result<T, ErrorObjectOwned> {
+        let containers = Arc::clone(&self.ctx.containers);
+        tokio::task::spawn_blocking(move || f(&containers))
+            .await
+            .map_err(|e| {
+                berth_api::error::rpc_error(berth_api::ErrorKind::Internal, e.to_string())
+            })?
+            .map_err(|e| e.to_rpc())
+    }
+
+    /// Watches a running container until it exits: records the exit, removes `--rm` ones.
+    pub fn monitor(containers: Arc<Containers>, recent: Arc<RecentExits>, id: String) {
+        tokio::spawn(async move {
+            let c = Arc::clone(&containers);
+            let result = tokio::task::spawn_blocking(move || {
+                let exit = c.wait_exit(&id)?;
+                let record = c.mark_exited(&id, &exit)?;
+                if record.config.auto_remove {
+                    recent.put(&id, exit);
+                    c.remove(&id, false)?;
+                }
+                container::Result::Ok(())
+            })
+            .await;
+            match result {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!("container monitor: {e}"),
+                Err(e) => tracing::warn!("container monitor task: {e}"),
+            }
+        });
+    }
+}
+
+/// Starts monitors for the containers found running at daemon start.
+pub fn monitor_all(ctx: &Arc<Context>, ids: Vec<String>) -> Arc<RecentExits> {
+    let recent = Arc::new(RecentExits::default());
+    for id in ids {
+        ContainerApi::monitor(Arc::clone(&ctx.containers), Arc::clone(&recent), id);
+    }
+    recent
+}
+
+/// Reads a log file from `offset`, returning complete records and the new offset.
+fn read_from(path: &PathBuf, offset: &mut u64) -> Vec<logfile::Record> {
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return Vec::new();
+    };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    if len < *offset {
+        *offset = 0; // rotated
+    }
+    if file.seek(SeekFrom::Start(*offset)).is_err() {
+        return Vec::new();
+    }
+    let mut data = Vec::new();
+    let _ = file.read_to_end(&mut data);
+    let complete = data.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    *offset += complete as u64;
+    data[..complete]
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .filter_map(|l| serde_json::from_slice(l).ok())
+        .collect()
+}
+
+#[async_trait]
+impl ContainerServer for ContainerApi {
+    async fn create(&self, request: CreateRequest) -> RpcResult<CreateResult> {
+        let record = self.blocking(move |c| c.create(request)).await?;
+        Ok(CreateResult {
+            id: record.id,
+            name: record.name,
+        })
+    }
+
+    async fn start(&self, id: String) -> RpcResult<()> {
+        let was_running = {
+            let key = id.clone();
+            self.blocking(move |c| c.resolve(&key)).await?.state.status
+                == berth_api::container::ContainerStatus::Running
+        };
+        let record = self.blocking(move |c| c.start(&id)).await?;
+        if !was_running {
+            Self::monitor(
+                Arc::clone(&self.ctx.containers),
+                Arc::clone(&self.recent),
+                record.id,
+            );
+        }
+        Ok(())
+    }
+
+    async fn wait(&self, id: String) -> RpcResult<WaitResult> {
+        let key = id.clone();
+        match self.blocking(move |c| c.wait(&key)).await {
+            Ok(r) => Ok(r),
+            Err(e) if e.code() == berth_api::ErrorKind::NotFound.code() => {
+                match self.recent.get(&id) {
+                    Some(exit) => Ok(WaitResult {
+                        exit_code: exit.exit_code,
+                        error: exit.error,
+                        oom_killed: exit.oom_killed,
+                    }),
+                    None => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn kill(&self, id: String, signal: Option<String>) -> RpcResult<()> {
+        let sig = match signal.as_deref() {
+            None => libc::SIGKILL,
+            Some(s) => parse_signal(s).ok_or_else(|| {
+                berth_api::error::invalid_params(
+                    Some("signal".into()),
+                    format!("invalid signal {s:?}"),
+                )
+            })?,
+        };
+        self.blocking(move |c| c.kill(&id, sig)).await
+    }
+
+    async fn stop(&self, id: String, timeout: Option<u64>) -> RpcResult<()> {
+        let t = Duration::from_secs(timeout.unwrap_or(10));
+        self.blocking(move |c| c.stop(&id, t)).await
+    }
+
+    async fn remove(&self, id: String, force: Option<bool>) -> RpcResult<()> {
+        self.blocking(move |c| c.remove(&id, force.unwrap_or(false)))
+            .await
+    }
+
+    async fn list(&self, request: Option<ListRequest>) -> RpcResult<Vec<ContainerSummary>> {
+        let all = request.unwrap_or_default().all;
+        self.blocking(move |c| c.list(all)).await
+    }
+
+    async fn inspect(&self, id: String) -> RpcResult<ContainerDetails> {
+        self.blocking(move |c| c.inspect(&id)).await
+    }
+
+    async fn logs(&self, id: String, request: Option<LogsRequest>) -> RpcResult<Vec<LogLine>> {
+        let request = request.unwrap_or_default();
+        self.blocking(move |c| {
+            let (_, path) = c.log_path(&id)?;
+            let records = logfile::read_all(&path).map_err(|source| container::Error::Io {
+                id: id.clone(),
+                what: "read its log",
+                source,
+            })?;
+            Ok(select_logs(records, &request))
+        })
+        .await
+    }
+
+    async fn logs_follow(
+        &self,
+        pending: PendingSubscriptionSink,
+        id: String,
+        request: Option<LogsRequest>,
+    ) -> SubscriptionResult {
+        let request = request.unwrap_or_default();
+        let key = id.clone();
+        let found = self.blocking(move |c| c.log_path(&key)).await;
+        let (record, path) = match found {
+            Ok(v) => v,
+            Err(e) => {
+                pending.reject(e).await;
+                return Ok(());
+            }
+        };
+        let sink = pending.accept().await?;
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<LogLine>(1024);
+        let containers = Arc::clone(&self.ctx.containers);
+        let container_dir = path.parent().map(|p| p.to_path_buf()).unwrap_or_default();
+        let bundle = containers.bundle_dir(&record.id);
+        tokio::task::spawn_blocking(move || follow(&path, &container_dir, &bundle, &request, &tx));
+        while let Some(line) = rx.recv().await {
+            let msg = serde_json::value::to_raw_value(&LogEvent::Line(line))?;
+            if sink.send(msg).await.is_err() {
+                return Ok(());
+            }
+        }
+        let _ = sink
+            .send(serde_json::value::to_raw_value(&LogEvent::End)?)
+            .await;
+        Ok(())
+    }
+}
+
+/// Streams a container's log until its exit is recorded (or it is removed) and everything
+/// written before is sent. Wakes on inotify events, with a slow timer as a safety net.
+fn follow(
+    path: &PathBuf,
+    container_dir: &std::path::Path,
+    bundle: &std::path::Path,
+    request: &LogsRequest,
+    tx: &tokio::sync::mpsc::Sender<LogLine>,
+) {
+    use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+    let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK).ok();
+    if let Some(ino) = &inotify {
+        let flags = AddWatchFlags::IN_MODIFY
+            | AddWatchFlags::IN_CREATE
+            | AddWatchFlags::IN_MOVED_TO
+            | AddWatchFlags::IN_DELETE_SELF;
+        let _ = ino.add_watch(container_dir, flags);
+        let _ = ino.add_watch(bundle, flags);
+    }
+    let mut offset = 0u64;
+    let first = read_from(path, &mut offset);
+    let follow_request = LogsRequest {
+        tail: None,
+        ..request.clone()
+    };
+    for line in select_logs(first, request) {
+        if tx.blocking_send(line).is_err() {
+            return;
+        }
+    }
+    loop {
+        let done = bundle.join(crate::runtime::files::EXIT).exists() || !container_dir.exists();
+        for line in select_logs(read_from(path, &mut offset), &follow_request) {
+            if tx.blocking_send(line).is_err() {
+                return;
+            }
+        }
+        if done || tx.is_closed() {
+            return;
+        }
+        match &inotify {
+            Some(ino) => {
+                let fd = std::os::fd::AsFd::as_fd(ino);
+                let mut fds = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN)];
+                let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(500u16));
+                let _ = ino.read_events();
+            }
+            None => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}

@@ -1,0 +1,840 @@
+//! Containers: the persisted store (SQLite rows + a directory per container), the state
+//! machine (created → running → exited, removing), start through `berth-shim`, and
+//! reconciliation with live shims when berthd starts. Blocking; async callers use the
+//! blocking pool.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use berth_api::ErrorKind;
+use berth_api::container::{
+    ContainerDetails, ContainerState, ContainerStatus, ContainerSummary, CreateRequest, LogLine,
+    LogsRequest, WaitResult,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::image::{self, Images};
+use crate::runtime::protocol::{ExitRecord, Request, Response};
+use crate::runtime::{ShimConfig, files, logfile, shim, spec};
+use crate::store::{self, Store};
+
+/// Container failures.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No container matches.
+    #[error("no such container: {0}")]
+    NotFound(String),
+    /// The name is taken.
+    #[error("the container name {0:?} is already in use")]
+    NameInUse(String),
+    /// A bad option.
+    #[error("{0}")]
+    Invalid(String),
+    /// The operation does not fit the container's state.
+    #[error("{0}")]
+    State(String),
+    /// The command could not run (exit code 126 or 127), or the container could not start.
+    #[error("{message}")]
+    StartFailed {
+        /// What failed.
+        message: String,
+        /// 125, 126 or 127.
+        exit_code: i32,
+    },
+    /// The image could not be used.
+    #[error(transparent)]
+    Image(#[from] image::Error),
+    /// The state database failed.
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    /// A filesystem or process operation failed.
+    #[error("container {id}: cannot {what}: {source}")]
+    Io {
+        /// Container id.
+        id: String,
+        /// What.
+        what: &'static str,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// How the API reports this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::NotFound(_) => ErrorKind::NotFound,
+            Error::NameInUse(_) => ErrorKind::AlreadyExists,
+            Error::Invalid(_) => ErrorKind::InvalidArgument,
+            Error::State(_) | Error::StartFailed { .. } => ErrorKind::FailedPrecondition,
+            Error::Image(e) => e.kind(),
+            Error::Store(e) => e.kind(),
+            Error::Io { .. } => ErrorKind::Internal,
+        }
+    }
+}
+
+/// Result alias for this module.
+pub type Result<T> = std::result::Result<T, Error>;
+
+fn q(what: &'static str) -> impl FnOnce(rusqlite::Error) -> store::Error {
+    move |source| store::Error::Query { what, source }
+}
+
+fn now() -> String {
+    humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string()
+}
+
+/// What berth keeps about a container (the `doc` column).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    /// Id (64 hex).
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// The image as given.
+    pub image: String,
+    /// Image id.
+    pub image_id: String,
+    /// Creation time.
+    pub created: String,
+    /// Creation options.
+    pub config: CreateRequest,
+    /// The resolved command line.
+    pub args: Vec<String>,
+    /// The resolved environment.
+    pub env: Vec<String>,
+    /// Working directory.
+    pub workdir: String,
+    /// Host name.
+    pub hostname: String,
+    /// Signal `stop` sends first.
+    pub stop_signal: String,
+    /// Current state.
+    pub state: ContainerState,
+}
+
+const ADJECTIVES: &[&str] = &[
+    "brave", "calm", "eager", "fancy", "gentle", "happy", "jolly", "keen", "lucid", "merry",
+    "nimble", "proud", "quiet", "rapid", "sharp", "tidy", "vivid", "witty", "zesty", "bold",
+];
+const NOUNS: &[&str] = &[
+    "anchor",
+    "buoy",
+    "cove",
+    "dock",
+    "ferry",
+    "galley",
+    "harbor",
+    "jetty",
+    "keel",
+    "lighthouse",
+    "mast",
+    "pier",
+    "quay",
+    "rudder",
+    "sail",
+    "tug",
+    "wharf",
+    "yawl",
+    "hull",
+    "bow",
+];
+
+fn valid_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 128
+        && b[0].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+}
+
+/// The container subsystem.
+#[derive(Debug)]
+pub struct Containers {
+    store: Arc<Store>,
+    images: Arc<Images>,
+    dir: PathBuf,
+    snapshots_dir: PathBuf,
+    shim_binary: PathBuf,
+}
+
+impl Containers {
+    /// Opens the container store under `data_root`.
+    pub fn open(
+        data_root: &Path,
+        store: Arc<Store>,
+        images: Arc<Images>,
+        shim_binary: PathBuf,
+    ) -> Result<Containers> {
+        let dir = data_root.join("containers");
+        std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
+            id: String::new(),
+            what: "create containers dir",
+            source,
+        })?;
+        Ok(Containers {
+            store,
+            images,
+            dir,
+            snapshots_dir: data_root.join("snapshots"),
+            shim_binary,
+        })
+    }
+
+    fn container_dir(&self, id: &str) -> PathBuf {
+        self.dir.join(id)
+    }
+
+    fn bundle(&self, id: &str) -> PathBuf {
+        shim::bundle_of(&self.container_dir(id))
+    }
+
+    fn save(&self, record: &ContainerRecord) -> Result<()> {
+        let doc = serde_json::to_string(record).map_err(|e| Error::Invalid(e.to_string()))?;
+        let status = serde_json::to_value(record.state.status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let r = record.clone();
+        self.store.with_conn(move |c| {
+            c.execute(
+                "INSERT INTO containers (id, name, image_id, state, created_at, doc) VALUES (?1, ?2, ?3, ?4, strftime('%s','now'), ?5)
+                 ON CONFLICT (id) DO UPDATE SET name = excluded.name, state = excluded.state, doc = excluded.doc",
+                rusqlite::params![r.id, r.name, r.image_id, status, doc],
+            )
+            .map_err(q("save container"))
+        })?;
+        Ok(())
+    }
+
+    /// Finds a container by id, unique id prefix, or name.
+    pub fn resolve(&self, key: &str) -> Result<ContainerRecord> {
+        let k = key.trim_start_matches('/').to_owned();
+        let docs: Vec<String> = self.store.with_conn(|c| {
+            let mut s = c
+                .prepare("SELECT doc FROM containers WHERE id = ?1 OR name = ?1 UNION ALL SELECT doc FROM containers WHERE id LIKE ?1 || '%' AND id != ?1 LIMIT 3")
+                .map_err(q("find container"))?;
+            s.query_map([&k], |r| r.get(0))
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<String>>>())
+                .map_err(q("find container"))
+        })?;
+        let mut records: Vec<ContainerRecord> = docs
+            .iter()
+            .filter_map(|d| serde_json::from_str(d).ok())
+            .collect();
+        if let Some(exact) = records.iter().position(|r| r.id == k || r.name == k) {
+            return Ok(records.swap_remove(exact));
+        }
+        match records.len() {
+            1 => Ok(records.remove(0)),
+            0 => Err(Error::NotFound(key.to_owned())),
+            _ => Err(Error::Invalid(format!(
+                "container id prefix {key:?} is ambiguous"
+            ))),
+        }
+    }
+
+    fn all(&self) -> Result<Vec<ContainerRecord>> {
+        let docs: Vec<String> = self.store.with_conn(|c| {
+            let mut s = c
+                .prepare("SELECT doc FROM containers ORDER BY created_at DESC, rowid DESC")
+                .map_err(q("list containers"))?;
+            s.query_map([], |r| r.get(0))
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<String>>>())
+                .map_err(q("list containers"))
+        })?;
+        Ok(docs
+            .iter()
+            .filter_map(|d| serde_json::from_str(d).ok())
+            .collect())
+    }
+
+    fn unique_name(&self) -> Result<String> {
+        for _ in 0..50 {
+            let r = crate::store::random_hex(2).map_err(|source| Error::Io {
+                id: String::new(),
+                what: "generate a name",
+                source,
+            })?;
+            let n = u16::from_str_radix(&r, 16).unwrap_or(0) as usize;
+            let name = format!(
+                "{}_{}",
+                ADJECTIVES[n % ADJECTIVES.len()],
+                NOUNS[(n / ADJECTIVES.len()) % NOUNS.len()]
+            );
+            if matches!(self.resolve(&name), Err(Error::NotFound(_))) {
+                return Ok(name);
+            }
+            let suffixed = format!("{name}_{}", n % 1000);
+            if matches!(self.resolve(&suffixed), Err(Error::NotFound(_))) {
+                return Ok(suffixed);
+            }
+        }
+        Err(Error::Invalid(
+            "could not generate a free container name".into(),
+        ))
+    }
+
+    /// `docker create`: resolves the image, writes the bundle, records the container.
+    pub fn create(&self, request: CreateRequest) -> Result<ContainerRecord> {
+        let image = self.images.resolve(&request.image)?;
+        let details = self.images.inspect(&image.id)?;
+        let name = match &request.name {
+            Some(n) => {
+                let n = n.trim_start_matches('/');
+                if !valid_name(n) {
+                    return Err(Error::Invalid(format!(
+                        "invalid container name {n:?}: use [a-zA-Z0-9][a-zA-Z0-9_.-]*"
+                    )));
+                }
+                if self.resolve(n).is_ok() {
+                    return Err(Error::NameInUse(n.to_owned()));
+                }
+                n.to_owned()
+            }
+            None => self.unique_name()?,
+        };
+        let entrypoint = match &request.entrypoint {
+            Some(e) => e.clone(),
+            None => details.config.entrypoint.clone().unwrap_or_default(),
+        };
+        let cmd = match (&request.cmd, &request.entrypoint) {
+            (Some(c), _) => c.clone(),
+            // Overriding the entrypoint drops the image's cmd, as docker does.
+            (None, Some(_)) => Vec::new(),
+            (None, None) => details.config.cmd.clone().unwrap_or_default(),
+        };
+        let args: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
+        if args.is_empty() {
+            return Err(Error::Invalid(
+                "no command specified: the image has none and none was given".into(),
+            ));
+        }
+        for e in &request.env {
+            if e.is_empty() || e.starts_with('=') {
+                return Err(Error::Invalid(format!(
+                    "invalid environment variable {e:?}"
+                )));
+            }
+        }
+        let id = crate::store::random_hex(32).map_err(|source| Error::Io {
+            id: String::new(),
+            what: "generate an id",
+            source,
+        })?;
+        let hostname = request
+            .hostname
+            .clone()
+            .unwrap_or_else(|| id[..12].to_owned());
+        let mut env = spec::merge_env(&details.config.env, &request.env);
+        if !env.iter().any(|e| e.starts_with("PATH=")) {
+            env.insert(
+                0,
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+            );
+        }
+        env.push(format!("HOSTNAME={hostname}"));
+        let workdir = request
+            .workdir
+            .clone()
+            .or(details.config.working_dir.clone())
+            .filter(|w| !w.is_empty())
+            .unwrap_or_else(|| "/".into());
+        if !workdir.starts_with('/') {
+            return Err(Error::Invalid(format!(
+                "working directory {workdir:?} is not absolute"
+            )));
+        }
+        let record = ContainerRecord {
+            id: id.clone(),
+            name,
+            image: request.image.clone(),
+            image_id: image.id.clone(),
+            created: now(),
+            args,
+            env,
+            workdir,
+            hostname,
+            stop_signal: details
+                .config
+                .stop_signal
+                .clone()
+                .unwrap_or_else(|| "SIGTERM".into()),
+            config: request,
+            state: ContainerState {
+                status: ContainerStatus::Created,
+                pid: None,
+                exit_code: None,
+                error: None,
+                oom_killed: false,
+                started_at: None,
+                finished_at: None,
+            },
+        };
+        let dir = self.container_dir(&id);
+        for sub in ["bundle", "upper", "work", "rootfs"] {
+            std::fs::create_dir_all(dir.join(sub)).map_err(|source| Error::Io {
+                id: id.clone(),
+                what: "create its directories",
+                source,
+            })?;
+        }
+        self.write_bundle(
+            &record,
+            &image
+                .layers
+                .iter()
+                .rev()
+                .map(|l| l.chain_id.clone())
+                .collect::<Vec<_>>(),
+        )?;
+        self.save(&record)?;
+        Ok(record)
+    }
+
+    fn write_bundle(&self, record: &ContainerRecord, chains_top_first: &[String]) -> Result<()> {
+        let id = &record.id;
+        let io = |what: &'static str| {
+            let id = id.clone();
+            move |source| Error::Io { id, what, source }
+        };
+        let dir = self.container_dir(id);
+        let mut lower_dirs = Vec::new();
+        for chain in chains_top_first {
+            let snap = self
+                .images
+                .snapshots
+                .get(chain)
+                .map_err(|e| Error::Image(e.into()))?
+                .ok_or_else(|| {
+                    Error::State(format!(
+                        "a layer of image {} is missing: pull it again",
+                        record.image
+                    ))
+                })?;
+            lower_dirs.push(format!("{}/fs", snap.id));
+        }
+        std::fs::write(dir.join("hostname"), format!("{}\n", record.hostname))
+            .map_err(io("write hostname"))?;
+        std::fs::write(
+            dir.join("hosts"),
+            format!(
+                "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n127.0.1.1\t{}\n",
+                record.hostname
+            ),
+        )
+        .map_err(io("write hosts"))?;
+        let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        std::fs::write(dir.join("resolv.conf"), resolv).map_err(io("write resolv.conf"))?;
+        let oci = spec::build(&spec::RunOptions {
+            args: record.args.clone(),
+            env: record.env.clone(),
+            cwd: record.workdir.clone(),
+            user: record.config.user.clone().filter(|u| !u.is_empty()),
+            hostname: record.hostname.clone(),
+            read_only: record.config.read_only,
+            no_new_privileges: record.config.no_new_privileges,
+            nofile: spec::daemon_nofile(),
+        })
+        .map_err(|e| Error::Invalid(format!("runtime spec: {e}")))?;
+        let bundle = self.bundle(id);
+        let spec_json =
+            serde_json::to_vec_pretty(&oci).map_err(|e| Error::Invalid(e.to_string()))?;
+        shim::write_atomic(&bundle.join(files::SPEC), &spec_json)
+            .map_err(io("write the runtime spec"))?;
+        let config = ShimConfig {
+            id: id.clone(),
+            snapshots_dir: self.snapshots_dir.clone(),
+            lower_dirs,
+            upper_dir: dir.join("upper"),
+            work_dir: dir.join("work"),
+            rootfs: dir.join("rootfs"),
+            log_path: dir.join("container.log"),
+            log_max_bytes: 100 * 1024 * 1024,
+            etc_files: vec![
+                (dir.join("hostname"), "/etc/hostname".into()),
+                (dir.join("hosts"), "/etc/hosts".into()),
+                (dir.join("resolv.conf"), "/etc/resolv.conf".into()),
+            ],
+        };
+        let shim_json =
+            serde_json::to_vec_pretty(&config).map_err(|e| Error::Invalid(e.to_string()))?;
+        shim::write_atomic(&bundle.join(files::SHIM), &shim_json)
+            .map_err(io("write the shim config"))?;
+        Ok(())
+    }
+
+    /// Starts the container: spawns its shim and returns once the command has exec'd.
+    pub fn start(&self, key: &str) -> Result<ContainerRecord> {
+        let mut record = self.resolve(key)?;
+        match record.state.status {
+            ContainerStatus::Running | ContainerStatus::Paused => return Ok(record),
+            ContainerStatus::Removing => {
+                return Err(Error::State(format!(
+                    "container {} is being removed",
+                    record.name
+                )));
+            }
+            ContainerStatus::Created | ContainerStatus::Exited => {}
+        }
+        let bundle = self.bundle(&record.id);
+        let _ = std::fs::remove_file(bundle.join(files::EXIT));
+        // A restart reuses the writable layer but needs a clean overlay work dir.
+        let work = self.container_dir(&record.id).join("work");
+        let _ = std::fs::remove_dir_all(&work);
+        std::fs::create_dir_all(&work).map_err(|source| Error::Io {
+            id: record.id.clone(),
+            what: "reset its work dir",
+            source,
+        })?;
+        let output = std::process::Command::new(&self.shim_binary)
+            .arg("start")
+            .arg(&bundle)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|source| Error::Io {
+                id: record.id.clone(),
+                what: "run berth-shim",
+                source,
+            })?;
+        if output.status.success() {
+            let pid: i32 = String::from_utf8_lossy(&output.stdout)
+                .trim()
+                .parse()
+                .unwrap_or(0);
+            record.state.status = ContainerStatus::Running;
+            record.state.pid = Some(pid);
+            record.state.exit_code = None;
+            record.state.error = None;
+            record.state.oom_killed = false;
+            record.state.started_at = Some(now());
+            record.state.finished_at = None;
+            self.save(&record)?;
+            Ok(record)
+        } else {
+            let message = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+            let exit_code = output.status.code().unwrap_or(125);
+            record.state.status = ContainerStatus::Exited;
+            record.state.pid = None;
+            record.state.exit_code = Some(exit_code);
+            record.state.error = Some(message.clone());
+            record.state.finished_at = Some(now());
+            self.save(&record)?;
+            Err(Error::StartFailed { message, exit_code })
+        }
+    }
+
+    /// Records how a container ended (from its shim) and returns the updated record.
+    pub fn mark_exited(&self, id: &str, exit: &ExitRecord) -> Result<ContainerRecord> {
+        let mut record = self.resolve(id)?;
+        record.state.status = ContainerStatus::Exited;
+        record.state.pid = None;
+        record.state.exit_code = Some(exit.exit_code);
+        record.state.error = exit.error.clone();
+        record.state.oom_killed = exit.oom_killed;
+        record.state.finished_at = Some(exit.finished_at.clone());
+        self.save(&record)?;
+        Ok(record)
+    }
+
+    /// Blocks until the container's shim reports its exit (or returns the recorded one).
+    pub fn wait_exit(&self, id: &str) -> Result<ExitRecord> {
+        let record = self.resolve(id)?;
+        let bundle = self.bundle(&record.id);
+        if let Some(exit) = shim::read_exit(&bundle) {
+            return Ok(exit);
+        }
+        if record.state.status != ContainerStatus::Running
+            && record.state.status != ContainerStatus::Paused
+        {
+            return Ok(ExitRecord {
+                exit_code: record.state.exit_code.unwrap_or(0),
+                signal: None,
+                oom_killed: record.state.oom_killed,
+                finished_at: record.state.finished_at.clone().unwrap_or_default(),
+                error: record.state.error.clone(),
+            });
+        }
+        match shim::call(&bundle, &Request::Wait, None) {
+            Ok(Response::Exited(exit)) => Ok(exit),
+            // The shim is gone: its exit record is the truth, if it left one.
+            _ => Ok(shim::read_exit(&bundle).unwrap_or(ExitRecord {
+                exit_code: 255,
+                signal: None,
+                oom_killed: false,
+                finished_at: now(),
+                error: Some("the container's shim disappeared".into()),
+            })),
+        }
+    }
+
+    /// `docker wait`.
+    pub fn wait(&self, id: &str) -> Result<WaitResult> {
+        let exit = self.wait_exit(id)?;
+        Ok(WaitResult {
+            exit_code: exit.exit_code,
+            error: exit.error,
+            oom_killed: exit.oom_killed,
+        })
+    }
+
+    /// Sends `signal` to the container's process.
+    pub fn kill(&self, key: &str, signal: i32) -> Result<()> {
+        let record = self.resolve(key)?;
+        if record.state.status != ContainerStatus::Running
+            && record.state.status != ContainerStatus::Paused
+        {
+            return Err(Error::State(format!(
+                "container {} is not running",
+                record.name
+            )));
+        }
+        match shim::call(
+            &self.bundle(&record.id),
+            &Request::Kill { signal },
+            Some(std::time::Duration::from_secs(10)),
+        ) {
+            Ok(Response::Ok | Response::Exited(_)) => Ok(()),
+            Ok(Response::Error { message }) => Err(Error::Invalid(message)),
+            Ok(Response::Running { .. }) => Ok(()),
+            Err(source) => Err(Error::Io {
+                id: record.id,
+                what: "reach its shim",
+                source,
+            }),
+        }
+    }
+
+    /// `docker stop`: the stop signal, then SIGKILL after `timeout`.
+    pub fn stop(&self, key: &str, timeout: std::time::Duration) -> Result<()> {
+        let record = self.resolve(key)?;
+        if record.state.status != ContainerStatus::Running {
+            return Ok(());
+        }
+        let signal = parse_signal(&record.stop_signal).unwrap_or(libc::SIGTERM);
+        let _ = self.kill(&record.id, signal);
+        let bundle = self.bundle(&record.id);
+        match shim::call(
+            &bundle,
+            &Request::Wait,
+            Some(timeout.max(std::time::Duration::from_millis(1))),
+        ) {
+            Ok(Response::Exited(_)) => Ok(()),
+            _ => {
+                let _ = self.kill(&record.id, libc::SIGKILL);
+                let _ = self.wait_exit(&record.id);
+                Ok(())
+            }
+        }
+    }
+
+    /// `docker rm`: refuses running containers unless `force`.
+    pub fn remove(&self, key: &str, force: bool) -> Result<()> {
+        let record = self.resolve(key)?;
+        if matches!(
+            record.state.status,
+            ContainerStatus::Running | ContainerStatus::Paused
+        ) {
+            if !force {
+                return Err(Error::State(format!(
+                    "cannot remove container {}: it is running (stop it first, or force removal)",
+                    record.name
+                )));
+            }
+            let _ = self.kill(&record.id, libc::SIGKILL);
+            let exit = self.wait_exit(&record.id)?;
+            self.mark_exited(&record.id, &exit)?;
+        }
+        let id = record.id.clone();
+        self.store.with_conn(move |c| {
+            c.execute("DELETE FROM containers WHERE id = ?1", [&id])
+                .map_err(q("remove container"))
+        })?;
+        let dir = self.container_dir(&record.id);
+        std::fs::remove_dir_all(&dir)
+            .or_else(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            })
+            .map_err(|source| Error::Io {
+                id: record.id.clone(),
+                what: "remove its files",
+                source,
+            })?;
+        Ok(())
+    }
+
+    /// Summaries, newest first.
+    pub fn list(&self, all: bool) -> Result<Vec<ContainerSummary>> {
+        Ok(self
+            .all()?
+            .into_iter()
+            .filter(|r| {
+                all || matches!(
+                    r.state.status,
+                    ContainerStatus::Running | ContainerStatus::Paused
+                )
+            })
+            .map(|r| summary(&r))
+            .collect())
+    }
+
+    /// Everything about one container.
+    pub fn inspect(&self, key: &str) -> Result<ContainerDetails> {
+        let r = self.resolve(key)?;
+        let dir = self.container_dir(&r.id);
+        Ok(ContainerDetails {
+            summary: summary(&r),
+            config: r.config.clone(),
+            env: r.env.clone(),
+            workdir: r.workdir.clone(),
+            hostname: r.hostname.clone(),
+            log_path: dir.join("container.log").display().to_string(),
+            bundle: self.bundle(&r.id).display().to_string(),
+        })
+    }
+
+    /// The log file of a container.
+    pub fn log_path(&self, key: &str) -> Result<(ContainerRecord, PathBuf)> {
+        let r = self.resolve(key)?;
+        let path = self.container_dir(&r.id).join("container.log");
+        Ok((r, path))
+    }
+
+    /// Whether the container's shim has recorded an exit.
+    pub fn has_exited(&self, id: &str) -> bool {
+        self.bundle(id).join(files::EXIT).exists()
+    }
+
+    /// Bundle directory of a container.
+    pub fn bundle_dir(&self, id: &str) -> PathBuf {
+        self.bundle(id)
+    }
+
+    /// At daemon start: containers recorded as running whose shim is gone are marked
+    /// exited (with the exit the shim recorded, if any). Returns the ids still running.
+    pub fn reconcile(&self) -> Result<Vec<String>> {
+        let mut live = Vec::new();
+        for record in self.all()? {
+            if !matches!(
+                record.state.status,
+                ContainerStatus::Running | ContainerStatus::Paused
+            ) {
+                continue;
+            }
+            let bundle = self.bundle(&record.id);
+            match shim::call(
+                &bundle,
+                &Request::State,
+                Some(std::time::Duration::from_secs(5)),
+            ) {
+                Ok(Response::Running { .. }) => live.push(record.id.clone()),
+                Ok(Response::Exited(exit)) => {
+                    self.mark_exited(&record.id, &exit)?;
+                }
+                _ => {
+                    let exit = shim::read_exit(&bundle).unwrap_or(ExitRecord {
+                        exit_code: 255,
+                        signal: None,
+                        oom_killed: false,
+                        finished_at: now(),
+                        error: Some(
+                            "the container's shim disappeared while berthd was down".into(),
+                        ),
+                    });
+                    self.mark_exited(&record.id, &exit)?;
+                }
+            }
+        }
+        Ok(live)
+    }
+}
+
+fn summary(r: &ContainerRecord) -> ContainerSummary {
+    ContainerSummary {
+        id: r.id.clone(),
+        name: r.name.clone(),
+        image: r.image.clone(),
+        image_id: r.image_id.clone(),
+        command: r.args.clone(),
+        created: r.created.clone(),
+        state: r.state.clone(),
+        labels: r
+            .config
+            .labels
+            .clone()
+            .into_iter()
+            .collect::<BTreeMap<_, _>>(),
+    }
+}
+
+/// `SIGTERM`, `TERM`, `15` → 15.
+pub fn parse_signal(s: &str) -> Option<i32> {
+    if let Ok(n) = s.parse::<i32>() {
+        return (1..=64).contains(&n).then_some(n);
+    }
+    let name = s.to_ascii_uppercase();
+    let name = if name.starts_with("SIG") {
+        name
+    } else {
+        format!("SIG{name}")
+    };
+    name.parse::<nix::sys::signal::Signal>()
+        .ok()
+        .map(|s| s as i32)
+}
+
+/// Filters and trims log records as `docker logs` does.
+pub fn select_logs(records: Vec<logfile::Record>, request: &LogsRequest) -> Vec<LogLine> {
+    let since = request
+        .since
+        .as_deref()
+        .and_then(|s| humantime::parse_rfc3339_weak(s).ok());
+    let until = request
+        .until
+        .as_deref()
+        .and_then(|s| humantime::parse_rfc3339_weak(s).ok());
+    let mut lines: Vec<LogLine> = records
+        .into_iter()
+        .filter(|r| {
+            let t = humantime::parse_rfc3339_weak(&r.time).ok();
+            since.is_none_or(|s| t.is_some_and(|t| t >= s))
+                && until.is_none_or(|u| t.is_some_and(|t| t < u))
+        })
+        .map(|r| LogLine {
+            stream: serde_json::to_value(r.stream)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            time: r.time,
+            log: r.log,
+        })
+        .collect();
+    if let Some(n) = request.tail {
+        let skip = lines.len().saturating_sub(n);
+        lines.drain(..skip);
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_and_names() {
+        assert_eq!(parse_signal("SIGTERM"), Some(15));
+        assert_eq!(parse_signal("kill"), Some(9));
+        assert_eq!(parse_signal("9"), Some(9));
+        assert_eq!(parse_signal("SIGNOPE"), None);
+        assert_eq!(parse_signal("0"), None);
+        assert!(valid_name("web-1.a_b"));
+        assert!(!valid_name("-x") && !valid_name("a b") && !valid_name(""));
+    }
+}

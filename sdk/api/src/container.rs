@@ -1,0 +1,238 @@
+//! `container.*`: creating, running, stopping, inspecting and removing containers.
+
+use std::collections::BTreeMap;
+
+use berth_api_macros::method_specs;
+use jsonrpsee::core::{RpcResult, SubscriptionResult};
+use jsonrpsee::proc_macros::rpc;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// What `container.create` makes (the options of `docker create`/`docker run`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRequest {
+    /// Image reference or id.
+    pub image: String,
+    /// Container name (default: a generated one).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Command, replacing the image's `Cmd`.
+    #[serde(default)]
+    pub cmd: Option<Vec<String>>,
+    /// Entrypoint, replacing the image's (an empty list clears it).
+    #[serde(default)]
+    pub entrypoint: Option<Vec<String>>,
+    /// `KEY=value` entries added to (or replacing) the image's environment.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Working directory.
+    #[serde(default)]
+    pub workdir: Option<String>,
+    /// `user[:group]`, names or ids, resolved in the container's /etc/passwd.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Host name (default: the short id).
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// Labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Mount the root filesystem read-only.
+    #[serde(default)]
+    pub read_only: bool,
+    /// Remove the container when it exits (`--rm`).
+    #[serde(default)]
+    pub auto_remove: bool,
+    /// Keep `no_new_privs` set (`--security-opt no-new-privileges`).
+    #[serde(default)]
+    pub no_new_privileges: bool,
+}
+
+/// What `container.create` answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CreateResult {
+    /// The new container's id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+}
+
+/// Lifecycle state, as docker names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ContainerStatus {
+    /// Made, never started.
+    Created,
+    /// Its process runs.
+    Running,
+    /// Frozen.
+    Paused,
+    /// Its process ended.
+    Exited,
+    /// Being removed.
+    Removing,
+}
+
+/// A container's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ContainerState {
+    /// Lifecycle state.
+    pub status: ContainerStatus,
+    /// Host pid of its init process while running.
+    pub pid: Option<i32>,
+    /// Exit code once exited.
+    pub exit_code: Option<i32>,
+    /// Why it failed to start, if it did.
+    pub error: Option<String>,
+    /// Whether the OOM killer ended it.
+    pub oom_killed: bool,
+    /// When it last started (RFC 3339).
+    pub started_at: Option<String>,
+    /// When it last exited (RFC 3339).
+    pub finished_at: Option<String>,
+}
+
+/// One row of `container.list` (`docker ps`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ContainerSummary {
+    /// Id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// The image as given at creation.
+    pub image: String,
+    /// The image id.
+    pub image_id: String,
+    /// The command line.
+    pub command: Vec<String>,
+    /// Creation time (RFC 3339).
+    pub created: String,
+    /// State.
+    pub state: ContainerState,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// `container.inspect`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ContainerDetails {
+    /// Summary fields.
+    #[serde(flatten)]
+    pub summary: ContainerSummary,
+    /// The options it was created with.
+    pub config: CreateRequest,
+    /// Environment of its process.
+    pub env: Vec<String>,
+    /// Working directory.
+    pub workdir: String,
+    /// Host name.
+    pub hostname: String,
+    /// Its local log file (JSON lines).
+    pub log_path: String,
+    /// Its bundle directory (OCI `config.json` inside).
+    pub bundle: String,
+}
+
+/// Which containers `container.list` shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListRequest {
+    /// Include stopped ones.
+    #[serde(default)]
+    pub all: bool,
+}
+
+/// How a container ended (`container.wait`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct WaitResult {
+    /// Exit code.
+    pub exit_code: i32,
+    /// Why it failed to start, if it did.
+    pub error: Option<String>,
+    /// Whether the OOM killer ended it.
+    pub oom_killed: bool,
+}
+
+/// Which log records to return.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LogsRequest {
+    /// Only the last N records.
+    #[serde(default)]
+    pub tail: Option<usize>,
+    /// Only records at or after this time (RFC 3339).
+    #[serde(default)]
+    pub since: Option<String>,
+    /// Only records before this time (RFC 3339).
+    #[serde(default)]
+    pub until: Option<String>,
+}
+
+/// One log record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct LogLine {
+    /// `stdout` or `stderr`.
+    pub stream: String,
+    /// RFC 3339 with nanoseconds.
+    pub time: String,
+    /// The text (with its newline when the line was complete).
+    pub log: String,
+}
+
+/// One item of `container.logs_follow`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum LogEvent {
+    /// A log record.
+    Line(LogLine),
+    /// The container has exited and every record was sent; nothing follows.
+    End,
+}
+
+/// `container.*`: the container lifecycle.
+#[method_specs]
+#[rpc(server, client, namespace = "container", namespace_separator = ".")]
+pub trait Container {
+    /// Creates a container from an image (like `docker create`).
+    #[method(name = "create", param_kind = map)]
+    async fn create(&self, request: CreateRequest) -> RpcResult<CreateResult>;
+
+    /// Starts a created or exited container; returns once its process has exec'd.
+    #[method(name = "start", param_kind = map)]
+    async fn start(&self, id: String) -> RpcResult<()>;
+
+    /// Waits until the container exits and returns how it ended.
+    #[method(name = "wait", param_kind = map)]
+    async fn wait(&self, id: String) -> RpcResult<WaitResult>;
+
+    /// Sends a signal (default SIGKILL) to the container's process.
+    #[method(name = "kill", param_kind = map)]
+    async fn kill(&self, id: String, signal: Option<String>) -> RpcResult<()>;
+
+    /// Stops the container: its stop signal, then SIGKILL after `timeout` seconds
+    /// (default 10).
+    #[method(name = "stop", param_kind = map)]
+    async fn stop(&self, id: String, timeout: Option<u64>) -> RpcResult<()>;
+
+    /// Removes a container; a running one only with `force` (it is killed first).
+    #[method(name = "remove", param_kind = map)]
+    async fn remove(&self, id: String, force: Option<bool>) -> RpcResult<()>;
+
+    /// Lists containers (like `docker ps`).
+    #[method(name = "list", param_kind = map)]
+    async fn list(&self, request: Option<ListRequest>) -> RpcResult<Vec<ContainerSummary>>;
+
+    /// Everything about one container, by id, id prefix or name.
+    #[method(name = "inspect", param_kind = map)]
+    async fn inspect(&self, id: String) -> RpcResult<ContainerDetails>;
+
+    /// Log records written so far.
+    #[method(name = "logs", param_kind = map)]
+    async fn logs(&self, id: String, request: Option<LogsRequest>) -> RpcResult<Vec<LogLine>>;
+
+    /// Log records as they are written, starting with those selected by `request`; an `end`
+    /// event follows the last record once the container has exited.
+    #[subscription(name = "logs_follow", unsubscribe = "logs_unfollow", item = LogEvent, param_kind = map)]
+    async fn logs_follow(&self, id: String, request: Option<LogsRequest>) -> SubscriptionResult;
+}

@@ -11,6 +11,7 @@ PREFIX=${PREFIX:-/usr/local}
 cargo build --release --locked --bins -p berth-core -p berth-cli
 target=${CARGO_TARGET_DIR:-target}/release
 install -D -m 0755 "$target/berthd" "$PREFIX/bin/berthd"
+install -D -m 0755 "$target/berth-shim" "$PREFIX/bin/berth-shim"
 install -D -m 0755 "$target/berth" "$PREFIX/bin/berth"
 install -d -m 0755 /etc/berth
 [ -e /etc/berth/berthd.toml ] || install -m 0644 deploy/berthd.toml /etc/berth/berthd.toml

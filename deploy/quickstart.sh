@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# From a fresh Debian machine to a running berthd: installs build dependencies, builds the
-# release binaries, starts berthd on the default socket and data root, and shows it answering.
+# From a fresh Debian machine to a running container: installs build dependencies, builds
+# the release binaries, starts berthd on the default socket and data root, imports a busybox
+# image and runs it.
 # Run as root: sudo deploy/quickstart.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +16,7 @@ rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
 echo "==> building berthd and berth (release)"
 cargo build --release --locked --bins -p berth-core -p berth-cli
 target=${CARGO_TARGET_DIR:-target}/release
-install -m 0755 "$target/berthd" "$target/berth" /usr/local/bin/
+install -m 0755 "$target/berthd" "$target/berth-shim" "$target/berth" /usr/local/bin/
 
 socket=/run/berth/berthd.sock
 if berth -H "unix://$socket" system ping >/dev/null 2>&1; then
@@ -46,5 +47,9 @@ for applet in sh echo cat ls true; do ln -sf busybox "$rootfs/bin/$applet"; done
 tar -C "$rootfs" -c . | berth import -c 'CMD ["/bin/sh"]' -c 'ENV PATH=/bin' - busybox:latest
 rm -rf "$rootfs"
 berth images
+echo
+
+echo "==> berth run --rm busybox echo hello"
+berth run --rm busybox echo hello
 echo
 echo "berthd is running (pid $(cat /var/lib/berth/berthd.lock)). Stop it with: kill \$(cat /var/lib/berth/berthd.lock)"

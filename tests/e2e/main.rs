@@ -3,5 +3,6 @@
 
 mod api;
 mod cli;
+mod container;
 mod daemon;
 mod image;

@@ -354,3 +354,55 @@ macro_rules! require_root {
         }
     };
 }
+
+/// Imports a busybox image (from Debian's busybox-static) as `name`, with `sh`, `echo`,
+/// `cat`, `ls`, `sleep`, `id`, `true`... applets, `/etc/passwd` with root and nobody.
+pub fn import_busybox(daemon: &Daemon, name: &str) {
+    let root = tempfile::tempdir().expect("tempdir");
+    let bin = root.path().join("bin");
+    std::fs::create_dir_all(&bin).expect("mkdir");
+    std::fs::create_dir_all(root.path().join("etc")).expect("mkdir");
+    std::fs::create_dir_all(root.path().join("tmp")).expect("mkdir");
+    std::fs::copy("/bin/busybox", bin.join("busybox")).expect("busybox-static is installed");
+    for applet in [
+        "sh", "echo", "cat", "ls", "sleep", "id", "true", "false", "hostname", "touch", "grep",
+        "pwd", "env", "mount", "trap", "wc", "head",
+    ] {
+        std::os::unix::fs::symlink("busybox", bin.join(applet)).expect("symlink");
+    }
+    std::fs::write(
+        root.path().join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+    )
+    .expect("passwd");
+    std::fs::write(
+        root.path().join("etc/group"),
+        "root:x:0:\nnogroup:x:65534:\n",
+    )
+    .expect("group");
+    let tarball = root.path().join("../busybox-rootfs.tar");
+    let ok = Command::new("tar")
+        .arg("-C")
+        .arg(root.path())
+        .arg("-cf")
+        .arg(&tarball)
+        .arg(".")
+        .status()
+        .expect("tar");
+    assert!(ok.success());
+    let out = daemon.cli(&[
+        "import",
+        "-c",
+        "CMD [\"/bin/sh\"]",
+        "-c",
+        "ENV PATH=/bin",
+        tarball.to_str().expect("utf-8"),
+        name,
+    ]);
+    let _ = std::fs::remove_file(&tarball);
+    assert!(
+        out.status.success(),
+        "import failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1,0 +1,356 @@
+//! Containers end to end (root): run, exit codes, output and logs, isolation and security
+//! defaults, stop/kill/rm, surviving a berthd crash, and no leaked mounts.
+
+use berth_tests::{Daemon, import_busybox, require_root};
+
+fn out(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn err(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn daemon_with_busybox() -> Daemon {
+    let d = Daemon::start();
+    import_busybox(&d, "busybox");
+    d
+}
+
+fn mounts_under(path: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(path.to_str().unwrap()))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn run_rm_echo_hello_and_exit_codes() {
+    require_root!();
+    let d = daemon_with_busybox();
+    let o = d.cli(&["run", "--rm", "busybox", "echo", "hello"]);
+    assert_eq!(out(&o), "hello\n", "{}", err(&o));
+    assert_eq!(o.status.code(), Some(0));
+    // --rm: gone (the removal runs right after the exit).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !out(&d.cli(&["ps", "-aq"])).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "--rm container was not removed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let o = d.cli(&[
+        "run",
+        "busybox",
+        "sh",
+        "-c",
+        "echo out; echo oops >&2; exit 7",
+    ]);
+    assert_eq!(o.status.code(), Some(7));
+    assert_eq!(out(&o), "out\n");
+    assert!(err(&o).contains("oops"));
+    let o = d.cli(&["run", "--rm", "busybox", "no-such-command"]);
+    assert_eq!(o.status.code(), Some(127), "{}", err(&o));
+    assert!(err(&o).contains("executable file not found"), "{}", err(&o));
+    let o = d.cli(&["run", "--rm", "busybox", "/etc/passwd"]);
+    assert_eq!(o.status.code(), Some(126), "{}", err(&o));
+    let o = d.cli(&["run", "--rm", "no-such-image:1", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(err(&o).contains("no such image"), "{}", err(&o));
+    let o = d.cli(&["run", "--name", "dup", "busybox", "true"]);
+    assert!(o.status.success());
+    let o = d.cli(&["run", "--name", "dup", "busybox", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(err(&o).contains("already in use"), "{}", err(&o));
+}
+
+#[test]
+fn logs_and_lifecycle_commands() {
+    require_root!();
+    let d = daemon_with_busybox();
+    let o = d.cli(&[
+        "run",
+        "--name",
+        "talker",
+        "busybox",
+        "sh",
+        "-c",
+        "for i in 1 2 3 4 5; do echo line$i; done; echo bad >&2",
+    ]);
+    assert!(o.status.success(), "{}", err(&o));
+    let o = d.cli(&["logs", "talker"]);
+    assert_eq!(out(&o), "line1\nline2\nline3\nline4\nline5\n");
+    assert_eq!(err(&o), "bad\n");
+    let o = d.cli(&["logs", "--tail", "2", "talker"]);
+    assert_eq!(
+        out(&o),
+        "line5\n",
+        "stderr line is the other of the last two"
+    );
+    let o = d.cli(&["logs", "-t", "talker"]);
+    assert!(
+        out(&o)
+            .lines()
+            .all(|l| l.contains('T') && l.ends_with(char::is_alphanumeric)),
+        "{}",
+        out(&o)
+    );
+
+    let o = d.cli(&["run", "-d", "--name", "sleeper", "busybox", "sleep", "100"]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(out(&o).trim().len(), 64);
+    assert!(out(&d.cli(&["ps"])).contains("sleeper"));
+    let o = d.cli(&["rm", "sleeper"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err(&o).contains("running"), "{}", err(&o));
+    // PID 1 without a handler ignores SIGTERM: stop escalates to SIGKILL after the timeout.
+    let started = std::time::Instant::now();
+    assert!(d.cli(&["stop", "-t", "1", "sleeper"]).status.success());
+    assert!(started.elapsed() >= std::time::Duration::from_millis(900));
+    assert_eq!(out(&d.cli(&["wait", "sleeper"])).trim(), "137");
+    // start again, then kill with a named signal.
+    assert!(d.cli(&["start", "sleeper"]).status.success());
+    assert!(d.cli(&["kill", "-s", "KILL", "sleeper"]).status.success());
+    assert_eq!(out(&d.cli(&["wait", "sleeper"])).trim(), "137");
+    let o = d.cli(&["kill", "-s", "NOPE", "sleeper"]);
+    assert_eq!(o.status.code(), Some(1));
+    // A trapped SIGTERM ends the container gracefully.
+    let o = d.cli(&[
+        "run",
+        "-d",
+        "--name",
+        "graceful",
+        "busybox",
+        "sh",
+        "-c",
+        "trap 'exit 42' TERM; while true; do sleep 0.1; done",
+    ]);
+    assert!(o.status.success());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(d.cli(&["stop", "-t", "10", "graceful"]).status.success());
+    assert_eq!(out(&d.cli(&["wait", "graceful"])).trim(), "42");
+    let o = d.cli(&["container", "inspect", "graceful"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v[0]["state"]["exit_code"], 42);
+    assert_eq!(v[0]["state"]["status"], "exited");
+    let o = d.cli(&["rm", "-f", "sleeper", "graceful", "talker"]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert!(out(&d.cli(&["ps", "-aq"])).is_empty());
+    let o = d.cli(&["rm", "ghost"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err(&o).contains("no such container: ghost"));
+}
+
+#[test]
+fn isolation_and_security_defaults() {
+    require_root!();
+    let d = daemon_with_busybox();
+    let run = |args: &[&str]| {
+        let mut all = vec!["run", "--rm"];
+        all.extend_from_slice(args);
+        let o = d.cli(&all);
+        assert!(o.status.success() || !args.is_empty(), "{}", err(&o));
+        o
+    };
+    let o = run(&["--hostname", "boat", "busybox", "hostname"]);
+    assert_eq!(out(&o).trim(), "boat");
+    let o = run(&[
+        "busybox",
+        "sh",
+        "-c",
+        "echo $$; cat /proc/1/cmdline | tr '\\0' ' '",
+    ]);
+    assert!(
+        out(&o).starts_with("1\n"),
+        "not PID 1 in its own namespace: {}",
+        out(&o)
+    );
+    // docker's default capabilities (0xa80425fb), no more.
+    let o = run(&["busybox", "grep", "CapEff", "/proc/self/status"]);
+    assert!(out(&o).contains("00000000a80425fb"), "{}", out(&o));
+    let o = run(&[
+        "-u",
+        "nobody",
+        "busybox",
+        "sh",
+        "-c",
+        "id -u; grep CapEff /proc/self/status",
+    ]);
+    assert!(
+        out(&o).starts_with("65534\n") && out(&o).contains("0000000000000000"),
+        "{}",
+        out(&o)
+    );
+    // Masked paths that exist on this host read as empty inside the container.
+    let mut checked = 0;
+    for path in [
+        "/proc/timer_list",
+        "/proc/keys",
+        "/proc/sched_debug",
+        "/proc/kcore",
+        "/sys/firmware",
+        "/proc/acpi",
+        "/proc/scsi",
+    ] {
+        let host = std::path::Path::new(path);
+        if !host.exists() {
+            continue;
+        }
+        let script = if host.is_dir() {
+            format!("ls -A {path} | wc -c")
+        } else {
+            format!("wc -c < {path}")
+        };
+        let o = run(&["busybox", "sh", "-c", &script]);
+        assert_eq!(out(&o).trim(), "0", "{path} is not masked");
+        checked += 1;
+    }
+    assert!(
+        checked >= 2,
+        "too few masked paths exist on this host to check"
+    );
+    let o = run(&[
+        "busybox",
+        "sh",
+        "-c",
+        "echo 1 > /proc/sys/kernel/domainname && echo WRITABLE",
+    ]);
+    assert!(!out(&o).contains("WRITABLE"), "/proc/sys is writable");
+    let o = d.cli(&["run", "--rm", "--read-only", "busybox", "touch", "/probe"]);
+    assert_ne!(o.status.code(), Some(0), "wrote to a read-only root");
+    let o = run(&[
+        "-w",
+        "/work/dir",
+        "-e",
+        "GREETING=ahoy",
+        "busybox",
+        "sh",
+        "-c",
+        "pwd; echo $GREETING; echo $HOSTNAME",
+    ]);
+    let text = out(&o);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(&lines[..2], ["/work/dir", "ahoy"]);
+    let o = run(&["busybox", "cat", "/etc/hostname", "/etc/hosts"]);
+    assert!(out(&o).contains("localhost"));
+    let o = run(&["busybox", "ls", "/dev"]);
+    for dev in ["null", "zero", "random", "urandom", "tty", "pts", "shm"] {
+        assert!(
+            out(&o).split_whitespace().any(|x| x == dev),
+            "/dev/{dev} missing: {}",
+            out(&o)
+        );
+    }
+    // Writes land in the container's own layer, not in the image.
+    let o = d.cli(&[
+        "run",
+        "--name",
+        "writer",
+        "busybox",
+        "sh",
+        "-c",
+        "echo data > /tmp/f",
+    ]);
+    assert!(o.status.success());
+    let o = run(&["busybox", "ls", "/tmp"]);
+    assert!(
+        !out(&o).contains('f'),
+        "a container's write leaked into the image"
+    );
+}
+
+#[test]
+fn containers_survive_a_berthd_crash() {
+    require_root!();
+    let mut d = daemon_with_busybox();
+    let before = mounts_under(&d.data_root);
+    assert!(
+        d.cli(&["run", "-d", "--name", "long", "busybox", "sleep", "60"])
+            .status
+            .success()
+    );
+    assert!(
+        d.cli(&[
+            "run",
+            "-d",
+            "--name",
+            "late",
+            "busybox",
+            "sh",
+            "-c",
+            "sleep 1; echo written-while-down; exit 3"
+        ])
+        .status
+        .success()
+    );
+    let o = d.cli(&["container", "inspect", "long"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let pid = v[0]["state"]["pid"].as_i64().unwrap();
+    d.kill9();
+    std::thread::sleep(std::time::Duration::from_millis(2000));
+    assert!(
+        std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the container died with berthd"
+    );
+    d.restart();
+    let o = d.cli(&["ps"]);
+    assert!(out(&o).contains("long"), "{}", out(&o));
+    let o = d.cli(&["container", "inspect", "late"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v[0]["state"]["status"], "exited");
+    assert_eq!(
+        v[0]["state"]["exit_code"], 3,
+        "the exit while berthd was down was lost"
+    );
+    assert_eq!(out(&d.cli(&["logs", "late"])), "written-while-down\n");
+    // Reattached: stop and wait still work on the survivor.
+    assert!(d.cli(&["stop", "-t", "1", "long"]).status.success());
+    assert_eq!(out(&d.cli(&["wait", "long"])).trim(), "137");
+    assert!(d.cli(&["rm", "long", "late"]).status.success());
+    assert_eq!(mounts_under(&d.data_root), before, "mounts leaked");
+}
+
+#[test]
+fn image_symlinks_cannot_redirect_mounts_onto_the_host() {
+    require_root!();
+    let d = daemon_with_busybox();
+    // An image whose /proc and /etc/hostname are symlinks to host paths.
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join("bin")).unwrap();
+    std::fs::create_dir_all(root.path().join("etc")).unwrap();
+    std::fs::copy("/bin/busybox", root.path().join("bin/busybox")).unwrap();
+    std::os::unix::fs::symlink("busybox", root.path().join("bin/sh")).unwrap();
+    let target = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(target.path(), root.path().join("proc")).unwrap();
+    std::os::unix::fs::symlink(
+        target.path().join("hostname"),
+        root.path().join("etc/hostname"),
+    )
+    .unwrap();
+    let tarball = root.path().join("../evil-rootfs.tar");
+    assert!(
+        std::process::Command::new("tar")
+            .arg("-C")
+            .arg(root.path())
+            .arg("-cf")
+            .arg(&tarball)
+            .arg(".")
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(
+        d.cli(&["import", tarball.to_str().unwrap(), "evil:1"])
+            .status
+            .success()
+    );
+    let _ = d.cli(&["run", "--rm", "evil:1", "/bin/sh", "-c", "true"]);
+    assert!(
+        mounts_under(target.path()).is_empty(),
+        "a mount landed on the host through an image symlink"
+    );
+    assert!(!target.path().join("hostname").exists());
+}

@@ -2,6 +2,7 @@
 //! Markdown. `berth-bench api` measures the API round trip and berthd's idle memory.
 
 mod pull;
+mod run;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -47,6 +48,19 @@ enum Scenario {
         /// Megabytes of random data per layer.
         #[arg(long, default_value_t = 20)]
         layer_mb: usize,
+        /// Only berth (no docker/podman).
+        #[arg(long)]
+        no_peers: bool,
+    },
+    /// `run --rm IMAGE true` end to end, and supervisor memory with idle containers,
+    /// against docker and podman in the same run.
+    Run {
+        /// Measured runs per engine.
+        #[arg(long, default_value_t = 30)]
+        rounds: usize,
+        /// Idle containers per engine for the memory measurement.
+        #[arg(long, default_value_t = 20)]
+        idle: usize,
         /// Only berth (no docker/podman).
         #[arg(long)]
         no_peers: bool,
@@ -357,6 +371,11 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.scenario {
         Scenario::Api { iterations } => api(&cli, iterations.max(1)),
+        Scenario::Run {
+            rounds,
+            idle,
+            no_peers,
+        } => run::run_scenario(&cli.bin_dir, &cli.out_dir, rounds.max(1), idle, !no_peers),
         Scenario::Pull {
             rounds,
             layers,

@@ -157,14 +157,19 @@ impl Drop for Registry {
 }
 
 /// dockerd on its own data root and socket, without touching the host's network.
-struct Dockerd {
+pub(crate) struct Dockerd {
     child: Child,
     host: String,
     dir: tempfile::TempDir,
 }
 
 impl Dockerd {
-    fn start() -> anyhow::Result<Dockerd> {
+    /// `unix://...` of this daemon.
+    pub(crate) fn host(&self) -> &str {
+        &self.host
+    }
+
+    pub(crate) fn start() -> anyhow::Result<Dockerd> {
         let dir = tempfile::tempdir()?;
         let sock = dir.path().join("docker.sock");
         let host = format!("unix://{}", sock.display());
@@ -201,7 +206,7 @@ impl Dockerd {
         )
     }
 
-    fn docker(&self, args: &[&str]) -> anyhow::Result<()> {
+    pub(crate) fn docker(&self, args: &[&str]) -> anyhow::Result<()> {
         run(Command::new("docker").arg("-H").arg(&self.host).args(args))
     }
 }
@@ -222,15 +227,21 @@ impl Drop for Dockerd {
 }
 
 /// podman with its own storage root.
-struct Podman {
+pub(crate) struct Podman {
     root: PathBuf,
     runroot: PathBuf,
     _dir: tempfile::TempDir,
 }
 
 impl Podman {
-    fn new() -> anyhow::Result<Podman> {
+    pub(crate) fn new() -> anyhow::Result<Podman> {
         let dir = tempfile::tempdir()?;
+        // crun refuses this machine's hybrid cgroups, and the default ulimits exceed what
+        // the sandbox allows: runc, cgroupfs and explicit ulimits make podman work here.
+        std::fs::write(
+            dir.path().join("containers.conf"),
+            "[containers]\ndefault_ulimits = [\"nofile=20000:20000\", \"nproc=4096:4096\"]\n\n[engine]\nruntime = \"runc\"\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n",
+        )?;
         Ok(Podman {
             root: dir.path().join("root"),
             runroot: dir.path().join("run"),
@@ -238,8 +249,9 @@ impl Podman {
         })
     }
 
-    fn podman(&self, args: &[&str]) -> anyhow::Result<()> {
+    pub(crate) fn podman(&self, args: &[&str]) -> anyhow::Result<()> {
         run(Command::new("podman")
+            .env("CONTAINERS_CONF", self._dir.path().join("containers.conf"))
             .arg("--root")
             .arg(&self.root)
             .arg("--runroot")
@@ -405,7 +417,7 @@ pub fn pull(
     Ok(())
 }
 
-fn which(tool: &str) -> bool {
+pub(crate) fn which(tool: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
 }

@@ -180,6 +180,9 @@ pub async fn run(client: &WsClient, args: CreateArgs, detach: bool) -> anyhow::R
     };
     let (result, ()) = tokio::join!(waiter, stream);
     let result = result.context("container.wait")?;
+    if let Some(error) = &result.error {
+        eprintln!("berth: {error}");
+    }
     Ok(u8::try_from(result.exit_code).unwrap_or(255))
 }
 

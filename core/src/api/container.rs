@@ -97,6 +97,11 @@ impl ContainerApi {
                 container::Result::Ok(())
             })
             .await;
+            // A container removed (rm -f) while the monitor waited has nothing left to do.
+            let result = result.map(|r| match r {
+                Err(container::Error::NotFound(_)) => Ok(()),
+                other => other,
+            });
             match result {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::warn!("container monitor: {e}"),

@@ -560,6 +560,8 @@ impl Containers {
         }
         match shim::call(&bundle, &Request::Wait, None) {
             Ok(Response::Exited(exit)) => Ok(exit),
+            // Removed meanwhile (an --rm container): whoever removed it knows how it ended.
+            _ if !self.container_dir(&record.id).exists() => Err(Error::NotFound(id.to_owned())),
             // The shim is gone: its exit record is the truth, if it left one.
             _ => Ok(shim::read_exit(&bundle).unwrap_or(ExitRecord {
                 exit_code: 255,

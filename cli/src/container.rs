@@ -47,6 +47,12 @@ pub struct CreateArgs {
     /// Security options: no-new-privileges.
     #[arg(long = "security-opt")]
     pub security_opt: Vec<String>,
+    /// Signal to stop the container with.
+    #[arg(long)]
+    pub stop_signal: Option<String>,
+    /// Seconds to wait for the stop signal before killing.
+    #[arg(long)]
+    pub stop_timeout: Option<u64>,
     /// Image.
     pub image: String,
     /// Command and arguments.
@@ -106,6 +112,8 @@ fn request(args: &CreateArgs) -> anyhow::Result<CreateRequest> {
         read_only: args.read_only,
         auto_remove: args.rm,
         no_new_privileges,
+        stop_signal: args.stop_signal.clone(),
+        stop_timeout: args.stop_timeout,
     })
 }
 
@@ -414,4 +422,23 @@ pub async fn inspect(client: &WsClient, ids: Vec<String>) -> anyhow::Result<u8> 
     }
     output::json(&all)?;
     Ok(code)
+}
+
+/// `berth container prune`.
+pub async fn prune(client: &WsClient) -> anyhow::Result<u8> {
+    let report = ContainerClient::prune(client)
+        .await
+        .context("container.prune")?;
+    if !report.containers_deleted.is_empty() {
+        println!("Deleted Containers:");
+        for id in &report.containers_deleted {
+            println!("{id}");
+        }
+        println!();
+    }
+    println!(
+        "Total reclaimed space: {}",
+        crate::output::human_size(report.space_reclaimed)
+    );
+    Ok(0)
 }

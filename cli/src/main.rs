@@ -90,6 +90,13 @@ enum Command {
         #[arg(required = true)]
         ids: Vec<String>,
     },
+    /// Rename a container.
+    Rename {
+        /// Container.
+        id: String,
+        /// New name.
+        name: String,
+    },
     /// Remove containers.
     Rm {
         /// Kill and remove running containers.
@@ -167,7 +174,8 @@ enum SystemCommand {
     Info(FormatArg),
     /// Show disk usage by object kind.
     Df(FormatArg),
-    /// Remove unused data: dangling images and the blobs and layers nothing uses.
+    /// Remove unused data: stopped containers, dangling images (every unused one with -a),
+    /// and the blobs and layers nothing uses.
     Prune {
         /// Also remove every image no container uses.
         #[arg(short, long)]
@@ -190,6 +198,12 @@ enum ContainerCommand {
         /// Containers.
         #[arg(required = true)]
         ids: Vec<String>,
+    },
+    /// Remove every container that is not running.
+    Prune {
+        /// Do not ask for confirmation (berth never asks; accepted for docker parity).
+        #[arg(short, long)]
+        force: bool,
     },
 }
 
@@ -364,6 +378,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let c = connect().await?;
             container::each(ids, |id| ContainerClient::remove(&c, id, Some(force))).await?
         }
+        Command::Rename { id, name } => {
+            let c = connect().await?;
+            match ContainerClient::rename(&c, id, name).await {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("berth: {}", describe(&e.into()));
+                    1
+                }
+            }
+        }
+        Command::Container(ContainerCommand::Prune { force: _ }) => {
+            container::prune(&connect().await?).await?
+        }
         Command::Container(ContainerCommand::Inspect { ids }) => {
             container::inspect(&connect().await?, ids).await?
         }
@@ -415,9 +442,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             image::history(&connect().await?, a.name, a.format, a.no_trunc).await?;
             0
         }
-        Command::Image(ImageCommand::Prune { all, force: _ })
-        | Command::System(SystemCommand::Prune { all, force: _ }) => {
+        Command::Image(ImageCommand::Prune { all, force: _ }) => {
             image::prune(&connect().await?, all).await?;
+            0
+        }
+        Command::System(SystemCommand::Prune { all, force: _ }) => {
+            let c = connect().await?;
+            container::prune(&c).await?;
+            image::prune(&c, all).await?;
             0
         }
         Command::Save(a) | Command::Image(ImageCommand::Save(a)) => {

@@ -136,7 +136,55 @@ fn logs_and_lifecycle_commands() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v[0]["state"]["exit_code"], 42);
     assert_eq!(v[0]["state"]["status"], "exited");
-    let o = d.cli(&["rm", "-f", "sleeper", "graceful", "talker"]);
+    // --stop-signal replaces SIGTERM; --stop-timeout is stop's default wait.
+    let o = d.cli(&[
+        "run",
+        "-d",
+        "--name",
+        "custom",
+        "--stop-signal",
+        "SIGUSR1",
+        "--stop-timeout",
+        "5",
+        "busybox",
+        "sh",
+        "-c",
+        "trap 'exit 43' USR1; while true; do sleep 0.1; done",
+    ]);
+    assert!(o.status.success(), "{}", err(&o));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(d.cli(&["stop", "custom"]).status.success());
+    assert_eq!(out(&d.cli(&["wait", "custom"])).trim(), "43");
+    assert_eq!(
+        d.cli(&["run", "--stop-signal", "SIGNOPE", "busybox", "true"])
+            .status
+            .code(),
+        Some(125)
+    );
+    // rename
+    assert!(d.cli(&["rename", "talker", "chatter"]).status.success());
+    assert_eq!(out(&d.cli(&["logs", "--tail", "2", "chatter"])), "line5\n");
+    let o = d.cli(&["rename", "chatter", "graceful"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err(&o).contains("already in use"), "{}", err(&o));
+    // prune removes every stopped container and nothing running.
+    assert!(
+        d.cli(&["run", "-d", "--name", "alive", "busybox", "sleep", "60"])
+            .status
+            .success()
+    );
+    let o = d.cli(&["container", "prune", "-f"]);
+    assert!(out(&o).contains("Total reclaimed space"), "{}", err(&o));
+    let left = out(&d.cli(&["ps", "-a", "--format", "json"]));
+    let v: serde_json::Value = serde_json::from_str(&left).unwrap();
+    let names: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["alive"]);
+    let o = d.cli(&["rm", "-f", "alive"]);
     assert!(o.status.success(), "{}", err(&o));
     assert!(out(&d.cli(&["ps", "-aq"])).is_empty());
     let o = d.cli(&["rm", "ghost"]);

@@ -202,8 +202,22 @@ impl ContainerServer for ContainerApi {
     }
 
     async fn stop(&self, id: String, timeout: Option<u64>) -> RpcResult<()> {
-        let t = Duration::from_secs(timeout.unwrap_or(10));
-        self.blocking(move |c| c.stop(&id, t)).await
+        self.blocking(move |c| {
+            let secs = match timeout {
+                Some(t) => t,
+                None => c.stop_timeout(&id)?.unwrap_or(10),
+            };
+            c.stop(&id, Duration::from_secs(secs))
+        })
+        .await
+    }
+
+    async fn rename(&self, id: String, name: String) -> RpcResult<()> {
+        self.blocking(move |c| c.rename(&id, &name)).await
+    }
+
+    async fn prune(&self) -> RpcResult<berth_api::container::ContainerPruneReport> {
+        self.blocking(|c| c.prune()).await
     }
 
     async fn remove(&self, id: String, force: Option<bool>) -> RpcResult<()> {

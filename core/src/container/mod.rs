@@ -313,6 +313,11 @@ impl Containers {
                 "no command specified: the image has none and none was given".into(),
             ));
         }
+        if let Some(sig) = &request.stop_signal
+            && parse_signal(sig).is_none()
+        {
+            return Err(Error::Invalid(format!("invalid stop signal {sig:?}")));
+        }
         for e in &request.env {
             if e.is_empty() || e.starts_with('=') {
                 return Err(Error::Invalid(format!(
@@ -358,10 +363,10 @@ impl Containers {
             env,
             workdir,
             hostname,
-            stop_signal: details
-                .config
+            stop_signal: request
                 .stop_signal
                 .clone()
+                .or_else(|| details.config.stop_signal.clone())
                 .unwrap_or_else(|| "SIGTERM".into()),
             config: request,
             state: ContainerState {
@@ -562,8 +567,8 @@ impl Containers {
             Ok(Response::Exited(exit)) => Ok(exit),
             // Removed meanwhile (an --rm container): whoever removed it knows how it ended.
             _ if !self.container_dir(&record.id).exists() => Err(Error::NotFound(id.to_owned())),
-            // The shim is gone: its exit record is the truth, if it left one.
-            _ => Ok(shim::read_exit(&bundle).unwrap_or(ExitRecord {
+            // The shim is gone (or going): its exit record is the truth, if it left one.
+            _ => Ok(wait_for_exit_file(&bundle).unwrap_or(ExitRecord {
                 exit_code: 255,
                 signal: None,
                 oom_killed: false,
@@ -672,6 +677,53 @@ impl Containers {
         Ok(())
     }
 
+    /// `docker rename`.
+    pub fn rename(&self, key: &str, name: &str) -> Result<()> {
+        let mut record = self.resolve(key)?;
+        let name = name.trim_start_matches('/');
+        if !valid_name(name) {
+            return Err(Error::Invalid(format!(
+                "invalid container name {name:?}: use [a-zA-Z0-9][a-zA-Z0-9_.-]*"
+            )));
+        }
+        if record.name == name {
+            return Ok(());
+        }
+        if self.resolve(name).is_ok() {
+            return Err(Error::NameInUse(name.to_owned()));
+        }
+        record.name = name.to_owned();
+        self.save(&record)
+    }
+
+    /// `docker container prune`: removes every container that is not running.
+    pub fn prune(&self) -> Result<berth_api::container::ContainerPruneReport> {
+        let mut report = berth_api::container::ContainerPruneReport::default();
+        for record in self.all()? {
+            if matches!(
+                record.state.status,
+                ContainerStatus::Created | ContainerStatus::Exited
+            ) {
+                let bytes = crate::fsutil::disk_usage(&self.container_dir(&record.id));
+                match self.remove(&record.id, false) {
+                    Ok(()) => {
+                        report.containers_deleted.push(record.id);
+                        report.space_reclaimed += bytes;
+                    }
+                    // Started or removed meanwhile: not prunable after all.
+                    Err(Error::State(_) | Error::NotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// The `stop_timeout` a container was created with, if any.
+    pub fn stop_timeout(&self, key: &str) -> Result<Option<u64>> {
+        Ok(self.resolve(key)?.config.stop_timeout)
+    }
+
     /// Summaries, newest first.
     pub fn list(&self, all: bool) -> Result<Vec<ContainerSummary>> {
         Ok(self
@@ -756,6 +808,17 @@ impl Containers {
         }
         Ok(live)
     }
+}
+
+/// A shim that stopped answering may still be writing its exit record: give it a moment.
+fn wait_for_exit_file(bundle: &Path) -> Option<ExitRecord> {
+    for _ in 0..100 {
+        if let Some(exit) = shim::read_exit(bundle) {
+            return Some(exit);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    None
 }
 
 fn summary(r: &ContainerRecord) -> ContainerSummary {

@@ -311,8 +311,7 @@ fn supervise(bundle: &Path, spec: &Spec, config: &ShimConfig, report_w: OwnedFd)
     );
     report(report_pipe, &format!("ok {pid}"));
 
-    let record = event_loop(&mut sup, pid, &listener, &mut sigfd, out_r, err_r);
-    sup.record_exit(&record);
+    event_loop(&mut sup, pid, &listener, &mut sigfd, out_r, err_r);
     let _ = std::fs::remove_file(&socket_path);
     0
 }
@@ -359,6 +358,9 @@ fn event_loop(
             && outputs.iter().all(Option::is_none)
         {
             let _ = sup.log.flush_pending();
+            // The record is on disk before anyone hears of the exit and before the socket
+            // stops answering: a client that misses the socket finds the file.
+            sup.record_exit(record);
             for client in clients.values_mut().filter(|c| c.waiting) {
                 respond(client, &Response::Exited(record.clone()));
             }

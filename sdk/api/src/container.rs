@@ -47,6 +47,21 @@ pub struct CreateRequest {
     /// Keep `no_new_privs` set (`--security-opt no-new-privileges`).
     #[serde(default)]
     pub no_new_privileges: bool,
+    /// Signal `stop` sends first (default: the image's, else SIGTERM).
+    #[serde(default)]
+    pub stop_signal: Option<String>,
+    /// Seconds `stop` waits before SIGKILL when the caller gives none (default 10).
+    #[serde(default)]
+    pub stop_timeout: Option<u64>,
+}
+
+/// What `container.prune` removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ContainerPruneReport {
+    /// Ids of the removed containers.
+    pub containers_deleted: Vec<String>,
+    /// Bytes their writable layers and logs took.
+    pub space_reclaimed: u64,
 }
 
 /// What `container.create` answers.
@@ -210,14 +225,22 @@ pub trait Container {
     #[method(name = "kill", param_kind = map)]
     async fn kill(&self, id: String, signal: Option<String>) -> RpcResult<()>;
 
-    /// Stops the container: its stop signal, then SIGKILL after `timeout` seconds
-    /// (default 10).
+    /// Stops the container: its stop signal, then SIGKILL after `timeout` seconds (default:
+    /// its `stop_timeout`, else 10).
     #[method(name = "stop", param_kind = map)]
     async fn stop(&self, id: String, timeout: Option<u64>) -> RpcResult<()>;
 
     /// Removes a container; a running one only with `force` (it is killed first).
     #[method(name = "remove", param_kind = map)]
     async fn remove(&self, id: String, force: Option<bool>) -> RpcResult<()>;
+
+    /// Renames a container.
+    #[method(name = "rename", param_kind = map)]
+    async fn rename(&self, id: String, name: String) -> RpcResult<()>;
+
+    /// Removes every container that is not running (like `docker container prune`).
+    #[method(name = "prune", param_kind = map)]
+    async fn prune(&self) -> RpcResult<ContainerPruneReport>;
 
     /// Lists containers (like `docker ps`).
     #[method(name = "list", param_kind = map)]

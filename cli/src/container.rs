@@ -47,6 +47,12 @@ pub struct CreateArgs {
     /// Security options: no-new-privileges.
     #[arg(long = "security-opt")]
     pub security_opt: Vec<String>,
+    /// Add Linux capabilities (NET_ADMIN, ALL, ...).
+    #[arg(long = "cap-add")]
+    pub cap_add: Vec<String>,
+    /// Drop Linux capabilities (CHOWN, ALL, ...).
+    #[arg(long = "cap-drop")]
+    pub cap_drop: Vec<String>,
     /// Signal to stop the container with.
     #[arg(long)]
     pub stop_signal: Option<String>,
@@ -112,6 +118,8 @@ fn request(args: &CreateArgs) -> anyhow::Result<CreateRequest> {
         read_only: args.read_only,
         auto_remove: args.rm,
         no_new_privileges,
+        cap_add: args.cap_add.clone(),
+        cap_drop: args.cap_drop.clone(),
         stop_signal: args.stop_signal.clone(),
         stop_timeout: args.stop_timeout,
     })

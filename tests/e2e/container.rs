@@ -216,6 +216,21 @@ fn isolation_and_security_defaults() {
         "not PID 1 in its own namespace: {}",
         out(&o)
     );
+    // --cap-drop/--cap-add change the set: CHOWN (bit 0) out, NET_ADMIN (bit 12) in.
+    let o = run(&[
+        "--cap-drop",
+        "chown",
+        "--cap-add",
+        "NET_ADMIN",
+        "busybox",
+        "grep",
+        "CapEff",
+        "/proc/self/status",
+    ]);
+    assert!(out(&o).contains("00000000a80435fa"), "{}", out(&o));
+    let o = d.cli(&["run", "--rm", "--cap-add", "BOGUS", "busybox", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(err(&o).contains("BOGUS"), "{}", err(&o));
     // docker's default capabilities (0xa80425fb), no more.
     let o = run(&["busybox", "grep", "CapEff", "/proc/self/status"]);
     assert!(out(&o).contains("00000000a80425fb"), "{}", out(&o));

@@ -318,6 +318,9 @@ impl Containers {
         {
             return Err(Error::Invalid(format!("invalid stop signal {sig:?}")));
         }
+        if let Err(e) = spec::effective_capabilities(&request.cap_add, &request.cap_drop) {
+            return Err(Error::Invalid(e.to_string()));
+        }
         for e in &request.env {
             if e.is_empty() || e.starts_with('=') {
                 return Err(Error::Invalid(format!(
@@ -443,6 +446,8 @@ impl Containers {
             read_only: record.config.read_only,
             no_new_privileges: record.config.no_new_privileges,
             nofile: spec::daemon_nofile(),
+            cap_add: record.config.cap_add.clone(),
+            cap_drop: record.config.cap_drop.clone(),
         })
         .map_err(|e| Error::Invalid(format!("runtime spec: {e}")))?;
         let bundle = self.bundle(id);

@@ -47,9 +47,56 @@ pub struct RunOptions {
     pub read_only: bool,
     /// Keep `no_new_privs` set.
     pub no_new_privileges: bool,
+    /// Capabilities added to docker's default set (`CHOWN`, `CAP_NET_ADMIN`, or `ALL`).
+    pub cap_add: Vec<String>,
+    /// Capabilities removed from it (or `ALL`).
+    pub cap_drop: Vec<String>,
     /// Open-file limit (soft and hard). Containers get berthd's own hard limit, as docker
     /// gives them dockerd's: raising it would need CAP_SYS_RESOURCE.
     pub nofile: u64,
+}
+
+/// Parses `NET_ADMIN`, `net_admin` or `CAP_NET_ADMIN`.
+pub fn parse_capability(name: &str) -> Option<Capability> {
+    let upper = name.trim().to_ascii_uppercase();
+    let wire = if upper.starts_with("CAP_") {
+        upper
+    } else {
+        format!("CAP_{upper}")
+    };
+    serde_json::from_value(serde_json::Value::String(wire)).ok()
+}
+
+/// Docker's rule: start from the default set, drop (`ALL` empties it), then add (`ALL`
+/// gives every capability).
+pub fn effective_capabilities(
+    add: &[String],
+    drop: &[String],
+) -> Result<oci_spec::runtime::Capabilities, oci_spec::OciSpecError> {
+    let all = || -> oci_spec::runtime::Capabilities {
+        caps::all()
+            .into_iter()
+            .filter_map(|c| parse_capability(&c.to_string()))
+            .collect()
+    };
+    let unknown =
+        |name: &str| oci_spec::OciSpecError::Other(format!("unknown capability {name:?}"));
+    let mut set: oci_spec::runtime::Capabilities = DEFAULT_CAPABILITIES.into_iter().collect();
+    for name in drop {
+        if name.eq_ignore_ascii_case("ALL") {
+            set.clear();
+        } else {
+            set.remove(&parse_capability(name).ok_or_else(|| unknown(name))?);
+        }
+    }
+    for name in add {
+        if name.eq_ignore_ascii_case("ALL") {
+            set.extend(all());
+        } else {
+            set.insert(parse_capability(name).ok_or_else(|| unknown(name))?);
+        }
+    }
+    Ok(set)
 }
 
 /// berthd's own hard open-file limit, which containers get by default.
@@ -91,7 +138,7 @@ fn tmpfs(dest: &str, options: &[&str]) -> Mount {
 
 /// The spec for one container. Errors only on builder misuse, which is a bug.
 pub fn build(options: &RunOptions) -> Result<Spec, oci_spec::OciSpecError> {
-    let caps: oci_spec::runtime::Capabilities = DEFAULT_CAPABILITIES.into_iter().collect();
+    let caps = effective_capabilities(&options.cap_add, &options.cap_drop)?;
     let process = ProcessBuilder::default()
         .terminal(false)
         .args(options.args.clone())
@@ -213,6 +260,21 @@ mod tests {
             &["A=override".into(), "C=3".into()],
         );
         assert_eq!(merged, ["PATH=/bin", "A=override", "B=2", "C=3"]);
+    }
+
+    #[test]
+    fn cap_add_and_drop_follow_docker() {
+        let set = effective_capabilities(&["net_admin".into()], &["CAP_CHOWN".into()]).unwrap();
+        assert!(set.contains(&Capability::NetAdmin) && !set.contains(&Capability::Chown));
+        assert_eq!(set.len(), 14);
+        let set = effective_capabilities(&["KILL".into()], &["ALL".into()]).unwrap();
+        assert_eq!(set.into_iter().collect::<Vec<_>>(), vec![Capability::Kill]);
+        assert!(
+            effective_capabilities(&["ALL".into()], &[])
+                .unwrap()
+                .contains(&Capability::SysAdmin)
+        );
+        assert!(effective_capabilities(&["BOGUS".into()], &[]).is_err());
     }
 
     #[test]

@@ -47,6 +47,12 @@ pub struct CreateRequest {
     /// Keep `no_new_privs` set (`--security-opt no-new-privileges`).
     #[serde(default)]
     pub no_new_privileges: bool,
+    /// Capabilities to add to docker's default set (`NET_ADMIN`, `ALL`).
+    #[serde(default)]
+    pub cap_add: Vec<String>,
+    /// Capabilities to drop from it (`CHOWN`, `ALL`).
+    #[serde(default)]
+    pub cap_drop: Vec<String>,
     /// Signal `stop` sends first (default: the image's, else SIGTERM).
     #[serde(default)]
     pub stop_signal: Option<String>,

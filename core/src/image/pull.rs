@@ -368,14 +368,15 @@ pub async fn pull(
         annotations: None,
         artifact_type: None,
     };
-    if images.content.contains(&config_digest) {
-        config_bytes = {
-            let imgs = Arc::clone(&images);
-            let d = config_digest.clone();
-            tokio::task::spawn_blocking(move || imgs.content.read(&d))
-                .await
-                .map_err(|e| Error::Task(e.to_string()))??
-        };
+    let stored_config = {
+        let imgs = Arc::clone(&images);
+        let d = config_digest.clone();
+        tokio::task::spawn_blocking(move || imgs.content.read(&d).ok())
+            .await
+            .map_err(|e| Error::Task(e.to_string()))?
+    };
+    if let Some(stored) = stored_config {
+        config_bytes = stored;
     } else {
         client
             .pull_blob(&oref, &oci_config_desc, &mut config_bytes)
@@ -416,11 +417,34 @@ pub async fn pull(
         .map_err(|e| Error::Task(e.to_string()))??;
     }
 
+    // What is already on disk: database and stat calls, so off the async workers.
+    let presence: Vec<(bool, bool)> = {
+        let imgs = Arc::clone(&images);
+        let chains = chains.clone();
+        let digests: Vec<String> = manifest
+            .layers()
+            .iter()
+            .map(|l| l.digest().to_string())
+            .collect();
+        tokio::task::spawn_blocking(move || -> Result<Vec<(bool, bool)>> {
+            chains
+                .iter()
+                .zip(&digests)
+                .map(|(chain, digest)| {
+                    Ok((
+                        imgs.snapshots.get(chain)?.is_none(),
+                        !imgs.content.contains(digest),
+                    ))
+                })
+                .collect()
+        })
+        .await
+        .map_err(|e| Error::Task(e.to_string()))??
+    };
     let mut jobs = Vec::new();
     for (i, layer) in manifest.layers().iter().enumerate() {
         let digest = layer.digest().to_string();
-        let need_snapshot = images.snapshots.get(&chains[i])?.is_none();
-        let need_blob = !images.content.contains(&digest);
+        let (need_snapshot, need_blob) = presence[i];
         jobs.push(LayerJob {
             descriptor: OciDescriptor {
                 media_type: layer.media_type().to_string(),
@@ -559,13 +583,26 @@ pub async fn pull(
         return Err(e);
     }
 
+    let sizes: Vec<u64> = {
+        let imgs = Arc::clone(&images);
+        let chains: Vec<String> = jobs.iter().map(|j| j.chain_id.clone()).collect();
+        tokio::task::spawn_blocking(move || -> Result<Vec<u64>> {
+            chains
+                .iter()
+                .map(|c| {
+                    imgs.snapshots
+                        .get(c)?
+                        .map(|s| s.size)
+                        .ok_or_else(|| Error::Task(format!("layer {c} vanished after unpacking")))
+                })
+                .collect()
+        })
+        .await
+        .map_err(|e| Error::Task(e.to_string()))??
+    };
     let mut layers = Vec::new();
-    let mut size = 0;
+    let size: u64 = sizes.iter().sum();
     for job in &jobs {
-        let snap = images.snapshots.get(&job.chain_id)?.ok_or_else(|| {
-            Error::Task(format!("layer {} vanished after unpacking", job.chain_id))
-        })?;
-        size += snap.size;
         layers.push(LayerRecord {
             digest: job.descriptor.digest.clone(),
             media_type: job.descriptor.media_type.clone(),

@@ -67,10 +67,14 @@ pub async fn push(
         .iter()
         .map(|l| (l.digest.clone(), l.size))
         .collect();
-    blobs.push((
-        image.id.clone(),
-        images.content.size(&image.id).unwrap_or(0),
-    ));
+    let config_size = {
+        let imgs = Arc::clone(&images);
+        let id = image.id.clone();
+        tokio::task::spawn_blocking(move || imgs.content.size(&id).unwrap_or(0))
+            .await
+            .map_err(|e| Error::Task(e.to_string()))?
+    };
+    blobs.push((image.id.clone(), config_size));
     let mut uploaded = 0u32;
     let mut bytes_uploaded = 0u64;
     for (digest, size) in &blobs {

@@ -47,6 +47,9 @@ pub struct CreateArgs {
     /// Security options: no-new-privileges.
     #[arg(long = "security-opt")]
     pub security_opt: Vec<String>,
+    /// Restart policy: no, on-failure[:N], always, unless-stopped.
+    #[arg(long)]
+    pub restart: Option<String>,
     /// Add Linux capabilities (NET_ADMIN, ALL, ...).
     #[arg(long = "cap-add")]
     pub cap_add: Vec<String>,
@@ -118,6 +121,7 @@ fn request(args: &CreateArgs) -> anyhow::Result<CreateRequest> {
         read_only: args.read_only,
         auto_remove: args.rm,
         no_new_privileges,
+        restart: args.restart.clone(),
         cap_add: args.cap_add.clone(),
         cap_drop: args.cap_drop.clone(),
         stop_signal: args.stop_signal.clone(),

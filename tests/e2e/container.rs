@@ -417,3 +417,109 @@ fn image_symlinks_cannot_redirect_mounts_onto_the_host() {
     );
     assert!(!target.path().join("hostname").exists());
 }
+
+#[test]
+fn restart_policies() {
+    require_root!();
+    let d = daemon_with_busybox();
+    let inspect = |name: &str| -> serde_json::Value {
+        let o = d.cli(&["container", "inspect", name]);
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()[0].clone()
+    };
+    // on-failure:2 restarts a failing container twice, then leaves it exited.
+    assert!(
+        d.cli(&[
+            "run",
+            "-d",
+            "--name",
+            "flaky",
+            "--restart",
+            "on-failure:2",
+            "busybox",
+            "sh",
+            "-c",
+            "echo run; exit 3"
+        ])
+        .status
+        .success()
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let v = inspect("flaky");
+        if v["state"]["restart_count"] == 2 && v["state"]["status"] == "exited" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "on-failure:2 did not settle: {v}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(
+        inspect("flaky")["state"]["restart_count"],
+        2,
+        "restarted beyond its limit"
+    );
+    assert_eq!(out(&d.cli(&["logs", "flaky"])), "run\nrun\nrun\n");
+    // on-failure does not restart a success; always does, until stopped.
+    assert!(
+        d.cli(&[
+            "run",
+            "-d",
+            "--name",
+            "fine",
+            "--restart",
+            "on-failure",
+            "busybox",
+            "true"
+        ])
+        .status
+        .success()
+    );
+    assert!(
+        d.cli(&[
+            "run",
+            "-d",
+            "--name",
+            "forever",
+            "--restart",
+            "always",
+            "busybox",
+            "sh",
+            "-c",
+            "sleep 0.2"
+        ])
+        .status
+        .success()
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(inspect("fine")["state"]["restart_count"], 0);
+    assert!(
+        inspect("forever")["state"]["restart_count"]
+            .as_u64()
+            .unwrap()
+            >= 1
+    );
+    assert!(d.cli(&["stop", "-t", "1", "forever"]).status.success());
+    let settled = inspect("forever")["state"]["restart_count"].clone();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(
+        inspect("forever")["state"]["restart_count"],
+        settled,
+        "restarted after a stop"
+    );
+    assert_eq!(inspect("forever")["state"]["status"], "exited");
+    // Bad or conflicting policies.
+    let o = d.cli(&["run", "--restart", "sometimes", "busybox", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(err(&o).contains("invalid restart policy"));
+    let o = d.cli(&["run", "--rm", "--restart", "always", "busybox", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(err(&o).contains("conflicting options"));
+    assert!(
+        d.cli(&["rm", "-f", "flaky", "fine", "forever"])
+            .status
+            .success()
+    );
+}

@@ -88,13 +88,31 @@ impl ContainerApi {
         tokio::spawn(async move {
             let c = Arc::clone(&containers);
             let result = tokio::task::spawn_blocking(move || {
-                let exit = c.wait_exit(&id)?;
-                let record = c.mark_exited(&id, &exit)?;
-                if record.config.auto_remove {
-                    recent.put(&id, exit);
-                    c.remove(&id, false)?;
+                loop {
+                    let exit = c.wait_exit(&id)?;
+                    let record = c.mark_exited(&id, &exit)?;
+                    if record.config.auto_remove {
+                        recent.put(&id, exit);
+                        c.remove(&id, false)?;
+                        return Ok(());
+                    }
+                    if !record.should_restart() {
+                        return Ok(());
+                    }
+                    // docker's backoff: 100 ms, doubling, at most a minute.
+                    let n = c.count_restart(&id)?;
+                    let delay = Duration::from_millis(100u64 << (n - 1).min(9))
+                        .min(Duration::from_secs(60));
+                    std::thread::sleep(delay);
+                    // The user may have removed, started or stopped it meanwhile.
+                    let now = c.resolve(&id)?;
+                    if now.manually_stopped
+                        || now.state.status != berth_api::container::ContainerStatus::Exited
+                    {
+                        return Ok(());
+                    }
+                    c.start(&id)?;
                 }
-                container::Result::Ok(())
             })
             .await;
             // A container removed (rm -f) while the monitor waited has nothing left to do.
@@ -198,7 +216,7 @@ impl ContainerServer for ContainerApi {
                 )
             })?,
         };
-        self.blocking(move |c| c.kill(&id, sig)).await
+        self.blocking(move |c| c.kill_by_user(&id, sig)).await
     }
 
     async fn stop(&self, id: String, timeout: Option<u64>) -> RpcResult<()> {

@@ -113,6 +113,74 @@ pub struct ContainerRecord {
     pub stop_signal: String,
     /// Current state.
     pub state: ContainerState,
+    /// Set by `stop` and `kill`, cleared by `start`: restart policies leave such a container
+    /// alone (`unless-stopped` even across daemon restarts).
+    #[serde(default)]
+    pub manually_stopped: bool,
+}
+
+/// When a container that exited is started again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartPolicy {
+    /// Never.
+    No,
+    /// When it exits non-zero, at most this many times (0: no limit).
+    OnFailure(u32),
+    /// Always, unless stopped by the user (then again at daemon start).
+    Always,
+    /// Always, unless stopped by the user (also not at daemon start).
+    UnlessStopped,
+}
+
+/// Parses `no`, `on-failure[:N]`, `always`, `unless-stopped`.
+pub fn parse_restart(s: &str) -> Result<RestartPolicy> {
+    let (name, max) = match s.split_once(':') {
+        Some((n, m)) => (n, Some(m)),
+        None => (s, None),
+    };
+    let policy = match (name, max) {
+        ("" | "no", None) => RestartPolicy::No,
+        ("always", None) => RestartPolicy::Always,
+        ("unless-stopped", None) => RestartPolicy::UnlessStopped,
+        ("on-failure", None) => RestartPolicy::OnFailure(0),
+        ("on-failure", Some(m)) => RestartPolicy::OnFailure(m.parse().map_err(|_| {
+            Error::Invalid(format!(
+                "invalid restart policy {s:?}: max retries must be a number"
+            ))
+        })?),
+        _ => {
+            return Err(Error::Invalid(format!(
+                "invalid restart policy {s:?}: use no, on-failure[:N], always or unless-stopped"
+            )));
+        }
+    };
+    Ok(policy)
+}
+
+impl ContainerRecord {
+    /// The container's restart policy.
+    pub fn restart_policy(&self) -> RestartPolicy {
+        self.config
+            .restart
+            .as_deref()
+            .and_then(|s| parse_restart(s).ok())
+            .unwrap_or(RestartPolicy::No)
+    }
+
+    /// Whether the policy restarts it after this exit (not counting daemon start).
+    pub fn should_restart(&self) -> bool {
+        if self.manually_stopped || self.state.error.is_some() {
+            return false;
+        }
+        match self.restart_policy() {
+            RestartPolicy::No => false,
+            RestartPolicy::Always | RestartPolicy::UnlessStopped => true,
+            RestartPolicy::OnFailure(max) => {
+                self.state.exit_code.unwrap_or(0) != 0
+                    && (max == 0 || self.state.restart_count < max)
+            }
+        }
+    }
 }
 
 const ADJECTIVES: &[&str] = &[
@@ -313,6 +381,12 @@ impl Containers {
                 "no command specified: the image has none and none was given".into(),
             ));
         }
+        let policy = parse_restart(request.restart.as_deref().unwrap_or("no"))?;
+        if policy != RestartPolicy::No && request.auto_remove {
+            return Err(Error::Invalid(
+                "conflicting options: --restart and --rm".into(),
+            ));
+        }
         if let Some(sig) = &request.stop_signal
             && parse_signal(sig).is_none()
         {
@@ -380,7 +454,9 @@ impl Containers {
                 oom_killed: false,
                 started_at: None,
                 finished_at: None,
+                restart_count: 0,
             },
+            manually_stopped: false,
         };
         let dir = self.container_dir(&id);
         for sub in ["bundle", "upper", "work", "rootfs"] {
@@ -516,6 +592,7 @@ impl Containers {
                 .parse()
                 .unwrap_or(0);
             record.state.status = ContainerStatus::Running;
+            record.manually_stopped = false;
             record.state.pid = Some(pid);
             record.state.exit_code = None;
             record.state.error = None;
@@ -593,6 +670,30 @@ impl Containers {
         })
     }
 
+    /// Marks a container as stopped by its user (restart policies leave it alone).
+    fn mark_manually_stopped(&self, key: &str) -> Result<()> {
+        let mut record = self.resolve(key)?;
+        if !record.manually_stopped {
+            record.manually_stopped = true;
+            self.save(&record)?;
+        }
+        Ok(())
+    }
+
+    /// `docker kill`: the signal, and no restart by the policy afterwards.
+    pub fn kill_by_user(&self, key: &str, signal: i32) -> Result<()> {
+        self.mark_manually_stopped(key)?;
+        self.kill(key, signal)
+    }
+
+    /// Counts a restart by the policy.
+    pub fn count_restart(&self, key: &str) -> Result<u32> {
+        let mut record = self.resolve(key)?;
+        record.state.restart_count += 1;
+        self.save(&record)?;
+        Ok(record.state.restart_count)
+    }
+
     /// Sends `signal` to the container's process.
     pub fn kill(&self, key: &str, signal: i32) -> Result<()> {
         let record = self.resolve(key)?;
@@ -623,6 +724,8 @@ impl Containers {
     /// `docker stop`: the stop signal, then SIGKILL after `timeout`.
     pub fn stop(&self, key: &str, timeout: std::time::Duration) -> Result<()> {
         let record = self.resolve(key)?;
+        // Also between a policy's restarts: a stopped container stays stopped.
+        self.mark_manually_stopped(&record.id)?;
         if record.state.status != ContainerStatus::Running {
             return Ok(());
         }
@@ -777,8 +880,33 @@ impl Containers {
     }
 
     /// At daemon start: containers recorded as running whose shim is gone are marked
-    /// exited (with the exit the shim recorded, if any). Returns the ids still running.
+    /// exited (with the exit the shim recorded, if any), and those whose restart policy
+    /// says so (`always`, `unless-stopped` not stopped by the user) are started again.
+    /// Returns the ids running afterwards.
     pub fn reconcile(&self) -> Result<Vec<String>> {
+        let mut live = self.reattach()?;
+        for record in self.all()? {
+            let eligible = match record.restart_policy() {
+                RestartPolicy::Always => true,
+                RestartPolicy::UnlessStopped => !record.manually_stopped,
+                _ => false,
+            };
+            if eligible
+                && record.state.status == ContainerStatus::Exited
+                && record.state.error.is_none()
+            {
+                match self.start(&record.id) {
+                    Ok(r) => live.push(r.id),
+                    Err(e) => {
+                        tracing::warn!(container = %record.name, "restart at daemon start failed: {e}")
+                    }
+                }
+            }
+        }
+        Ok(live)
+    }
+
+    fn reattach(&self) -> Result<Vec<String>> {
         let mut live = Vec::new();
         for record in self.all()? {
             if !matches!(

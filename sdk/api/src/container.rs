@@ -47,6 +47,10 @@ pub struct CreateRequest {
     /// Keep `no_new_privs` set (`--security-opt no-new-privileges`).
     #[serde(default)]
     pub no_new_privileges: bool,
+    /// Restart policy: `no` (default), `on-failure[:max-retries]`, `always`,
+    /// `unless-stopped`.
+    #[serde(default)]
+    pub restart: Option<String>,
     /// Capabilities to add to docker's default set (`NET_ADMIN`, `ALL`).
     #[serde(default)]
     pub cap_add: Vec<String>,
@@ -112,6 +116,9 @@ pub struct ContainerState {
     pub started_at: Option<String>,
     /// When it last exited (RFC 3339).
     pub finished_at: Option<String>,
+    /// How often the restart policy restarted it.
+    #[serde(default)]
+    pub restart_count: u32,
 }
 
 /// One row of `container.list` (`docker ps`).

@@ -267,13 +267,30 @@ impl Containers {
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default();
         let r = record.clone();
-        self.store.with_conn(move |c| {
+        // An update never re-creates a container removed meanwhile (a monitor recording
+        // an exit races `rm -f`): only `insert` makes rows.
+        let updated = self.store.with_conn(move |c| {
             c.execute(
-                "INSERT INTO containers (id, name, image_id, state, created_at, doc) VALUES (?1, ?2, ?3, ?4, strftime('%s','now'), ?5)
-                 ON CONFLICT (id) DO UPDATE SET name = excluded.name, state = excluded.state, doc = excluded.doc",
-                rusqlite::params![r.id, r.name, r.image_id, status, doc],
+                "UPDATE containers SET name = ?2, state = ?3, doc = ?4 WHERE id = ?1",
+                rusqlite::params![r.id, r.name, status, doc],
             )
             .map_err(q("save container"))
+        })?;
+        if updated == 0 {
+            return Err(Error::NotFound(record.id.clone()));
+        }
+        Ok(())
+    }
+
+    fn insert(&self, record: &ContainerRecord) -> Result<()> {
+        let doc = serde_json::to_string(record).map_err(|e| Error::Invalid(e.to_string()))?;
+        let r = record.clone();
+        self.store.with_conn(move |c| {
+            c.execute(
+                "INSERT INTO containers (id, name, image_id, state, created_at, doc) VALUES (?1, ?2, ?3, 'created', strftime('%s','now'), ?4)",
+                rusqlite::params![r.id, r.name, r.image_id, doc],
+            )
+            .map_err(q("create container"))
         })?;
         Ok(())
     }
@@ -475,7 +492,7 @@ impl Containers {
                 .map(|l| l.chain_id.clone())
                 .collect::<Vec<_>>(),
         )?;
-        self.save(&record)?;
+        self.insert(&record)?;
         Ok(record)
     }
 

@@ -523,3 +523,59 @@ fn restart_policies() {
             .success()
     );
 }
+
+#[test]
+fn restart_policies_apply_when_berthd_starts() {
+    require_root!();
+    let mut d = daemon_with_busybox();
+    let pid_of = |d: &Daemon, name: &str| -> Option<i64> {
+        let o = d.cli(&["container", "inspect", name]);
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()[0]["state"]["pid"].as_i64()
+    };
+    assert!(
+        d.cli(&[
+            "run",
+            "-d",
+            "--name",
+            "keeper",
+            "--restart",
+            "always",
+            "busybox",
+            "sleep",
+            "600"
+        ])
+        .status
+        .success()
+    );
+    assert!(
+        d.cli(&[
+            "run",
+            "-d",
+            "--name",
+            "parked",
+            "--restart",
+            "unless-stopped",
+            "busybox",
+            "sleep",
+            "600"
+        ])
+        .status
+        .success()
+    );
+    assert!(d.cli(&["stop", "-t", "1", "parked"]).status.success());
+    let old = pid_of(&d, "keeper").expect("keeper runs");
+    d.kill9();
+    // The container dies while berthd is down.
+    berth_tests::signal(old as u32, libc::SIGKILL);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    d.restart();
+    let new = pid_of(&d, "keeper").expect("an `always` container is started again with berthd");
+    assert_ne!(new, old);
+    assert!(std::path::Path::new(&format!("/proc/{new}")).exists());
+    assert_eq!(
+        pid_of(&d, "parked"),
+        None,
+        "a stopped unless-stopped container was started"
+    );
+    assert!(d.cli(&["rm", "-f", "keeper", "parked"]).status.success());
+}

@@ -172,13 +172,8 @@ impl ContainerServer for ContainerApi {
     }
 
     async fn start(&self, id: String) -> RpcResult<()> {
-        let was_running = {
-            let key = id.clone();
-            self.blocking(move |c| c.resolve(&key)).await?.state.status
-                == berth_api::container::ContainerStatus::Running
-        };
-        let record = self.blocking(move |c| c.start(&id)).await?;
-        if !was_running {
+        let (record, started) = self.blocking(move |c| c.start(&id)).await?;
+        if started {
             Self::monitor(
                 Arc::clone(&self.ctx.containers),
                 Arc::clone(&self.recent),

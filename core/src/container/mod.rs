@@ -571,10 +571,11 @@ impl Containers {
     }
 
     /// Starts the container: spawns its shim and returns once the command has exec'd.
-    pub fn start(&self, key: &str) -> Result<ContainerRecord> {
+    /// The flag says whether this call started it (false: it was already running).
+    pub fn start(&self, key: &str) -> Result<(ContainerRecord, bool)> {
         let mut record = self.resolve(key)?;
         match record.state.status {
-            ContainerStatus::Running | ContainerStatus::Paused => return Ok(record),
+            ContainerStatus::Running | ContainerStatus::Paused => return Ok((record, false)),
             ContainerStatus::Removing => {
                 return Err(Error::State(format!(
                     "container {} is being removed",
@@ -617,7 +618,7 @@ impl Containers {
             record.state.started_at = Some(now());
             record.state.finished_at = None;
             self.save(&record)?;
-            Ok(record)
+            Ok((record, true))
         } else {
             let message = String::from_utf8_lossy(&output.stderr).trim().to_owned();
             let exit_code = output.status.code().unwrap_or(125);
@@ -886,11 +887,6 @@ impl Containers {
         Ok((r, path))
     }
 
-    /// Whether the container's shim has recorded an exit.
-    pub fn has_exited(&self, id: &str) -> bool {
-        self.bundle(id).join(files::EXIT).exists()
-    }
-
     /// Bundle directory of a container.
     pub fn bundle_dir(&self, id: &str) -> PathBuf {
         self.bundle(id)
@@ -913,7 +909,7 @@ impl Containers {
                 && record.state.error.is_none()
             {
                 match self.start(&record.id) {
-                    Ok(r) => live.push(r.id),
+                    Ok((r, _)) => live.push(r.id),
                     Err(e) => {
                         tracing::warn!(container = %record.name, "restart at daemon start failed: {e}")
                     }

@@ -281,6 +281,29 @@ fn times(mtime: i64) -> TimeSpec {
     TimeSpec::new(mtime, 0)
 }
 
+/// chown of `name` in `dir` itself, never what a symlink points at.
+fn chown_nofollow(
+    dir: &OwnedFd,
+    name: &OsStr,
+    owner: (Option<Uid>, Option<Gid>),
+    entry: &Path,
+) -> Result<(), UnpackError> {
+    fchownat(dir, name, owner.0, owner.1, AtFlags::AT_SYMLINK_NOFOLLOW)
+        .map_err(fs_err("chown", entry))
+}
+
+/// Sets atime and mtime of `name` in `dir` itself, never what a symlink points at.
+fn set_times_nofollow(
+    dir: &OwnedFd,
+    name: &OsStr,
+    mtime: i64,
+    entry: &Path,
+) -> Result<(), UnpackError> {
+    let t = times(mtime);
+    utimensat(dir, name, &t, &t, UtimensatFlags::NoFollowSymlink)
+        .map_err(fs_err("set times on", entry))
+}
+
 /// Extracts the tar stream `reader` into the empty directory `dest`.
 pub fn unpack(
     reader: impl Read,
@@ -414,27 +437,12 @@ pub fn unpack(
                 // at run time, and extraction never follows it (RESOLVE_BENEATH above).
                 symlinkat(target.as_os_str(), &parent, name.as_os_str())
                     .map_err(fs_err("create symlink", &raw))?;
-                fchownat(
-                    &parent,
-                    name.as_os_str(),
-                    owner.0,
-                    owner.1,
-                    AtFlags::AT_SYMLINK_NOFOLLOW,
-                )
-                .map_err(fs_err("chown", &raw))?;
+                chown_nofollow(&parent, &name, owner, &raw)?;
                 for (k, v) in &meta.xattrs {
                     set_xattr_nofollow(&parent, &name, k, v)
                         .map_err(fs_err("set xattr on", &raw))?;
                 }
-                let t = times(meta.mtime);
-                utimensat(
-                    &parent,
-                    name.as_os_str(),
-                    &t,
-                    &t,
-                    UtimensatFlags::NoFollowSymlink,
-                )
-                .map_err(fs_err("set times on", &raw))?;
+                set_times_nofollow(&parent, &name, meta.mtime, &raw)?;
             }
             tar::EntryType::Link => {
                 let target_raw = entry
@@ -517,23 +525,8 @@ pub fn unpack(
                     dev,
                 )
                 .map_err(fs_err("create node", &raw))?;
-                fchownat(
-                    &parent,
-                    name.as_os_str(),
-                    owner.0,
-                    owner.1,
-                    AtFlags::AT_SYMLINK_NOFOLLOW,
-                )
-                .map_err(fs_err("chown", &raw))?;
-                let t = times(meta.mtime);
-                utimensat(
-                    &parent,
-                    name.as_os_str(),
-                    &t,
-                    &t,
-                    UtimensatFlags::NoFollowSymlink,
-                )
-                .map_err(fs_err("set times on", &raw))?;
+                chown_nofollow(&parent, &name, owner, &raw)?;
+                set_times_nofollow(&parent, &name, meta.mtime, &raw)?;
             }
             tar::EntryType::XGlobalHeader
             | tar::EntryType::XHeader

@@ -5,6 +5,7 @@ use std::io::Write;
 use anyhow::{Context as _, bail};
 use berth_api::container::{
     ContainerClient, ContainerStatus, CreateRequest, ListRequest, LogEvent, LogsRequest,
+    ResourceLimits,
 };
 use berth_api::jsonrpsee::core::client::Error as RpcError;
 use berth_api::jsonrpsee::ws_client::WsClient;
@@ -62,6 +63,30 @@ pub struct CreateArgs {
     /// Seconds to wait for the stop signal before killing.
     #[arg(long)]
     pub stop_timeout: Option<u64>,
+    /// Memory limit (bytes, or with a unit: 512m, 1g).
+    #[arg(short, long)]
+    pub memory: Option<String>,
+    /// Memory plus swap limit (-1: unlimited swap; default: twice --memory).
+    #[arg(long, allow_hyphen_values = true)]
+    pub memory_swap: Option<String>,
+    /// Number of CPUs (1.5 = one and a half CPUs' worth of time).
+    #[arg(long)]
+    pub cpus: Option<String>,
+    /// Relative CPU weight (default 1024).
+    #[arg(short = 'c', long)]
+    pub cpu_shares: Option<u64>,
+    /// Most processes and threads (-1: unlimited).
+    #[arg(long, allow_hyphen_values = true)]
+    pub pids_limit: Option<i64>,
+    /// CPUs the container may run on (0-3, 0,1).
+    #[arg(long)]
+    pub cpuset_cpus: Option<String>,
+    /// Give the container every capability and device, no seccomp filter.
+    #[arg(long)]
+    pub privileged: bool,
+    /// Run an init as PID 1 that forwards signals and reaps zombies.
+    #[arg(long)]
+    pub init: bool,
     /// Image.
     pub image: String,
     /// Command and arguments.
@@ -94,14 +119,48 @@ fn request(args: &CreateArgs) -> anyhow::Result<CreateRequest> {
         labels.insert(k.to_owned(), v.to_owned());
     }
     let mut no_new_privileges = false;
+    let mut seccomp = None;
     for opt in &args.security_opt {
         match opt.as_str() {
             "no-new-privileges" | "no-new-privileges=true" | "no-new-privileges:true" => {
                 no_new_privileges = true
             }
-            other => bail!("unsupported --security-opt {other:?}"),
+            "no-new-privileges=false" | "no-new-privileges:false" => no_new_privileges = false,
+            other => match other
+                .strip_prefix("seccomp=")
+                .or_else(|| other.strip_prefix("seccomp:"))
+            {
+                Some(profile) => seccomp = Some(profile.to_owned()),
+                None => bail!(
+                    "unsupported --security-opt {other:?} (berth knows no-new-privileges and seccomp=unconfined|default)"
+                ),
+            },
         }
     }
+    let bytes = |flag: &str, value: &Option<String>| -> anyhow::Result<Option<i64>> {
+        value
+            .as_deref()
+            .map(|v| parse_bytes(v).with_context(|| format!("invalid {flag} {v:?}")))
+            .transpose()
+    };
+    let resources = ResourceLimits {
+        memory: bytes("--memory", &args.memory)?,
+        memory_swap: bytes("--memory-swap", &args.memory_swap)?,
+        nano_cpus: args
+            .cpus
+            .as_deref()
+            .map(|c| {
+                c.parse::<f64>()
+                    .ok()
+                    .filter(|n| n.is_finite() && *n >= 0.0)
+                    .map(|n| (n * 1e9).round() as i64)
+                    .with_context(|| format!("invalid --cpus {c:?}: use a number like 1.5"))
+            })
+            .transpose()?,
+        cpu_shares: args.cpu_shares,
+        pids_limit: args.pids_limit,
+        cpuset_cpus: args.cpuset_cpus.clone(),
+    };
     Ok(CreateRequest {
         image: args.image.clone(),
         name: args.name.clone(),
@@ -126,7 +185,40 @@ fn request(args: &CreateArgs) -> anyhow::Result<CreateRequest> {
         cap_drop: args.cap_drop.clone(),
         stop_signal: args.stop_signal.clone(),
         stop_timeout: args.stop_timeout,
+        resources,
+        privileged: args.privileged,
+        seccomp,
+        init: args.init,
     })
+}
+
+/// docker's sizes: a number of bytes, or with a binary unit (`512m`, `1.5g`, `100kb`);
+/// `-1` means unlimited.
+pub fn parse_bytes(text: &str) -> anyhow::Result<i64> {
+    let t = text.trim().to_ascii_lowercase();
+    if t == "-1" {
+        return Ok(-1);
+    }
+    let t = t.strip_suffix('b').unwrap_or(&t);
+    let (number, unit) = match t.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => t.split_at(i),
+        None => (t, ""),
+    };
+    let factor: f64 = match unit {
+        "" => 1.0,
+        "k" => 1024.0,
+        "m" => 1024.0 * 1024.0,
+        "g" => 1024.0 * 1024.0 * 1024.0,
+        "t" => 1024f64.powi(4),
+        "p" => 1024f64.powi(5),
+        _ => bail!("unknown unit {unit:?} (use b, k, m, g, t or p)"),
+    };
+    let n: f64 = number
+        .parse()
+        .ok()
+        .filter(|n: &f64| n.is_finite() && *n >= 0.0)
+        .context("not a size")?;
+    Ok((n * factor) as i64)
 }
 
 /// The exit code a failed start carries (126/127), else 125 like docker.
@@ -238,10 +330,16 @@ pub struct PsArgs {
     pub format: Format,
 }
 
+/// "3 seconds", as docker's `Up 3 seconds`.
+fn up_for(s: &berth_api::container::ContainerState) -> String {
+    let ago = output::ago(s.started_at.as_deref());
+    ago.strip_suffix(" ago").unwrap_or(&ago).to_owned()
+}
+
 fn status_text(s: &berth_api::container::ContainerState) -> String {
     match s.status {
-        ContainerStatus::Running => format!("Up since {}", s.started_at.as_deref().unwrap_or("?")),
-        ContainerStatus::Paused => "Up (Paused)".into(),
+        ContainerStatus::Running => format!("Up {}", up_for(s)),
+        ContainerStatus::Paused => format!("Up {} (Paused)", up_for(s)),
         ContainerStatus::Created => "Created".into(),
         ContainerStatus::Removing => "Removal In Progress".into(),
         ContainerStatus::Exited => format!(
@@ -453,4 +551,128 @@ pub async fn prune(client: &WsClient) -> anyhow::Result<u8> {
         crate::output::human_size(report.space_reclaimed)
     );
     Ok(0)
+}
+
+/// `berth top`.
+pub async fn top(client: &WsClient, id: String) -> anyhow::Result<u8> {
+    match client.top(id).await {
+        Ok(t) => {
+            let header: Vec<&str> = t.titles.iter().map(String::as_str).collect();
+            output::table(&header, &t.processes);
+            Ok(0)
+        }
+        Err(e) => {
+            eprintln!("berth: {}", crate::describe(&e.into()));
+            Ok(1)
+        }
+    }
+}
+
+/// Options of `berth stats`.
+#[derive(Debug, clap::Args)]
+pub struct StatsArgs {
+    /// Print one sample and exit.
+    #[arg(long)]
+    pub no_stream: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+    /// Containers (default: all running).
+    pub ids: Vec<String>,
+}
+
+/// Binary sizes the way `docker stats` prints them (MiB, GiB).
+fn binary_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.2}{}", UNITS[unit])
+}
+
+/// `berth stats`: CPU percentages come from two samples a second apart, as docker's do.
+pub async fn stats(client: &WsClient, args: StatsArgs) -> anyhow::Result<u8> {
+    let ids = if args.ids.is_empty() {
+        client
+            .list(Some(ListRequest { all: false }))
+            .await
+            .context("container.list")?
+            .into_iter()
+            .map(|c| c.id)
+            .collect()
+    } else {
+        args.ids.clone()
+    };
+    let sample = |ids: Vec<String>| async move {
+        let mut out = Vec::new();
+        for id in ids {
+            out.push(client.stats(id).await);
+        }
+        out
+    };
+    let mut previous = Vec::new();
+    for result in sample(ids.clone()).await {
+        match result {
+            Ok(s) => previous.push(Ok(s)),
+            Err(e) => {
+                eprintln!("berth: {}", crate::describe(&e.into()));
+                return Ok(1);
+            }
+        }
+    }
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let current = sample(ids.clone()).await;
+        let mut rows = Vec::new();
+        let mut json = Vec::new();
+        for (before, now) in previous.iter().zip(&current) {
+            let (Ok(b), Ok(n)) = (before, now) else {
+                continue;
+            };
+            let elapsed = humantime::parse_rfc3339_weak(&n.read)
+                .ok()
+                .zip(humantime::parse_rfc3339_weak(&b.read).ok())
+                .and_then(|(n, b)| n.duration_since(b).ok())
+                .map_or(1e9, |d| d.as_nanos().max(1) as f64);
+            let cpu = n.cpu_nanos.saturating_sub(b.cpu_nanos) as f64 / elapsed * 100.0;
+            let mem = n.memory_bytes as f64 / n.memory_limit.max(1) as f64 * 100.0;
+            rows.push(vec![
+                n.id[..12.min(n.id.len())].to_owned(),
+                n.name.clone(),
+                format!("{cpu:.2}%"),
+                format!(
+                    "{} / {}",
+                    binary_size(n.memory_bytes),
+                    binary_size(n.memory_limit)
+                ),
+                format!("{mem:.2}%"),
+                n.pids.to_string(),
+            ]);
+            json.push(serde_json::json!({
+                "id": n.id, "name": n.name, "cpu_percent": cpu,
+                "memory_bytes": n.memory_bytes, "memory_limit": n.memory_limit,
+                "memory_percent": mem, "pids": n.pids,
+            }));
+        }
+        match args.format {
+            Format::Json => output::json(&json)?,
+            Format::Table => {
+                if !args.no_stream {
+                    // Clear the screen and go home, as docker stats does.
+                    print!("\x1b[2J\x1b[H");
+                }
+                output::table(
+                    &["CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "PIDS"],
+                    &rows,
+                );
+            }
+        }
+        if args.no_stream || rows.is_empty() {
+            return Ok(0);
+        }
+        previous = current;
+    }
 }

@@ -90,6 +90,34 @@ enum Command {
         #[arg(required = true)]
         ids: Vec<String>,
     },
+    /// Stop and start containers again.
+    Restart {
+        /// Seconds to wait before killing.
+        #[arg(short, long)]
+        time: Option<u64>,
+        /// Containers.
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Freeze every process of containers.
+    Pause {
+        /// Containers.
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Thaw paused containers.
+    Unpause {
+        /// Containers.
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Show a container's processes.
+    Top {
+        /// Container.
+        id: String,
+    },
+    /// Show CPU, memory and pids usage of running containers.
+    Stats(container::StatsArgs),
     /// Rename a container.
     Rename {
         /// Container.
@@ -378,6 +406,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let c = connect().await?;
             container::each(ids, |id| ContainerClient::remove(&c, id, Some(force))).await?
         }
+        Command::Restart { time, ids } => {
+            let c = connect().await?;
+            container::each(ids, |id| ContainerClient::restart(&c, id, time)).await?
+        }
+        Command::Pause { ids } => {
+            let c = connect().await?;
+            container::each(ids, |id| ContainerClient::pause(&c, id)).await?
+        }
+        Command::Unpause { ids } => {
+            let c = connect().await?;
+            container::each(ids, |id| ContainerClient::unpause(&c, id)).await?
+        }
+        Command::Top { id } => container::top(&connect().await?, id).await?,
+        Command::Stats(a) => container::stats(&connect().await?, a).await?,
         Command::Rename { id, name } => {
             let c = connect().await?;
             match ContainerClient::rename(&c, id, name).await {

@@ -64,6 +64,97 @@ impl HostFacts {
     }
 }
 
+/// Total memory in bytes (0 when unknown).
+pub fn memory_total() -> u64 {
+    read("/proc/meminfo")
+        .and_then(|t| meminfo_total(&t))
+        .unwrap_or(0)
+}
+
+/// `ps -ef` columns for the given host pids (processes that vanished are skipped).
+pub fn process_table(pids: &[u64]) -> berth_api::container::TopResult {
+    // SAFETY: sysconf only reads a configuration value.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    let uptime: f64 = read("/proc/uptime")
+        .and_then(|t| t.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0);
+    let boot = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+        - uptime;
+    let mut processes = Vec::new();
+    for pid in pids {
+        let Some(stat) = read(&format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // The command name may hold spaces and parentheses: fields start after the last ')'.
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let comm = head.split_once('(').map_or("", |(_, c)| c);
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        // Field numbers from proc(5), minus the three before and including `comm`.
+        let (ppid, tty, utime, stime, start) = (num(1), num(4), num(11), num(12), num(19));
+        let cpu_secs = (utime + stime) / ticks;
+        let started = start as f64 / ticks as f64;
+        let running_for = (uptime - started).max(0.001);
+        let percent = ((utime + stime) as f64 / ticks as f64 / running_for * 100.0) as u64;
+        let uid = read(&format!("/proc/{pid}/status"))
+            .and_then(|t| {
+                t.lines()
+                    .find_map(|l| l.strip_prefix("Uid:"))
+                    .and_then(|v| v.split_whitespace().next().map(str::to_owned))
+            })
+            .unwrap_or_default();
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let command = if cmdline.is_empty() {
+            format!("[{comm}]")
+        } else {
+            String::from_utf8_lossy(cmdline.strip_suffix(b"\0").unwrap_or(&cmdline))
+                .replace('\0', " ")
+        };
+        let start_time = humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64((boot + started).max(0.0)),
+        )
+        .to_string();
+        // `ps -ef` shows the time of day for processes started today.
+        let start_time = start_time.get(11..16).unwrap_or(&start_time).to_owned();
+        let tty = if tty == 0 {
+            "?".to_owned()
+        } else {
+            // major 136..143 are the pseudo-terminals.
+            let (major, minor) = ((tty >> 8) & 0xfff, (tty & 0xff) | ((tty >> 12) & 0xfff00));
+            if (136..=143).contains(&major) {
+                format!("pts/{}", (major - 136) * 256 + minor)
+            } else {
+                format!("{major}:{minor}")
+            }
+        };
+        processes.push(vec![
+            uid,
+            pid.to_string(),
+            ppid.to_string(),
+            percent.to_string(),
+            start_time,
+            tty,
+            format!(
+                "{:02}:{:02}:{:02}",
+                cpu_secs / 3600,
+                cpu_secs / 60 % 60,
+                cpu_secs % 60
+            ),
+            command,
+        ]);
+    }
+    berth_api::container::TopResult {
+        titles: ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"]
+            .map(String::from)
+            .to_vec(),
+        processes,
+    }
+}
+
 fn read(path: &str) -> Option<String> {
     std::fs::read_to_string(path).ok()
 }

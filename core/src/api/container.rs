@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use berth_api::container::{
-    ContainerDetails, ContainerServer, ContainerSummary, CreateRequest, CreateResult, ListRequest,
-    LogEvent, LogLine, LogsRequest, WaitResult,
+    ContainerDetails, ContainerServer, ContainerStats, ContainerSummary, CreateRequest,
+    CreateResult, ListRequest, LogEvent, LogLine, LogsRequest, TopResult, WaitResult,
 };
 use berth_api::error::start_failed;
 use jsonrpsee::PendingSubscriptionSink;
@@ -88,9 +88,14 @@ impl ContainerApi {
         tokio::spawn(async move {
             let c = Arc::clone(&containers);
             let result = tokio::task::spawn_blocking(move || {
+                let mut run = c.resolve(&id)?.state.started_at;
                 loop {
                     let exit = c.wait_exit(&id)?;
-                    let record = c.mark_exited(&id, &exit)?;
+                    let record = c.mark_exited_run(&id, &exit, run.as_deref())?;
+                    if record.state.started_at != run {
+                        // Restarted by the user meanwhile: that run has its own monitor.
+                        return Ok(());
+                    }
                     if record.config.auto_remove {
                         recent.put(&id, exit);
                         c.remove(&id, false)?;
@@ -111,7 +116,7 @@ impl ContainerApi {
                     {
                         return Ok(());
                     }
-                    c.start(&id)?;
+                    run = c.start(&id)?.0.state.started_at;
                 }
             })
             .await;
@@ -223,6 +228,45 @@ impl ContainerServer for ContainerApi {
             c.stop(&id, Duration::from_secs(secs))
         })
         .await
+    }
+
+    async fn restart(&self, id: String, timeout: Option<u64>) -> RpcResult<()> {
+        let (record, started) = self
+            .blocking(move |c| {
+                let secs = match timeout {
+                    Some(t) => t,
+                    None => c.stop_timeout(&id)?.unwrap_or(10),
+                };
+                c.stop(&id, Duration::from_secs(secs))?;
+                let exit = c.wait_exit(&id)?;
+                c.mark_exited(&id, &exit)?;
+                c.start(&id)
+            })
+            .await?;
+        if started {
+            Self::monitor(
+                Arc::clone(&self.ctx.containers),
+                Arc::clone(&self.recent),
+                record.id,
+            );
+        }
+        Ok(())
+    }
+
+    async fn pause(&self, id: String) -> RpcResult<()> {
+        self.blocking(move |c| c.pause(&id)).await
+    }
+
+    async fn unpause(&self, id: String) -> RpcResult<()> {
+        self.blocking(move |c| c.unpause(&id)).await
+    }
+
+    async fn top(&self, id: String) -> RpcResult<TopResult> {
+        self.blocking(move |c| c.top(&id)).await
+    }
+
+    async fn stats(&self, id: String) -> RpcResult<ContainerStats> {
+        self.blocking(move |c| c.stats(&id)).await
     }
 
     async fn rename(&self, id: String, name: String) -> RpcResult<()> {

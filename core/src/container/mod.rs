@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::image::{self, Images};
 use crate::runtime::protocol::{ExitRecord, Request, Response};
+use crate::runtime::cgroup::{self, ContainerCgroup};
 use crate::runtime::{ShimConfig, files, logfile, shim, spec};
 use crate::store::{self, Store};
 
@@ -48,6 +49,9 @@ pub enum Error {
     /// The state database failed.
     #[error(transparent)]
     Store(#[from] store::Error),
+    /// Its control group failed.
+    #[error(transparent)]
+    Cgroup(#[from] cgroup::Error),
     /// A filesystem or process operation failed.
     #[error("container {id}: cannot {what}: {source}")]
     Io {
@@ -70,6 +74,7 @@ impl Error {
             Error::State(_) | Error::StartFailed { .. } => ErrorKind::FailedPrecondition,
             Error::Image(e) => e.kind(),
             Error::Store(e) => e.kind(),
+            Error::Cgroup(e) => e.kind(),
             Error::Io { .. } => ErrorKind::Internal,
         }
     }
@@ -130,6 +135,106 @@ pub enum RestartPolicy {
     Always,
     /// Always, unless stopped by the user (also not at daemon start).
     UnlessStopped,
+}
+
+/// Whether a container gets the default seccomp filter (`seccomp` is `default` or unset,
+/// and it is not privileged).
+fn seccomp_enabled(request: &CreateRequest) -> Result<bool> {
+    match request.seccomp.as_deref() {
+        None | Some("default") => Ok(!request.privileged),
+        Some("unconfined") => Ok(false),
+        Some(other) => Err(Error::Invalid(format!(
+            "invalid seccomp profile {other:?}: berth supports `default` and `unconfined`"
+        ))),
+    }
+}
+
+/// docker's checks and defaults for cgroup limits.
+fn validate_limits(limits: &mut berth_api::container::ResourceLimits) -> Result<()> {
+    const MIN_MEMORY: i64 = 6 * 1024 * 1024;
+    if let Some(m) = limits.memory {
+        if m <= 0 {
+            limits.memory = None;
+        } else if m < MIN_MEMORY {
+            return Err(Error::Invalid(
+                "invalid --memory: the minimum memory limit is 6MB".into(),
+            ));
+        }
+    }
+    match (limits.memory, limits.memory_swap) {
+        (None, Some(s)) if s > 0 => {
+            return Err(Error::Invalid(
+                "invalid --memory-swap: set --memory too when limiting memory+swap".into(),
+            ));
+        }
+        (None, Some(_)) => limits.memory_swap = None,
+        (Some(m), None | Some(0)) => limits.memory_swap = Some(2 * m),
+        (Some(m), Some(s)) if s != -1 && s < m => {
+            return Err(Error::Invalid(
+                "invalid --memory-swap: it must be at least --memory (it counts memory plus swap), or -1 for unlimited swap".into(),
+            ));
+        }
+        _ => {}
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as i64;
+    if let Some(n) = limits.nano_cpus {
+        if n == 0 {
+            limits.nano_cpus = None;
+        } else if n < 10_000_000 || n > cpus * 1_000_000_000 {
+            return Err(Error::Invalid(format!(
+                "invalid --cpus: the range is 0.01 to {cpus}.00 on this host ({cpus} CPUs)"
+            )));
+        }
+    }
+    if let Some(shares) = limits.cpu_shares {
+        if shares == 0 {
+            limits.cpu_shares = None;
+        } else if !(2..=262_144).contains(&shares) {
+            return Err(Error::Invalid(
+                "invalid --cpu-shares: use 2 to 262144".into(),
+            ));
+        }
+    }
+    if let Some(p) = limits.pids_limit
+        && p <= 0
+    {
+        limits.pids_limit = Some(-1);
+    }
+    if let Some(set) = &limits.cpuset_cpus {
+        let wanted = parse_cpu_list(set).ok_or_else(|| {
+            Error::Invalid(format!(
+                "invalid --cpuset-cpus {set:?}: use a list like 0-2,4"
+            ))
+        })?;
+        let online = std::fs::read_to_string("/sys/devices/system/cpu/online")
+            .ok()
+            .and_then(|s| parse_cpu_list(s.trim()))
+            .unwrap_or_else(|| (0..cpus as u32).collect());
+        if let Some(missing) = wanted.iter().find(|c| !online.contains(c)) {
+            return Err(Error::Invalid(format!(
+                "invalid --cpuset-cpus {set:?}: CPU {missing} is not available on this host"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Parses a kernel CPU list (`0-2,4`).
+fn parse_cpu_list(list: &str) -> Option<Vec<u32>> {
+    let mut cpus = Vec::new();
+    for part in list.split(',') {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (u32, u32) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+                if a > b || b - a > 4096 {
+                    return None;
+                }
+                cpus.extend(a..=b);
+            }
+            None => cpus.push(part.trim().parse().ok()?),
+        }
+    }
+    (!cpus.is_empty()).then_some(cpus)
 }
 
 /// Parses `no`, `on-failure[:N]`, `always`, `unless-stopped`.
@@ -364,7 +469,9 @@ impl Containers {
     }
 
     /// `docker create`: resolves the image, writes the bundle, records the container.
-    pub fn create(&self, request: CreateRequest) -> Result<ContainerRecord> {
+    pub fn create(&self, mut request: CreateRequest) -> Result<ContainerRecord> {
+        validate_limits(&mut request.resources)?;
+        seccomp_enabled(&request)?;
         let image = self.images.resolve(&request.image)?;
         let details = self.images.inspect(&image.id)?;
         let name = match &request.name {
@@ -541,6 +648,12 @@ impl Containers {
             nofile: spec::daemon_nofile(),
             cap_add: record.config.cap_add.clone(),
             cap_drop: record.config.cap_drop.clone(),
+            resources: spec::resources(&record.config.resources)
+                .map_err(|e| Error::Invalid(format!("runtime spec: {e}")))?,
+            cgroups_path: cgroup::path_of(id),
+            privileged: record.config.privileged,
+            seccomp: seccomp_enabled(&record.config)?,
+            init: record.config.init,
         })
         .map_err(|e| Error::Invalid(format!("runtime spec: {e}")))?;
         let bundle = self.bundle(id);
@@ -634,7 +747,23 @@ impl Containers {
 
     /// Records how a container ended (from its shim) and returns the updated record.
     pub fn mark_exited(&self, id: &str, exit: &ExitRecord) -> Result<ContainerRecord> {
+        self.mark_exited_run(id, exit, None)
+    }
+
+    /// Like [`Self::mark_exited`], but only for the run that started at `run` (a monitor
+    /// of an earlier run must not overwrite a restarted container's state).
+    pub fn mark_exited_run(
+        &self,
+        id: &str,
+        exit: &ExitRecord,
+        run: Option<&str>,
+    ) -> Result<ContainerRecord> {
         let mut record = self.resolve(id)?;
+        if let Some(run) = run
+            && record.state.started_at.as_deref() != Some(run)
+        {
+            return Ok(record);
+        }
         record.state.status = ContainerStatus::Exited;
         record.state.pid = None;
         record.state.exit_code = Some(exit.exit_code);
@@ -723,11 +852,16 @@ impl Containers {
                 record.name
             )));
         }
-        match shim::call(
+        let sent = shim::call(
             &self.bundle(&record.id),
             &Request::Kill { signal },
             Some(std::time::Duration::from_secs(10)),
-        ) {
+        );
+        if signal == libc::SIGKILL && record.state.status == ContainerStatus::Paused {
+            // Frozen processes only act on the signal once thawed.
+            self.unpause(&record.id)?;
+        }
+        match sent {
             Ok(Response::Ok | Response::Exited(_)) => Ok(()),
             Ok(Response::Error { message }) => Err(Error::Invalid(message)),
             Ok(Response::Running { .. }) => Ok(()),
@@ -744,8 +878,11 @@ impl Containers {
         let record = self.resolve(key)?;
         // Also between a policy's restarts: a stopped container stays stopped.
         self.mark_manually_stopped(&record.id)?;
-        if record.state.status != ContainerStatus::Running {
-            return Ok(());
+        match record.state.status {
+            ContainerStatus::Running => {}
+            // Frozen processes cannot act on the stop signal.
+            ContainerStatus::Paused => self.unpause(&record.id)?,
+            _ => return Ok(()),
         }
         let signal = parse_signal(&record.stop_signal).unwrap_or(libc::SIGTERM);
         let _ = self.kill(&record.id, signal);
@@ -781,6 +918,10 @@ impl Containers {
             let exit = self.wait_exit(&record.id)?;
             self.mark_exited(&record.id, &exit)?;
         }
+        // Its shim removes the group when the container exits; one that died could not.
+        if let Err(e) = cgroup::remove_if_present(&cgroup::path_of(&record.id)) {
+            tracing::warn!("container {}: {e}", record.id);
+        }
         let id = record.id.clone();
         self.store.with_conn(move |c| {
             c.execute("DELETE FROM containers WHERE id = ?1", [&id])
@@ -801,6 +942,84 @@ impl Containers {
                 source,
             })?;
         Ok(())
+    }
+
+    fn running_cgroup(&self, record: &ContainerRecord) -> Result<ContainerCgroup> {
+        if !matches!(
+            record.state.status,
+            ContainerStatus::Running | ContainerStatus::Paused
+        ) {
+            return Err(Error::State(format!(
+                "container {} is not running",
+                record.name
+            )));
+        }
+        ContainerCgroup::open(&cgroup::path_of(&record.id)).ok_or_else(|| {
+            Error::State(format!(
+                "container {} has no control group (started by an older berth?)",
+                record.name
+            ))
+        })
+    }
+
+    /// `docker pause`: freezes every process of the container.
+    pub fn pause(&self, key: &str) -> Result<()> {
+        let mut record = self.resolve(key)?;
+        if record.state.status == ContainerStatus::Paused {
+            return Err(Error::State(format!(
+                "container {} is already paused",
+                record.name
+            )));
+        }
+        self.running_cgroup(&record)?.freeze()?;
+        record.state.status = ContainerStatus::Paused;
+        self.save(&record)
+    }
+
+    /// `docker unpause`.
+    pub fn unpause(&self, key: &str) -> Result<()> {
+        let mut record = self.resolve(key)?;
+        if record.state.status != ContainerStatus::Paused {
+            return Err(Error::State(format!(
+                "container {} is not paused",
+                record.name
+            )));
+        }
+        self.running_cgroup(&record)?.thaw()?;
+        // It may have exited meanwhile (a SIGKILL sent while frozen): keep that.
+        let mut now = self.resolve(&record.id)?;
+        if now.state.status == ContainerStatus::Paused {
+            now.state.status = ContainerStatus::Running;
+            record = now;
+            self.save(&record)?;
+        }
+        Ok(())
+    }
+
+    /// `docker top`: the container's processes, `ps -ef` style.
+    pub fn top(&self, key: &str) -> Result<berth_api::container::TopResult> {
+        let record = self.resolve(key)?;
+        let pids = self.running_cgroup(&record)?.processes();
+        Ok(crate::host::process_table(&pids))
+    }
+
+    /// One `docker stats` sample.
+    pub fn stats(&self, key: &str) -> Result<berth_api::container::ContainerStats> {
+        let record = self.resolve(key)?;
+        let usage = self.running_cgroup(&record)?.usage();
+        Ok(berth_api::container::ContainerStats {
+            id: record.id.clone(),
+            name: record.name.clone(),
+            read: now(),
+            cpu_nanos: usage.cpu_nanos,
+            online_cpus: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+            memory_bytes: usage.memory_bytes,
+            memory_limit: usage
+                .memory_limit
+                .unwrap_or_else(crate::host::memory_total),
+            pids: usage.pids,
+            pids_limit: usage.pids_limit,
+        })
     }
 
     /// `docker rename`.

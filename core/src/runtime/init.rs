@@ -23,6 +23,8 @@ use nix::unistd::{Gid, Uid, chdir, pivot_root, setsid};
 use oci_spec::runtime::Spec;
 
 use super::ShimConfig;
+use super::seccomp;
+use super::spec::{INIT_ANNOTATION, SECCOMP_ANNOTATION};
 
 /// Why the container's process could not start; the kind picks the exit code.
 #[derive(Debug)]
@@ -90,6 +92,21 @@ fn prepare_and_exec(spec: &Spec, shim: &ShimConfig, fds: &InitFds) -> Result<Nev
         return Err(fail(125, "the shim gave up before the container started"));
     }
     setsid().map_err(setup("setsid"))?;
+    // The shim has moved us into the container's cgroup: a cgroup namespace made now shows
+    // that group as the root.
+    let wants_cgroupns = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|ns| {
+            ns.iter()
+                .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Cgroup)
+        });
+    if wants_cgroupns {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
+            .map_err(setup("create the cgroup namespace"))?;
+    }
+    let host_cgroups = host_cgroup_mounts();
 
     mount::<str, str, str, str>(None, "/", None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)
         .map_err(setup("make mounts private"))?;
@@ -104,13 +121,17 @@ fn prepare_and_exec(spec: &Spec, shim: &ShimConfig, fds: &InitFds) -> Result<Nev
         shim.rootfs.display()
     )))?;
     for m in spec.mounts().as_deref().unwrap_or_default() {
-        if m.destination().starts_with("/sys/fs/cgroup") {
-            // The cgroup filesystem comes with the cgroup work of the runtime.
+        if m.typ().as_deref() == Some("cgroup") {
+            mount_cgroups(&root_fd, m, &host_cgroups)?;
             continue;
         }
         mount_in_root(&root_fd, m)?;
     }
     make_devices(&root_fd)?;
+    let devices = spec.linux().as_ref().and_then(|l| l.devices().clone());
+    for device in devices.unwrap_or_default() {
+        make_spec_device(&root_fd, &device)?;
+    }
     for (source, dest) in &shim.etc_files {
         bind_file(&root_fd, source, dest)?;
     }
@@ -189,6 +210,20 @@ fn prepare_and_exec(spec: &Spec, shim: &ShimConfig, fds: &InitFds) -> Result<Nev
             return Err(fail(125, format!("set no_new_privs: {}", Errno::last())));
         }
     }
+    if annotation(spec, SECCOMP_ANNOTATION).is_some() {
+        // Installed while still privileged (no_new_privs stays the user's choice); the
+        // filter lets the calls that follow through.
+        let bounding = capability_set(
+            process
+                .capabilities()
+                .as_ref()
+                .and_then(|c| c.bounding().as_ref()),
+        );
+        for program in seccomp::default_filters(&bounding).map_err(|m| fail(125, m))? {
+            seccomp::install(&program)
+                .map_err(|e| fail(125, format!("install the seccomp filter: {e}")))?;
+        }
+    }
     apply_user_and_capabilities(process, &user)?;
     chdir(cwd_path).map_err(setup(format!("chdir to {cwd}")))?;
 
@@ -218,6 +253,25 @@ fn prepare_and_exec(spec: &Spec, shim: &ShimConfig, fds: &InitFds) -> Result<Nev
         .map(|a| CString::new(a.as_bytes()))
         .collect::<Result<_, _>>()
         .map_err(|_| fail(125, "NUL in environment"))?;
+    if annotation(spec, INIT_ANNOTATION).is_some() {
+        // SAFETY: the init is single-threaded (a clone of the single-threaded shim).
+        match unsafe { nix::unistd::fork() } {
+            Err(e) => return Err(fail(125, format!("fork the command under --init: {e}"))),
+            Ok(nix::unistd::ForkResult::Parent { child }) => {
+                // The command inherited the error pipe; its exec closes it.
+                // SAFETY: closing our copy of a descriptor we own.
+                unsafe {
+                    libc::close(fds.error);
+                }
+                // SAFETY: PR_SET_NAME copies at most 16 bytes from a NUL-terminated string.
+                unsafe {
+                    libc::prctl(libc::PR_SET_NAME, c"berth-init".as_ptr(), 0, 0, 0);
+                }
+                reap_forever(child)
+            }
+            Ok(nix::unistd::ForkResult::Child) => {}
+        }
+    }
     let e = nix::unistd::execve(&cpath, &cargs, &cenv).unwrap_err();
     Err(match e {
         Errno::ENOENT => fail(127, format!("exec {program:?}: no such file or directory")),
@@ -229,6 +283,194 @@ fn prepare_and_exec(spec: &Spec, shim: &ShimConfig, fds: &InitFds) -> Result<Nev
 
 /// Annotation carrying the `--user` value, resolved inside the container.
 pub const USER_ANNOTATION: &str = "org.berth.user";
+
+fn annotation<'a>(spec: &'a Spec, key: &str) -> Option<&'a str> {
+    spec.annotations()
+        .as_ref()
+        .and_then(|a| a.get(key))
+        .map(String::as_str)
+}
+
+/// `--init`: PID 1 forwards every signal it can to the command, reaps every orphan, and
+/// exits the way the command did.
+fn reap_forever(command: nix::unistd::Pid) -> ! {
+    use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+    let mut all = SigSet::all();
+    all.remove(Signal::SIGKILL);
+    all.remove(Signal::SIGSTOP);
+    let _ = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&all), None);
+    loop {
+        let signal = all.wait().unwrap_or(Signal::SIGCHLD);
+        if signal != Signal::SIGCHLD {
+            let _ = kill(command, signal);
+            continue;
+        }
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) if pid == command => {
+                    // SAFETY: leaving PID 1; the kernel then ends the namespace.
+                    unsafe { libc::_exit(code) }
+                }
+                Ok(WaitStatus::Signaled(pid, sig, _)) if pid == command => {
+                    // SAFETY: as above; 128+n is how a shell reports death by signal n.
+                    unsafe { libc::_exit(128 + sig as i32) }
+                }
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    }
+}
+
+/// The host's cgroup mounts as (mount point, filesystem type, super options), read
+/// before `pivot_root` hides them.
+fn host_cgroup_mounts() -> Vec<(PathBuf, String, String)> {
+    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let mount_point = left.split(' ').nth(4)?;
+            let mut r = right.split(' ');
+            let fstype = r.next()?;
+            let _source = r.next()?;
+            let options = r.next().unwrap_or("");
+            (fstype == "cgroup" || fstype == "cgroup2")
+                .then(|| (PathBuf::from(mount_point), fstype.to_owned(), options.to_owned()))
+        })
+        .collect()
+}
+
+/// The container's view of its own cgroup at the spec's cgroup mount: cgroup2 where the
+/// host is unified, else a tmpfs holding one mount per v1 hierarchy (as runc does).
+fn mount_cgroups(
+    root: &OwnedFd,
+    m: &oci_spec::runtime::Mount,
+    host: &[(PathBuf, String, String)],
+) -> Result<(), InitError> {
+    let dest = m.destination().display().to_string();
+    let target = open_in_root(root, &dest, false)?;
+    let target_path = fd_path(&target);
+    let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV;
+    let readonly = m
+        .options()
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .any(|o| o == "ro");
+    if readonly {
+        flags |= MsFlags::MS_RDONLY;
+    }
+    let unified = host
+        .iter()
+        .any(|(p, t, _)| t == "cgroup2" && p == Path::new("/sys/fs/cgroup"));
+    if unified {
+        return mount(
+            Some("cgroup2"),
+            &target_path,
+            Some("cgroup2"),
+            flags,
+            None::<&str>,
+        )
+        .map_err(setup(format!("mount cgroup2 at {dest}")));
+    }
+    mount(
+        Some("tmpfs"),
+        &target_path,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV,
+        Some("mode=755"),
+    )
+    .map_err(setup(format!("mount tmpfs at {dest}")))?;
+    // The descriptor opened before the mount names the directory underneath: resolve again.
+    let tmpfs = open_in_root(root, &dest, false)?;
+    let tmpfs_path = fd_path(&tmpfs);
+    for (mount_point, fstype, options) in host {
+        if fstype != "cgroup" {
+            continue;
+        }
+        let Some(name) = mount_point.file_name().and_then(OsStr::to_str) else {
+            continue;
+        };
+        let data: Vec<&str> = options
+            .split(',')
+            .filter(|o| *o != "rw" && *o != "ro")
+            .collect();
+        let dir = tmpfs_path.join(name);
+        std::fs::create_dir(&dir)
+            .map_err(|e| fail(125, format!("create {dest}/{name}: {e}")))?;
+        mount(
+            Some("cgroup"),
+            &dir,
+            Some("cgroup"),
+            flags,
+            Some(data.join(",").as_str()),
+        )
+        .map_err(setup(format!("mount the {name} cgroup at {dest}/{name}")))?;
+        if name.contains(',') {
+            for part in name.split(',') {
+                let _ = std::os::unix::fs::symlink(name, tmpfs_path.join(part));
+            }
+        }
+    }
+    if readonly {
+        mount::<str, PathBuf, str, str>(
+            None,
+            &tmpfs_path,
+            None,
+            MsFlags::MS_REMOUNT
+                | MsFlags::MS_RDONLY
+                | MsFlags::MS_NOSUID
+                | MsFlags::MS_NOEXEC
+                | MsFlags::MS_NODEV,
+            Some("mode=755"),
+        )
+        .map_err(setup(format!("remount {dest} read-only")))?;
+    }
+    Ok(())
+}
+
+/// A device node the spec asks for (`--privileged` passes the host's).
+fn make_spec_device(
+    root: &OwnedFd,
+    device: &oci_spec::runtime::LinuxDevice,
+) -> Result<(), InitError> {
+    let path = device.path().display().to_string();
+    let Some(parent) = device.path().parent() else {
+        return Ok(());
+    };
+    let name = device
+        .path()
+        .file_name()
+        .ok_or_else(|| fail(125, format!("bad device path {path}")))?;
+    let dir = open_in_root(root, &parent.display().to_string(), false)?;
+    let kind = match device.typ() {
+        oci_spec::runtime::LinuxDeviceType::B => SFlag::S_IFBLK,
+        oci_spec::runtime::LinuxDeviceType::P => SFlag::S_IFIFO,
+        _ => SFlag::S_IFCHR,
+    };
+    let mode = Mode::from_bits_truncate(device.file_mode().unwrap_or(0o660));
+    match nix::sys::stat::mknodat(
+        &dir,
+        name,
+        kind,
+        mode,
+        makedev(device.major() as u64, device.minor() as u64),
+    ) {
+        Ok(()) | Err(Errno::EEXIST) => {}
+        Err(e) => return Err(fail(125, format!("create device {path}: {e}"))),
+    }
+    let _ = nix::unistd::fchownat(
+        &dir,
+        name,
+        device.uid().map(Uid::from_raw),
+        device.gid().map(Gid::from_raw),
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    );
+    Ok(())
+}
 
 fn mount_rootfs(shim: &ShimConfig) -> Result<(), InitError> {
     // Relative lower dirs keep the option string short, so it fits a page even with many
@@ -617,28 +859,31 @@ fn cap_from_name(name: &str) -> Option<caps::Capability> {
     name.parse::<caps::Capability>().ok()
 }
 
+/// The caps crate's set for a spec capability list.
+fn capability_set(names: Option<&oci_spec::runtime::Capabilities>) -> caps::CapsHashSet {
+    names
+        .map(|s| {
+            s.iter()
+                // The spec's wire name (CAP_CHOWN) is what the caps crate parses; the
+                // Display form drops the prefix.
+                .filter_map(|c| {
+                    serde_json::to_value(c)
+                        .ok()?
+                        .as_str()
+                        .and_then(cap_from_name)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn apply_user_and_capabilities(
     process: &oci_spec::runtime::Process,
     user: &ResolvedUser,
 ) -> Result<(), InitError> {
     use caps::{CapSet, CapsHashSet};
     let spec_caps = process.capabilities().as_ref();
-    let set_of = |names: Option<&oci_spec::runtime::Capabilities>| -> CapsHashSet {
-        names
-            .map(|s| {
-                s.iter()
-                    // The spec's wire name (CAP_CHOWN) is what the caps crate parses; the
-                    // Display form drops the prefix.
-                    .filter_map(|c| {
-                        serde_json::to_value(c)
-                            .ok()?
-                            .as_str()
-                            .and_then(cap_from_name)
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
+    let set_of = capability_set;
     let bounding = set_of(spec_caps.and_then(|c| c.bounding().as_ref()));
     let effective = set_of(spec_caps.and_then(|c| c.effective().as_ref()));
     let permitted = set_of(spec_caps.and_then(|c| c.permitted().as_ref()));

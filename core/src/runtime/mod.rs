@@ -5,9 +5,11 @@
 //! socket). **Synchronous code only**: the shim is single-threaded, has no tokio and no
 //! wasmtime, and is the only process that clones into namespaces.
 
+pub mod cgroup;
 pub mod init;
 pub mod logfile;
 pub mod protocol;
+pub mod seccomp;
 pub mod shim;
 pub mod spec;
 

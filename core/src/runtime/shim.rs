@@ -23,6 +23,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork, pipe2, setsid};
 use oci_spec::runtime::Spec;
 
+use super::cgroup::ContainerCgroup;
 use super::init::{self, InitFds};
 use super::logfile::{LogWriter, Stream};
 use super::protocol::{ExitRecord, Request, Response};
@@ -114,11 +115,23 @@ struct Supervisor<'a> {
     bundle: &'a Path,
     log: LogWriter,
     diag: std::fs::File,
+    cgroup: Option<ContainerCgroup>,
 }
 
 impl Supervisor<'_> {
     fn note(&mut self, message: &str) {
         let _ = writeln!(self.diag, "{} {message}", now());
+    }
+
+    /// Notes an OOM kill and removes the cgroup (the container's processes are all gone:
+    /// the pid namespace ends with its init).
+    fn release_cgroup(&mut self, record: &mut ExitRecord) {
+        if let Some(group) = self.cgroup.take() {
+            record.oom_killed |= group.oom_killed();
+            if let Err(e) = group.remove() {
+                self.note(&e.to_string());
+            }
+        }
     }
 
     fn record_exit(&mut self, record: &ExitRecord) {
@@ -190,7 +203,12 @@ fn supervise(bundle: &Path, spec: &Spec, config: &ShimConfig, report_w: OwnedFd)
             return 125;
         }
     };
-    let mut sup = Supervisor { bundle, log, diag };
+    let mut sup = Supervisor {
+        bundle,
+        log,
+        diag,
+        cgroup: None,
+    };
     let socket_path = bundle.join(files::SOCKET);
     let _ = std::fs::remove_file(&socket_path);
     // Socket paths are limited to 108 bytes and data roots can be long: bind relative to
@@ -256,12 +274,12 @@ fn supervise(bundle: &Path, spec: &Spec, config: &ShimConfig, report_w: OwnedFd)
         sync: sync_r.as_raw_fd(),
         error: fail_w.as_raw_fd(),
     };
+    // The cgroup namespace is made by the init once it is in its cgroup.
     let flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWUTS
         | CloneFlags::CLONE_NEWIPC
-        | CloneFlags::CLONE_NEWNET
-        | CloneFlags::CLONE_NEWCGROUP;
+        | CloneFlags::CLONE_NEWNET;
     let mut stack = vec![0u8; 1024 * 1024];
     let child = Box::new(|| -> isize {
         // The container must not inherit the supervisor's blocked SIGCHLD.
@@ -284,7 +302,34 @@ fn supervise(bundle: &Path, spec: &Spec, config: &ShimConfig, report_w: OwnedFd)
     };
     drop((out_w, err_w, sync_r, fail_w, stdin));
 
-    // Cgroups are set up here once the runtime manages them; then the init may go on.
+    if let Some(linux) = spec.linux()
+        && let Some(path) = linux.cgroups_path()
+    {
+        let placed = ContainerCgroup::create(&path.display().to_string(), linux.resources().as_ref())
+            .and_then(|group| {
+                group.add_process(pid.as_raw() as u64)?;
+                Ok(group)
+            });
+        match placed {
+            Ok(group) => sup.cgroup = Some(group),
+            Err(e) => {
+                let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+                let _ = waitpid(pid, None);
+                let _ = crate::runtime::cgroup::remove_if_present(&path.display().to_string());
+                let message = e.to_string();
+                sup.record_exit(&ExitRecord {
+                    exit_code: 125,
+                    signal: None,
+                    oom_killed: false,
+                    finished_at: now(),
+                    error: Some(message.clone()),
+                });
+                let _ = std::fs::remove_file(&socket_path);
+                report(report_pipe, &format!("err 125 {message}"));
+                return 0;
+            }
+        }
+    }
     let _ = nix::unistd::write(&sync_w, b"g");
     drop(sync_w);
     let mut failure = String::new();
@@ -294,13 +339,15 @@ fn supervise(bundle: &Path, spec: &Spec, config: &ShimConfig, report_w: OwnedFd)
         let code: i32 = code.parse().unwrap_or(125);
         let _ = waitpid(pid, None);
         drain(&mut sup, out_r, err_r);
-        sup.record_exit(&ExitRecord {
+        let mut record = ExitRecord {
             exit_code: code,
             signal: None,
             oom_killed: false,
             finished_at: now(),
             error: Some(message.to_owned()),
-        });
+        };
+        sup.release_cgroup(&mut record);
+        sup.record_exit(&record);
         let _ = std::fs::remove_file(&socket_path);
         report(report_pipe, &format!("err {code} {message}"));
         return 0;
@@ -357,6 +404,9 @@ fn event_loop(
         if let Some(record) = &exited
             && outputs.iter().all(Option::is_none)
         {
+            let mut record = record.clone();
+            sup.release_cgroup(&mut record);
+            let record = &record;
             let _ = sup.log.flush_pending();
             // The record is on disk before anyone hears of the exit and before the socket
             // stops answering: a client that misses the socket finds the file.

@@ -5,9 +5,11 @@
 use std::collections::HashMap;
 
 use oci_spec::runtime::{
-    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
-    Mount, MountBuilder, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec,
-    SpecBuilder, get_default_maskedpaths, get_default_readonly_paths,
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder,
+    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResources,
+    LinuxResourcesBuilder, Mount, MountBuilder, PosixRlimitBuilder, PosixRlimitType,
+    ProcessBuilder, RootBuilder, Spec, SpecBuilder, get_default_maskedpaths,
+    get_default_readonly_paths,
 };
 
 use super::init::USER_ANNOTATION;
@@ -54,6 +56,65 @@ pub struct RunOptions {
     /// Open-file limit (soft and hard). Containers get berthd's own hard limit, as docker
     /// gives them dockerd's: raising it would need CAP_SYS_RESOURCE.
     pub nofile: u64,
+    /// Cgroup limits, already validated and defaulted (see [`resources`]).
+    pub resources: Option<LinuxResources>,
+    /// The cgroup path (`/berth/<id>`).
+    pub cgroups_path: String,
+    /// `--privileged`: all capabilities, host devices, no masked or read-only paths, no
+    /// seccomp filter, /sys writable.
+    pub privileged: bool,
+    /// Install docker's default seccomp filter.
+    pub seccomp: bool,
+    /// Run berth's minimal init as PID 1.
+    pub init: bool,
+}
+
+/// Annotation set when the container gets docker's default seccomp filter.
+pub const SECCOMP_ANNOTATION: &str = "org.berth.seccomp";
+/// Annotation set when the container runs berth's minimal init as PID 1.
+pub const INIT_ANNOTATION: &str = "org.berth.init";
+
+/// docker's `--cpus` period.
+const CPU_PERIOD_US: u64 = 100_000;
+
+/// The spec's `linux.resources` for docker-style limits (already validated).
+pub fn resources(
+    limits: &berth_api::container::ResourceLimits,
+) -> Result<Option<LinuxResources>, oci_spec::OciSpecError> {
+    let mut builder = LinuxResourcesBuilder::default();
+    let mut any = false;
+    if limits.memory.is_some() || limits.memory_swap.is_some() {
+        let mut memory = LinuxMemoryBuilder::default();
+        if let Some(m) = limits.memory {
+            memory = memory.limit(m);
+        }
+        if let Some(s) = limits.memory_swap {
+            memory = memory.swap(s);
+        }
+        builder = builder.memory(memory.build()?);
+        any = true;
+    }
+    if limits.nano_cpus.is_some() || limits.cpu_shares.is_some() || limits.cpuset_cpus.is_some() {
+        let mut cpu = LinuxCpuBuilder::default();
+        if let Some(n) = limits.nano_cpus {
+            cpu = cpu
+                .quota(n * CPU_PERIOD_US as i64 / 1_000_000_000)
+                .period(CPU_PERIOD_US);
+        }
+        if let Some(shares) = limits.cpu_shares {
+            cpu = cpu.shares(shares);
+        }
+        if let Some(cpus) = &limits.cpuset_cpus {
+            cpu = cpu.cpus(cpus.clone());
+        }
+        builder = builder.cpu(cpu.build()?);
+        any = true;
+    }
+    if let Some(p) = limits.pids_limit {
+        builder = builder.pids(LinuxPidsBuilder::default().limit(p).build()?);
+        any = true;
+    }
+    if any { Ok(Some(builder.build()?)) } else { Ok(None) }
 }
 
 /// Parses `NET_ADMIN`, `net_admin` or `CAP_NET_ADMIN`.
@@ -74,7 +135,9 @@ pub fn effective_capabilities(
     drop: &[String],
 ) -> Result<oci_spec::runtime::Capabilities, oci_spec::OciSpecError> {
     let all = || -> oci_spec::runtime::Capabilities {
-        caps::all()
+        // "All" is all this host lets berthd hand out: its own bounding set.
+        caps::read(None, caps::CapSet::Bounding)
+            .unwrap_or_else(|_| caps::all())
             .into_iter()
             .filter_map(|c| parse_capability(&c.to_string()))
             .collect()
@@ -138,7 +201,12 @@ fn tmpfs(dest: &str, options: &[&str]) -> Mount {
 
 /// The spec for one container. Errors only on builder misuse, which is a bug.
 pub fn build(options: &RunOptions) -> Result<Spec, oci_spec::OciSpecError> {
-    let caps = effective_capabilities(&options.cap_add, &options.cap_drop)?;
+    let caps = if options.privileged {
+        effective_capabilities(&["ALL".to_owned()], &[])?
+    } else {
+        effective_capabilities(&options.cap_add, &options.cap_drop)?
+    };
+    let ro_unless_privileged = if options.privileged { "rw" } else { "ro" };
     let process = ProcessBuilder::default()
         .terminal(false)
         .args(options.args.clone())
@@ -219,13 +287,42 @@ pub fn build(options: &RunOptions) -> Result<Spec, oci_spec::OciSpecError> {
                 "nosuid".into(),
                 "noexec".into(),
                 "nodev".into(),
-                "ro".into(),
+                ro_unless_privileged.into(),
+            ])
+            .build()?,
+        MountBuilder::default()
+            .destination("/sys/fs/cgroup")
+            .typ("cgroup")
+            .source("cgroup")
+            .options(vec![
+                "nosuid".into(),
+                "noexec".into(),
+                "nodev".into(),
+                "relatime".into(),
+                ro_unless_privileged.into(),
             ])
             .build()?,
     ];
     let mut annotations = HashMap::new();
     if let Some(user) = &options.user {
         annotations.insert(USER_ANNOTATION.to_owned(), user.clone());
+    }
+    if options.seccomp && !options.privileged {
+        annotations.insert(SECCOMP_ANNOTATION.to_owned(), "default".to_owned());
+    }
+    if options.init {
+        annotations.insert(INIT_ANNOTATION.to_owned(), "true".to_owned());
+    }
+    let mut linux = LinuxBuilder::default()
+        .namespaces(namespaces)
+        .cgroups_path(options.cgroups_path.clone());
+    if !options.privileged {
+        linux = linux
+            .masked_paths(get_default_maskedpaths())
+            .readonly_paths(get_default_readonly_paths());
+    }
+    if let Some(resources) = &options.resources {
+        linux = linux.resources(resources.clone());
     }
     SpecBuilder::default()
         .version("1.0.2")
@@ -239,13 +336,7 @@ pub fn build(options: &RunOptions) -> Result<Spec, oci_spec::OciSpecError> {
         .process(process)
         .mounts(mounts)
         .annotations(annotations)
-        .linux(
-            LinuxBuilder::default()
-                .namespaces(namespaces)
-                .masked_paths(get_default_maskedpaths())
-                .readonly_paths(get_default_readonly_paths())
-                .build()?,
-        )
+        .linux(linux.build()?)
         .build()
 }
 

@@ -63,6 +63,76 @@ pub struct CreateRequest {
     /// Seconds `stop` waits before SIGKILL when the caller gives none (default 10).
     #[serde(default)]
     pub stop_timeout: Option<u64>,
+    /// Cgroup limits.
+    #[serde(default)]
+    pub resources: ResourceLimits,
+    /// Every capability, every host device, no seccomp filter, no masked or read-only
+    /// paths (`--privileged`).
+    #[serde(default)]
+    pub privileged: bool,
+    /// Seccomp profile: `default` (docker's default) or `unconfined` (none).
+    #[serde(default)]
+    pub seccomp: Option<String>,
+    /// Run a minimal init as PID 1 that forwards signals and reaps zombies (`--init`).
+    #[serde(default)]
+    pub init: bool,
+}
+
+/// Cgroup limits, with docker's names and units.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceLimits {
+    /// Memory limit in bytes (`--memory`; at least 6 MiB).
+    #[serde(default)]
+    pub memory: Option<i64>,
+    /// Memory plus swap in bytes (`--memory-swap`; -1: unlimited swap; default: twice
+    /// `memory`).
+    #[serde(default)]
+    pub memory_swap: Option<i64>,
+    /// CPU quota in billionths of a CPU (`--cpus 1.5` is 1500000000).
+    #[serde(default)]
+    pub nano_cpus: Option<i64>,
+    /// Relative CPU weight (`--cpu-shares`, 2..262144, default 1024).
+    #[serde(default)]
+    pub cpu_shares: Option<u64>,
+    /// Most processes and threads (`--pids-limit`; 0 or -1: unlimited).
+    #[serde(default)]
+    pub pids_limit: Option<i64>,
+    /// CPUs the container may run on (`--cpuset-cpus 0-1,3`).
+    #[serde(default)]
+    pub cpuset_cpus: Option<String>,
+}
+
+/// `container.top`: the container's processes, `ps -ef` style.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TopResult {
+    /// Column titles.
+    pub titles: Vec<String>,
+    /// One row per process, in the order of `titles`.
+    pub processes: Vec<Vec<String>>,
+}
+
+/// One `container.stats` sample, from the container's cgroup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ContainerStats {
+    /// Container id.
+    pub id: String,
+    /// Container name.
+    pub name: String,
+    /// When the sample was taken (RFC 3339).
+    pub read: String,
+    /// CPU time used so far, nanoseconds (two samples give the CPU percentage).
+    pub cpu_nanos: u64,
+    /// CPUs of the host.
+    pub online_cpus: u32,
+    /// Memory in use, bytes.
+    pub memory_bytes: u64,
+    /// Memory limit, bytes (the host's memory when unlimited).
+    pub memory_limit: u64,
+    /// Processes and threads.
+    pub pids: u64,
+    /// The pids limit, if any.
+    pub pids_limit: Option<u64>,
 }
 
 /// What `container.prune` removed.
@@ -250,6 +320,26 @@ pub trait Container {
     /// Renames a container.
     #[method(name = "rename", param_kind = map)]
     async fn rename(&self, id: String, name: String) -> RpcResult<()>;
+
+    /// Stops the container (like `stop`) and starts it again.
+    #[method(name = "restart", param_kind = map)]
+    async fn restart(&self, id: String, timeout: Option<u64>) -> RpcResult<()>;
+
+    /// Freezes every process of the container.
+    #[method(name = "pause", param_kind = map)]
+    async fn pause(&self, id: String) -> RpcResult<()>;
+
+    /// Thaws a paused container.
+    #[method(name = "unpause", param_kind = map)]
+    async fn unpause(&self, id: String) -> RpcResult<()>;
+
+    /// The container's processes.
+    #[method(name = "top", param_kind = map)]
+    async fn top(&self, id: String) -> RpcResult<TopResult>;
+
+    /// CPU, memory and pids figures from the container's cgroup.
+    #[method(name = "stats", param_kind = map)]
+    async fn stats(&self, id: String) -> RpcResult<ContainerStats>;
 
     /// Removes every container that is not running (like `docker container prune`).
     #[method(name = "prune", param_kind = map)]

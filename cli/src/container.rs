@@ -221,6 +221,12 @@ pub fn parse_bytes(text: &str) -> anyhow::Result<i64> {
     Ok((n * factor) as i64)
 }
 
+/// A bad option: reported like docker's flag errors, with its exit code 125.
+fn usage_error(e: anyhow::Error) -> anyhow::Result<u8> {
+    eprintln!("berth: {e:#}");
+    Ok(125)
+}
+
 /// The exit code a failed start carries (126/127), else 125 like docker.
 fn start_exit_code(e: &RpcError) -> u8 {
     if let RpcError::Call(obj) = e
@@ -233,7 +239,13 @@ fn start_exit_code(e: &RpcError) -> u8 {
 
 /// `berth create`.
 pub async fn create(client: &WsClient, args: CreateArgs) -> anyhow::Result<u8> {
-    let created = match client.create(request(&args)?).await {
+    let created = match client
+        .create(match request(&args) {
+            Ok(r) => r,
+            Err(e) => return usage_error(e),
+        })
+        .await
+    {
         Ok(c) => c,
         Err(e) => {
             eprintln!("berth: {}", crate::describe(&e.into()));
@@ -246,7 +258,13 @@ pub async fn create(client: &WsClient, args: CreateArgs) -> anyhow::Result<u8> {
 
 /// `berth run`: create, start, stream output, exit with the container's code.
 pub async fn run(client: &WsClient, args: CreateArgs, detach: bool) -> anyhow::Result<u8> {
-    let created = match client.create(request(&args)?).await {
+    let created = match client
+        .create(match request(&args) {
+            Ok(r) => r,
+            Err(e) => return usage_error(e),
+        })
+        .await
+    {
         Ok(c) => c,
         Err(e) => {
             eprintln!("berth: {}", crate::describe(&e.into()));
@@ -665,7 +683,14 @@ pub async fn stats(client: &WsClient, args: StatsArgs) -> anyhow::Result<u8> {
                     print!("\x1b[2J\x1b[H");
                 }
                 output::table(
-                    &["CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "PIDS"],
+                    &[
+                        "CONTAINER ID",
+                        "NAME",
+                        "CPU %",
+                        "MEM USAGE / LIMIT",
+                        "MEM %",
+                        "PIDS",
+                    ],
                     &rows,
                 );
             }

@@ -579,3 +579,308 @@ fn restart_policies_apply_when_berthd_starts() {
     );
     assert!(d.cli(&["rm", "-f", "keeper", "parked"]).status.success());
 }
+
+/// Whether the host runs the unified (v2) cgroup hierarchy.
+fn cgroup_v2() -> bool {
+    std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+}
+
+/// The container's cgroup directories that exist on the host.
+fn cgroup_dirs_of(id: &str) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    if cgroup_v2() {
+        let p = std::path::PathBuf::from(format!("/sys/fs/cgroup/berth/{id}"));
+        if p.exists() {
+            found.push(p);
+        }
+    } else if let Ok(dirs) = std::fs::read_dir("/sys/fs/cgroup") {
+        for d in dirs.flatten() {
+            let p = d.path().join("berth").join(id);
+            if p.exists() {
+                found.push(p);
+            }
+        }
+    }
+    found
+}
+
+fn inspect(d: &Daemon, name: &str) -> serde_json::Value {
+    let o = d.cli(&["container", "inspect", name]);
+    assert!(o.status.success(), "{}", err(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    v[0].clone()
+}
+
+#[test]
+fn cgroup_limits_oom_and_cleanup() {
+    require_root!();
+    let d = daemon_with_busybox();
+    // The container sees its own limits through its cgroup namespace.
+    let script = if cgroup_v2() {
+        "cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/memory.swap.max /sys/fs/cgroup/pids.max \
+         /sys/fs/cgroup/cpu.max /sys/fs/cgroup/cpuset.cpus; cat /proc/self/cgroup"
+    } else {
+        "cat /sys/fs/cgroup/memory/memory.limit_in_bytes \
+         /sys/fs/cgroup/memory/memory.memsw.limit_in_bytes /sys/fs/cgroup/pids/pids.max \
+         /sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/cpu/cpu.shares \
+         /sys/fs/cgroup/cpuset/cpuset.cpus; cat /proc/self/cgroup"
+    };
+    let o = d.cli(&[
+        "run",
+        "--name",
+        "limited",
+        "-m",
+        "64m",
+        "--memory-swap",
+        "96m",
+        "--pids-limit",
+        "20",
+        "--cpus",
+        "0.5",
+        "--cpu-shares",
+        "512",
+        "--cpuset-cpus",
+        "0",
+        "busybox",
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert!(o.status.success(), "{}", err(&o));
+    let text = out(&o);
+    let lines: Vec<&str> = text.lines().collect();
+    if cgroup_v2() {
+        assert_eq!(
+            &lines[..5],
+            ["67108864", "33554432", "20", "50000 100000", "0"]
+        );
+        assert!(lines.contains(&"0::/"), "{text}");
+    } else {
+        assert_eq!(
+            &lines[..6],
+            ["67108864", "100663296", "20", "50000", "512", "0"],
+            "{text}"
+        );
+        // Its cgroup namespace shows its own group as the root.
+        assert!(lines.iter().any(|l| l.ends_with(":memory:/")), "{text}");
+    }
+    let id = inspect(&d, "limited")["id"].as_str().unwrap().to_owned();
+    assert!(
+        cgroup_dirs_of(&id).is_empty(),
+        "cgroups left after exit: {:?}",
+        cgroup_dirs_of(&id)
+    );
+
+    // The pids limit holds: forks beyond it fail.
+    let o = d.cli(&[
+        "run",
+        "--rm",
+        "--pids-limit",
+        "5",
+        "busybox",
+        "sh",
+        "-c",
+        "for i in 1 2 3 4 5 6 7 8; do sleep 2 & done; wait",
+    ]);
+    assert!(err(&o).contains("fork"), "no fork failure: {}", err(&o));
+
+    // Memory exhaustion: killed by the OOM killer, reported as such (137, OOMKilled).
+    let o = d.cli(&[
+        "run",
+        "--name",
+        "hog",
+        "-m",
+        "8m",
+        "--memory-swap",
+        "8m",
+        "busybox",
+        "sh",
+        "-c",
+        "x=aaaaaaaaaaaaaaaa; while true; do x=$x$x; done",
+    ]);
+    assert_eq!(o.status.code(), Some(137), "{}", err(&o));
+    let v = inspect(&d, "hog");
+    assert_eq!(v["state"]["oom_killed"], true, "{v}");
+    assert_eq!(v["state"]["exit_code"], 137);
+    let hog_id = v["id"].as_str().unwrap().to_owned();
+    assert!(cgroup_dirs_of(&hog_id).is_empty());
+
+    // Invalid limits are refused before anything is made.
+    for (args, needle) in [
+        (&["-m", "1m"][..], "minimum memory"),
+        (&["--memory-swap", "64m"][..], "--memory"),
+        (
+            &["-m", "64m", "--memory-swap", "32m"][..],
+            "at least --memory",
+        ),
+        (&["--cpus", "999"][..], "--cpus"),
+        (&["--cpuset-cpus", "999"][..], "not available"),
+        (&["--cpuset-cpus", "x-y"][..], "--cpuset-cpus"),
+        (&["--cpu-shares", "1"][..], "--cpu-shares"),
+        (&["-m", "12q"][..], "unit"),
+    ] {
+        let mut all = vec!["run", "--rm"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["busybox", "true"]);
+        let o = d.cli(&all);
+        assert_eq!(o.status.code(), Some(125), "{args:?}: {}", err(&o));
+        assert!(err(&o).contains(needle), "{args:?}: {}", err(&o));
+    }
+    assert!(d.cli(&["rm", "limited", "hog"]).status.success());
+}
+
+#[test]
+fn seccomp_privileged_and_init() {
+    require_root!();
+    let d = daemon_with_busybox();
+    let run = |args: &[&str]| {
+        let mut all = vec!["run", "--rm"];
+        all.extend_from_slice(args);
+        d.cli(&all)
+    };
+    // The default filter: in force, refuses namespace and mount calls even with the
+    // capability that would otherwise allow them... unless SYS_ADMIN is granted.
+    let o = run(&["busybox", "grep", "^Seccomp:", "/proc/self/status"]);
+    assert!(out(&o).contains("2"), "{}", out(&o));
+    let o = run(&["busybox", "sh", "-c", "unshare -n true"]);
+    assert!(!o.status.success());
+    assert!(err(&o).contains("not permitted"), "{}", err(&o));
+    let o = run(&[
+        "--cap-add",
+        "SYS_ADMIN",
+        "busybox",
+        "sh",
+        "-c",
+        "mkdir -p /m && mount -t tmpfs t /m && echo mounted",
+    ]);
+    assert_eq!(out(&o).trim(), "mounted", "{}", err(&o));
+    let o = run(&[
+        "--security-opt",
+        "seccomp=unconfined",
+        "busybox",
+        "grep",
+        "^Seccomp:",
+        "/proc/self/status",
+    ]);
+    assert!(out(&o).contains("0"), "{}", out(&o));
+    let o = run(&["--security-opt", "seccomp=/tmp/x.json", "busybox", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(err(&o).contains("unconfined"), "{}", err(&o));
+    // setuid programs keep working: no_new_privs stays off by default.
+    let o = run(&["busybox", "grep", "^NoNewPrivs:", "/proc/self/status"]);
+    assert!(out(&o).contains("0"), "{}", out(&o));
+
+    // --privileged: every capability the host has, no filter, writable /sys, host devices.
+    let host_bounding = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:").map(|v| v.trim().to_owned()))
+        .unwrap();
+    let o = run(&[
+        "--privileged",
+        "busybox",
+        "sh",
+        "-c",
+        "grep -E '^(CapEff|Seccomp):' /proc/self/status; mkdir -p /m && mount -t tmpfs t /m \
+         && echo mounted; ls /dev | wc -l",
+    ]);
+    let text = out(&o);
+    assert!(text.contains(&host_bounding), "{text} vs {host_bounding}");
+    assert!(text.contains("mounted"), "{text}{}", err(&o));
+    let devices: usize = text.lines().last().unwrap().trim().parse().unwrap();
+    let o = run(&["busybox", "sh", "-c", "ls /dev | wc -l"]);
+    let default_devices: usize = out(&o).trim().parse().unwrap();
+    assert!(devices > default_devices, "{devices} vs {default_devices}");
+
+    // --init: PID 1 forwards signals and reaps orphans.
+    let o = run(&[
+        "--init",
+        "busybox",
+        "sh",
+        "-c",
+        "cat /proc/1/comm; (sleep 0.2 &); sleep 1; grep -l '^State:.*Z' /proc/[0-9]*/status | wc -l",
+    ]);
+    assert_eq!(out(&o), "berth-init\n0\n", "{}", err(&o));
+    assert!(
+        d.cli(&[
+            "run", "-d", "--init", "--name", "ini", "busybox", "sleep", "60"
+        ])
+        .status
+        .success()
+    );
+    // sleep is not PID 1 here, so SIGTERM ends it at once (as PID 1 it would be ignored).
+    let started = std::time::Instant::now();
+    assert!(d.cli(&["stop", "-t", "10", "ini"]).status.success());
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert_eq!(out(&d.cli(&["wait", "ini"])).trim(), "143");
+    assert!(d.cli(&["rm", "ini"]).status.success());
+}
+
+#[test]
+fn pause_unpause_top_stats_restart() {
+    require_root!();
+    let d = daemon_with_busybox();
+    assert!(
+        d.cli(&[
+            "run",
+            "-d",
+            "--name",
+            "busy",
+            "-m",
+            "32m",
+            "busybox",
+            "sh",
+            "-c",
+            "trap 'exit 0' TERM; while true; do sleep 0.05; done"
+        ])
+        .status
+        .success()
+    );
+    let o = d.cli(&["top", "busy"]);
+    assert!(o.status.success(), "{}", err(&o));
+    let text = out(&o);
+    assert!(text.starts_with("UID"), "{text}");
+    assert!(text.contains("sh -c trap"), "{text}");
+
+    let o = d.cli(&["stats", "--no-stream", "--format", "json", "busy"]);
+    assert!(o.status.success(), "{}", err(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v[0]["memory_limit"], 32 * 1024 * 1024);
+    assert!(v[0]["memory_bytes"].as_u64().unwrap() > 0);
+    assert!(v[0]["pids"].as_u64().unwrap() >= 1);
+
+    assert!(d.cli(&["pause", "busy"]).status.success());
+    assert_eq!(inspect(&d, "busy")["state"]["status"], "paused");
+    let o = d.cli(&["pause", "busy"]);
+    assert!(err(&o).contains("already paused"), "{}", err(&o));
+    // Frozen: no CPU time passes.
+    let cpu = |d: &Daemon| {
+        let o = d.cli(&["stats", "--no-stream", "--format", "json", "busy"]);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v[0]["cpu_percent"].as_f64().unwrap()
+    };
+    assert_eq!(cpu(&d), 0.0);
+    assert!(d.cli(&["unpause", "busy"]).status.success());
+    assert_eq!(inspect(&d, "busy")["state"]["status"], "running");
+    let o = d.cli(&["unpause", "busy"]);
+    assert!(err(&o).contains("not paused"), "{}", err(&o));
+
+    let first_pid = inspect(&d, "busy")["state"]["pid"].clone();
+    assert!(d.cli(&["restart", "-t", "5", "busy"]).status.success());
+    let v = inspect(&d, "busy");
+    assert_eq!(v["state"]["status"], "running");
+    assert_ne!(v["state"]["pid"], first_pid);
+    // The first run's monitor must not mark the restarted container exited.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(inspect(&d, "busy")["state"]["status"], "running");
+
+    // A paused container still stops (thawed so it can act on the signal).
+    assert!(d.cli(&["pause", "busy"]).status.success());
+    assert!(d.cli(&["stop", "-t", "5", "busy"]).status.success());
+    assert_eq!(inspect(&d, "busy")["state"]["exit_code"], 0);
+    let id = inspect(&d, "busy")["id"].as_str().unwrap().to_owned();
+    assert!(d.cli(&["rm", "busy"]).status.success());
+    assert!(cgroup_dirs_of(&id).is_empty());
+    let o = d.cli(&["top", "busy"]);
+    assert!(!o.status.success());
+}

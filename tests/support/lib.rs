@@ -366,7 +366,7 @@ pub fn import_busybox(daemon: &Daemon, name: &str) {
     std::fs::copy("/bin/busybox", bin.join("busybox")).expect("busybox-static is installed");
     for applet in [
         "sh", "echo", "cat", "ls", "sleep", "id", "true", "false", "hostname", "touch", "grep",
-        "pwd", "env", "mount", "trap", "wc", "head",
+        "pwd", "env", "mount", "trap", "wc", "head", "unshare", "mkdir",
     ] {
         std::os::unix::fs::symlink("busybox", bin.join(applet)).expect("symlink");
     }
@@ -380,7 +380,8 @@ pub fn import_busybox(daemon: &Daemon, name: &str) {
         "root:x:0:\nnogroup:x:65534:\n",
     )
     .expect("group");
-    let tarball = root.path().join("../busybox-rootfs.tar");
+    // Beside the root, named after it: tests import concurrently.
+    let tarball = root.path().with_extension("tar");
     let ok = Command::new("tar")
         .arg("-C")
         .arg(root.path())

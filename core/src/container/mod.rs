@@ -15,8 +15,8 @@ use berth_api::container::{
 use serde::{Deserialize, Serialize};
 
 use crate::image::{self, Images};
-use crate::runtime::protocol::{ExitRecord, Request, Response};
 use crate::runtime::cgroup::{self, ContainerCgroup};
+use crate::runtime::protocol::{ExitRecord, Request, Response};
 use crate::runtime::{ShimConfig, files, logfile, shim, spec};
 use crate::store::{self, Store};
 
@@ -1014,9 +1014,7 @@ impl Containers {
             cpu_nanos: usage.cpu_nanos,
             online_cpus: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
             memory_bytes: usage.memory_bytes,
-            memory_limit: usage
-                .memory_limit
-                .unwrap_or_else(crate::host::memory_total),
+            memory_limit: usage.memory_limit.unwrap_or_else(crate::host::memory_total),
             pids: usage.pids,
             pids_limit: usage.pids_limit,
         })

@@ -421,10 +421,10 @@ pub fn shares_to_weight(shares: u64) -> u64 {
 mod tests {
     use super::*;
     use cgroups_rs::Subsystem;
-    use std::path::PathBuf;
     use oci_spec::runtime::{
         LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResourcesBuilder,
     };
+    use std::path::PathBuf;
 
     /// A cgroup v2 hierarchy rooted in a temporary directory: what the kernel would show,
     /// as plain files.
@@ -506,7 +506,10 @@ mod tests {
         // v2 limits swap alone: 512 MiB total minus 256 MiB of memory.
         assert_eq!(read(dir.path(), "memory.swap.max"), "268435456");
         assert_eq!(read(dir.path(), "cpu.max"), "150000 100000");
-        assert_eq!(read(dir.path(), "cpu.weight"), shares_to_weight(512).to_string());
+        assert_eq!(
+            read(dir.path(), "cpu.weight"),
+            shares_to_weight(512).to_string()
+        );
         assert_eq!(read(dir.path(), "cpuset.cpus"), "0-1");
         assert_eq!(read(dir.path(), "pids.max"), "64");
 

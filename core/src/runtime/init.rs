@@ -254,22 +254,35 @@ fn prepare_and_exec(spec: &Spec, shim: &ShimConfig, fds: &InitFds) -> Result<Nev
         .collect::<Result<_, _>>()
         .map_err(|_| fail(125, "NUL in environment"))?;
     if annotation(spec, INIT_ANNOTATION).is_some() {
+        // Signals are blocked before the fork so that none (above all the command's
+        // SIGCHLD) is lost before PID 1 waits for them; the command gets the mask back.
+        use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
+        let mut all = SigSet::all();
+        all.remove(Signal::SIGKILL);
+        all.remove(Signal::SIGSTOP);
+        let mut previous = SigSet::empty();
+        sigprocmask(SigmaskHow::SIG_BLOCK, Some(&all), Some(&mut previous))
+            .map_err(setup("block signals for --init"))?;
         // SAFETY: the init is single-threaded (a clone of the single-threaded shim).
         match unsafe { nix::unistd::fork() } {
             Err(e) => return Err(fail(125, format!("fork the command under --init: {e}"))),
             Ok(nix::unistd::ForkResult::Parent { child }) => {
-                // The command inherited the error pipe; its exec closes it.
-                // SAFETY: closing our copy of a descriptor we own.
+                // Keep only stdio: the shim's pipes (the error pipe, its report pipe) must
+                // close when the command execs, not when this process ends.
+                // SAFETY: close_range only closes descriptors of this process.
                 unsafe {
-                    libc::close(fds.error);
+                    libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
                 }
                 // SAFETY: PR_SET_NAME copies at most 16 bytes from a NUL-terminated string.
                 unsafe {
                     libc::prctl(libc::PR_SET_NAME, c"berth-init".as_ptr(), 0, 0, 0);
                 }
-                reap_forever(child)
+                reap_forever(child, &all)
             }
-            Ok(nix::unistd::ForkResult::Child) => {}
+            Ok(nix::unistd::ForkResult::Child) => {
+                sigprocmask(SigmaskHow::SIG_SETMASK, Some(&previous), None)
+                    .map_err(setup("restore the signal mask"))?;
+            }
         }
     }
     let e = nix::unistd::execve(&cpath, &cargs, &cenv).unwrap_err();
@@ -293,13 +306,9 @@ fn annotation<'a>(spec: &'a Spec, key: &str) -> Option<&'a str> {
 
 /// `--init`: PID 1 forwards every signal it can to the command, reaps every orphan, and
 /// exits the way the command did.
-fn reap_forever(command: nix::unistd::Pid) -> ! {
-    use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
+fn reap_forever(command: nix::unistd::Pid, all: &nix::sys::signal::SigSet) -> ! {
+    use nix::sys::signal::{Signal, kill};
     use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-    let mut all = SigSet::all();
-    all.remove(Signal::SIGKILL);
-    all.remove(Signal::SIGSTOP);
-    let _ = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&all), None);
     loop {
         let signal = all.wait().unwrap_or(Signal::SIGCHLD);
         if signal != Signal::SIGCHLD {
@@ -337,8 +346,13 @@ fn host_cgroup_mounts() -> Vec<(PathBuf, String, String)> {
             let fstype = r.next()?;
             let _source = r.next()?;
             let options = r.next().unwrap_or("");
-            (fstype == "cgroup" || fstype == "cgroup2")
-                .then(|| (PathBuf::from(mount_point), fstype.to_owned(), options.to_owned()))
+            (fstype == "cgroup" || fstype == "cgroup2").then(|| {
+                (
+                    PathBuf::from(mount_point),
+                    fstype.to_owned(),
+                    options.to_owned(),
+                )
+            })
         })
         .collect()
 }
@@ -399,8 +413,7 @@ fn mount_cgroups(
             .filter(|o| *o != "rw" && *o != "ro")
             .collect();
         let dir = tmpfs_path.join(name);
-        std::fs::create_dir(&dir)
-            .map_err(|e| fail(125, format!("create {dest}/{name}: {e}")))?;
+        std::fs::create_dir(&dir).map_err(|e| fail(125, format!("create {dest}/{name}: {e}")))?;
         mount(
             Some("cgroup"),
             &dir,

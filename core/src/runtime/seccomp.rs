@@ -42,13 +42,22 @@ const BLOCKED: &[(libc::c_long, Option<Capability>)] = &[
     (libc::SYS_mount_setattr, Some(Capability::CAP_SYS_ADMIN)),
     (libc::SYS_move_mount, Some(Capability::CAP_SYS_ADMIN)),
     (libc::SYS_move_pages, Some(Capability::CAP_SYS_NICE)),
-    (libc::SYS_name_to_handle_at, Some(Capability::CAP_DAC_READ_SEARCH)),
-    (libc::SYS_open_by_handle_at, Some(Capability::CAP_DAC_READ_SEARCH)),
+    (
+        libc::SYS_name_to_handle_at,
+        Some(Capability::CAP_DAC_READ_SEARCH),
+    ),
+    (
+        libc::SYS_open_by_handle_at,
+        Some(Capability::CAP_DAC_READ_SEARCH),
+    ),
     (libc::SYS_open_tree, Some(Capability::CAP_SYS_ADMIN)),
     (libc::SYS_perf_event_open, Some(Capability::CAP_PERFMON)),
     (libc::SYS_pivot_root, Some(Capability::CAP_SYS_ADMIN)),
     (libc::SYS_process_vm_readv, Some(Capability::CAP_SYS_PTRACE)),
-    (libc::SYS_process_vm_writev, Some(Capability::CAP_SYS_PTRACE)),
+    (
+        libc::SYS_process_vm_writev,
+        Some(Capability::CAP_SYS_PTRACE),
+    ),
     (libc::SYS_quotactl, Some(Capability::CAP_SYS_ADMIN)),
     (libc::SYS_reboot, Some(Capability::CAP_SYS_BOOT)),
     (libc::SYS_request_key, None),
@@ -147,10 +156,7 @@ pub fn default_filters(capabilities: &CapsHashSet) -> Result<Vec<BpfProgram>, St
         .collect::<Result<Vec<_>, _>>()?;
     refused.insert(libc::SYS_personality, vec![rule(other_personality)?]);
 
-    let mut programs = vec![compile(
-        refused,
-        SeccompAction::Errno(libc::EPERM as u32),
-    )?];
+    let mut programs = vec![compile(refused, SeccompAction::Errno(libc::EPERM as u32))?];
     if !sys_admin {
         // clone3 passes its flags in memory, out of a filter's reach: pretend it does not
         // exist, as docker does, and libc uses clone.

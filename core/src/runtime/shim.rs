@@ -305,11 +305,12 @@ fn supervise(bundle: &Path, spec: &Spec, config: &ShimConfig, report_w: OwnedFd)
     if let Some(linux) = spec.linux()
         && let Some(path) = linux.cgroups_path()
     {
-        let placed = ContainerCgroup::create(&path.display().to_string(), linux.resources().as_ref())
-            .and_then(|group| {
-                group.add_process(pid.as_raw() as u64)?;
-                Ok(group)
-            });
+        let placed =
+            ContainerCgroup::create(&path.display().to_string(), linux.resources().as_ref())
+                .and_then(|group| {
+                    group.add_process(pid.as_raw() as u64)?;
+                    Ok(group)
+                });
         match placed {
             Ok(group) => sup.cgroup = Some(group),
             Err(e) => {

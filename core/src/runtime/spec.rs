@@ -5,11 +5,11 @@
 use std::collections::HashMap;
 
 use oci_spec::runtime::{
-    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder,
-    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResources,
-    LinuxResourcesBuilder, Mount, MountBuilder, PosixRlimitBuilder, PosixRlimitType,
-    ProcessBuilder, RootBuilder, Spec, SpecBuilder, get_default_maskedpaths,
-    get_default_readonly_paths,
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDevice,
+    LinuxDeviceBuilder, LinuxDeviceType, LinuxMemoryBuilder, LinuxNamespaceBuilder,
+    LinuxNamespaceType, LinuxPidsBuilder, LinuxResources, LinuxResourcesBuilder, Mount,
+    MountBuilder, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec,
+    SpecBuilder, get_default_maskedpaths, get_default_readonly_paths,
 };
 
 use super::init::USER_ANNOTATION;
@@ -114,7 +114,11 @@ pub fn resources(
         builder = builder.pids(LinuxPidsBuilder::default().limit(p).build()?);
         any = true;
     }
-    if any { Ok(Some(builder.build()?)) } else { Ok(None) }
+    if any {
+        Ok(Some(builder.build()?))
+    } else {
+        Ok(None)
+    }
 }
 
 /// Parses `NET_ADMIN`, `net_admin` or `CAP_NET_ADMIN`.
@@ -187,6 +191,67 @@ pub fn merge_env(image: &[String], user: &[String]) -> Vec<String> {
         .into_iter()
         .filter_map(|k| values.remove(&k))
         .collect()
+}
+
+/// The host's device nodes (`/dev` and one level below), for `--privileged`.
+fn host_devices() -> Vec<LinuxDevice> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let mut found = Vec::new();
+    let mut dirs = vec![std::path::PathBuf::from("/dev")];
+    for _depth in 0..2 {
+        let mut next = Vec::new();
+        for dir in dirs {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                // The container has its own of these.
+                if [
+                    "/dev/pts",
+                    "/dev/shm",
+                    "/dev/mqueue",
+                    "/dev/console",
+                    "/dev/ptmx",
+                ]
+                .iter()
+                .any(|p| path == std::path::Path::new(p))
+                {
+                    continue;
+                }
+                let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                    continue;
+                };
+                let kind = meta.file_type();
+                let typ = if kind.is_char_device() {
+                    LinuxDeviceType::C
+                } else if kind.is_block_device() {
+                    LinuxDeviceType::B
+                } else {
+                    if kind.is_dir() {
+                        next.push(path);
+                    }
+                    continue;
+                };
+                let rdev = meta.rdev();
+                if let Ok(device) = LinuxDeviceBuilder::default()
+                    .path(path)
+                    .typ(typ)
+                    .major(nix::sys::stat::major(rdev) as i64)
+                    .minor(nix::sys::stat::minor(rdev) as i64)
+                    .file_mode(meta.mode() & 0o7777)
+                    .uid(meta.uid())
+                    .gid(meta.gid())
+                    .build()
+                {
+                    found.push(device);
+                }
+            }
+        }
+        dirs = next;
+    }
+    found.sort_by(|a, b| a.path().cmp(b.path()));
+    found
 }
 
 fn tmpfs(dest: &str, options: &[&str]) -> Mount {
@@ -316,7 +381,9 @@ pub fn build(options: &RunOptions) -> Result<Spec, oci_spec::OciSpecError> {
     let mut linux = LinuxBuilder::default()
         .namespaces(namespaces)
         .cgroups_path(options.cgroups_path.clone());
-    if !options.privileged {
+    if options.privileged {
+        linux = linux.devices(host_devices());
+    } else {
         linux = linux
             .masked_paths(get_default_maskedpaths())
             .readonly_paths(get_default_readonly_paths());

@@ -1,8 +1,18 @@
 #!/usr/bin/env bash
 # The whole berth test suite: builds every binary, then runs unit and end-to-end tests.
 # Root-only tests (namespaces, mounts, cgroups, netns) skip with a message when not root,
-# except under CI=true, where a skip is a failure.
+# except under CI=true, where a skip is a failure. As root, a leak check compares mounts,
+# container cgroups and shims before and after the suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --workspace --bins --locked
+before=""
+if [ "$(id -u)" = 0 ]; then
+    before=$(mktemp)
+    tests/leakcheck.sh snapshot "$before"
+fi
 cargo test --workspace --locked
+if [ -n "$before" ]; then
+    tests/leakcheck.sh compare "$before"
+    rm -f "$before"
+fi

@@ -205,12 +205,60 @@ impl Drop for Daemon {
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
                 if child.try_wait().ok().flatten().is_some() {
-                    return;
+                    break;
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
-            let _ = child.kill();
-            let _ = child.wait();
+            if child.try_wait().ok().flatten().is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        self.kill_containers();
+    }
+}
+
+impl Daemon {
+    /// Containers outlive berthd by design; a test that failed half-way must not leave its
+    /// containers (and their shims and cgroups) running on the host. Kills every process
+    /// in the cgroups of this data root's containers, then gives the shims a moment to
+    /// record the exits and remove the groups.
+    fn kill_containers(&self) {
+        let Ok(entries) = std::fs::read_dir(self.data_root.join("containers")) else {
+            return;
+        };
+        let ids: Vec<String> = entries
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        let groups = |id: &str| -> Vec<PathBuf> {
+            ["/sys/fs/cgroup/pids/berth", "/sys/fs/cgroup/berth"]
+                .iter()
+                .map(|root| Path::new(root).join(id))
+                .filter(|p| p.exists())
+                .collect()
+        };
+        let mut live = false;
+        for id in &ids {
+            for group in groups(id) {
+                let procs = std::fs::read_to_string(group.join("cgroup.procs")).unwrap_or_default();
+                for pid in procs.lines().filter_map(|l| l.trim().parse::<u32>().ok()) {
+                    signal(pid, libc::SIGKILL);
+                    live = true;
+                }
+            }
+            // A paused container acts on the SIGKILL only once thawed.
+            let _ = std::fs::write(
+                format!("/sys/fs/cgroup/freezer/berth/{id}/freezer.state"),
+                "THAWED",
+            );
+            let _ = std::fs::write(format!("/sys/fs/cgroup/berth/{id}/cgroup.freeze"), "0");
+        }
+        if live {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline && ids.iter().any(|id| !groups(id).is_empty()) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
     }
 }

@@ -701,3 +701,89 @@ pub async fn stats(client: &WsClient, args: StatsArgs) -> anyhow::Result<u8> {
         previous = current;
     }
 }
+
+/// Options of `berth exec`.
+#[derive(Debug, clap::Args)]
+pub struct ExecArgs {
+    /// Keep stdin open and send it to the process.
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Set environment variables (KEY=value).
+    #[arg(short, long = "env")]
+    pub env: Vec<String>,
+    /// Working directory inside the container.
+    #[arg(short, long)]
+    pub workdir: Option<String>,
+    /// User (name|uid[:group|gid]).
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// Container.
+    pub container: String,
+    /// Command and arguments.
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+/// `berth exec`: streams the process's output, feeds it stdin with `-i`, and exits with
+/// its exit code.
+pub async fn exec(client: &WsClient, args: ExecArgs) -> anyhow::Result<u8> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD as BASE64;
+    use berth_api::container::{ExecEvent, ExecRequest};
+    use tokio::io::AsyncReadExt;
+
+    let request = ExecRequest {
+        cmd: args.command.clone(),
+        env: args.env.clone(),
+        workdir: args.workdir.clone(),
+        user: args.user.clone(),
+        stdin: args.interactive,
+    };
+    let mut sub = match client.exec(args.container.clone(), request).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("berth: {}", crate::describe(&e.into()));
+            return Ok(1);
+        }
+    };
+    let mut stdin = args.interactive.then(tokio::io::stdin);
+    let mut exec_id: Option<String> = None;
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        let event = tokio::select! {
+            event = sub.next() => event,
+            n = async { stdin.as_mut()?.read(&mut buf).await.ok() },
+                if stdin.is_some() && exec_id.is_some() => {
+                let id = exec_id.clone().unwrap_or_default();
+                match n {
+                    Some(n) if n > 0 => {
+                        let data = BASE64.encode(&buf[..n]);
+                        client.exec_input(id, Some(data), None).await.context("container.exec_input")?;
+                    }
+                    _ => {
+                        stdin = None;
+                        client.exec_input(id, None, Some(true)).await.context("container.exec_input")?;
+                    }
+                }
+                continue;
+            }
+        };
+        let Some(event) = event else {
+            bail!("the daemon closed the exec stream");
+        };
+        match event.context("exec stream")? {
+            ExecEvent::Started { exec_id: id } => exec_id = Some(id),
+            ExecEvent::Stdout { data } => {
+                let mut out = std::io::stdout().lock();
+                out.write_all(&BASE64.decode(data)?)?;
+                out.flush()?;
+            }
+            ExecEvent::Stderr { data } => {
+                let mut err = std::io::stderr().lock();
+                err.write_all(&BASE64.decode(data)?)?;
+                err.flush()?;
+            }
+            ExecEvent::Exit { exit_code } => return Ok(u8::try_from(exit_code).unwrap_or(255)),
+        }
+    }
+}

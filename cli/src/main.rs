@@ -99,6 +99,8 @@ enum Command {
         #[arg(required = true)]
         ids: Vec<String>,
     },
+    /// Run a command in a running container.
+    Exec(container::ExecArgs),
     /// Freeze every process of containers.
     Pause {
         /// Containers.
@@ -418,6 +420,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let c = connect().await?;
             container::each(ids, |id| ContainerClient::unpause(&c, id)).await?
         }
+        Command::Exec(a) => container::exec(&connect().await?, a).await?,
         Command::Top { id } => container::top(&connect().await?, id).await?,
         Command::Stats(a) => container::stats(&connect().await?, a).await?,
         Command::Rename { id, name } => {

@@ -884,3 +884,97 @@ fn pause_unpause_top_stats_restart() {
     let o = d.cli(&["top", "busy"]);
     assert!(!o.status.success());
 }
+
+#[test]
+fn exec_runs_in_the_container() {
+    require_root!();
+    let d = daemon_with_busybox();
+    assert!(
+        d.cli(&[
+            "run",
+            "-d",
+            "--name",
+            "host1",
+            "--hostname",
+            "inside",
+            "-e",
+            "FOO=bar",
+            "-m",
+            "64m",
+            "busybox",
+            "sleep",
+            "60"
+        ])
+        .status
+        .success()
+    );
+    // Same namespaces (hostname, PID 1 is the container's), environment, cgroup, seccomp.
+    let o = d.cli(&[
+        "exec",
+        "-e",
+        "EXTRA=1",
+        "host1",
+        "sh",
+        "-c",
+        "hostname; echo $FOO $EXTRA; cat /proc/1/cmdline; echo; \
+         grep ^Seccomp: /proc/self/status; echo oops >&2; exit 3",
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}", err(&o));
+    let text = out(&o);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "inside");
+    assert_eq!(lines[1], "bar 1");
+    assert!(lines[2].starts_with("sleep"), "{text}");
+    assert!(text.contains("Seccomp:\t2"), "{text}");
+    assert_eq!(err(&o), "oops\n");
+    // Its process joined the container's cgroup.
+    let o = d.cli(&["exec", "host1", "cat", "/proc/self/cgroup"]);
+    assert!(
+        out(&o).contains(":/\n") || out(&o).contains("0::/"),
+        "{}",
+        out(&o)
+    );
+    // stdin with -i.
+    let mut child = std::process::Command::new(berth_tests::bin("berth"))
+        .args(["-H", &d.host(), "exec", "-i", "host1", "cat"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"through stdin\n").unwrap();
+    }
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "through stdin\n");
+    assert!(o.status.success());
+    // -u and -w.
+    let o = d.cli(&[
+        "exec",
+        "-u",
+        "nobody",
+        "-w",
+        "/tmp",
+        "host1",
+        "sh",
+        "-c",
+        "id -u; pwd",
+    ]);
+    assert_eq!(out(&o), "65534\n/tmp\n", "{}", err(&o));
+    // Docker's exit codes for commands that cannot run.
+    let o = d.cli(&["exec", "host1", "no-such-command"]);
+    assert_eq!(o.status.code(), Some(127));
+    assert!(err(&o).contains("executable file not found"), "{}", err(&o));
+    let o = d.cli(&["exec", "host1", "/etc/passwd"]);
+    assert_eq!(o.status.code(), Some(126));
+    // Not running, paused, unknown: clear errors.
+    assert!(d.cli(&["pause", "host1"]).status.success());
+    let o = d.cli(&["exec", "host1", "true"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err(&o).contains("paused"), "{}", err(&o));
+    assert!(d.cli(&["unpause", "host1"]).status.success());
+    let o = d.cli(&["exec", "nope", "true"]);
+    assert!(err(&o).contains("no such container"), "{}", err(&o));
+    assert!(d.cli(&["rm", "-f", "host1"]).status.success());
+}

@@ -7,14 +7,19 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use berth_api::container::{
     ContainerDetails, ContainerServer, ContainerStats, ContainerSummary, CreateRequest,
-    CreateResult, ListRequest, LogEvent, LogLine, LogsRequest, TopResult, WaitResult,
+    CreateResult, ExecEvent, ExecRequest, ListRequest, LogEvent, LogLine, LogsRequest, TopResult,
+    WaitResult,
 };
 use berth_api::error::start_failed;
 use jsonrpsee::PendingSubscriptionSink;
 use jsonrpsee::core::{RpcResult, SubscriptionResult, async_trait};
 use jsonrpsee::types::ErrorObjectOwned;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::ChildStdin;
 
 use super::ApiError;
 use crate::container::{self, Containers, parse_signal, select_logs};
@@ -57,17 +62,25 @@ impl RecentExits {
     }
 }
 
+/// The stdin of each running exec that asked for one, by exec id.
+type ExecInputs = Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<ChildStdin>>>>>;
+
 /// Implements [`ContainerServer`].
 #[derive(Debug)]
 pub struct ContainerApi {
     ctx: Arc<Context>,
     recent: Arc<RecentExits>,
+    exec_inputs: Arc<ExecInputs>,
 }
 
 impl ContainerApi {
     /// Handlers over the shared daemon context and its record of recent `--rm` exits.
     pub fn new(ctx: Arc<Context>, recent: Arc<RecentExits>) -> ContainerApi {
-        ContainerApi { ctx, recent }
+        ContainerApi {
+            ctx,
+            recent,
+            exec_inputs: Arc::default(),
+        }
     }
 
     async fn blocking<T: Send + 'static>(
@@ -253,6 +266,116 @@ impl ContainerServer for ContainerApi {
         Ok(())
     }
 
+    async fn exec(
+        &self,
+        pending: PendingSubscriptionSink,
+        id: String,
+        request: ExecRequest,
+    ) -> SubscriptionResult {
+        let wants_stdin = request.stdin;
+        let (program, args) = match self.blocking(move |c| c.exec_command(&id, &request)).await {
+            Ok(v) => v,
+            Err(e) => {
+                pending.reject(e).await;
+                return Ok(());
+            }
+        };
+        let mut command = tokio::process::Command::new(&program);
+        command
+            .args(&args)
+            .stdin(if wants_stdin {
+                std::process::Stdio::piped()
+            } else {
+                std::process::Stdio::null()
+            })
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            // The process dies with its shim (PDEATHSIG): a caller that goes away ends it.
+            .kill_on_drop(true);
+        let mut child = match command.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                pending
+                    .reject(berth_api::error::rpc_error(
+                        berth_api::ErrorKind::Internal,
+                        format!("run {}: {e}", program.display()),
+                    ))
+                    .await;
+                return Ok(());
+            }
+        };
+        let sink = pending.accept().await?;
+        let exec_id = crate::store::random_hex(16)?;
+        let registered = match child.stdin.take() {
+            Some(stdin) => {
+                let slot = Arc::new(tokio::sync::Mutex::new(Some(stdin)));
+                self.exec_inputs
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(exec_id.clone(), slot);
+                true
+            }
+            None => false,
+        };
+        let outcome = stream_exec(&sink, &mut child, &exec_id).await;
+        if registered {
+            self.exec_inputs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&exec_id);
+        }
+        // A caller that left gets nothing more; the process is killed with its shim.
+        if let Some(exit_code) = outcome {
+            let _ = sink
+                .send(serde_json::value::to_raw_value(&ExecEvent::Exit {
+                    exit_code,
+                })?)
+                .await;
+        }
+        Ok(())
+    }
+
+    async fn exec_input(
+        &self,
+        exec_id: String,
+        data: Option<String>,
+        close: Option<bool>,
+    ) -> RpcResult<()> {
+        let slot = self
+            .exec_inputs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&exec_id)
+            .cloned()
+            .ok_or_else(|| {
+                berth_api::error::rpc_error(
+                    berth_api::ErrorKind::NotFound,
+                    format!("no running exec {exec_id:?} with an open stdin"),
+                )
+            })?;
+        let bytes = match data {
+            Some(d) => BASE64.decode(d.as_bytes()).map_err(|e| {
+                berth_api::error::invalid_params(Some("data".into()), format!("not base64: {e}"))
+            })?,
+            None => Vec::new(),
+        };
+        let mut guard = slot.lock().await;
+        if let Some(stdin) = guard.as_mut()
+            && !bytes.is_empty()
+            && let Err(e) = stdin.write_all(&bytes).await
+        {
+            *guard = None;
+            return Err(berth_api::error::rpc_error(
+                berth_api::ErrorKind::FailedPrecondition,
+                format!("exec {exec_id}: its stdin is closed: {e}"),
+            ));
+        }
+        if close.unwrap_or(false) {
+            *guard = None;
+        }
+        Ok(())
+    }
+
     async fn pause(&self, id: String) -> RpcResult<()> {
         self.blocking(move |c| c.pause(&id)).await
     }
@@ -338,6 +461,64 @@ impl ContainerServer for ContainerApi {
             .await;
         Ok(())
     }
+}
+
+/// Streams an exec's output to `sink` until the process ends; returns its exit code, or
+/// None when the caller went away first.
+async fn stream_exec(
+    sink: &jsonrpsee::SubscriptionSink,
+    child: &mut tokio::process::Child,
+    exec_id: &str,
+) -> Option<i32> {
+    let send = |event: ExecEvent| async move {
+        match serde_json::value::to_raw_value(&event) {
+            Ok(msg) => sink.send(msg).await.is_ok(),
+            Err(_) => false,
+        }
+    };
+    if !send(ExecEvent::Started {
+        exec_id: exec_id.to_owned(),
+    })
+    .await
+    {
+        return None;
+    }
+    let mut stdout = child.stdout.take();
+    let mut stderr = child.stderr.take();
+    let (mut out_buf, mut err_buf) = (vec![0u8; 32 * 1024], vec![0u8; 32 * 1024]);
+    while stdout.is_some() || stderr.is_some() {
+        let event = tokio::select! {
+            n = async { stdout.as_mut()?.read(&mut out_buf).await.ok() }, if stdout.is_some() => {
+                match n {
+                    Some(n) if n > 0 => Some(ExecEvent::Stdout { data: BASE64.encode(&out_buf[..n]) }),
+                    _ => { stdout = None; None }
+                }
+            }
+            n = async { stderr.as_mut()?.read(&mut err_buf).await.ok() }, if stderr.is_some() => {
+                match n {
+                    Some(n) if n > 0 => Some(ExecEvent::Stderr { data: BASE64.encode(&err_buf[..n]) }),
+                    _ => { stderr = None; None }
+                }
+            }
+            _ = sink.closed() => return None,
+        };
+        if let Some(event) = event
+            && !send(event).await
+        {
+            return None;
+        }
+    }
+    let status = tokio::select! {
+        status = child.wait() => status.ok()?,
+        _ = sink.closed() => return None,
+    };
+    use std::os::unix::process::ExitStatusExt;
+    Some(
+        status
+            .code()
+            .or_else(|| status.signal().map(|s| 128 + s))
+            .unwrap_or(255),
+    )
 }
 
 /// Streams a container's log until its exit is recorded (or it is removed) and everything

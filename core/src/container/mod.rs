@@ -962,6 +962,60 @@ impl Containers {
         })
     }
 
+    /// The `berth-shim exec` command line for running `request` in the container.
+    pub fn exec_command(
+        &self,
+        key: &str,
+        request: &berth_api::container::ExecRequest,
+    ) -> Result<(PathBuf, Vec<std::ffi::OsString>)> {
+        let record = self.resolve(key)?;
+        match record.state.status {
+            ContainerStatus::Running => {}
+            ContainerStatus::Paused => {
+                return Err(Error::State(format!(
+                    "container {} is paused: unpause it first",
+                    record.name
+                )));
+            }
+            _ => {
+                return Err(Error::State(format!(
+                    "container {} is not running",
+                    record.name
+                )));
+            }
+        }
+        if request.cmd.is_empty() {
+            return Err(Error::Invalid("exec: no command given".into()));
+        }
+        if let Some(w) = &request.workdir
+            && !w.starts_with('/')
+        {
+            return Err(Error::Invalid(format!(
+                "working directory {w:?} is not absolute"
+            )));
+        }
+        let pid = record
+            .state
+            .pid
+            .ok_or_else(|| Error::State(format!("container {} has no process", record.name)))?;
+        let process = crate::runtime::exec::ExecProcess {
+            args: request.cmd.clone(),
+            env: request.env.clone(),
+            cwd: request.workdir.clone(),
+            user: request.user.clone().filter(|u| !u.is_empty()),
+        };
+        let json = serde_json::to_string(&process).map_err(|e| Error::Invalid(e.to_string()))?;
+        Ok((
+            self.shim_binary.clone(),
+            vec![
+                "exec".into(),
+                self.bundle(&record.id).into_os_string(),
+                pid.to_string().into(),
+                json.into(),
+            ],
+        ))
+    }
+
     /// `docker pause`: freezes every process of the container.
     pub fn pause(&self, key: &str) -> Result<()> {
         let mut record = self.resolve(key)?;

@@ -286,27 +286,35 @@ fn prepare_and_exec(spec: &Spec, shim: &ShimConfig, fds: &InitFds) -> Result<Nev
         }
     }
     let e = nix::unistd::execve(&cpath, &cargs, &cenv).unwrap_err();
-    Err(match e {
+    Err(exec_error(program, e))
+}
+
+/// Exit code for failures before the command runs (docker's 125).
+pub const INIT_EXIT_SETUP: i32 = 125;
+
+/// docker's exit codes for an `execve` that failed: 127 not found, else 126.
+pub(super) fn exec_error(program: &str, e: Errno) -> InitError {
+    match e {
         Errno::ENOENT => fail(127, format!("exec {program:?}: no such file or directory")),
         Errno::EACCES | Errno::EPERM => fail(126, format!("exec {program:?}: permission denied")),
         Errno::ENOEXEC => fail(126, format!("exec {program:?}: exec format error")),
         other => fail(126, format!("exec {program:?}: {other}")),
-    })
+    }
 }
 
 /// Annotation carrying the `--user` value, resolved inside the container.
 pub const USER_ANNOTATION: &str = "org.berth.user";
 
-fn annotation<'a>(spec: &'a Spec, key: &str) -> Option<&'a str> {
+pub(super) fn annotation<'a>(spec: &'a Spec, key: &str) -> Option<&'a str> {
     spec.annotations()
         .as_ref()
         .and_then(|a| a.get(key))
         .map(String::as_str)
 }
 
-/// `--init`: PID 1 forwards every signal it can to the command, reaps every orphan, and
+/// `--init` (and `exec`'s shim): forwards every signal it can to the command, reaps every orphan, and
 /// exits the way the command did.
-fn reap_forever(command: nix::unistd::Pid, all: &nix::sys::signal::SigSet) -> ! {
+pub(super) fn reap_forever(command: nix::unistd::Pid, all: &nix::sys::signal::SigSet) -> ! {
     use nix::sys::signal::{Signal, kill};
     use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
     loop {
@@ -747,7 +755,7 @@ fn readonly(path: &str) -> Result<(), InitError> {
     .map_err(setup(format!("remount {path} read-only")))
 }
 
-fn rlimit_resource(name: &str) -> Option<libc::__rlimit_resource_t> {
+pub(super) fn rlimit_resource(name: &str) -> Option<libc::__rlimit_resource_t> {
     Some(match name {
         "RLIMIT_NOFILE" => libc::RLIMIT_NOFILE,
         "RLIMIT_NPROC" => libc::RLIMIT_NPROC,
@@ -873,7 +881,7 @@ fn cap_from_name(name: &str) -> Option<caps::Capability> {
 }
 
 /// The caps crate's set for a spec capability list.
-fn capability_set(names: Option<&oci_spec::runtime::Capabilities>) -> caps::CapsHashSet {
+pub(super) fn capability_set(names: Option<&oci_spec::runtime::Capabilities>) -> caps::CapsHashSet {
     names
         .map(|s| {
             s.iter()
@@ -890,7 +898,7 @@ fn capability_set(names: Option<&oci_spec::runtime::Capabilities>) -> caps::Caps
         .unwrap_or_default()
 }
 
-fn apply_user_and_capabilities(
+pub(super) fn apply_user_and_capabilities(
     process: &oci_spec::runtime::Process,
     user: &ResolvedUser,
 ) -> Result<(), InitError> {
@@ -944,7 +952,7 @@ fn apply_user_and_capabilities(
 }
 
 /// Finds `program` the way a shell does, with the container's `PATH`.
-fn find_executable(program: &str, env: &[String]) -> Result<PathBuf, InitError> {
+pub(super) fn find_executable(program: &str, env: &[String]) -> Result<PathBuf, InitError> {
     if program.contains('/') {
         return Ok(PathBuf::from(program));
     }

@@ -6,6 +6,7 @@
 //! wasmtime, and is the only process that clones into namespaces.
 
 pub mod cgroup;
+pub mod exec;
 pub mod init;
 pub mod logfile;
 pub mod protocol;

@@ -288,6 +288,53 @@ pub enum LogEvent {
     End,
 }
 
+/// What `container.exec` runs in a running container.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExecRequest {
+    /// Command and arguments.
+    pub cmd: Vec<String>,
+    /// `KEY=value` entries added to the container's environment.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Working directory (default: the container's).
+    #[serde(default)]
+    pub workdir: Option<String>,
+    /// `user[:group]` (default: the container's).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Keep the process's stdin open for `container.exec_input` (else it reads
+    /// /dev/null).
+    #[serde(default)]
+    pub stdin: bool,
+}
+
+/// One item of the `container.exec` subscription.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum ExecEvent {
+    /// The process runs; `exec_id` addresses it in `container.exec_input`.
+    Started {
+        /// Id of this exec.
+        exec_id: String,
+    },
+    /// Bytes the process wrote to stdout (base64).
+    Stdout {
+        /// Base64 of the bytes.
+        data: String,
+    },
+    /// Bytes the process wrote to stderr (base64).
+    Stderr {
+        /// Base64 of the bytes.
+        data: String,
+    },
+    /// The process ended (126/127: it could not run); nothing follows.
+    Exit {
+        /// Its exit code (128+N when killed by signal N).
+        exit_code: i32,
+    },
+}
+
 /// `container.*`: the container lifecycle.
 #[method_specs]
 #[rpc(server, client, namespace = "container", namespace_separator = ".")]
@@ -324,6 +371,19 @@ pub trait Container {
     /// Stops the container (like `stop`) and starts it again.
     #[method(name = "restart", param_kind = map)]
     async fn restart(&self, id: String, timeout: Option<u64>) -> RpcResult<()>;
+
+    /// Runs a process in a running container, streaming its output until it exits.
+    #[subscription(name = "exec", unsubscribe = "exec_cancel", item = ExecEvent, param_kind = map)]
+    async fn exec(&self, id: String, request: ExecRequest) -> SubscriptionResult;
+
+    /// Writes base64 `data` to an exec's stdin; `close` closes it afterwards.
+    #[method(name = "exec_input", param_kind = map)]
+    async fn exec_input(
+        &self,
+        exec_id: String,
+        data: Option<String>,
+        close: Option<bool>,
+    ) -> RpcResult<()>;
 
     /// Freezes every process of the container.
     #[method(name = "pause", param_kind = map)]

@@ -787,3 +787,175 @@ pub async fn exec(client: &WsClient, args: ExecArgs) -> anyhow::Result<u8> {
         }
     }
 }
+
+/// Options of `berth cp`.
+#[derive(Debug, clap::Args)]
+pub struct CpArgs {
+    /// CONTAINER:SRC_PATH, a local path, or - (a tar archive on stdin).
+    pub source: String,
+    /// CONTAINER:DEST_PATH, a local path, or - (a tar archive on stdout).
+    pub dest: String,
+}
+
+/// `CONTAINER:PATH` → Some((container, path)); local paths (including `./a:b`) → None.
+fn container_path(arg: &str) -> Option<(&str, &str)> {
+    let (name, path) = arg.split_once(':')?;
+    (!name.is_empty() && !name.contains('/') && !name.starts_with('.')).then_some((name, path))
+}
+
+/// Bytes sent between the async client and a blocking tar reader or writer.
+struct ChannelWriter(tokio::sync::mpsc::Sender<Vec<u8>>);
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .blocking_send(buf.to_vec())
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "copy cancelled"))?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    pending: Vec<u8>,
+    offset: usize,
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.offset >= self.pending.len() {
+            match self.rx.blocking_recv() {
+                Some(chunk) => {
+                    self.pending = chunk;
+                    self.offset = 0;
+                }
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.pending.len() - self.offset);
+        buf[..n].copy_from_slice(&self.pending[self.offset..self.offset + n]);
+        self.offset += n;
+        Ok(n)
+    }
+}
+
+/// `berth cp`: copies between a container (running or stopped) and the local machine,
+/// with docker's rules for directories and new names.
+pub async fn cp(client: &WsClient, args: CpArgs) -> anyhow::Result<u8> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD as BASE64;
+    use berth_api::container::ArchiveEvent;
+
+    match (container_path(&args.source), container_path(&args.dest)) {
+        (Some((id, path)), None) => {
+            let mut sub = match client.archive_get(id.to_owned(), path.to_owned()).await {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("berth: {}", crate::describe(&e.into()));
+                    return Ok(1);
+                }
+            };
+            let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
+            let dest = args.dest.clone();
+            let writer = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+                let mut reader = ChannelReader {
+                    rx,
+                    pending: Vec::new(),
+                    offset: 0,
+                };
+                if dest == "-" {
+                    std::io::copy(&mut reader, &mut std::io::stdout().lock())?;
+                } else {
+                    berth_api::archive::unpack_at(&mut reader, std::path::Path::new(&dest))?;
+                }
+                Ok(())
+            });
+            let mut failure = None;
+            while let Some(event) = sub.next().await {
+                match event.context("archive stream")? {
+                    ArchiveEvent::Data { data } => {
+                        if tx.send(BASE64.decode(data)?).await.is_err() {
+                            break;
+                        }
+                    }
+                    ArchiveEvent::End => break,
+                    ArchiveEvent::Failed { message, .. } => {
+                        failure = Some(message);
+                        break;
+                    }
+                }
+            }
+            drop(tx);
+            let written = writer.await?;
+            if let Some(message) = failure {
+                eprintln!("berth: {id}:{path}: {message}");
+                return Ok(1);
+            }
+            if let Err(e) = written {
+                eprintln!("berth: {}: {e:#}", args.dest);
+                return Ok(1);
+            }
+            Ok(0)
+        }
+        (None, Some((id, path))) => {
+            let upload = match client.archive_put(id.to_owned(), path.to_owned()).await {
+                Ok(u) => u,
+                Err(e) => {
+                    eprintln!("berth: {}", crate::describe(&e.into()));
+                    return Ok(1);
+                }
+            };
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
+            let source = args.source.clone();
+            let reader = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+                let mut out = std::io::BufWriter::with_capacity(256 * 1024, ChannelWriter(tx));
+                if source == "-" {
+                    std::io::copy(&mut std::io::stdin().lock(), &mut out)?;
+                } else {
+                    let path = std::path::Path::new(&source);
+                    let meta = std::fs::symlink_metadata(path)
+                        .with_context(|| format!("{source}: no such file or directory"))?;
+                    let name = berth_api::archive::entry_name(path);
+                    let mut builder = tar::Builder::new(&mut out);
+                    builder.follow_symlinks(false);
+                    if meta.is_dir() {
+                        builder.append_dir_all(&name, path)?;
+                    } else {
+                        builder.append_path_with_name(path, &name)?;
+                    }
+                    builder.finish()?;
+                }
+                std::io::Write::flush(&mut out)?;
+                Ok(())
+            });
+            while let Some(chunk) = rx.recv().await {
+                client
+                    .archive_put_data(upload.clone(), Some(BASE64.encode(&chunk)), None)
+                    .await
+                    .context("container.archive_put_data")?;
+            }
+            if let Err(e) = reader.await? {
+                // Finish the upload so the daemon's side ends; the local error is the news.
+                let _ = client.archive_put_data(upload, None, Some(true)).await;
+                eprintln!("berth: {e:#}");
+                return Ok(1);
+            }
+            match client.archive_put_data(upload, None, Some(true)).await {
+                Ok(()) => Ok(0),
+                Err(e) => {
+                    eprintln!("berth: {id}:{path}: {}", crate::describe(&e.into()));
+                    Ok(1)
+                }
+            }
+        }
+        (Some(_), Some(_)) => usage_error(anyhow::anyhow!(
+            "copying between containers is not supported: copy to a local path first"
+        )),
+        (None, None) => usage_error(anyhow::anyhow!(
+            "one of source and destination must be CONTAINER:PATH"
+        )),
+    }
+}

@@ -99,6 +99,8 @@ enum Command {
         #[arg(required = true)]
         ids: Vec<String>,
     },
+    /// Copy files between a container and the local filesystem.
+    Cp(container::CpArgs),
     /// Run a command in a running container.
     Exec(container::ExecArgs),
     /// Freeze every process of containers.
@@ -420,6 +422,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let c = connect().await?;
             container::each(ids, |id| ContainerClient::unpause(&c, id)).await?
         }
+        Command::Cp(a) => container::cp(&connect().await?, a).await?,
         Command::Exec(a) => container::exec(&connect().await?, a).await?,
         Command::Top { id } => container::top(&connect().await?, id).await?,
         Command::Stats(a) => container::stats(&connect().await?, a).await?,

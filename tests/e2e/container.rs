@@ -978,3 +978,90 @@ fn exec_runs_in_the_container() {
     assert!(err(&o).contains("no such container"), "{}", err(&o));
     assert!(d.cli(&["rm", "-f", "host1"]).status.success());
 }
+
+#[test]
+fn cp_in_and_out_of_running_and_stopped_containers() {
+    require_root!();
+    let d = daemon_with_busybox();
+    let local = tempfile::tempdir().unwrap();
+    let src = local.path().join("src");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    std::fs::write(src.join("a"), "one\n").unwrap();
+    std::fs::write(src.join("sub/b"), "two\n").unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", src.join("link")).unwrap();
+    assert!(
+        d.cli(&["run", "-d", "--name", "box", "busybox", "sleep", "60"])
+            .status
+            .success()
+    );
+    let s = |p: &std::path::Path| p.to_str().unwrap().to_owned();
+    // Into an existing directory, and as a new name.
+    let o = d.cli(&["cp", &s(&src), "box:/tmp/"]);
+    assert!(o.status.success(), "{}", err(&o));
+    let o = d.cli(&["cp", &s(&src.join("a")), "box:/tmp/renamed"]);
+    assert!(o.status.success(), "{}", err(&o));
+    let o = d.cli(&[
+        "exec",
+        "box",
+        "sh",
+        "-c",
+        "cat /tmp/src/a /tmp/src/sub/b /tmp/renamed; ls -l /tmp/src/link",
+    ]);
+    let text = out(&o);
+    assert!(text.starts_with("one\ntwo\none\n"), "{text}{}", err(&o));
+    // The symlink was copied as a link, not followed on the host.
+    assert!(text.contains("-> /etc/passwd"), "{text}");
+    // Out again, to a new name and into an existing directory.
+    let back = local.path().join("back");
+    let o = d.cli(&["cp", "box:/tmp/src", &s(&back)]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(
+        std::fs::read_to_string(back.join("sub/b")).unwrap(),
+        "two\n"
+    );
+    let o = d.cli(&["cp", "box:/etc/hostname", &s(local.path())]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert!(local.path().join("hostname").exists());
+    // A path in the container never resolves on the host: an absolute symlink inside it
+    // points into the container's root.
+    let o = d.cli(&["cp", "box:/tmp/src/link", &s(&local.path().join("pw"))]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert!(
+        std::fs::symlink_metadata(local.path().join("pw"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    // Errors: missing source, missing destination directory, container to container.
+    let o = d.cli(&["cp", "box:/nope", &s(&local.path().join("x"))]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err(&o).contains("No such file"), "{}", err(&o));
+    let o = d.cli(&["cp", &s(&src.join("a")), "box:/no/such/"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err(&o).contains("no such directory"), "{}", err(&o));
+    let o = d.cli(&["cp", "box:/a", "box:/b"]);
+    assert_eq!(o.status.code(), Some(125));
+    // A stopped container: its files are reachable, and writes land in its layer.
+    assert!(d.cli(&["stop", "-t", "0", "box"]).status.success());
+    let o = d.cli(&["cp", &s(&src.join("a")), "box:/tmp/while-stopped"]);
+    assert!(o.status.success(), "{}", err(&o));
+    let o = d.cli(&["cp", "box:/tmp/renamed", &s(&local.path().join("r2"))]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(
+        std::fs::read_to_string(local.path().join("r2")).unwrap(),
+        "one\n"
+    );
+    assert!(d.cli(&["start", "box"]).status.success());
+    let o = d.cli(&["exec", "box", "cat", "/tmp/while-stopped"]);
+    assert_eq!(out(&o), "one\n", "{}", err(&o));
+    // cp to stdout is a tar archive.
+    let o = d.cli(&["cp", "box:/etc/hostname", "-"]);
+    let mut archive = tar::Archive::new(&o.stdout[..]);
+    let names: Vec<String> = archive
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert_eq!(names, ["hostname"]);
+    assert!(d.cli(&["rm", "-f", "box"]).status.success());
+}

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use berth_api::container::{
-    ContainerDetails, ContainerServer, ContainerStats, ContainerSummary, CreateRequest,
-    CreateResult, ExecEvent, ExecRequest, ListRequest, LogEvent, LogLine, LogsRequest, TopResult,
-    WaitResult,
+    ArchiveEvent, ContainerDetails, ContainerServer, ContainerStats, ContainerSummary,
+    CreateRequest, CreateResult, ExecEvent, ExecRequest, ListRequest, LogEvent, LogLine,
+    LogsRequest, TopResult, WaitResult,
 };
 use berth_api::error::start_failed;
 use jsonrpsee::PendingSubscriptionSink;
@@ -65,12 +65,24 @@ impl RecentExits {
 /// The stdin of each running exec that asked for one, by exec id.
 type ExecInputs = Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<ChildStdin>>>>>;
 
+/// An archive being unpacked into a container: its shim and when it last got data.
+#[derive(Debug)]
+struct Upload {
+    child: tokio::process::Child,
+    stdin: Option<ChildStdin>,
+    touched: Instant,
+}
+
+/// Uploads unused this long are abandoned (their shim killed).
+const UPLOAD_IDLE: Duration = Duration::from_secs(600);
+
 /// Implements [`ContainerServer`].
 #[derive(Debug)]
 pub struct ContainerApi {
     ctx: Arc<Context>,
     recent: Arc<RecentExits>,
     exec_inputs: Arc<ExecInputs>,
+    uploads: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<Upload>>>>>,
 }
 
 impl ContainerApi {
@@ -80,6 +92,7 @@ impl ContainerApi {
             ctx,
             recent,
             exec_inputs: Arc::default(),
+            uploads: Arc::default(),
         }
     }
 
@@ -374,6 +387,183 @@ impl ContainerServer for ContainerApi {
             *guard = None;
         }
         Ok(())
+    }
+
+    async fn archive_get(
+        &self,
+        pending: PendingSubscriptionSink,
+        id: String,
+        path: String,
+    ) -> SubscriptionResult {
+        let (program, args) = match self
+            .blocking(move |c| c.archive_command(&id, &path, false))
+            .await
+        {
+            Ok(v) => v,
+            Err(e) => {
+                pending.reject(e).await;
+                return Ok(());
+            }
+        };
+        let mut child = match tokio::process::Command::new(&program)
+            .args(&args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+        {
+            Ok(c) => c,
+            Err(e) => {
+                pending
+                    .reject(berth_api::error::rpc_error(
+                        berth_api::ErrorKind::Internal,
+                        format!("run {}: {e}", program.display()),
+                    ))
+                    .await;
+                return Ok(());
+            }
+        };
+        let sink = pending.accept().await?;
+        let mut stdout = child.stdout.take();
+        let mut stderr = child.stderr.take();
+        let errors = tokio::spawn(async move {
+            let mut text = String::new();
+            if let Some(e) = stderr.as_mut() {
+                let _ = e.read_to_string(&mut text).await;
+            }
+            text
+        });
+        let mut buf = vec![0u8; 256 * 1024];
+        while let Some(out) = stdout.as_mut() {
+            let n = tokio::select! {
+                n = out.read(&mut buf) => n.unwrap_or(0),
+                _ = sink.closed() => return Ok(()),
+            };
+            if n == 0 {
+                break;
+            }
+            let event = ArchiveEvent::Data {
+                data: BASE64.encode(&buf[..n]),
+            };
+            if sink
+                .send(serde_json::value::to_raw_value(&event)?)
+                .await
+                .is_err()
+            {
+                return Ok(());
+            }
+        }
+        let status = child.wait().await?;
+        let message = errors.await.unwrap_or_default();
+        let event = if status.success() {
+            ArchiveEvent::End
+        } else {
+            ArchiveEvent::Failed {
+                message: message.trim().to_owned(),
+                not_found: status.code() == Some(crate::runtime::archive::EXIT_NOT_FOUND),
+            }
+        };
+        let _ = sink.send(serde_json::value::to_raw_value(&event)?).await;
+        Ok(())
+    }
+
+    async fn archive_put(&self, id: String, path: String) -> RpcResult<String> {
+        let (program, args) = self
+            .blocking(move |c| c.archive_command(&id, &path, true))
+            .await?;
+        let mut child = tokio::process::Command::new(&program)
+            .args(&args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| {
+                berth_api::error::rpc_error(
+                    berth_api::ErrorKind::Internal,
+                    format!("run {}: {e}", program.display()),
+                )
+            })?;
+        let upload_id = crate::store::random_hex(16).map_err(|e| {
+            berth_api::error::rpc_error(berth_api::ErrorKind::Internal, e.to_string())
+        })?;
+        let stdin = child.stdin.take();
+        let mut uploads = self.uploads.lock().unwrap_or_else(|p| p.into_inner());
+        // Abandoned uploads go (dropping one kills its shim).
+        uploads.retain(|_, u| {
+            u.try_lock()
+                .map_or(true, |u| u.touched.elapsed() < UPLOAD_IDLE)
+        });
+        uploads.insert(
+            upload_id.clone(),
+            Arc::new(tokio::sync::Mutex::new(Upload {
+                child,
+                stdin,
+                touched: Instant::now(),
+            })),
+        );
+        Ok(upload_id)
+    }
+
+    async fn archive_put_data(
+        &self,
+        upload_id: String,
+        data: Option<String>,
+        end: Option<bool>,
+    ) -> RpcResult<()> {
+        let slot = self
+            .uploads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&upload_id)
+            .cloned()
+            .ok_or_else(|| {
+                berth_api::error::rpc_error(
+                    berth_api::ErrorKind::NotFound,
+                    format!("no upload {upload_id:?}"),
+                )
+            })?;
+        let bytes = match data {
+            Some(d) => BASE64.decode(d.as_bytes()).map_err(|e| {
+                berth_api::error::invalid_params(Some("data".into()), format!("not base64: {e}"))
+            })?,
+            None => Vec::new(),
+        };
+        let mut upload = slot.lock().await;
+        upload.touched = Instant::now();
+        let mut write_failed = false;
+        if !bytes.is_empty()
+            && let Some(stdin) = upload.stdin.as_mut()
+        {
+            // A failed write means the shim stopped reading: its exit says why.
+            write_failed = stdin.write_all(&bytes).await.is_err();
+        }
+        if !end.unwrap_or(false) && !write_failed {
+            return Ok(());
+        }
+        upload.stdin = None;
+        let status = upload.child.wait().await.map_err(|e| {
+            berth_api::error::rpc_error(berth_api::ErrorKind::Internal, e.to_string())
+        })?;
+        let mut message = String::new();
+        if let Some(err) = upload.child.stderr.as_mut() {
+            let _ = err.read_to_string(&mut message).await;
+        }
+        drop(upload);
+        self.uploads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&upload_id);
+        if status.success() {
+            return Ok(());
+        }
+        let kind = if status.code() == Some(crate::runtime::archive::EXIT_NOT_FOUND) {
+            berth_api::ErrorKind::NotFound
+        } else {
+            berth_api::ErrorKind::FailedPrecondition
+        };
+        Err(berth_api::error::rpc_error(kind, message.trim().to_owned()))
     }
 
     async fn pause(&self, id: String) -> RpcResult<()> {

@@ -16,8 +16,19 @@ fn main() {
                 2
             }
         },
+        [_, cmd, bundle, pid, path] if cmd == "archive-get" || cmd == "archive-put" => {
+            let bundle = std::path::Path::new(bundle);
+            let pid = pid.parse().ok();
+            if cmd == "archive-get" {
+                berth_core::runtime::archive::get(bundle, pid, path)
+            } else {
+                berth_core::runtime::archive::put(bundle, pid, path)
+            }
+        }
         _ => {
-            eprintln!("usage: berth-shim start BUNDLE | berth-shim exec BUNDLE PID PROCESS-JSON");
+            eprintln!(
+                "usage: berth-shim start BUNDLE | exec BUNDLE PID PROCESS-JSON | archive-get|archive-put BUNDLE PID|- PATH"
+            );
             2
         }
     };

@@ -1016,6 +1016,43 @@ impl Containers {
         ))
     }
 
+    /// The `berth-shim archive-get|archive-put` command line for `path` in the container.
+    pub fn archive_command(
+        &self,
+        key: &str,
+        path: &str,
+        put: bool,
+    ) -> Result<(PathBuf, Vec<std::ffi::OsString>)> {
+        let record = self.resolve(key)?;
+        if !path.starts_with('/') {
+            return Err(Error::Invalid(format!(
+                "path {path:?} in the container must be absolute"
+            )));
+        }
+        let pid = match record.state.status {
+            ContainerStatus::Running | ContainerStatus::Paused => record
+                .state
+                .pid
+                .map_or_else(|| "-".to_owned(), |p| p.to_string()),
+            ContainerStatus::Removing => {
+                return Err(Error::State(format!(
+                    "container {} is being removed",
+                    record.name
+                )));
+            }
+            _ => "-".to_owned(),
+        };
+        Ok((
+            self.shim_binary.clone(),
+            vec![
+                if put { "archive-put" } else { "archive-get" }.into(),
+                self.bundle(&record.id).into_os_string(),
+                pid.into(),
+                path.into(),
+            ],
+        ))
+    }
+
     /// `docker pause`: freezes every process of the container.
     pub fn pause(&self, key: &str) -> Result<()> {
         let mut record = self.resolve(key)?;

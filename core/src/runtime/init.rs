@@ -493,7 +493,7 @@ fn make_spec_device(
     Ok(())
 }
 
-fn mount_rootfs(shim: &ShimConfig) -> Result<(), InitError> {
+pub(super) fn mount_rootfs(shim: &ShimConfig) -> Result<(), InitError> {
     // Relative lower dirs keep the option string short, so it fits a page even with many
     // layers: resolve them from the snapshots directory.
     chdir(&shim.snapshots_dir).map_err(setup(format!("enter {}", shim.snapshots_dir.display())))?;

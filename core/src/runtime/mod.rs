@@ -5,6 +5,7 @@
 //! socket). **Synchronous code only**: the shim is single-threaded, has no tokio and no
 //! wasmtime, and is the only process that clones into namespaces.
 
+pub mod archive;
 pub mod cgroup;
 pub mod exec;
 pub mod init;

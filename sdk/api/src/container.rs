@@ -335,6 +335,26 @@ pub enum ExecEvent {
     },
 }
 
+/// One item of the `container.archive_get` subscription.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum ArchiveEvent {
+    /// The next bytes of the tar archive (base64).
+    Data {
+        /// Base64 of the bytes.
+        data: String,
+    },
+    /// The archive is complete; nothing follows.
+    End,
+    /// The copy failed; nothing follows.
+    Failed {
+        /// What failed.
+        message: String,
+        /// Whether the path does not exist in the container.
+        not_found: bool,
+    },
+}
+
 /// `container.*`: the container lifecycle.
 #[method_specs]
 #[rpc(server, client, namespace = "container", namespace_separator = ".")]
@@ -383,6 +403,26 @@ pub trait Container {
         exec_id: String,
         data: Option<String>,
         close: Option<bool>,
+    ) -> RpcResult<()>;
+
+    /// Streams a tar archive of `path` in the container (running or not), one top-level
+    /// entry named after it (`docker cp CONTAINER:PATH -`).
+    #[subscription(name = "archive_get", unsubscribe = "archive_get_cancel", item = ArchiveEvent, param_kind = map)]
+    async fn archive_get(&self, id: String, path: String) -> SubscriptionResult;
+
+    /// Starts unpacking a tar archive at `path` in the container: into it when it is a
+    /// directory, else as it. Returns an upload id for `archive_put_data`.
+    #[method(name = "archive_put", param_kind = map)]
+    async fn archive_put(&self, id: String, path: String) -> RpcResult<String>;
+
+    /// Sends the next base64 bytes of an upload; `end` finishes it and reports whether
+    /// the archive was unpacked.
+    #[method(name = "archive_put_data", param_kind = map)]
+    async fn archive_put_data(
+        &self,
+        upload_id: String,
+        data: Option<String>,
+        end: Option<bool>,
     ) -> RpcResult<()>;
 
     /// Freezes every process of the container.

@@ -5,6 +5,7 @@
 //! its serde types; `#[method_specs]` derives a [`MethodSpec`] table from the same trait. berthd implements the `*Server` traits, the CLI and tests use the `*Client`
 //! traits, and [`openrpc::document`] describes every method from the same declarations.
 
+pub mod archive;
 pub mod container;
 pub mod error;
 pub mod image;

@@ -87,6 +87,12 @@ pub struct CreateArgs {
     /// Run an init as PID 1 that forwards signals and reaps zombies.
     #[arg(long)]
     pub init: bool,
+    /// Keep stdin open and send this terminal's input to the container.
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Give the container a pseudo-terminal.
+    #[arg(short, long)]
+    pub tty: bool,
     /// Image.
     pub image: String,
     /// Command and arguments.
@@ -189,6 +195,8 @@ fn request(args: &CreateArgs) -> anyhow::Result<CreateRequest> {
         privileged: args.privileged,
         seccomp,
         init: args.init,
+        tty: args.tty,
+        open_stdin: args.interactive,
     })
 }
 
@@ -272,7 +280,7 @@ pub async fn run(client: &WsClient, args: CreateArgs, detach: bool) -> anyhow::R
         }
     };
     if detach {
-        if let Err(e) = client.start(created.id.clone()).await {
+        if let Err(e) = client.start(created.id.clone(), None).await {
             let code = start_exit_code(&e);
             eprintln!("berth: {}", crate::describe(&e.into()));
             return Ok(code);
@@ -280,12 +288,15 @@ pub async fn run(client: &WsClient, args: CreateArgs, detach: bool) -> anyhow::R
         println!("{}", created.id);
         return Ok(0);
     }
+    if args.interactive || args.tty {
+        return run_attached(client, &created.id, &args).await;
+    }
     // Follow the log from its start before starting, so no output is missed.
     let mut logs = client
         .logs_follow(created.id.clone(), None)
         .await
         .context("container.logs_follow")?;
-    if let Err(e) = client.start(created.id.clone()).await {
+    if let Err(e) = client.start(created.id.clone(), None).await {
         let code = start_exit_code(&e);
         eprintln!("berth: {}", crate::describe(&e.into()));
         if args.rm {
@@ -320,7 +331,7 @@ pub async fn run(client: &WsClient, args: CreateArgs, detach: bool) -> anyhow::R
 pub async fn start(client: &WsClient, ids: Vec<String>) -> anyhow::Result<u8> {
     let mut code = 0;
     for id in ids {
-        match client.start(id.clone()).await {
+        match client.start(id.clone(), None).await {
             Ok(()) => println!("{id}"),
             Err(e) => {
                 code = start_exit_code(&e).max(1);
@@ -571,6 +582,75 @@ pub async fn prune(client: &WsClient) -> anyhow::Result<u8> {
     Ok(0)
 }
 
+/// `run -i`/`-t`: start, then attach (the first attach gets the output written before it).
+async fn run_attached(client: &WsClient, id: &str, args: &CreateArgs) -> anyhow::Result<u8> {
+    if let Err(e) = client.start(id.to_owned(), Some(true)).await {
+        let code = start_exit_code(&e);
+        eprintln!("berth: {}", crate::describe(&e.into()));
+        if args.rm {
+            let _ = client.remove(id.to_owned(), Some(true)).await;
+        }
+        return Ok(code);
+    }
+    match crate::attach::session(client, id, args.tty, args.interactive).await {
+        Ok(crate::attach::Ended::Exited(code)) => Ok(u8::try_from(code).unwrap_or(255)),
+        Ok(crate::attach::Ended::Detached) => {
+            eprintln!(
+                "\r\nberth: detached from {}; it keeps running",
+                &id[..12.min(id.len())]
+            );
+            Ok(0)
+        }
+        // Gone before the attach: its output is in the log, its exit code with wait.
+        Err(e) => {
+            if std::env::var_os("BERTH_DEBUG").is_some() {
+                eprintln!("attach failed: {e:#}");
+            }
+            if let Ok(lines) = client.logs(id.to_owned(), None).await {
+                for line in lines {
+                    if line.stream == "stderr" {
+                        eprint!("{}", line.log);
+                    } else {
+                        print!("{}", line.log);
+                    }
+                }
+            }
+            let result = client.wait(id.to_owned()).await.context("container.wait")?;
+            Ok(u8::try_from(result.exit_code).unwrap_or(255))
+        }
+    }
+}
+
+/// `berth attach`.
+pub async fn attach(client: &WsClient, id: String, stdin: bool) -> anyhow::Result<u8> {
+    let details = match client.inspect(id.clone()).await {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("berth: {}", crate::describe(&e.into()));
+            return Ok(1);
+        }
+    };
+    let full = details.summary.id.clone();
+    match crate::attach::session(
+        client,
+        &full,
+        details.config.tty,
+        stdin && details.config.open_stdin,
+    )
+    .await
+    {
+        Ok(crate::attach::Ended::Exited(code)) => Ok(u8::try_from(code).unwrap_or(255)),
+        Ok(crate::attach::Ended::Detached) => {
+            eprintln!("\r\nberth: detached from {id}");
+            Ok(0)
+        }
+        Err(e) => {
+            eprintln!("berth: {e:#}");
+            Ok(1)
+        }
+    }
+}
+
 /// `berth top`.
 pub async fn top(client: &WsClient, id: String) -> anyhow::Result<u8> {
     match client.top(id).await {
@@ -730,7 +810,6 @@ pub async fn exec(client: &WsClient, args: ExecArgs) -> anyhow::Result<u8> {
     use base64::Engine as _;
     use base64::engine::general_purpose::STANDARD as BASE64;
     use berth_api::container::{ExecEvent, ExecRequest};
-    use tokio::io::AsyncReadExt;
 
     let request = ExecRequest {
         cmd: args.command.clone(),
@@ -746,18 +825,17 @@ pub async fn exec(client: &WsClient, args: ExecArgs) -> anyhow::Result<u8> {
             return Ok(1);
         }
     };
-    let mut stdin = args.interactive.then(tokio::io::stdin);
+    let mut stdin = args.interactive.then(crate::attach::stdin_chunks);
     let mut exec_id: Option<String> = None;
-    let mut buf = vec![0u8; 32 * 1024];
     loop {
         let event = tokio::select! {
             event = sub.next() => event,
-            n = async { stdin.as_mut()?.read(&mut buf).await.ok() },
+            chunk = async { stdin.as_mut()?.recv().await },
                 if stdin.is_some() && exec_id.is_some() => {
                 let id = exec_id.clone().unwrap_or_default();
-                match n {
-                    Some(n) if n > 0 => {
-                        let data = BASE64.encode(&buf[..n]);
+                match chunk {
+                    Some(chunk) if !chunk.is_empty() => {
+                        let data = BASE64.encode(&chunk);
                         client.exec_input(id, Some(data), None).await.context("container.exec_input")?;
                     }
                     _ => {

@@ -1,6 +1,7 @@
 //! `berth`: the docker-like command line client of berthd. Every command is one or a few
 //! JSON-RPC calls over a WebSocket to the daemon; nothing here touches the host.
 
+mod attach;
 mod auth;
 mod client;
 mod container;
@@ -98,6 +99,14 @@ enum Command {
         /// Containers.
         #[arg(required = true)]
         ids: Vec<String>,
+    },
+    /// Attach this terminal to a running container (Ctrl-P Ctrl-Q detaches).
+    Attach {
+        /// Do not send this terminal's input.
+        #[arg(long)]
+        no_stdin: bool,
+        /// Container.
+        id: String,
     },
     /// Copy files between a container and the local filesystem.
     Cp(container::CpArgs),
@@ -421,6 +430,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Unpause { ids } => {
             let c = connect().await?;
             container::each(ids, |id| ContainerClient::unpause(&c, id)).await?
+        }
+        Command::Attach { no_stdin, id } => {
+            container::attach(&connect().await?, id, !no_stdin).await?
         }
         Command::Cp(a) => container::cp(&connect().await?, a).await?,
         Command::Exec(a) => container::exec(&connect().await?, a).await?,

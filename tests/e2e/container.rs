@@ -1065,3 +1065,179 @@ fn cp_in_and_out_of_running_and_stopped_containers() {
     assert_eq!(names, ["hostname"]);
     assert!(d.cli(&["rm", "-f", "box"]).status.success());
 }
+
+/// A berth CLI running on a pseudo-terminal of the test's own, as in a real terminal.
+struct OnTerminal {
+    master: std::fs::File,
+    child: std::process::Child,
+}
+
+impl OnTerminal {
+    fn spawn(d: &Daemon, args: &[&str], rows: u16, cols: u16) -> OnTerminal {
+        use std::os::fd::FromRawFd;
+        let (mut master, mut slave) = (0, 0);
+        let size = libc::winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: openpty writes two descriptors and reads the winsize, all alive here.
+        let rc = unsafe {
+            libc::openpty(
+                &mut master,
+                &mut slave,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                &size,
+            )
+        };
+        assert_eq!(rc, 0);
+        // SAFETY: openpty just returned these descriptors to us.
+        let (master, slave) = unsafe {
+            (
+                std::fs::File::from_raw_fd(master),
+                std::fs::File::from_raw_fd(slave),
+            )
+        };
+        let mut cmd = std::process::Command::new(berth_tests::bin("berth"));
+        cmd.arg("-H").arg(d.host()).args(args);
+        cmd.stdin(slave.try_clone().unwrap())
+            .stdout(slave.try_clone().unwrap())
+            .stderr(slave);
+        // SAFETY: setsid and TIOCSCTTY in the child before exec, so the CLI's terminal is
+        // a controlling terminal as in a real session.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                libc::setsid();
+                libc::ioctl(0, libc::TIOCSCTTY, 0);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().unwrap();
+        OnTerminal { master, child }
+    }
+
+    fn type_in(&mut self, text: &[u8]) {
+        use std::io::Write;
+        self.master.write_all(text).unwrap();
+    }
+
+    /// Reads the terminal until `needle` shows up (or fails after 10 s).
+    fn expect(&mut self, needle: &str) -> String {
+        use std::io::Read;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut seen = Vec::new();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&self.master);
+        while !String::from_utf8_lossy(&seen).contains(needle) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{needle:?} not seen; got {:?}",
+                String::from_utf8_lossy(&seen)
+            );
+            let mut pfd = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: poll on one live descriptor.
+            if unsafe { libc::poll(&mut pfd, 1, 100) } <= 0 {
+                continue;
+            }
+            let mut buf = [0u8; 4096];
+            match self.master.read(&mut buf) {
+                Ok(n) if n > 0 => seen.extend_from_slice(&buf[..n]),
+                _ => std::thread::sleep(std::time::Duration::from_millis(20)),
+            }
+        }
+        String::from_utf8_lossy(&seen).into_owned()
+    }
+
+    fn wait(mut self) -> Option<i32> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(std::time::Instant::now() < deadline, "the CLI did not exit");
+            // Keep the terminal drained so the CLI never blocks writing to it.
+            let _ = self.expect_nothing();
+        }
+    }
+
+    fn expect_nothing(&mut self) -> Option<()> {
+        use std::io::Read;
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&self.master);
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: poll on one live descriptor.
+        if unsafe { libc::poll(&mut pfd, 1, 50) } > 0 {
+            let mut buf = [0u8; 4096];
+            let _ = self.master.read(&mut buf);
+        }
+        Some(())
+    }
+}
+
+#[test]
+fn interactive_stdin_tty_attach_and_detach() {
+    require_root!();
+    let d = daemon_with_busybox();
+    // -i without a terminal: piped stdin reaches the container and closes at EOF.
+    let mut child = std::process::Command::new(berth_tests::bin("berth"))
+        .args(["-H", &d.host(), "run", "-i", "--rm", "busybox", "sh", "-c"])
+        .arg("cat; echo err >&2; exit 5")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"piped in\n")
+            .unwrap();
+    }
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(5));
+    assert_eq!(out(&o), "piped in\n");
+    assert_eq!(err(&o), "err\n");
+    // -t: the container has a terminal of the caller's size; a command that exits at once
+    // still shows its output.
+    for _ in 0..5 {
+        let o = d.cli(&["run", "-t", "--rm", "busybox", "echo", "quick"]);
+        assert_eq!(out(&o), "quick\r\n");
+    }
+    let mut term = OnTerminal::spawn(
+        &d,
+        &["run", "-it", "--name", "shell", "busybox", "sh"],
+        33,
+        111,
+    );
+    term.type_in(b"tty; stty size\n");
+    let seen = term.expect("33 111");
+    assert!(seen.contains("/dev/pts/0"), "{seen}");
+    // Ctrl-P Ctrl-Q detaches and leaves the shell running.
+    term.type_in(b"\x10\x11");
+    assert_eq!(term.wait(), Some(0));
+    assert_eq!(inspect(&d, "shell")["state"]["status"], "running");
+    // Attach again, resize, and leave with the shell's exit code.
+    let mut term = OnTerminal::spawn(&d, &["attach", "shell"], 20, 70);
+    term.type_in(b"stty size\n");
+    term.expect("20 70");
+    term.type_in(b"exit 3\n");
+    assert_eq!(term.wait(), Some(3));
+    assert_eq!(inspect(&d, "shell")["state"]["exit_code"], 3);
+    // Input to a container without an open stdin, attach to a stopped one: clear errors.
+    let o = d.cli(&["attach", "shell"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err(&o).contains("not running"), "{}", err(&o));
+    assert!(d.cli(&["rm", "shell"]).status.success());
+}

@@ -414,7 +414,7 @@ pub fn import_busybox(daemon: &Daemon, name: &str) {
     std::fs::copy("/bin/busybox", bin.join("busybox")).expect("busybox-static is installed");
     for applet in [
         "sh", "echo", "cat", "ls", "sleep", "id", "true", "false", "hostname", "touch", "grep",
-        "pwd", "env", "mount", "trap", "wc", "head", "unshare", "mkdir",
+        "pwd", "env", "mount", "trap", "wc", "head", "unshare", "mkdir", "stty", "tty",
     ] {
         std::os::unix::fs::symlink("busybox", bin.join(applet)).expect("symlink");
     }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use berth_api::container::{
-    ArchiveEvent, ContainerDetails, ContainerServer, ContainerStats, ContainerSummary,
+    ArchiveEvent, AttachEvent, ContainerDetails, ContainerServer, ContainerStats, ContainerSummary,
     CreateRequest, CreateResult, ExecEvent, ExecRequest, ListRequest, LogEvent, LogLine,
     LogsRequest, TopResult, WaitResult,
 };
@@ -25,7 +25,7 @@ use super::ApiError;
 use crate::container::{self, Containers, parse_signal, select_logs};
 use crate::daemon::Context;
 use crate::runtime::logfile;
-use crate::runtime::protocol::ExitRecord;
+use crate::runtime::protocol::{ExitRecord, Request, Response};
 
 impl ApiError for container::Error {
     fn kind(&self) -> berth_api::ErrorKind {
@@ -202,8 +202,11 @@ impl ContainerServer for ContainerApi {
         })
     }
 
-    async fn start(&self, id: String) -> RpcResult<()> {
-        let (record, started) = self.blocking(move |c| c.start(&id)).await?;
+    async fn start(&self, id: String, attach: Option<bool>) -> RpcResult<()> {
+        let await_attach = attach.unwrap_or(false);
+        let (record, started) = self
+            .blocking(move |c| c.start_with(&id, await_attach))
+            .await?;
         if started {
             Self::monitor(
                 Arc::clone(&self.ctx.containers),
@@ -564,6 +567,130 @@ impl ContainerServer for ContainerApi {
             berth_api::ErrorKind::FailedPrecondition
         };
         Err(berth_api::error::rpc_error(kind, message.trim().to_owned()))
+    }
+
+    async fn attach(&self, pending: PendingSubscriptionSink, id: String) -> SubscriptionResult {
+        let key = id.clone();
+        let stream = match self.blocking(move |c| c.attach(&key)).await {
+            Ok(s) => s,
+            Err(e) => {
+                pending.reject(e).await;
+                return Ok(());
+            }
+        };
+        let sink = pending.accept().await?;
+        let closer = stream.try_clone()?;
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<AttachEvent>(256);
+        // The shim's answers are read on a blocking thread; shutting the socket down ends
+        // it when the caller goes away.
+        let reader = tokio::task::spawn_blocking(move || {
+            use std::io::BufRead;
+            let mut lines = std::io::BufReader::new(stream);
+            let mut line = String::new();
+            loop {
+                line.clear();
+                if lines.read_line(&mut line).unwrap_or(0) == 0 {
+                    return;
+                }
+                let event = match serde_json::from_str::<Response>(&line) {
+                    Ok(Response::Output { stream, data }) => AttachEvent::Output { stream, data },
+                    Ok(Response::Exited(exit)) => AttachEvent::Exit {
+                        exit_code: exit.exit_code,
+                    },
+                    _ => continue,
+                };
+                let last = matches!(event, AttachEvent::Exit { .. });
+                if tx.blocking_send(event).is_err() || last {
+                    return;
+                }
+            }
+        });
+        let mut ended = false;
+        let mut delivered = false;
+        loop {
+            let event = tokio::select! {
+                event = rx.recv() => event,
+                _ = sink.closed() => {
+                    ended = true;
+                    None
+                }
+            };
+            let Some(event) = event else {
+                break;
+            };
+            let last = matches!(event, AttachEvent::Exit { .. });
+            delivered |= matches!(event, AttachEvent::Output { .. });
+            if sink
+                .send(serde_json::value::to_raw_value(&event)?)
+                .await
+                .is_err()
+            {
+                ended = true;
+                break;
+            }
+            if last {
+                ended = true;
+                break;
+            }
+        }
+        let _ = closer.shutdown(std::net::Shutdown::Both);
+        let _ = reader.await;
+        if !ended {
+            // The shim went away between our connect and its last answer (the container
+            // was exiting): the caller still gets its output (from the log, when none
+            // came through) and its exit, the stream's last event.
+            if !delivered && let Ok(lines) = ContainerServer::logs(self, id.clone(), None).await {
+                for line in lines {
+                    let event = AttachEvent::Output {
+                        stream: line.stream,
+                        data: BASE64.encode(line.log.as_bytes()),
+                    };
+                    if sink
+                        .send(serde_json::value::to_raw_value(&event)?)
+                        .await
+                        .is_err()
+                    {
+                        return Ok(());
+                    }
+                }
+            }
+            let exit_code = match ContainerServer::wait(self, id).await {
+                Ok(r) => r.exit_code,
+                Err(_) => 255,
+            };
+            let _ = sink
+                .send(serde_json::value::to_raw_value(&AttachEvent::Exit {
+                    exit_code,
+                })?)
+                .await;
+        }
+        Ok(())
+    }
+
+    async fn input(&self, id: String, data: Option<String>, close: Option<bool>) -> RpcResult<()> {
+        if let Some(data) = &data
+            && BASE64.decode(data.as_bytes()).is_err()
+        {
+            return Err(berth_api::error::invalid_params(
+                Some("data".into()),
+                "not base64",
+            ));
+        }
+        self.blocking(move |c| {
+            if let Some(data) = data {
+                c.stdio_request(&id, &Request::Input { data })?;
+            }
+            if close.unwrap_or(false) {
+                c.stdio_request(&id, &Request::CloseStdin)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn resize(&self, id: String, rows: u16, cols: u16) -> RpcResult<()> {
+        self.blocking(move |c| c.stdio_request(&id, &Request::Resize { rows, cols }))
+            .await
     }
 
     async fn pause(&self, id: String) -> RpcResult<()> {

@@ -7,7 +7,10 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let code = match args.as_slice() {
         [_, cmd, bundle] if cmd == "start" => {
-            berth_core::runtime::shim::start(std::path::Path::new(bundle))
+            berth_core::runtime::shim::start(std::path::Path::new(bundle), false)
+        }
+        [_, cmd, bundle, flag] if cmd == "start" && flag == "--await-attach" => {
+            berth_core::runtime::shim::start(std::path::Path::new(bundle), true)
         }
         [_, cmd, bundle, pid, process] if cmd == "exec" => match pid.parse() {
             Ok(pid) => berth_core::runtime::exec::exec(std::path::Path::new(bundle), pid, process),

@@ -543,6 +543,9 @@ impl Containers {
             );
         }
         env.push(format!("HOSTNAME={hostname}"));
+        if request.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
+            env.push("TERM=xterm".into());
+        }
         let workdir = request
             .workdir
             .clone()
@@ -670,6 +673,8 @@ impl Containers {
             rootfs: dir.join("rootfs"),
             log_path: dir.join("container.log"),
             log_max_bytes: 100 * 1024 * 1024,
+            tty: record.config.tty,
+            open_stdin: record.config.open_stdin,
             etc_files: vec![
                 (dir.join("hostname"), "/etc/hostname".into()),
                 (dir.join("hosts"), "/etc/hosts".into()),
@@ -686,6 +691,12 @@ impl Containers {
     /// Starts the container: spawns its shim and returns once the command has exec'd.
     /// The flag says whether this call started it (false: it was already running).
     pub fn start(&self, key: &str) -> Result<(ContainerRecord, bool)> {
+        self.start_with(key, false)
+    }
+
+    /// [`Self::start`]; with `await_attach` the shim holds the container's exit until the
+    /// first attach (see `container.start`).
+    pub fn start_with(&self, key: &str, await_attach: bool) -> Result<(ContainerRecord, bool)> {
         let mut record = self.resolve(key)?;
         match record.state.status {
             ContainerStatus::Running | ContainerStatus::Paused => return Ok((record, false)),
@@ -707,9 +718,12 @@ impl Containers {
             what: "reset its work dir",
             source,
         })?;
-        let output = std::process::Command::new(&self.shim_binary)
-            .arg("start")
-            .arg(&bundle)
+        let mut command = std::process::Command::new(&self.shim_binary);
+        command.arg("start").arg(&bundle);
+        if await_attach {
+            command.arg("--await-attach");
+        }
+        let output = command
             .stdin(std::process::Stdio::null())
             .output()
             .map_err(|source| Error::Io {
@@ -864,7 +878,7 @@ impl Containers {
         match sent {
             Ok(Response::Ok | Response::Exited(_)) => Ok(()),
             Ok(Response::Error { message }) => Err(Error::Invalid(message)),
-            Ok(Response::Running { .. }) => Ok(()),
+            Ok(Response::Running { .. } | Response::Output { .. }) => Ok(()),
             Err(source) => Err(Error::Io {
                 id: record.id,
                 what: "reach its shim",
@@ -1051,6 +1065,69 @@ impl Containers {
                 path.into(),
             ],
         ))
+    }
+
+    /// Connects to a running container's shim for attaching (blocking; the caller reads
+    /// the `output` lines that follow).
+    pub fn attach(&self, key: &str) -> Result<std::os::unix::net::UnixStream> {
+        let record = self.resolve(key)?;
+        if !matches!(
+            record.state.status,
+            ContainerStatus::Running | ContainerStatus::Paused
+        ) {
+            return Err(Error::State(format!(
+                "container {} is not running",
+                record.name
+            )));
+        }
+        let io = |source| Error::Io {
+            id: record.id.clone(),
+            what: "attach to its shim",
+            source,
+        };
+        let mut stream = shim::connect(&self.bundle(&record.id)).map_err(io)?;
+        let mut line = serde_json::to_vec(&Request::Attach).map_err(|e| io(e.into()))?;
+        line.push(b'\n');
+        std::io::Write::write_all(&mut stream, &line).map_err(io)?;
+        Ok(stream)
+    }
+
+    /// Sends a request about stdin or the terminal to a running container's shim.
+    pub fn stdio_request(&self, key: &str, request: &Request) -> Result<()> {
+        let record = self.resolve(key)?;
+        if !matches!(
+            record.state.status,
+            ContainerStatus::Running | ContainerStatus::Paused
+        ) {
+            return Err(Error::State(format!(
+                "container {} is not running",
+                record.name
+            )));
+        }
+        match shim::call(
+            &self.bundle(&record.id),
+            request,
+            Some(std::time::Duration::from_secs(10)),
+        ) {
+            Ok(Response::Ok) => Ok(()),
+            Ok(Response::Error { message }) => Err(Error::State(format!(
+                "container {}: {message}",
+                record.name
+            ))),
+            Ok(Response::Exited(_)) => Err(Error::State(format!(
+                "container {} is not running",
+                record.name
+            ))),
+            Ok(other) => Err(Error::State(format!(
+                "container {}: unexpected answer from its shim: {other:?}",
+                record.name
+            ))),
+            Err(source) => Err(Error::Io {
+                id: record.id,
+                what: "reach its shim",
+                source,
+            }),
+        }
     }
 
     /// `docker pause`: freezes every process of the container.

@@ -59,6 +59,9 @@ pub struct InitFds {
     pub sync: RawFd,
     /// Write end, close-on-exec: failures are reported here.
     pub error: RawFd,
+    /// With a TTY: the init opens a terminal in the container's own devpts (so `tty` and
+    /// `/dev/pts/N` work inside) and sends its master end to the shim over this socket.
+    pub console: Option<RawFd>,
 }
 
 /// Runs in the cloned child; never returns.
@@ -166,6 +169,9 @@ fn prepare_and_exec(spec: &Spec, shim: &ShimConfig, fds: &InitFds) -> Result<Nev
     }
     if let Some(hostname) = spec.hostname() {
         sethostname(hostname).map_err(setup("set hostname"))?;
+    }
+    if let Some(console) = fds.console {
+        open_console(console)?;
     }
 
     let process = spec
@@ -287,6 +293,47 @@ fn prepare_and_exec(spec: &Spec, shim: &ShimConfig, fds: &InitFds) -> Result<Nev
     }
     let e = nix::unistd::execve(&cpath, &cargs, &cenv).unwrap_err();
     Err(exec_error(program, e))
+}
+
+/// Opens a terminal from the container's `/dev/ptmx`, makes its terminal side our stdio and
+/// controlling terminal, and hands the master side to the shim.
+fn open_console(socket: RawFd) -> Result<(), InitError> {
+    use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt};
+    let master = posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
+        .map_err(setup("open /dev/ptmx"))?;
+    grantpt(&master).map_err(setup("grantpt"))?;
+    unlockpt(&master).map_err(setup("unlockpt"))?;
+    let name = ptsname_r(&master).map_err(setup("ptsname"))?;
+    let slave = nix::fcntl::open(
+        name.as_str(),
+        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(setup(format!("open {name}")))?;
+    for to in 0..3 {
+        // SAFETY: dup2 between descriptors this process owns.
+        if unsafe { libc::dup2(slave.as_raw_fd(), to) } < 0 {
+            return Err(fail(125, format!("set up the terminal: {}", Errno::last())));
+        }
+    }
+    // SAFETY: TIOCSCTTY on the terminal now at fd 0, in a new session without one.
+    if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } != 0 {
+        return Err(fail(
+            125,
+            format!("make the terminal controlling: {}", Errno::last()),
+        ));
+    }
+    let fds = [master.as_raw_fd()];
+    let cmsg = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
+    nix::sys::socket::sendmsg::<()>(
+        socket,
+        &[std::io::IoSlice::new(b"t")],
+        &cmsg,
+        nix::sys::socket::MsgFlags::empty(),
+        None,
+    )
+    .map_err(setup("send the terminal to the shim"))?;
+    Ok(())
 }
 
 /// Exit code for failures before the command runs (docker's 125).

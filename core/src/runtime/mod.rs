@@ -55,4 +55,10 @@ pub struct ShimConfig {
     pub log_max_bytes: u64,
     /// Files bind-mounted over the image's `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf`.
     pub etc_files: Vec<(PathBuf, String)>,
+    /// Give the container a pseudo-terminal as its stdio (`-t`).
+    #[serde(default)]
+    pub tty: bool,
+    /// Keep the container's stdin open for attached clients (`-i`).
+    #[serde(default)]
+    pub open_stdin: bool,
 }

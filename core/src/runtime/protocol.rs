@@ -16,6 +16,23 @@ pub enum Request {
     },
     /// Answer once the container has exited (immediately if it has).
     Wait,
+    /// Stream the container's output on this connection from now on (`output` responses,
+    /// then `exited`); the first attach also gets what was written before it.
+    Attach,
+    /// Write to the container's stdin (a terminal's input with a TTY).
+    Input {
+        /// Base64 of the bytes.
+        data: String,
+    },
+    /// Close the container's stdin once what was written is delivered.
+    CloseStdin,
+    /// Set the container terminal's size.
+    Resize {
+        /// Rows.
+        rows: u16,
+        /// Columns.
+        cols: u16,
+    },
 }
 
 /// A response from the shim.
@@ -31,6 +48,13 @@ pub enum Response {
     Exited(ExitRecord),
     /// The request was done.
     Ok,
+    /// Output of an attached container.
+    Output {
+        /// `stdout` or `stderr` (a TTY has only stdout).
+        stream: String,
+        /// Base64 of the bytes.
+        data: String,
+    },
     /// The request failed.
     Error {
         /// Why.

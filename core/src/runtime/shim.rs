@@ -31,7 +31,10 @@ use super::{ShimConfig, files};
 
 /// Reads the bundle, starts the container, and exits with 0 (pid printed) or the init's
 /// failure code (message on stderr).
-pub fn start(bundle: &Path) -> i32 {
+/// With `await_attach` the container's exit is held back until a client has attached (at
+/// most [`ATTACH_WAIT`]): `run -it` attaches right after the start and must not miss the
+/// output of a container that exits at once.
+pub fn start(bundle: &Path, await_attach: bool) -> i32 {
     let loaded = load(bundle);
     let (spec, config) = match loaded {
         Ok(v) => v,
@@ -55,7 +58,7 @@ pub fn start(bundle: &Path) -> i32 {
         }
         Ok(ForkResult::Child) => {
             drop(report_r);
-            let code = supervise(bundle, &spec, &config, report_w);
+            let code = supervise(bundle, &spec, &config, report_w, await_attach);
             // SAFETY: leaving the supervisor; nothing to unwind.
             unsafe { libc::_exit(code) }
         }
@@ -166,7 +169,13 @@ fn exit_record(status: WaitStatus) -> Option<ExitRecord> {
     }
 }
 
-fn supervise(bundle: &Path, spec: &Spec, config: &ShimConfig, report_w: OwnedFd) -> i32 {
+fn supervise(
+    bundle: &Path,
+    spec: &Spec,
+    config: &ShimConfig,
+    report_w: OwnedFd,
+    await_attach: bool,
+) -> i32 {
     let report_pipe = std::fs::File::from(report_w);
     let _ = setsid();
     // Leave berthd's pipes: it reads our parent's output until EOF.
@@ -232,25 +241,22 @@ fn supervise(bundle: &Path, spec: &Spec, config: &ShimConfig, report_w: OwnedFd)
     };
     let _ = listener.set_nonblocking(true);
 
-    let pipes = (|| -> nix::Result<_> {
-        Ok((
-            pipe2(OFlag::O_CLOEXEC)?,
-            pipe2(OFlag::O_CLOEXEC)?,
-            pipe2(OFlag::O_CLOEXEC)?,
-            pipe2(OFlag::O_CLOEXEC)?,
-        ))
-    })();
-    let ((out_r, out_w), (err_r, err_w), (sync_r, sync_w), (fail_r, fail_w)) = match pipes {
+    let pipes =
+        (|| -> nix::Result<_> { Ok((pipe2(OFlag::O_CLOEXEC)?, pipe2(OFlag::O_CLOEXEC)?)) })();
+    let ((sync_r, sync_w), (fail_r, fail_w)) = match pipes {
         Ok(p) => p,
         Err(e) => {
             report(report_pipe, &format!("err 125 create pipes: {e}"));
             return 125;
         }
     };
-    let stdin = match std::fs::File::open("/dev/null") {
-        Ok(f) => OwnedFd::from(f),
+    let io = match ContainerIo::new(config) {
+        Ok(io) => io,
         Err(e) => {
-            report(report_pipe, &format!("err 125 open /dev/null: {e}"));
+            report(
+                report_pipe,
+                &format!("err 125 set up the container's stdio: {e}"),
+            );
             return 125;
         }
     };
@@ -268,11 +274,12 @@ fn supervise(bundle: &Path, spec: &Spec, config: &ShimConfig, report_w: OwnedFd)
         };
 
     let fds = InitFds {
-        stdin: stdin.as_raw_fd(),
-        stdout: out_w.as_raw_fd(),
-        stderr: err_w.as_raw_fd(),
+        stdin: io.child[0].as_raw_fd(),
+        stdout: io.child[1].as_raw_fd(),
+        stderr: io.child[2].as_raw_fd(),
         sync: sync_r.as_raw_fd(),
         error: fail_w.as_raw_fd(),
+        console: io.console.as_ref().map(|(_, theirs)| theirs.as_raw_fd()),
     };
     // The cgroup namespace is made by the init once it is in its cgroup.
     let flags = CloneFlags::CLONE_NEWNS
@@ -300,7 +307,18 @@ fn supervise(bundle: &Path, spec: &Spec, config: &ShimConfig, report_w: OwnedFd)
             return 125;
         }
     };
-    drop((out_w, err_w, sync_r, fail_w, stdin));
+    drop((sync_r, fail_w));
+    let ContainerIo {
+        child,
+        mut outputs,
+        mut input,
+        console,
+    } = io;
+    drop(child);
+    let console = console.map(|(ours, theirs)| {
+        drop(theirs);
+        ours
+    });
 
     if let Some(linux) = spec.linux()
         && let Some(path) = linux.cgroups_path()
@@ -333,13 +351,22 @@ fn supervise(bundle: &Path, spec: &Spec, config: &ShimConfig, report_w: OwnedFd)
     }
     let _ = nix::unistd::write(&sync_w, b"g");
     drop(sync_w);
+    if let Some(socket) = console
+        && let Some(master) = receive_console(&socket)
+    {
+        let _ = nix::fcntl::fcntl(&master, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
+        if let Ok(reader) = master.try_clone() {
+            outputs.push((reader, Stream::Stdout));
+        }
+        input = Some(master);
+    }
     let mut failure = String::new();
     let _ = std::fs::File::from(fail_r).read_to_string(&mut failure);
     if !failure.is_empty() {
         let (code, message) = failure.split_once(':').unwrap_or(("125", failure.as_str()));
         let code: i32 = code.parse().unwrap_or(125);
         let _ = waitpid(pid, None);
-        drain(&mut sup, out_r, err_r);
+        drain(&mut sup, outputs);
         let mut record = ExitRecord {
             exit_code: code,
             signal: None,
@@ -359,13 +386,19 @@ fn supervise(bundle: &Path, spec: &Spec, config: &ShimConfig, report_w: OwnedFd)
     );
     report(report_pipe, &format!("ok {pid}"));
 
-    event_loop(&mut sup, pid, &listener, &mut sigfd, out_r, err_r);
+    let io = LoopIo {
+        outputs,
+        input,
+        tty: config.tty,
+        await_attach,
+    };
+    event_loop(&mut sup, pid, &listener, &mut sigfd, io);
     let _ = std::fs::remove_file(&socket_path);
     0
 }
 
-fn drain(sup: &mut Supervisor<'_>, out: OwnedFd, err: OwnedFd) {
-    for (fd, stream) in [(out, Stream::Stdout), (err, Stream::Stderr)] {
+fn drain(sup: &mut Supervisor<'_>, outputs: Vec<(OwnedFd, Stream)>) {
+    for (fd, stream) in outputs {
         let mut data = Vec::new();
         let _ = std::fs::File::from(fd).read_to_end(&mut data);
         let _ = sup.log.push(stream, &data);
@@ -377,6 +410,110 @@ struct Client {
     stream: UnixStream,
     buf: Vec<u8>,
     waiting: bool,
+    attached: bool,
+}
+
+/// The container's stdio: what the init gets, what the supervisor reads (output) and
+/// writes (input).
+struct ContainerIo {
+    /// stdin, stdout, stderr of the init (/dev/null until the init opens its terminal,
+    /// with a TTY).
+    child: [OwnedFd; 3],
+    /// Output the supervisor reads, by stream.
+    outputs: Vec<(OwnedFd, Stream)>,
+    /// Where input goes: the stdin pipe (`-i`) or the terminal (`-t`).
+    input: Option<OwnedFd>,
+    /// With a TTY: (our end, the init's end) of the socket the init sends the terminal's
+    /// master over (it opens the terminal in the container's own devpts, so `tty` and
+    /// `/dev/pts/N` work inside).
+    console: Option<(OwnedFd, OwnedFd)>,
+}
+
+impl ContainerIo {
+    fn new(config: &ShimConfig) -> nix::Result<ContainerIo> {
+        let null = || {
+            nix::fcntl::open(
+                "/dev/null",
+                OFlag::O_RDWR | OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+        };
+        if config.tty {
+            use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+            let (ours, theirs) = socketpair(
+                AddressFamily::Unix,
+                SockType::SeqPacket,
+                None,
+                SockFlag::SOCK_CLOEXEC,
+            )?;
+            return Ok(ContainerIo {
+                child: [null()?, null()?, null()?],
+                outputs: Vec::new(),
+                input: None,
+                console: Some((ours, theirs)),
+            });
+        }
+        let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC)?;
+        let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC)?;
+        let (stdin, input) = if config.open_stdin {
+            let (r, w) = pipe2(OFlag::O_CLOEXEC)?;
+            nix::fcntl::fcntl(&w, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
+            (r, Some(w))
+        } else {
+            (null()?, None)
+        };
+        Ok(ContainerIo {
+            child: [stdin, out_w, err_w],
+            outputs: vec![(out_r, Stream::Stdout), (err_r, Stream::Stderr)],
+            input,
+            console: None,
+        })
+    }
+}
+
+/// Receives the terminal master the init sends (None if it failed before sending).
+fn receive_console(socket: &OwnedFd) -> Option<OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let mut byte = [0u8; 1];
+    let mut iov = [std::io::IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let msg = nix::sys::socket::recvmsg::<()>(
+        socket.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        nix::sys::socket::MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .ok()?;
+    for cmsg in msg.cmsgs().ok()? {
+        if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = cmsg
+            && let Some(&fd) = fds.first()
+        {
+            // SAFETY: the kernel just installed this descriptor for us.
+            return Some(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+    }
+    None
+}
+
+/// How long an exit waits for the promised attach.
+const ATTACH_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The container's stdio as the event loop serves it.
+struct LoopIo {
+    outputs: Vec<(OwnedFd, Stream)>,
+    input: Option<OwnedFd>,
+    tty: bool,
+    await_attach: bool,
+}
+
+/// Output kept for the first client that attaches (`run -it` attaches right after start).
+const EARLY_OUTPUT_MAX: usize = 1 << 20;
+
+fn stream_name(stream: Stream) -> &'static str {
+    match stream {
+        Stream::Stdout => "stdout",
+        Stream::Stderr => "stderr",
+    }
 }
 
 fn respond(client: &mut Client, response: &Response) -> bool {
@@ -388,22 +525,42 @@ fn respond(client: &mut Client, response: &Response) -> bool {
     ok
 }
 
+#[allow(clippy::too_many_lines)]
 fn event_loop(
     sup: &mut Supervisor<'_>,
     pid: Pid,
     listener: &UnixListener,
     sigfd: &mut SignalFd,
-    out_r: OwnedFd,
-    err_r: OwnedFd,
+    io: LoopIo,
 ) -> ExitRecord {
-    let mut outputs: Vec<Option<(OwnedFd, Stream)>> =
-        vec![Some((out_r, Stream::Stdout)), Some((err_r, Stream::Stderr))];
+    let LoopIo {
+        outputs,
+        mut input,
+        tty,
+        await_attach,
+    } = io;
+    let mut awaiting_attach = await_attach;
+    let mut exited_at: Option<std::time::Instant> = None;
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD as BASE64;
+    let mut outputs: Vec<Option<(OwnedFd, Stream)>> = outputs.into_iter().map(Some).collect();
+    let mut pending_input: Vec<u8> = Vec::new();
+    let mut close_input = false;
+    let mut early: Option<Vec<(Stream, Vec<u8>)>> = Some(Vec::new());
+    let mut early_bytes = 0usize;
     let mut clients: HashMap<RawFd, Client> = HashMap::new();
     let mut exited: Option<ExitRecord> = None;
     let mut buf = vec![0u8; 64 * 1024];
     loop {
+        if exited.is_some() && exited_at.is_none() {
+            exited_at = Some(std::time::Instant::now());
+        }
+        if awaiting_attach && exited_at.is_some_and(|at| at.elapsed() >= ATTACH_WAIT) {
+            awaiting_attach = false;
+        }
         if let Some(record) = &exited
             && outputs.iter().all(Option::is_none)
+            && !awaiting_attach
         {
             let mut record = record.clone();
             sup.release_cgroup(&mut record);
@@ -412,7 +569,7 @@ fn event_loop(
             // The record is on disk before anyone hears of the exit and before the socket
             // stops answering: a client that misses the socket finds the file.
             sup.record_exit(record);
-            for client in clients.values_mut().filter(|c| c.waiting) {
+            for client in clients.values_mut().filter(|c| c.waiting || c.attached) {
                 respond(client, &Response::Exited(record.clone()));
             }
             return record.clone();
@@ -432,6 +589,12 @@ fn event_loop(
         kinds.push(1);
         pfds.push(PollFd::new(borrow(listener.as_raw_fd()), PollFlags::POLLIN));
         kinds.push(2);
+        if let Some(fd) = &input
+            && !pending_input.is_empty()
+        {
+            pfds.push(PollFd::new(borrow(fd.as_raw_fd()), PollFlags::POLLOUT));
+            kinds.push(4);
+        }
         let client_fds: Vec<RawFd> = clients.keys().copied().collect();
         for fd in &client_fds {
             pfds.push(PollFd::new(borrow(*fd), PollFlags::POLLIN));
@@ -445,7 +608,9 @@ fn event_loop(
         };
         match poll(&mut pfds, timeout) {
             Ok(0) if exited.is_some() => {
-                outputs.iter_mut().for_each(|o| *o = None);
+                if outputs.iter().any(Option::is_some) {
+                    outputs.iter_mut().for_each(|o| *o = None);
+                }
                 continue;
             }
             Ok(_) => {}
@@ -481,8 +646,22 @@ fn event_loop(
                                 if let Err(e) = sup.log.push(stream, &buf[..n]) {
                                     sup.note(&format!("log write failed: {e}"));
                                 }
+                                if let Some(kept) = early.as_mut()
+                                    && early_bytes + n <= EARLY_OUTPUT_MAX
+                                {
+                                    kept.push((stream, buf[..n].to_vec()));
+                                    early_bytes += n;
+                                }
+                                let response = Response::Output {
+                                    stream: stream_name(stream).to_owned(),
+                                    data: BASE64.encode(&buf[..n]),
+                                };
+                                // A client that cannot keep up is dropped, never waited for
+                                // long (its writes time out).
+                                clients.retain(|_, c| !c.attached || respond(c, &response));
                             }
                             Err(Errno::EINTR | Errno::EAGAIN) => {}
+                            // A pty answers EIO once the container's side is closed.
                             Err(_) => *slot = None,
                         }
                     }
@@ -502,6 +681,23 @@ fn event_loop(
                         }
                     }
                 }
+                4 => {
+                    if let Some(fd) = &input {
+                        match nix::unistd::write(fd, &pending_input) {
+                            Ok(n) => {
+                                pending_input.drain(..n);
+                            }
+                            Err(Errno::EINTR | Errno::EAGAIN) => {}
+                            Err(_) => {
+                                pending_input.clear();
+                                input = None;
+                            }
+                        }
+                    }
+                    if pending_input.is_empty() && close_input && !tty {
+                        input = None;
+                    }
+                }
                 2 => {
                     while let Ok((stream, _)) = listener.accept() {
                         let _ = stream.set_nonblocking(true);
@@ -512,6 +708,7 @@ fn event_loop(
                                 stream,
                                 buf: Vec::new(),
                                 waiting: false,
+                                attached: false,
                             },
                         );
                     }
@@ -555,13 +752,87 @@ fn event_loop(
                                     },
                                 }
                             }
-                            Ok(Request::Wait) => match &exited {
-                                Some(r) => Response::Exited(r.clone()),
-                                None => {
-                                    client.waiting = true;
-                                    continue;
+                            Ok(Request::Attach) => {
+                                client.attached = true;
+                                awaiting_attach = false;
+                                let _ = client
+                                    .stream
+                                    .set_write_timeout(Some(std::time::Duration::from_secs(2)));
+                                alive &= respond(client, &Response::Ok);
+                                for (stream, data) in early.take().unwrap_or_default() {
+                                    alive &= respond(
+                                        client,
+                                        &Response::Output {
+                                            stream: stream_name(stream).to_owned(),
+                                            data: BASE64.encode(&data),
+                                        },
+                                    );
+                                }
+                                // `exited` follows once the output is drained (a pty
+                                // delivers it after the exit), when the loop ends.
+                                continue;
+                            }
+                            Ok(Request::Input { data }) => match (&input, BASE64.decode(data)) {
+                                (None, _) => Response::Error {
+                                    message:
+                                        "the container's stdin is not open (create it with -i)"
+                                            .into(),
+                                },
+                                (_, Err(e)) => Response::Error {
+                                    message: format!("input is not base64: {e}"),
+                                },
+                                (Some(_), Ok(bytes))
+                                    if pending_input.len() + bytes.len() > EARLY_OUTPUT_MAX =>
+                                {
+                                    let _ = bytes;
+                                    Response::Error {
+                                        message: "the container is not reading its input".into(),
+                                    }
+                                }
+                                (Some(_), Ok(bytes)) => {
+                                    pending_input.extend_from_slice(&bytes);
+                                    Response::Ok
                                 }
                             },
+                            Ok(Request::CloseStdin) => {
+                                close_input = true;
+                                if pending_input.is_empty() && !tty {
+                                    input = None;
+                                }
+                                Response::Ok
+                            }
+                            Ok(Request::Resize { rows, cols }) => match (&input, tty) {
+                                (Some(master), true) => {
+                                    let size = libc::winsize {
+                                        ws_row: rows,
+                                        ws_col: cols,
+                                        ws_xpixel: 0,
+                                        ws_ypixel: 0,
+                                    };
+                                    // SAFETY: TIOCSWINSZ reads a winsize struct that lives
+                                    // across the call.
+                                    if unsafe {
+                                        libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size)
+                                    } == 0
+                                    {
+                                        Response::Ok
+                                    } else {
+                                        Response::Error {
+                                            message: format!("resize: {}", Errno::last()),
+                                        }
+                                    }
+                                }
+                                _ => Response::Error {
+                                    message: "the container has no terminal (create it with -t)"
+                                        .into(),
+                                },
+                            },
+                            // Answered when the loop ends: output drained, cgroup gone,
+                            // exit recorded (and a promised attach served).
+                            Ok(Request::Wait) => {
+                                client.waiting = true;
+                                continue;
+                            }
                         };
                         alive &= respond(client, &response);
                     }

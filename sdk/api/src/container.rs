@@ -76,6 +76,12 @@ pub struct CreateRequest {
     /// Run a minimal init as PID 1 that forwards signals and reaps zombies (`--init`).
     #[serde(default)]
     pub init: bool,
+    /// Give the container a pseudo-terminal (`-t`).
+    #[serde(default)]
+    pub tty: bool,
+    /// Keep its stdin open for attached clients (`-i`).
+    #[serde(default)]
+    pub open_stdin: bool,
 }
 
 /// Cgroup limits, with docker's names and units.
@@ -355,6 +361,24 @@ pub enum ArchiveEvent {
     },
 }
 
+/// One item of the `container.attach` subscription.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum AttachEvent {
+    /// Bytes the container wrote (base64); a TTY has only `stdout`.
+    Output {
+        /// `stdout` or `stderr`.
+        stream: String,
+        /// Base64 of the bytes.
+        data: String,
+    },
+    /// The container exited; nothing follows.
+    Exit {
+        /// Its exit code.
+        exit_code: i32,
+    },
+}
+
 /// `container.*`: the container lifecycle.
 #[method_specs]
 #[rpc(server, client, namespace = "container", namespace_separator = ".")]
@@ -363,9 +387,11 @@ pub trait Container {
     #[method(name = "create", param_kind = map)]
     async fn create(&self, request: CreateRequest) -> RpcResult<CreateResult>;
 
-    /// Starts a created or exited container; returns once its process has exec'd.
+    /// Starts a created or exited container; returns once its process has exec'd. With
+    /// `attach`, the caller promises a `container.attach` right after: the container's
+    /// exit is held back (up to 10 s) until that attach has received all its output.
     #[method(name = "start", param_kind = map)]
-    async fn start(&self, id: String) -> RpcResult<()>;
+    async fn start(&self, id: String, attach: Option<bool>) -> RpcResult<()>;
 
     /// Waits until the container exits and returns how it ended.
     #[method(name = "wait", param_kind = map)]
@@ -424,6 +450,20 @@ pub trait Container {
         data: Option<String>,
         end: Option<bool>,
     ) -> RpcResult<()>;
+
+    /// Streams a running container's output from now on (the first attach after a start
+    /// also gets what it wrote before) until it exits.
+    #[subscription(name = "attach", unsubscribe = "detach", item = AttachEvent, param_kind = map)]
+    async fn attach(&self, id: String) -> SubscriptionResult;
+
+    /// Writes base64 `data` to a container's stdin (created with `-i` or `-t`); `close`
+    /// closes its stdin afterwards (ignored with a TTY).
+    #[method(name = "input", param_kind = map)]
+    async fn input(&self, id: String, data: Option<String>, close: Option<bool>) -> RpcResult<()>;
+
+    /// Sets the size of a container's terminal (created with `-t`).
+    #[method(name = "resize", param_kind = map)]
+    async fn resize(&self, id: String, rows: u16, cols: u16) -> RpcResult<()>;
 
     /// Freezes every process of the container.
     #[method(name = "pause", param_kind = map)]

@@ -88,13 +88,42 @@ fn prepare_and_exec(spec: &Spec, shim: &ShimConfig, fds: &InitFds) -> Result<Nev
             return Err(fail(125, format!("set up stdio: {}", Errno::last())));
         }
     }
+    setsid().map_err(setup("setsid"))?;
+    let host_cgroups = host_cgroup_mounts();
+    // The root filesystem is built while the shim moves us into the container's cgroup:
+    // that move waits for an RCU grace period (milliseconds), the mounts overlap it.
+    mount::<str, str, str, str>(None, "/", None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)
+        .map_err(setup("make mounts private"))?;
+    mount_rootfs(shim)?;
+    let root_fd = nix::fcntl::open(
+        &shim.rootfs,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(setup(format!(
+        "open root filesystem {}",
+        shim.rootfs.display()
+    )))?;
+    let mounts = spec.mounts().as_deref().unwrap_or_default();
+    let is_cgroup = |m: &&oci_spec::runtime::Mount| m.typ().as_deref() == Some("cgroup");
+    for m in mounts.iter().filter(|m| !is_cgroup(m)) {
+        mount_in_root(&root_fd, m)?;
+    }
+    make_devices(&root_fd)?;
+    let devices = spec.linux().as_ref().and_then(|l| l.devices().clone());
+    for device in devices.unwrap_or_default() {
+        make_spec_device(&root_fd, &device)?;
+    }
+    for (source, dest) in &shim.etc_files {
+        bind_file(&root_fd, source, dest)?;
+    }
+
     let mut go = [0u8; 1];
     // SAFETY: the shim gave us this descriptor; reading one byte has no other effect.
     let n = unsafe { libc::read(fds.sync, go.as_mut_ptr().cast(), 1) };
     if n != 1 {
         return Err(fail(125, "the shim gave up before the container started"));
     }
-    setsid().map_err(setup("setsid"))?;
     // The shim has moved us into the container's cgroup: a cgroup namespace made now shows
     // that group as the root.
     let wants_cgroupns = spec
@@ -109,34 +138,8 @@ fn prepare_and_exec(spec: &Spec, shim: &ShimConfig, fds: &InitFds) -> Result<Nev
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
             .map_err(setup("create the cgroup namespace"))?;
     }
-    let host_cgroups = host_cgroup_mounts();
-
-    mount::<str, str, str, str>(None, "/", None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)
-        .map_err(setup("make mounts private"))?;
-    mount_rootfs(shim)?;
-    let root_fd = nix::fcntl::open(
-        &shim.rootfs,
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(setup(format!(
-        "open root filesystem {}",
-        shim.rootfs.display()
-    )))?;
-    for m in spec.mounts().as_deref().unwrap_or_default() {
-        if m.typ().as_deref() == Some("cgroup") {
-            mount_cgroups(&root_fd, m, &host_cgroups)?;
-            continue;
-        }
-        mount_in_root(&root_fd, m)?;
-    }
-    make_devices(&root_fd)?;
-    let devices = spec.linux().as_ref().and_then(|l| l.devices().clone());
-    for device in devices.unwrap_or_default() {
-        make_spec_device(&root_fd, &device)?;
-    }
-    for (source, dest) in &shim.etc_files {
-        bind_file(&root_fd, source, dest)?;
+    for m in mounts.iter().filter(is_cgroup) {
+        mount_cgroups(&root_fd, m, &host_cgroups)?;
     }
 
     // pivot_root into the new root and detach the old one.

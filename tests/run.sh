@@ -6,6 +6,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --workspace --bins --locked
+# The guest side: the plugin SDK and reference plugins, as wasm32-wasip2 components, and
+# their unit tests on the host.
+plugins/build.sh --locked
+(cd plugins && cargo test --workspace --all-features --locked)
 before=""
 if [ "$(id -u)" = 0 ]; then
     before=$(mktemp)

@@ -1,6 +1,6 @@
 //! berth-core: the berth engine. The API server (`api`), wiring and lifecycle (`daemon`), the
-//! state database (`store`) and host facts (`host`); images, snapshots, the runtime and the
-//! plugin host join as they are built.
+//! state database (`store`) and host facts (`host`); images (`image`, `content`), snapshots,
+//! containers and their runtime, and the WebAssembly plugin host (`plugin_host`).
 
 pub mod api;
 pub mod container;
@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod fsutil;
 pub mod host;
 pub mod image;
+pub mod plugin_host;
 pub mod runtime;
 pub mod snapshot;
 pub mod store;

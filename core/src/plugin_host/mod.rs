@@ -1,0 +1,371 @@
+//! The plugin host: one wasmtime engine with an epoch ticker, compiled components cached on
+//! disk, and per-world sandboxes. A plugin is a WebAssembly component implementing one world
+//! of `plugins-api/wit`; it gets only its world's imports (WASI without sockets, `host-log`,
+//! one preopened state directory), a memory cap, a handle cap, a per-call byte cap and a
+//! deadline per call. A trap, a missed deadline or a hit limit fails that call with a clean
+//! error and discards the instance; the next call gets a fresh one. Nothing from wasmtime
+//! leaves this module: the rest of core sees typed handles such as [`VolumeDriver`].
+
+mod cache;
+mod sandbox;
+mod volume;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_api::ErrorKind;
+use wasmtime::component::Component;
+use wasmtime::{Config, Engine};
+
+pub use volume::{VolumeCapabilities, VolumeDriver, VolumeInfo, VolumeScope};
+
+/// The WIT package version this host serves (`berth:*@1.0.0`): components built against
+/// 1.0 load; another major, or a newer minor, is refused.
+pub const SERVED_VERSION: (u64, u64, u64) = (1, 0, 0);
+
+/// How often the epoch ticks; deadlines are counted in ticks.
+const TICK: Duration = Duration::from_millis(10);
+
+/// Plugin failures.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file is not a component, or wasmtime could not compile it.
+    #[error("plugin {plugin}: cannot load the component: {message}")]
+    Load {
+        /// Plugin name (or file).
+        plugin: String,
+        /// Why.
+        message: String,
+    },
+    /// The component implements no world this host knows, or several.
+    #[error("plugin {plugin}: {message}")]
+    UnknownWorld {
+        /// Plugin name (or file).
+        plugin: String,
+        /// What was found.
+        message: String,
+    },
+    /// Built against a WIT version this host cannot serve.
+    #[error(
+        "plugin {plugin}: built against {interface}@{found}, but this berthd serves @{served}: rebuild it against berth:*@{served}"
+    )]
+    Incompatible {
+        /// Plugin name (or file).
+        plugin: String,
+        /// The interface, e.g. `berth:volume/driver`.
+        interface: String,
+        /// The version it was built against.
+        found: String,
+        /// The version this host serves.
+        served: String,
+    },
+    /// The component imports something its world does not grant (sockets, ...).
+    #[error("plugin {plugin}: {message}")]
+    Link {
+        /// Plugin name.
+        plugin: String,
+        /// wasmtime's message, naming the import.
+        message: String,
+    },
+    /// The call trapped, hit a limit, or missed its deadline; the instance was discarded.
+    #[error("plugin {plugin}: {function} failed: {reason} (the plugin was restarted)")]
+    Failed {
+        /// Plugin name.
+        plugin: String,
+        /// The function called.
+        function: &'static str,
+        /// What happened (`deadline of 5s exceeded`, `memory limit of 64 MiB reached`, ...).
+        reason: String,
+    },
+    /// The plugin answered with an error of its own.
+    #[error("plugin {plugin}: {function}: {message}")]
+    Plugin {
+        /// Plugin name.
+        plugin: String,
+        /// The function called.
+        function: &'static str,
+        /// The kind the plugin gave.
+        kind: ErrorKind,
+        /// Its message.
+        message: String,
+    },
+    /// A path the plugin returned leaves its state directory (or is not a directory).
+    #[error("plugin {plugin}: refused the path {path:?} it returned: {reason}")]
+    Escape {
+        /// Plugin name.
+        plugin: String,
+        /// The path, as returned.
+        path: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// Reading or writing host files (the cache, a state directory) failed.
+    #[error("plugin host: cannot {what}: {source}")]
+    Io {
+        /// What.
+        what: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// How the API reports this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Load { .. } | Error::UnknownWorld { .. } | Error::Link { .. } => {
+                ErrorKind::InvalidArgument
+            }
+            Error::Incompatible { .. } => ErrorKind::FailedPrecondition,
+            Error::Failed { .. } => ErrorKind::Unavailable,
+            Error::Plugin { kind, .. } => *kind,
+            Error::Escape { .. } => ErrorKind::PermissionDenied,
+            Error::Io { .. } => ErrorKind::Internal,
+        }
+    }
+}
+
+/// Result alias for this module.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Caps every plugin instance gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest linear memory, bytes.
+    pub memory_bytes: usize,
+    /// Longest call, wall clock.
+    pub call_timeout: Duration,
+    /// Most live handles (WASI descriptors, streams, component resources).
+    pub handles: usize,
+    /// Most bytes copied between host and plugin in one call.
+    pub call_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_bytes: 64 << 20,
+            call_timeout: Duration::from_secs(5),
+            handles: 4096,
+            call_bytes: 16 << 20,
+        }
+    }
+}
+
+/// The kinds of plugin (one WIT world each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PluginKind {
+    /// `berth:volume/volume-driver`.
+    Volume,
+    /// `berth:network/network-driver`.
+    Network,
+    /// `berth:logging/logging-driver`.
+    Logging,
+    /// `berth:authz/authz-policy`.
+    Authz,
+}
+
+impl PluginKind {
+    /// The world's driver interface, as components export it.
+    fn interface(self) -> &'static str {
+        match self {
+            PluginKind::Volume => "berth:volume/driver",
+            PluginKind::Network => "berth:network/driver",
+            PluginKind::Logging => "berth:logging/driver",
+            PluginKind::Authz => "berth:authz/policy",
+        }
+    }
+
+    /// `volume`, `network`, `logging`, `authz`.
+    pub fn name(self) -> &'static str {
+        match self {
+            PluginKind::Volume => "volume",
+            PluginKind::Network => "network",
+            PluginKind::Logging => "logging",
+            PluginKind::Authz => "authz",
+        }
+    }
+}
+
+/// A compiled component and what it implements.
+#[derive(Clone)]
+pub struct LoadedComponent {
+    component: Component,
+    /// Its world.
+    pub kind: PluginKind,
+    /// The WIT version it was built against (`1.0.0`).
+    pub version: String,
+    /// sha256 of the component bytes, hex.
+    pub digest: String,
+}
+
+impl std::fmt::Debug for LoadedComponent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedComponent")
+            .field("kind", &self.kind)
+            .field("version", &self.version)
+            .field("digest", &self.digest)
+            .finish()
+    }
+}
+
+/// The engine, its epoch ticker and the component cache.
+#[derive(Clone)]
+pub struct PluginHost {
+    engine: Engine,
+    cache_dir: PathBuf,
+    limits: Limits,
+}
+
+impl std::fmt::Debug for PluginHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginHost")
+            .field("cache_dir", &self.cache_dir)
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+impl PluginHost {
+    /// Makes the engine (epoch interruption on) and starts its ticker thread; compiled
+    /// components are cached in `cache_dir` (created 0700).
+    pub fn new(cache_dir: &Path, limits: Limits) -> Result<PluginHost> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config).map_err(|e| Error::Load {
+            plugin: "(engine)".into(),
+            message: e.to_string(),
+        })?;
+        cache::prepare_dir(cache_dir)?;
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("wasm-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(TICK);
+                }
+            })
+            .map_err(|source| Error::Io {
+                what: "start the epoch ticker".into(),
+                source,
+            })?;
+        Ok(PluginHost {
+            engine,
+            cache_dir: cache_dir.to_path_buf(),
+            limits,
+        })
+    }
+
+    /// Compiles `wasm` (or loads it from the cache) and finds its world and version.
+    /// Blocking: compiling takes up to seconds; call it off the async workers.
+    pub fn load(&self, plugin: &str, wasm: &[u8]) -> Result<LoadedComponent> {
+        let (component, digest) = cache::load(&self.engine, &self.cache_dir, plugin, wasm)?;
+        let (kind, version) = self.world_of(plugin, &component)?;
+        Ok(LoadedComponent {
+            component,
+            kind,
+            version,
+            digest,
+        })
+    }
+
+    /// The world a component exports, refusing versions this host cannot serve.
+    fn world_of(&self, plugin: &str, component: &Component) -> Result<(PluginKind, String)> {
+        let ty = component.component_type();
+        let mut found = Vec::new();
+        let names: Vec<String> = ty
+            .exports(&self.engine)
+            .map(|(name, _)| name.to_owned())
+            .chain(ty.imports(&self.engine).map(|(name, _)| name.to_owned()))
+            .collect();
+        for name in &names {
+            let Some((interface, version)) = name.split_once('@') else {
+                continue;
+            };
+            if !interface.starts_with("berth:") {
+                continue;
+            }
+            check_version(plugin, interface, version)?;
+            for kind in [
+                PluginKind::Volume,
+                PluginKind::Network,
+                PluginKind::Logging,
+                PluginKind::Authz,
+            ] {
+                if interface == kind.interface() {
+                    found.push((kind, version.to_owned()));
+                }
+            }
+        }
+        match found.as_slice() {
+            [one] => Ok(one.clone()),
+            [] => Err(Error::UnknownWorld {
+                plugin: plugin.to_owned(),
+                message: "the component exports no berth driver interface (berth:volume/driver, berth:network/driver, berth:logging/driver or berth:authz/policy)".into(),
+            }),
+            _ => Err(Error::UnknownWorld {
+                plugin: plugin.to_owned(),
+                message: "the component exports several berth driver interfaces; one plugin implements one world".into(),
+            }),
+        }
+    }
+
+    /// A volume driver running `component`, with `state_dir` as its `/state` and `config`
+    /// given to its `configure`. The first instance is made (and configured) now, so a bad
+    /// component or config fails here.
+    pub async fn volume_driver(
+        &self,
+        name: &str,
+        component: &LoadedComponent,
+        state_dir: &Path,
+        config: Vec<(String, String)>,
+    ) -> Result<VolumeDriver> {
+        if component.kind != PluginKind::Volume {
+            return Err(Error::UnknownWorld {
+                plugin: name.to_owned(),
+                message: format!(
+                    "it is a {} plugin, not a volume driver",
+                    component.kind.name()
+                ),
+            });
+        }
+        let driver = VolumeDriver::new(
+            self.engine.clone(),
+            Arc::from(name),
+            &component.component,
+            state_dir.to_path_buf(),
+            config,
+            self.limits,
+        )?;
+        driver.warm_up().await?;
+        Ok(driver)
+    }
+}
+
+/// Refuses a `berth:*` version this host cannot serve: another major, or a newer minor.
+fn check_version(plugin: &str, interface: &str, version: &str) -> Result<()> {
+    let parts: Vec<u64> = version
+        .split('.')
+        .map(|p| p.parse().unwrap_or(u64::MAX))
+        .collect();
+    let (served_major, served_minor, _) = SERVED_VERSION;
+    let compatible = parts.len() == 3 && parts[0] == served_major && parts[1] <= served_minor;
+    if compatible {
+        return Ok(());
+    }
+    Err(Error::Incompatible {
+        plugin: plugin.to_owned(),
+        interface: interface.to_owned(),
+        found: version.to_owned(),
+        served: format!(
+            "{}.{}.{}",
+            SERVED_VERSION.0, SERVED_VERSION.1, SERVED_VERSION.2
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests;

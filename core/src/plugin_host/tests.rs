@@ -1,0 +1,219 @@
+use super::*;
+
+/// The reference `local` volume driver, built by `plugins/build.sh` (tests/run.sh runs it
+/// before the tests).
+fn local_wasm() -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/dist/local.wasm");
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}: build the plugins first (plugins/build.sh)",
+            path.display()
+        )
+    })
+}
+
+#[test]
+fn versions_other_than_the_served_one_are_refused_naming_both() {
+    assert!(check_version("p", "berth:volume/driver", "1.0.0").is_ok());
+    assert!(check_version("p", "berth:volume/driver", "1.0.7").is_ok());
+    for bad in ["2.0.0", "1.1.0", "0.9.0", "1.0"] {
+        let e = check_version("p", "berth:volume/driver", bad).unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains(bad) && text.contains("1.0.0"), "{text}");
+        assert_eq!(e.kind(), ErrorKind::FailedPrecondition);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_driver_round_trip_and_cached_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = PluginHost::new(&dir.path().join("cache"), Limits::default()).unwrap();
+    let wasm = local_wasm();
+    let loaded = host.load("local", &wasm).unwrap();
+    assert_eq!(loaded.kind, PluginKind::Volume);
+    assert_eq!(loaded.version, "1.0.0");
+    let state = dir.path().join("state");
+    let driver = host
+        .volume_driver("local", &loaded, &state, Vec::new())
+        .await
+        .unwrap();
+    let info = driver.create("data", &[]).await.unwrap();
+    assert_eq!(info.name, "data");
+    let path = driver.mount("data", "c1").await.unwrap();
+    assert!(state.join(&path).is_dir(), "{path}");
+    assert_eq!(driver.list().await.unwrap().len(), 1);
+    let busy = driver.remove("data").await.unwrap_err();
+    assert_eq!(busy.kind(), ErrorKind::FailedPrecondition, "{busy}");
+    driver.unmount("data", "c1").await.unwrap();
+    driver.remove("data").await.unwrap();
+    let gone = driver.get("data").await.unwrap_err();
+    assert_eq!(gone.kind(), ErrorKind::NotFound, "{gone}");
+    let bad = driver.create("x", &[("size".into(), "1G".into())]).await;
+    assert_eq!(bad.unwrap_err().kind(), ErrorKind::InvalidArgument);
+    assert!(
+        host.volume_driver("local", &loaded, &state, vec![("bogus".into(), "1".into())])
+            .await
+            .is_err(),
+        "a configuration the plugin refuses must fail"
+    );
+
+    // A second host on the same cache loads the compiled component without compiling.
+    let entries = std::fs::read_dir(dir.path().join("cache")).unwrap().count();
+    assert_eq!(entries, 1);
+    let again = PluginHost::new(&dir.path().join("cache"), Limits::default()).unwrap();
+    let started = std::time::Instant::now();
+    let reloaded = again.load("local", &wasm).unwrap();
+    assert!(started.elapsed() < Duration::from_millis(500));
+    assert_eq!(reloaded.digest, loaded.digest);
+}
+
+#[test]
+fn files_that_are_not_components_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = PluginHost::new(&dir.path().join("cache"), Limits::default()).unwrap();
+    let e = host.load("junk", b"not wasm at all").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+    assert!(e.to_string().contains("junk"), "{e}");
+}
+
+/// A hostile fixture from `plugins/fixtures`, built by `plugins/build.sh`.
+fn fixture(name: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../plugins/dist/fixtures")
+        .join(format!("{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}: build the plugins first (plugins/build.sh)",
+            path.display()
+        )
+    })
+}
+
+/// A driver for fixture `name`, with a short deadline so the tests stay quick.
+async fn hostile(name: &str, dir: &Path) -> (PluginHost, VolumeDriver) {
+    let limits = Limits {
+        call_timeout: Duration::from_secs(1),
+        ..Limits::default()
+    };
+    let host = PluginHost::new(&dir.join("cache"), limits).unwrap();
+    let loaded = host.load(name, &fixture(name)).unwrap();
+    let driver = host
+        .volume_driver(name, &loaded, &dir.join("state"), Vec::new())
+        .await
+        .unwrap();
+    (host, driver)
+}
+
+fn assert_failed(result: Result<impl std::fmt::Debug>, needle: &str) {
+    match result {
+        Err(e @ Error::Failed { .. }) => {
+            assert!(e.to_string().contains(needle), "{e}");
+            assert_eq!(e.kind(), ErrorKind::Unavailable);
+        }
+        other => panic!("expected a failed call mentioning {needle:?}, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_loop_misses_its_deadline_and_the_next_call_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_host, driver) = hostile("spin", dir.path()).await;
+    driver.create("fine", &[]).await.unwrap();
+    let started = std::time::Instant::now();
+    assert_failed(driver.create("spin", &[]).await, "deadline");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    // Logging in a loop is bounded the same way.
+    assert_failed(driver.create("spin-hostcall", &[]).await, "deadline");
+    assert_eq!(driver.get("fine").await.unwrap().name, "fine");
+    let stats = driver.stats();
+    assert_eq!(stats.failures, 2);
+    assert!(stats.last_error.unwrap().contains("create"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocking_host_call_is_ended_by_the_outer_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_host, driver) = hostile("slowhost", dir.path()).await;
+    let started = std::time::Instant::now();
+    assert_failed(driver.create("sleep", &[]).await, "deadline");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_failed(driver.create("sleep-loop", &[]).await, "deadline");
+    driver.create("fine", &[]).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_bombs_hit_the_memory_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_host, driver) = hostile("membomb", dir.path()).await;
+    assert_failed(
+        driver.create("membomb", &[]).await,
+        "memory limit of 64 MiB",
+    );
+    assert_failed(driver.create("membomb-grow", &[]).await, "memory limit");
+    driver.create("fine", &[]).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashes_are_clean_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_host, driver) = hostile("trap", dir.path()).await;
+    for name in ["panic", "unreachable"] {
+        assert_failed(driver.get(name).await, "crashed");
+    }
+    assert_failed(driver.get("stack-overflow").await, "stack overflow");
+    assert_failed(driver.get("shadow-stack-overflow").await, "crashed");
+    driver.create("fine", &[]).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handle_floods_and_huge_answers_hit_their_caps() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_host, driver) = hostile("flood", dir.path()).await;
+    assert_failed(driver.create("flood", &[]).await, "handle limit");
+    assert_failed(driver.create("flood-dirs", &[]).await, "handle limit");
+    assert_failed(driver.list().await, "hostcalls");
+    driver.create("fine", &[]).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paths_leaving_the_state_directory_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_host, driver) = hostile("escape", dir.path()).await;
+    for name in [
+        "dotdot",
+        "absolute",
+        "symlink",
+        "dot",
+        "empty",
+        "double-slash",
+        "trailing-slash",
+        "too-long",
+        "nul",
+        "not-dir",
+    ] {
+        driver.create(name, &[]).await.unwrap();
+        let path = driver.mount(name, "m").await.unwrap();
+        let refused = driver.open_contained(&path).unwrap_err();
+        assert_eq!(
+            refused.kind(),
+            ErrorKind::PermissionDenied,
+            "{name}: {refused}"
+        );
+    }
+    driver.create("fine", &[]).await.unwrap();
+    let path = driver.mount("fine", "m").await.unwrap();
+    driver.open_contained(&path).unwrap();
+}
+
+#[test]
+fn a_component_built_for_another_major_version_is_refused_naming_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = PluginHost::new(&dir.path().join("cache"), Limits::default()).unwrap();
+    let e = host.load("wrongwit", &fixture("wrongwit")).unwrap_err();
+    let text = e.to_string();
+    assert!(text.contains("@2.0.0") && text.contains("@1.0.0"), "{text}");
+}

@@ -4,8 +4,8 @@ use std::io::Write;
 
 use anyhow::{Context as _, bail};
 use berth_api::container::{
-    ContainerClient, ContainerStatus, CreateRequest, ListRequest, LogEvent, LogsRequest,
-    ResourceLimits,
+    ContainerClient, ContainerStatus, CreateRequest, ListRequest, LogEvent, LogsRequest, MountKind,
+    MountSpec, ResourceLimits,
 };
 use berth_api::jsonrpsee::core::client::Error as RpcError;
 use berth_api::jsonrpsee::ws_client::WsClient;
@@ -93,6 +93,15 @@ pub struct CreateArgs {
     /// Give the container a pseudo-terminal.
     #[arg(short, long)]
     pub tty: bool,
+    /// Bind mount a host path: /host/path:/container/path[:ro|rw].
+    #[arg(short, long = "volume")]
+    pub volume: Vec<String>,
+    /// Mount: type=bind,source=/host,target=/path[,readonly] or type=tmpfs,target=/path[,tmpfs-size=64m][,tmpfs-mode=1777].
+    #[arg(long)]
+    pub mount: Vec<String>,
+    /// Mount a tmpfs: /path[:size=64m,mode=1777,ro].
+    #[arg(long)]
+    pub tmpfs: Vec<String>,
     /// Image.
     pub image: String,
     /// Command and arguments.
@@ -197,7 +206,95 @@ fn request(args: &CreateArgs) -> anyhow::Result<CreateRequest> {
         init: args.init,
         tty: args.tty,
         open_stdin: args.interactive,
+        mounts: mounts(args)?,
     })
+}
+
+/// `-v`, `--mount` and `--tmpfs`, docker's syntax.
+fn mounts(args: &CreateArgs) -> anyhow::Result<Vec<MountSpec>> {
+    let spec = |kind, source: Option<&str>, target: &str| MountSpec {
+        kind,
+        source: source.map(str::to_owned),
+        target: target.to_owned(),
+        read_only: false,
+        create_source: false,
+        tmpfs_size: None,
+        tmpfs_mode: None,
+    };
+    let size = |v: &str, flag: &str| -> anyhow::Result<u64> {
+        u64::try_from(parse_bytes(v).with_context(|| format!("invalid {flag}"))?)
+            .with_context(|| format!("invalid {flag}: negative size"))
+    };
+    let mode = |v: &str, flag: &str| -> anyhow::Result<u32> {
+        u32::from_str_radix(v, 8).with_context(|| format!("invalid {flag}: the mode is octal"))
+    };
+    let mut all = Vec::new();
+    for v in &args.volume {
+        let parts: Vec<&str> = v.split(':').collect();
+        let (source, target, access) = match parts.as_slice() {
+            [s, t] => (*s, *t, None),
+            [s, t, m] => (*s, *t, Some(*m)),
+            _ => bail!("invalid -v {v:?}: use /host/path:/container/path[:ro]"),
+        };
+        if !source.starts_with('/') {
+            bail!(
+                "invalid -v {v:?}: named volumes are not supported yet; bind a host path (/host/path:{target})"
+            );
+        }
+        let mut m = spec(MountKind::Bind, Some(source), target);
+        m.create_source = true;
+        m.read_only = match access {
+            None | Some("rw") => false,
+            Some("ro") => true,
+            Some(other) => bail!("invalid -v {v:?}: unknown mode {other:?} (ro or rw)"),
+        };
+        all.push(m);
+    }
+    for text in &args.mount {
+        let flag = format!("--mount {text:?}");
+        let mut m = spec(MountKind::Bind, None, "");
+        let mut kind = None;
+        for field in text.split(',') {
+            let (key, value) = field.split_once('=').unwrap_or((field, "true"));
+            match key {
+                "type" => {
+                    kind = Some(match value {
+                        "bind" => MountKind::Bind,
+                        "tmpfs" => MountKind::Tmpfs,
+                        "volume" => bail!("invalid {flag}: volumes are not supported yet"),
+                        other => bail!("invalid {flag}: unknown type {other:?} (bind or tmpfs)"),
+                    })
+                }
+                "source" | "src" => m.source = Some(value.to_owned()),
+                "target" | "destination" | "dst" => m.target = value.to_owned(),
+                "readonly" | "ro" => m.read_only = value != "false" && value != "0",
+                "tmpfs-size" => m.tmpfs_size = Some(size(value, &flag)?),
+                "tmpfs-mode" => m.tmpfs_mode = Some(mode(value, &flag)?),
+                other => bail!("invalid {flag}: unknown field {other:?}"),
+            }
+        }
+        m.kind = kind.with_context(|| format!("invalid {flag}: type= is required"))?;
+        if m.target.is_empty() {
+            bail!("invalid {flag}: target= is required");
+        }
+        all.push(m);
+    }
+    for text in &args.tmpfs {
+        let flag = format!("--tmpfs {text:?}");
+        let (target, opts) = text.split_once(':').unwrap_or((text.as_str(), ""));
+        let mut m = spec(MountKind::Tmpfs, None, target);
+        for opt in opts.split(',').filter(|o| !o.is_empty()) {
+            match opt.split_once('=') {
+                Some(("size", v)) => m.tmpfs_size = Some(size(v, &flag)?),
+                Some(("mode", v)) => m.tmpfs_mode = Some(mode(v, &flag)?),
+                None if opt == "ro" => m.read_only = true,
+                None if opt == "rw" => m.read_only = false,
+                _ => bail!("invalid {flag}: unknown option {opt:?} (size=, mode=, ro)"),
+            }
+        }
+        all.push(m);
+    }
+    Ok(all)
 }
 
 /// docker's sizes: a number of bytes, or with a binary unit (`512m`, `1.5g`, `100kb`);

@@ -1241,3 +1241,97 @@ fn interactive_stdin_tty_attach_and_detach() {
     assert!(err(&o).contains("not running"), "{}", err(&o));
     assert!(d.cli(&["rm", "shell"]).status.success());
 }
+
+#[test]
+fn bind_and_tmpfs_mounts() {
+    require_root!();
+    let d = daemon_with_busybox();
+    let host = tempfile::tempdir().unwrap();
+    let s = |p: &std::path::Path| p.to_str().unwrap().to_owned();
+    std::fs::write(host.path().join("greeting"), "hello from the host\n").unwrap();
+    // -v: read-write, the container's writes land on the host.
+    let o = d.cli(&[
+        "run",
+        "--rm",
+        "-v",
+        &format!("{}:/data", s(host.path())),
+        "busybox",
+        "sh",
+        "-c",
+        "cat /data/greeting; echo written > /data/out",
+    ]);
+    assert_eq!(out(&o), "hello from the host\n", "{}", err(&o));
+    assert_eq!(
+        std::fs::read_to_string(host.path().join("out")).unwrap(),
+        "written\n"
+    );
+    // :ro refuses writes; a single file can be bound; -v creates a missing host directory.
+    let made = host.path().join("made/by/v");
+    let o = d.cli(&[
+        "run",
+        "--rm",
+        "-v",
+        &format!("{}:/data:ro", s(host.path())),
+        "-v",
+        &format!("{}:/etc/greeting", s(&host.path().join("greeting"))),
+        "-v",
+        &format!("{}:/made", s(&made)),
+        "busybox",
+        "sh",
+        "-c",
+        "touch /data/nope || echo refused; cat /etc/greeting; ls -d /made",
+    ]);
+    assert_eq!(
+        out(&o),
+        "refused\nhello from the host\n/made\n",
+        "{}",
+        err(&o)
+    );
+    assert!(made.is_dir());
+    // --mount type=bind refuses a missing source; --mount readonly; tmpfs with a size.
+    let o = d.cli(&[
+        "run",
+        "--rm",
+        "--mount",
+        "type=bind,source=/no/such/dir,target=/x",
+        "busybox",
+        "true",
+    ]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(err(&o).contains("does not exist"), "{}", err(&o));
+    let o = d.cli(&[
+        "run",
+        "--rm",
+        "--tmpfs",
+        "/scratch:size=1m,mode=700",
+        "--mount",
+        "type=tmpfs,target=/t2",
+        "busybox",
+        "sh",
+        "-c",
+        "grep -E ' /(scratch|t2) ' /proc/mounts; ls -ld /scratch; \
+         head -c 2000000 /dev/zero > /scratch/big || echo full",
+    ]);
+    let text = out(&o);
+    assert!(text.contains("/scratch tmpfs") && text.contains("size=1024k"), "{text}");
+    assert!(text.contains("/t2 tmpfs"), "{text}");
+    assert!(text.contains("drwx------"), "{text}");
+    assert!(text.ends_with("full\n"), "{text}");
+    // Bad mounts are refused before anything runs.
+    for args in [
+        &["-v", "/tmp:/"][..],
+        &["-v", "/tmp:relative"][..],
+        &["-v", "/tmp:/a", "-v", "/tmp:/a"][..],
+        &["-v", "named:/a"][..],
+        &["--mount", "type=tmpfs,source=/x,target=/a"][..],
+        &["--tmpfs", "/a:bogus"][..],
+    ] {
+        let mut all = vec!["run", "--rm"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["busybox", "true"]);
+        let o = d.cli(&all);
+        assert_eq!(o.status.code(), Some(125), "{args:?}: {}", err(&o));
+    }
+    // Mounts exist only in the container's mount namespace: nothing on the host.
+    assert!(mounts_under(host.path()).is_empty());
+}

@@ -149,6 +149,72 @@ fn seccomp_enabled(request: &CreateRequest) -> Result<bool> {
     }
 }
 
+/// Checks user mounts: absolute, distinct targets (not `/`), existing bind sources (made
+/// for `-v` as docker does).
+fn validate_mounts(mounts: &mut [berth_api::container::MountSpec]) -> Result<()> {
+    use berth_api::container::MountKind;
+    let mut targets = std::collections::HashSet::new();
+    for m in mounts.iter_mut() {
+        let target = std::path::Path::new(&m.target);
+        if !target.is_absolute() || target.components().count() < 2 {
+            return Err(Error::Invalid(format!(
+                "invalid mount target {:?}: it must be an absolute path other than /",
+                m.target
+            )));
+        }
+        if target
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
+            return Err(Error::Invalid(format!(
+                "invalid mount target {:?}: `..` is not allowed",
+                m.target
+            )));
+        }
+        if !targets.insert(target.components().collect::<PathBuf>()) {
+            return Err(Error::Invalid(format!(
+                "duplicate mount point {:?}",
+                m.target
+            )));
+        }
+        match m.kind {
+            MountKind::Bind => {
+                let Some(source) = m.source.as_deref().filter(|s| s.starts_with('/')) else {
+                    return Err(Error::Invalid(format!(
+                        "bind mount at {:?}: the source must be an absolute host path",
+                        m.target
+                    )));
+                };
+                if !std::path::Path::new(source).exists() {
+                    if !m.create_source {
+                        return Err(Error::Invalid(format!(
+                            "bind source path does not exist: {source}"
+                        )));
+                    }
+                    std::fs::create_dir_all(source).map_err(|e| {
+                        Error::Invalid(format!("cannot create bind source {source}: {e}"))
+                    })?;
+                }
+            }
+            MountKind::Tmpfs => {
+                if m.source.is_some() {
+                    return Err(Error::Invalid(format!(
+                        "tmpfs mount at {:?} takes no source",
+                        m.target
+                    )));
+                }
+                if m.tmpfs_mode.is_some_and(|mode| mode > 0o7777) {
+                    return Err(Error::Invalid(format!(
+                        "tmpfs mount at {:?}: mode must be octal, at most 7777",
+                        m.target
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// docker's checks and defaults for cgroup limits.
 fn validate_limits(limits: &mut berth_api::container::ResourceLimits) -> Result<()> {
     const MIN_MEMORY: i64 = 6 * 1024 * 1024;
@@ -471,6 +537,7 @@ impl Containers {
     /// `docker create`: resolves the image, writes the bundle, records the container.
     pub fn create(&self, mut request: CreateRequest) -> Result<ContainerRecord> {
         validate_limits(&mut request.resources)?;
+        validate_mounts(&mut request.mounts)?;
         seccomp_enabled(&request)?;
         let image = self.images.resolve(&request.image)?;
         let details = self.images.inspect(&image.id)?;
@@ -657,6 +724,13 @@ impl Containers {
             privileged: record.config.privileged,
             seccomp: seccomp_enabled(&record.config)?,
             init: record.config.init,
+            mounts: record
+                .config
+                .mounts
+                .iter()
+                .map(spec::user_mount)
+                .collect::<std::result::Result<_, _>>()
+                .map_err(|e| Error::Invalid(format!("runtime spec: {e}")))?,
         })
         .map_err(|e| Error::Invalid(format!("runtime spec: {e}")))?;
         let bundle = self.bundle(id);

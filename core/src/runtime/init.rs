@@ -633,8 +633,13 @@ fn fd_path(fd: &impl AsFd) -> PathBuf {
 
 fn mount_in_root(root: &OwnedFd, m: &oci_spec::runtime::Mount) -> Result<(), InitError> {
     let dest = m.destination().display().to_string();
-    let target = open_in_root(root, &dest, false)?;
     let typ = m.typ().clone().unwrap_or_default();
+    // A bound file needs a file to be bound onto.
+    let file_source = typ == "bind"
+        && m.source()
+            .as_ref()
+            .is_some_and(|s| std::fs::metadata(s).is_ok_and(|meta| !meta.is_dir()));
+    let target = open_in_root(root, &dest, file_source)?;
     let mut flags = MsFlags::empty();
     let mut data = Vec::new();
     let mut bind = typ == "bind";
@@ -669,10 +674,14 @@ fn mount_in_root(root: &OwnedFd, m: &oci_spec::runtime::Mount) -> Result<(), Ini
             None::<&str>,
         )
         .map_err(setup(format!("bind mount {dest}")))?;
+        // Flags of a bind mount only take effect on a remount (without MS_REC), of the new
+        // mount: the descriptor opened before names the directory underneath.
+        let flags = flags - MsFlags::MS_REC;
         if readonly || !flags.is_empty() {
+            let mounted = open_in_root(root, &dest, file_source)?;
             mount::<str, PathBuf, str, str>(
                 None,
-                &target_path,
+                &fd_path(&mounted),
                 None,
                 flags
                     | MsFlags::MS_BIND

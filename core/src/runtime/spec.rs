@@ -67,6 +67,40 @@ pub struct RunOptions {
     pub seccomp: bool,
     /// Run berth's minimal init as PID 1.
     pub init: bool,
+    /// User mounts (binds, tmpfs), validated, after the standard ones.
+    pub mounts: Vec<Mount>,
+}
+
+/// The OCI mount for a validated user mount.
+pub fn user_mount(m: &berth_api::container::MountSpec) -> Result<Mount, oci_spec::OciSpecError> {
+    use berth_api::container::MountKind;
+    let access = if m.read_only { "ro" } else { "rw" };
+    match m.kind {
+        MountKind::Bind => MountBuilder::default()
+            .destination(m.target.as_str())
+            .typ("bind")
+            .source(m.source.clone().unwrap_or_default())
+            .options(vec!["rbind".to_owned(), access.to_owned()])
+            .build(),
+        MountKind::Tmpfs => {
+            let mut options = vec![
+                "nosuid".to_owned(),
+                "nodev".to_owned(),
+                "noexec".to_owned(),
+                access.to_owned(),
+                format!("mode={:o}", m.tmpfs_mode.unwrap_or(0o1777)),
+            ];
+            if let Some(size) = m.tmpfs_size {
+                options.push(format!("size={size}"));
+            }
+            MountBuilder::default()
+                .destination(m.target.as_str())
+                .typ("tmpfs")
+                .source("tmpfs")
+                .options(options)
+                .build()
+        }
+    }
 }
 
 /// Annotation set when the container gets docker's default seccomp filter.
@@ -368,6 +402,8 @@ pub fn build(options: &RunOptions) -> Result<Spec, oci_spec::OciSpecError> {
             ])
             .build()?,
     ];
+    let mut mounts = mounts;
+    mounts.extend(options.mounts.iter().cloned());
     let mut annotations = HashMap::new();
     if let Some(user) = &options.user {
         annotations.insert(USER_ANNOTATION.to_owned(), user.clone());

@@ -82,6 +82,45 @@ pub struct CreateRequest {
     /// Keep its stdin open for attached clients (`-i`).
     #[serde(default)]
     pub open_stdin: bool,
+    /// Bind mounts and tmpfs mounts (`-v /host:/path`, `--mount`, `--tmpfs`).
+    #[serde(default)]
+    pub mounts: Vec<MountSpec>,
+}
+
+/// What a mount is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MountKind {
+    /// A host file or directory.
+    Bind,
+    /// A fresh in-memory filesystem.
+    Tmpfs,
+}
+
+/// One mount of `container.create`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MountSpec {
+    /// Bind or tmpfs.
+    #[serde(rename = "type")]
+    pub kind: MountKind,
+    /// Host path (bind).
+    #[serde(default)]
+    pub source: Option<String>,
+    /// Path in the container (absolute).
+    pub target: String,
+    /// Mount read-only.
+    #[serde(default)]
+    pub read_only: bool,
+    /// Create a missing bind source directory (docker's `-v`; `--mount` refuses instead).
+    #[serde(default)]
+    pub create_source: bool,
+    /// tmpfs size in bytes (default: half the RAM, as the kernel does).
+    #[serde(default)]
+    pub tmpfs_size: Option<u64>,
+    /// tmpfs mode (default 1777).
+    #[serde(default)]
+    pub tmpfs_mode: Option<u32>,
 }
 
 /// Cgroup limits, with docker's names and units.

@@ -451,6 +451,9 @@ pub struct PsArgs {
     /// Do not truncate.
     #[arg(long)]
     pub no_trunc: bool,
+    /// Filter: id=, name=, label=KEY[=VALUE], status=, exited=CODE, ancestor=IMAGE.
+    #[arg(short, long = "filter")]
+    pub filter: Vec<String>,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     pub format: Format,
@@ -479,7 +482,10 @@ fn status_text(s: &berth_api::container::ContainerState) -> String {
 /// `berth ps`.
 pub async fn ps(client: &WsClient, args: PsArgs) -> anyhow::Result<u8> {
     let list = client
-        .list(Some(ListRequest { all: args.all }))
+        .list(Some(ListRequest {
+            all: args.all,
+            filters: args.filter.clone(),
+        }))
         .await
         .context("container.list")?;
     if args.format == Format::Json {
@@ -792,7 +798,7 @@ fn binary_size(bytes: u64) -> String {
 pub async fn stats(client: &WsClient, args: StatsArgs) -> anyhow::Result<u8> {
     let ids = if args.ids.is_empty() {
         client
-            .list(Some(ListRequest { all: false }))
+            .list(Some(ListRequest::default()))
             .await
             .context("container.list")?
             .into_iter()

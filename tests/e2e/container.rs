@@ -1243,6 +1243,57 @@ fn interactive_stdin_tty_attach_and_detach() {
 }
 
 #[test]
+fn ps_filters() {
+    require_root!();
+    let d = daemon_with_busybox();
+    assert!(
+        d.cli(&[
+            "run", "-d", "--name", "web-1", "-l", "team=a", "busybox", "sleep", "60"
+        ])
+        .status
+        .success()
+    );
+    assert!(
+        d.cli(&[
+            "run", "--name", "job-1", "-l", "team=b", "busybox", "sh", "-c", "exit 3"
+        ])
+        .status
+        .code()
+            == Some(3)
+    );
+    let names = |args: &[&str]| {
+        let mut all = vec!["ps", "--format", "json"];
+        all.extend_from_slice(args);
+        let o = d.cli(&all);
+        assert!(o.status.success(), "{args:?}: {}", err(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let mut names: Vec<String> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap().to_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(names(&[]), ["web-1"]);
+    assert_eq!(names(&["-a"]), ["job-1", "web-1"]);
+    assert_eq!(names(&["--filter", "status=exited"]), ["job-1"]);
+    assert_eq!(names(&["-f", "exited=3"]), ["job-1"]);
+    assert_eq!(names(&["-a", "-f", "label=team=a"]), ["web-1"]);
+    assert_eq!(names(&["-a", "-f", "label=team"]), ["job-1", "web-1"]);
+    assert_eq!(names(&["-a", "-f", "name=job"]), ["job-1"]);
+    assert_eq!(
+        names(&["-a", "-f", "ancestor=busybox", "-f", "status=running"]),
+        ["web-1"]
+    );
+    let o = d.cli(&["ps", "-f", "bogus=1"]);
+    assert!(!o.status.success());
+    assert!(err(&o).contains("bogus"), "{}", err(&o));
+    assert!(d.cli(&["rm", "-f", "web-1", "job-1"]).status.success());
+}
+
+#[test]
 fn bind_and_tmpfs_mounts() {
     require_root!();
     let d = daemon_with_busybox();
@@ -1313,7 +1364,10 @@ fn bind_and_tmpfs_mounts() {
          head -c 2000000 /dev/zero > /scratch/big || echo full",
     ]);
     let text = out(&o);
-    assert!(text.contains("/scratch tmpfs") && text.contains("size=1024k"), "{text}");
+    assert!(
+        text.contains("/scratch tmpfs") && text.contains("size=1024k"),
+        "{text}"
+    );
     assert!(text.contains("/t2 tmpfs"), "{text}");
     assert!(text.contains("drwx------"), "{text}");
     assert!(text.ends_with("full\n"), "{text}");

@@ -723,8 +723,18 @@ impl ContainerServer for ContainerApi {
     }
 
     async fn list(&self, request: Option<ListRequest>) -> RpcResult<Vec<ContainerSummary>> {
-        let all = request.unwrap_or_default().all;
-        self.blocking(move |c| c.list(all)).await
+        let request = request.unwrap_or_default();
+        request
+            .validate()
+            .map_err(|m| berth_api::error::invalid_params(Some("filters".into()), m))?;
+        // A status filter shows stopped containers too, as in docker.
+        let all = request.all
+            || request
+                .filters
+                .iter()
+                .any(|f| f.starts_with("status=") || f.starts_with("exited="));
+        let listed = self.blocking(move |c| c.list(all)).await?;
+        Ok(listed.into_iter().filter(|c| request.matches(c)).collect())
     }
 
     async fn inspect(&self, id: String) -> RpcResult<ContainerDetails> {

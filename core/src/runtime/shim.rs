@@ -380,11 +380,13 @@ fn supervise(
         report(report_pipe, &format!("err {code} {message}"));
         return 0;
     }
+    report(report_pipe, &format!("ok {pid}"));
+    // For people inspecting the bundle; off the start path (berthd is waiting until the
+    // report above).
     let _ = write_atomic(
         &bundle.join(files::SHIM_PID),
         std::process::id().to_string().as_bytes(),
     );
-    report(report_pipe, &format!("ok {pid}"));
 
     let io = LoopIo {
         outputs,

@@ -284,6 +284,64 @@ pub struct ListRequest {
     /// Include stopped ones.
     #[serde(default)]
     pub all: bool,
+    /// docker's `--filter`s, all of which must match: `id=`, `name=` (substring),
+    /// `label=KEY` or `label=KEY=VALUE`, `status=created|running|paused|exited`,
+    /// `exited=CODE`, `ancestor=IMAGE` (as given or the image id).
+    #[serde(default)]
+    pub filters: Vec<String>,
+}
+
+impl ListRequest {
+    /// Checks the filters' syntax, naming the first bad one.
+    pub fn validate(&self) -> Result<(), String> {
+        for f in &self.filters {
+            let Some((key, value)) = f.split_once('=') else {
+                return Err(format!("bad filter {f:?}: use key=value"));
+            };
+            match key {
+                "id" | "name" | "label" | "ancestor" => {}
+                "status"
+                    if ["created", "running", "paused", "exited", "removing"].contains(&value) => {}
+                "status" => {
+                    return Err(format!(
+                        "bad filter {f:?}: status is created, running, paused or exited"
+                    ));
+                }
+                "exited" if value.parse::<i32>().is_ok() => {}
+                "exited" => return Err(format!("bad filter {f:?}: exited takes a number")),
+                other => return Err(format!("unknown filter {other:?}")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `c` matches every filter.
+    pub fn matches(&self, c: &ContainerSummary) -> bool {
+        self.filters.iter().all(|f| {
+            let (key, value) = f.split_once('=').unwrap_or((f.as_str(), ""));
+            match key {
+                "id" => c.id.starts_with(value),
+                "name" => c.name.contains(value),
+                "label" => match value.split_once('=') {
+                    Some((k, v)) => c.labels.get(k).is_some_and(|l| l == v),
+                    None => c.labels.contains_key(value),
+                },
+                "status" => serde_json::to_value(c.state.status)
+                    .ok()
+                    .is_some_and(|s| s == value),
+                "exited" => {
+                    c.state.status == ContainerStatus::Exited
+                        && c.state.exit_code.map(|e| e.to_string()).as_deref() == Some(value)
+                }
+                "ancestor" => {
+                    c.image == value
+                        || c.image_id == value
+                        || c.image_id.trim_start_matches("sha256:").starts_with(value)
+                }
+                _ => false,
+            }
+        })
+    }
 }
 
 /// How a container ended (`container.wait`).

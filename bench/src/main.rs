@@ -1,6 +1,7 @@
 //! berth-bench: reproducible measurements of berth, written to `bench/results/` as JSON and
 //! Markdown. `berth-bench api` measures the API round trip and berthd's idle memory.
 
+mod plugin;
 mod pull;
 mod run;
 
@@ -51,6 +52,16 @@ enum Scenario {
         /// Only berth (no docker/podman).
         #[arg(long)]
         no_peers: bool,
+    },
+    /// The plugin path: compiling and cached loading of the `local` volume driver,
+    /// instantiation, and the latency of calls into it.
+    Plugin {
+        /// The component (built by plugins/build.sh).
+        #[arg(long, default_value = "plugins/dist/local.wasm")]
+        component: PathBuf,
+        /// Measured calls per function.
+        #[arg(long, default_value_t = 10_000)]
+        calls: usize,
     },
     /// `run --rm IMAGE true` end to end, and supervisor memory with idle containers,
     /// against docker and podman in the same run.
@@ -371,6 +382,9 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.scenario {
         Scenario::Api { iterations } => api(&cli, iterations.max(1)),
+        Scenario::Plugin { component, calls } => {
+            plugin::plugin(&component, &cli.out_dir, calls.max(100))
+        }
         Scenario::Run {
             rounds,
             idle,

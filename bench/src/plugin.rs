@@ -1,0 +1,166 @@
+//! Plugin-path costs: compiling the `local` volume driver component, loading it again from
+//! the on-disk cache, making a configured instance, and the latency of calls into it
+//! through berth's plugin host (deadline armed, outer timeout, typed results) — the
+//! numbers the plugin issue sets targets for.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use berth_core::plugin_host::{Limits, PluginHost};
+use serde::Serialize;
+
+use super::{Latency, Machine, Target, machine};
+
+#[derive(Debug, Serialize)]
+struct PluginResult {
+    scenario: &'static str,
+    machine: Machine,
+    command: String,
+    component: String,
+    component_bytes: usize,
+    compile_ms: f64,
+    cached_load: Latency,
+    instantiate_and_configure: Latency,
+    call_capabilities: Latency,
+    call_get: Latency,
+    targets: Vec<Target>,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Runs the scenario and writes `plugin.json` and `plugin.md` to `out_dir`.
+pub fn plugin(wasm_path: &Path, out_dir: &Path, calls: usize) -> anyhow::Result<()> {
+    let wasm = std::fs::read(wasm_path).with_context(|| {
+        format!(
+            "reading {} (build it with plugins/build.sh)",
+            wasm_path.display()
+        )
+    })?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let dir = tempfile::tempdir()?;
+    let cache = dir.path().join("cache");
+
+    let started = Instant::now();
+    let host = PluginHost::new(&cache, Limits::default())?;
+    let loaded = host.load("local", &wasm)?;
+    let compile = started.elapsed();
+    eprintln!("compiled in {:.1} ms", ms(compile));
+
+    let mut loads = Vec::new();
+    for _ in 0..20 {
+        let started = Instant::now();
+        let again = PluginHost::new(&cache, Limits::default())?;
+        again.load("local", &wasm)?;
+        loads.push(started.elapsed());
+    }
+
+    let state = dir.path().join("state");
+    let mut instantiations = Vec::new();
+    for _ in 0..20 {
+        let started = Instant::now();
+        let driver = runtime.block_on(host.volume_driver("local", &loaded, &state, Vec::new()))?;
+        instantiations.push(started.elapsed());
+        drop(driver);
+    }
+
+    let driver = runtime.block_on(host.volume_driver("local", &loaded, &state, Vec::new()))?;
+    runtime.block_on(driver.create("data", &[]))?;
+    let (capabilities, get) = runtime.block_on(async {
+        for _ in 0..200 {
+            driver.capabilities().await?;
+            driver.get("data").await?;
+        }
+        let mut capabilities = Vec::with_capacity(calls);
+        let mut get = Vec::with_capacity(calls);
+        for _ in 0..calls {
+            let started = Instant::now();
+            driver.capabilities().await?;
+            capabilities.push(started.elapsed());
+            let started = Instant::now();
+            driver.get("data").await?;
+            get.push(started.elapsed());
+        }
+        anyhow::Ok((capabilities, get))
+    })?;
+
+    let capabilities = Latency::of(capabilities);
+    let get = Latency::of(get);
+    let cached_load = Latency::of(loads);
+    let targets = vec![
+        Target {
+            name: "volume driver call p99 (Wasm call, capabilities)",
+            target: "<= 20 us".into(),
+            measured: format!("{:.1} us", capabilities.p99_us),
+            met: capabilities.p99_us <= 20.0,
+        },
+        Target {
+            name: "cached plugin load (median)",
+            target: "a few ms".into(),
+            measured: format!("{:.2} ms", cached_load.median_us / 1e3),
+            met: cached_load.median_us <= 5_000.0,
+        },
+    ];
+    let result = PluginResult {
+        scenario: "plugin",
+        machine: machine(),
+        command: format!("berth-bench plugin --calls {calls}"),
+        component: wasm_path.display().to_string(),
+        component_bytes: wasm.len(),
+        compile_ms: ms(compile),
+        cached_load,
+        instantiate_and_configure: Latency::of(instantiations),
+        call_capabilities: capabilities,
+        call_get: get,
+        targets,
+    };
+    std::fs::create_dir_all(out_dir)?;
+    std::fs::write(
+        out_dir.join("plugin.json"),
+        serde_json::to_string_pretty(&result)?,
+    )?;
+    let m = &result.machine;
+    let row = |name: &str, l: &Latency| {
+        format!(
+            "| {name} | {:.1} µs | {:.1} µs | {:.1} µs | {} |\n",
+            l.median_us, l.p90_us, l.p99_us, l.samples
+        )
+    };
+    let mut md = format!(
+        "# Plugin benchmark\n\nMachine: {} CPUs ({}), {} MiB RAM, kernel {}.\n\nCommand: `{}` (release build). Component: `{}` ({} bytes), the reference `local` volume driver. Compiled once (Cranelift) in {:.1} ms; then loaded from the on-disk cache by a fresh plugin host 20 times; 20 fresh configured instances; then {} calls each of `capabilities` (no arguments, no I/O) and `get` (reads the volume's metadata in the plugin's state directory through WASI), each through berth's plugin host: deadline armed, outer timeout, typed result.\n\n| what | median | p90 | p99 | samples |\n|---|---|---|---|---|\n",
+        m.cpus,
+        m.cpu_model,
+        m.mem_total_kb / 1024,
+        m.kernel,
+        result.command,
+        result.component,
+        result.component_bytes,
+        result.compile_ms,
+        calls,
+    );
+    md += &row("cached load (engine + deserialize)", &result.cached_load);
+    md += &row(
+        "new instance + configure",
+        &result.instantiate_and_configure,
+    );
+    md += &row("call: capabilities", &result.call_capabilities);
+    md += &row("call: get (WASI file reads)", &result.call_get);
+    md += "\n| target | measured | met |\n|---|---|---|\n";
+    for t in &result.targets {
+        md += &format!(
+            "| {} {} | {} | {} |\n",
+            t.name,
+            t.target,
+            t.measured,
+            if t.met { "yes" } else { "no" }
+        );
+    }
+    std::fs::write(out_dir.join("plugin.md"), &md)?;
+    print!("{md}");
+    Ok(())
+}

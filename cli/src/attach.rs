@@ -22,10 +22,11 @@ pub enum Ended {
 }
 
 /// Puts this terminal in raw mode for as long as it lives.
-struct RawMode(nix::sys::termios::Termios);
+pub struct RawMode(nix::sys::termios::Termios);
 
 impl RawMode {
-    fn enable() -> Option<RawMode> {
+    /// Raw mode on stdin, when it is a terminal.
+    pub fn enable() -> Option<RawMode> {
         use nix::sys::termios::{SetArg, cfmakeraw, tcgetattr, tcsetattr};
         let stdin = std::io::stdin();
         let saved = tcgetattr(&stdin).ok()?;
@@ -46,7 +47,8 @@ impl Drop for RawMode {
     }
 }
 
-fn terminal_size() -> Option<(u16, u16)> {
+/// Rows and columns of the terminal on stdout.
+pub fn terminal_size() -> Option<(u16, u16)> {
     let mut size = libc::winsize {
         ws_row: 0,
         ws_col: 0,

@@ -891,6 +891,9 @@ pub struct ExecArgs {
     /// Keep stdin open and send it to the process.
     #[arg(short, long)]
     pub interactive: bool,
+    /// Give the process a terminal.
+    #[arg(short, long)]
+    pub tty: bool,
     /// Set environment variables (KEY=value).
     #[arg(short, long = "env")]
     pub env: Vec<String>,
@@ -920,6 +923,7 @@ pub async fn exec(client: &WsClient, args: ExecArgs) -> anyhow::Result<u8> {
         workdir: args.workdir.clone(),
         user: args.user.clone(),
         stdin: args.interactive,
+        tty: args.tty,
     };
     let mut sub = match client.exec(args.container.clone(), request).await {
         Ok(s) => s,
@@ -930,9 +934,27 @@ pub async fn exec(client: &WsClient, args: ExecArgs) -> anyhow::Result<u8> {
     };
     let mut stdin = args.interactive.then(crate::attach::stdin_chunks);
     let mut exec_id: Option<String> = None;
+    let _raw = if args.tty && args.interactive {
+        crate::attach::RawMode::enable()
+    } else {
+        None
+    };
+    let mut winch = args
+        .tty
+        .then(|| tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change()).ok())
+        .flatten();
+    let resize = |id: String| async move {
+        if let Some((rows, cols)) = crate::attach::terminal_size() {
+            let _ = client.exec_resize(id, rows, cols).await;
+        }
+    };
     loop {
         let event = tokio::select! {
             event = sub.next() => event,
+            Some(()) = async { winch.as_mut()?.recv().await }, if winch.is_some() && exec_id.is_some() => {
+                resize(exec_id.clone().unwrap_or_default()).await;
+                continue;
+            }
             chunk = async { stdin.as_mut()?.recv().await },
                 if stdin.is_some() && exec_id.is_some() => {
                 let id = exec_id.clone().unwrap_or_default();
@@ -953,7 +975,12 @@ pub async fn exec(client: &WsClient, args: ExecArgs) -> anyhow::Result<u8> {
             bail!("the daemon closed the exec stream");
         };
         match event.context("exec stream")? {
-            ExecEvent::Started { exec_id: id } => exec_id = Some(id),
+            ExecEvent::Started { exec_id: id } => {
+                if args.tty {
+                    resize(id.clone()).await;
+                }
+                exec_id = Some(id);
+            }
             ExecEvent::Stdout { data } => {
                 let mut out = std::io::stdout().lock();
                 out.write_all(&BASE64.decode(data)?)?;

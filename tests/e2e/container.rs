@@ -1235,6 +1235,21 @@ fn interactive_stdin_tty_attach_and_detach() {
     term.type_in(b"exit 3\n");
     assert_eq!(term.wait(), Some(3));
     assert_eq!(inspect(&d, "shell")["state"]["exit_code"], 3);
+    // exec -it: a terminal of its own in the container's devpts, sized like the caller's.
+    assert!(
+        d.cli(&["run", "-d", "--name", "box", "busybox", "sleep", "60"])
+            .status
+            .success()
+    );
+    let mut term = OnTerminal::spawn(&d, &["exec", "-it", "box", "sh"], 25, 90);
+    term.type_in(b"tty; stty size\n");
+    let seen = term.expect("25 90");
+    assert!(seen.contains("/dev/pts/"), "{seen}");
+    term.type_in(b"exit 4\n");
+    assert_eq!(term.wait(), Some(4));
+    let o = d.cli(&["exec", "-t", "box", "sh", "-c", "test -t 1 && echo on-a-tty"]);
+    assert_eq!(out(&o), "on-a-tty\r\n", "{}", err(&o));
+    assert!(d.cli(&["rm", "-f", "box"]).status.success());
     // Input to a container without an open stdin, attach to a stopped one: clear errors.
     let o = d.cli(&["attach", "shell"]);
     assert_eq!(o.status.code(), Some(1));

@@ -82,6 +82,7 @@ pub struct ContainerApi {
     ctx: Arc<Context>,
     recent: Arc<RecentExits>,
     exec_inputs: Arc<ExecInputs>,
+    exec_resizers: Arc<Mutex<HashMap<String, std::fs::File>>>,
     uploads: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<Upload>>>>>,
 }
 
@@ -92,6 +93,7 @@ impl ContainerApi {
             ctx,
             recent,
             exec_inputs: Arc::default(),
+            exec_resizers: Arc::default(),
             uploads: Arc::default(),
         }
     }
@@ -289,6 +291,7 @@ impl ContainerServer for ContainerApi {
         request: ExecRequest,
     ) -> SubscriptionResult {
         let wants_stdin = request.stdin;
+        let wants_tty = request.tty;
         let (program, args) = match self.blocking(move |c| c.exec_command(&id, &request)).await {
             Ok(v) => v,
             Err(e) => {
@@ -308,6 +311,36 @@ impl ContainerServer for ContainerApi {
             .stderr(std::process::Stdio::piped())
             // The process dies with its shim (PDEATHSIG): a caller that goes away ends it.
             .kill_on_drop(true);
+        // With a terminal, resize requests reach the shim on a pipe at RESIZE_FD.
+        let resize_pipe = if wants_tty {
+            match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
+                Ok((read, write)) => {
+                    let read_fd = std::os::fd::AsRawFd::as_raw_fd(&read);
+                    // SAFETY: dup2 is async-signal-safe; it runs in the forked child before
+                    // exec and only duplicates a descriptor the child owns.
+                    unsafe {
+                        command.pre_exec(move || {
+                            if libc::dup2(read_fd, crate::runtime::exec::RESIZE_FD) < 0 {
+                                return Err(std::io::Error::last_os_error());
+                            }
+                            Ok(())
+                        });
+                    }
+                    Some((read, std::fs::File::from(write)))
+                }
+                Err(e) => {
+                    pending
+                        .reject(berth_api::error::rpc_error(
+                            berth_api::ErrorKind::Internal,
+                            format!("create the resize pipe: {e}"),
+                        ))
+                        .await;
+                    return Ok(());
+                }
+            }
+        } else {
+            None
+        };
         let mut child = match command.spawn() {
             Ok(c) => c,
             Err(e) => {
@@ -322,6 +355,13 @@ impl ContainerServer for ContainerApi {
         };
         let sink = pending.accept().await?;
         let exec_id = crate::store::random_hex(16)?;
+        let resizer = resize_pipe.map(|(read, write)| {
+            drop(read);
+            self.exec_resizers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(exec_id.clone(), write);
+        });
         let registered = match child.stdin.take() {
             Some(stdin) => {
                 let slot = Arc::new(tokio::sync::Mutex::new(Some(stdin)));
@@ -334,6 +374,12 @@ impl ContainerServer for ContainerApi {
             None => false,
         };
         let outcome = stream_exec(&sink, &mut child, &exec_id).await;
+        if resizer.is_some() {
+            self.exec_resizers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&exec_id);
+        }
         if registered {
             self.exec_inputs
                 .lock()
@@ -691,6 +737,25 @@ impl ContainerServer for ContainerApi {
     async fn resize(&self, id: String, rows: u16, cols: u16) -> RpcResult<()> {
         self.blocking(move |c| c.stdio_request(&id, &Request::Resize { rows, cols }))
             .await
+    }
+
+    async fn exec_resize(&self, exec_id: String, rows: u16, cols: u16) -> RpcResult<()> {
+        use std::io::Write;
+        let mut resizers = self.exec_resizers.lock().unwrap_or_else(|p| p.into_inner());
+        let pipe = resizers.get_mut(&exec_id).ok_or_else(|| {
+            berth_api::error::rpc_error(
+                berth_api::ErrorKind::NotFound,
+                format!("no running exec {exec_id:?} with a terminal"),
+            )
+        })?;
+        // A few bytes into a pipe the shim drains: this never blocks for long.
+        pipe.write_all(format!("{rows} {cols}\n").as_bytes())
+            .map_err(|e| {
+                berth_api::error::rpc_error(
+                    berth_api::ErrorKind::FailedPrecondition,
+                    format!("exec {exec_id}: {e}"),
+                )
+            })
     }
 
     async fn pause(&self, id: String) -> RpcResult<()> {

@@ -1091,6 +1091,7 @@ impl Containers {
             env: request.env.clone(),
             cwd: request.workdir.clone(),
             user: request.user.clone().filter(|u| !u.is_empty()),
+            tty: request.tty,
         };
         let json = serde_json::to_string(&process).map_err(|e| Error::Invalid(e.to_string()))?;
         Ok((

@@ -35,7 +35,14 @@ pub struct ExecProcess {
     pub cwd: Option<String>,
     /// `user[:group]` (default: the container's).
     pub user: Option<String>,
+    /// Run it on a terminal of its own (`exec -t`), relayed to the shim's stdio.
+    #[serde(default)]
+    pub tty: bool,
 }
+
+/// The file descriptor berthd passes to `exec -t` shims for resize requests: lines of
+/// `ROWS COLS`.
+pub const RESIZE_FD: i32 = 3;
 
 /// Runs the exec; returns the exit code for the shim process.
 pub fn exec(bundle: &Path, init_pid: i32, process: &str) -> i32 {
@@ -116,6 +123,24 @@ fn prepare(bundle: &Path, init_pid: i32, process: &str) -> Result<i32, InitError
         nix::sched::setns(fd, *flag).map_err(setup(format!("enter the {name} namespace")))?;
     }
     drop(namespaces);
+    // The terminal comes from the container's own devpts (the mount namespace we are in).
+    let terminal = if process.tty {
+        use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt};
+        let master = posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
+            .map_err(setup("open /dev/ptmx"))?;
+        grantpt(&master).map_err(setup("grantpt"))?;
+        unlockpt(&master).map_err(setup("unlockpt"))?;
+        let name = ptsname_r(&master).map_err(setup("ptsname"))?;
+        // SAFETY: the descriptor is the pty master's, whose ownership moves here.
+        let master = unsafe {
+            <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(
+                master,
+            ))
+        };
+        Some((master, name))
+    } else {
+        None
+    };
 
     let mut all = SigSet::all();
     all.remove(Signal::SIGKILL);
@@ -125,9 +150,19 @@ fn prepare(bundle: &Path, init_pid: i32, process: &str) -> Result<i32, InitError
         .map_err(setup("block signals"))?;
     // SAFETY: berth-shim is single-threaded.
     match unsafe { nix::unistd::fork() }.map_err(setup("fork"))? {
-        ForkResult::Parent { child } => init::reap_forever(child, &all),
+        ForkResult::Parent { child } => match terminal {
+            Some((master, _)) => relay(child, master, &all),
+            None => init::reap_forever(child, &all),
+        },
         ForkResult::Child => {
             let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&previous), None);
+            if let Some((master, name)) = terminal
+                && let Err(e) = use_terminal(master, &name)
+            {
+                eprintln!("berth: {}", e.message);
+                // SAFETY: leaving the forked child.
+                unsafe { libc::_exit(e.code) }
+            }
             let e = match run_in_container(&spec, container, &process) {
                 Err(e) => e,
                 Ok(never) => match never {},
@@ -135,6 +170,174 @@ fn prepare(bundle: &Path, init_pid: i32, process: &str) -> Result<i32, InitError
             eprintln!("berth: {}", e.message);
             // SAFETY: leaving the forked child without running the parent's destructors.
             unsafe { libc::_exit(e.code) }
+        }
+    }
+}
+
+/// In the child: a new session whose controlling terminal, stdin, stdout and stderr are
+/// the terminal `name`.
+fn use_terminal(master: OwnedFd, name: &str) -> Result<(), InitError> {
+    drop(master);
+    nix::unistd::setsid().map_err(setup("setsid"))?;
+    let slave = nix::fcntl::open(name, OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(setup(format!("open {name}")))?;
+    for to in 0..3 {
+        // SAFETY: dup2 between descriptors this process owns.
+        if unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&slave), to) } < 0 {
+            return Err(fail(
+                INIT_EXIT_SETUP,
+                format!("set up the terminal: {}", Errno::last()),
+            ));
+        }
+    }
+    // SAFETY: TIOCSCTTY on the terminal at fd 0, in our new session.
+    if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } != 0 {
+        return Err(fail(
+            INIT_EXIT_SETUP,
+            format!("make the terminal controlling: {}", Errno::last()),
+        ));
+    }
+    Ok(())
+}
+
+/// In the parent with `exec -t`: copies stdin to the terminal and the terminal to stdout,
+/// applies resize requests from [`RESIZE_FD`], forwards signals, and exits the way the
+/// process did.
+fn relay(child: nix::unistd::Pid, master: OwnedFd, signals: &SigSet) -> ! {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use nix::sys::signalfd::{SfdFlags, SignalFd};
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+    use std::io::{BufRead, Write};
+    use std::os::fd::{AsFd, BorrowedFd, FromRawFd};
+
+    let Ok(sigfd) = SignalFd::with_flags(signals, SfdFlags::SFD_CLOEXEC) else {
+        init::reap_forever(child, signals)
+    };
+    // SAFETY: berthd gives exec -t shims the read end of a pipe at RESIZE_FD (or nothing
+    // there, and the read fails).
+    let resize_source = unsafe { std::fs::File::from_raw_fd(RESIZE_FD) };
+    let mut resizes = Some(std::io::BufReader::new(resize_source));
+    let mut stdin_open = true;
+    let mut stdout = std::io::stdout().lock();
+    let mut buf = vec![0u8; 32 * 1024];
+    let exit = |code: i32| -> ! {
+        let _ = std::io::stdout().flush();
+        // SAFETY: leaving the shim.
+        unsafe { libc::_exit(code) }
+    };
+    loop {
+        // SAFETY: the descriptors stay open for the duration of the poll.
+        let stdin_fd = unsafe { BorrowedFd::borrow_raw(0) };
+        let resize_fd = resizes.as_ref().map(|r| r.get_ref().as_fd());
+        let mut fds = vec![
+            PollFd::new(master.as_fd(), PollFlags::POLLIN),
+            PollFd::new(sigfd.as_fd(), PollFlags::POLLIN),
+        ];
+        if stdin_open {
+            fds.push(PollFd::new(stdin_fd, PollFlags::POLLIN));
+        }
+        if let Some(fd) = resize_fd {
+            fds.push(PollFd::new(fd, PollFlags::POLLIN));
+        }
+        if poll(&mut fds, PollTimeout::NONE).is_err() {
+            continue;
+        }
+        let ready: Vec<bool> = fds
+            .iter()
+            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        drop(fds);
+        if ready[0] {
+            match nix::unistd::read(&master, &mut buf) {
+                Ok(n) if n > 0 => {
+                    let _ = stdout.write_all(&buf[..n]);
+                    let _ = stdout.flush();
+                }
+                // EIO: the process's side is closed; its exit follows.
+                _ => {}
+            }
+        }
+        if ready[1] {
+            while let Ok(Some(info)) = sigfd.read_signal() {
+                let signal = info.ssi_signo as i32;
+                if signal != libc::SIGCHLD {
+                    // SAFETY: kill with a pid and a signal number.
+                    unsafe {
+                        libc::kill(child.as_raw(), signal);
+                    }
+                    continue;
+                }
+                match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::Exited(_, code)) => {
+                        drain(&master, &mut stdout, &mut buf);
+                        exit(code)
+                    }
+                    Ok(WaitStatus::Signaled(_, sig, _)) => {
+                        drain(&master, &mut stdout, &mut buf);
+                        exit(128 + sig as i32)
+                    }
+                    _ => {}
+                }
+                break;
+            }
+        }
+        let mut next = 2;
+        if stdin_open {
+            if ready[next] {
+                // SAFETY: reading our own stdin.
+                let n = unsafe { libc::read(0, buf.as_mut_ptr().cast(), buf.len()) };
+                if n <= 0 {
+                    stdin_open = false;
+                } else {
+                    let _ = nix::unistd::write(&master, &buf[..n as usize]);
+                }
+            }
+            next += 1;
+        }
+        if let Some(reader) = resizes.as_mut()
+            && ready.get(next).copied().unwrap_or(false)
+        {
+            let mut line = String::new();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => resizes = None,
+                Ok(_) => {
+                    let mut parts = line.split_whitespace().map(str::parse::<u16>);
+                    if let (Some(Ok(rows)), Some(Ok(cols))) = (parts.next(), parts.next()) {
+                        let size = libc::winsize {
+                            ws_row: rows,
+                            ws_col: cols,
+                            ws_xpixel: 0,
+                            ws_ypixel: 0,
+                        };
+                        // SAFETY: TIOCSWINSZ reads a live winsize.
+                        unsafe {
+                            libc::ioctl(
+                                std::os::fd::AsRawFd::as_raw_fd(&master),
+                                libc::TIOCSWINSZ,
+                                &size,
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What the terminal still holds once the process has exited.
+fn drain(master: &OwnedFd, out: &mut impl std::io::Write, buf: &mut [u8]) {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    loop {
+        let mut fds = [PollFd::new(master.as_fd(), PollFlags::POLLIN)];
+        if !matches!(poll(&mut fds, PollTimeout::from(50u16)), Ok(n) if n > 0) {
+            return;
+        }
+        match nix::unistd::read(master, buf) {
+            Ok(n) if n > 0 => {
+                let _ = out.write_all(&buf[..n]);
+            }
+            _ => return,
         }
     }
 }

@@ -410,6 +410,10 @@ pub struct ExecRequest {
     /// /dev/null).
     #[serde(default)]
     pub stdin: bool,
+    /// Give the process a terminal (`exec -t`): its output comes as `stdout`, and
+    /// `container.exec_resize` sets the terminal's size.
+    #[serde(default)]
+    pub tty: bool,
 }
 
 /// One item of the `container.exec` subscription.
@@ -561,6 +565,10 @@ pub trait Container {
     /// Sets the size of a container's terminal (created with `-t`).
     #[method(name = "resize", param_kind = map)]
     async fn resize(&self, id: String, rows: u16, cols: u16) -> RpcResult<()>;
+
+    /// Sets the size of an `exec -t` process's terminal.
+    #[method(name = "exec_resize", param_kind = map)]
+    async fn exec_resize(&self, exec_id: String, rows: u16, cols: u16) -> RpcResult<()>;
 
     /// Freezes every process of the container.
     #[method(name = "pause", param_kind = map)]

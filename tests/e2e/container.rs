@@ -1247,7 +1247,14 @@ fn interactive_stdin_tty_attach_and_detach() {
     assert!(seen.contains("/dev/pts/"), "{seen}");
     term.type_in(b"exit 4\n");
     assert_eq!(term.wait(), Some(4));
-    let o = d.cli(&["exec", "-t", "box", "sh", "-c", "test -t 1 && echo on-a-tty"]);
+    let o = d.cli(&[
+        "exec",
+        "-t",
+        "box",
+        "sh",
+        "-c",
+        "test -t 1 && echo on-a-tty",
+    ]);
     assert_eq!(out(&o), "on-a-tty\r\n", "{}", err(&o));
     assert!(d.cli(&["rm", "-f", "box"]).status.success());
     // Input to a container without an open stdin, attach to a stopped one: clear errors.

@@ -403,24 +403,10 @@ impl ContainerServer for ContainerApi {
         data: Option<String>,
         close: Option<bool>,
     ) -> RpcResult<()> {
-        let slot = self
-            .exec_inputs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&exec_id)
-            .cloned()
-            .ok_or_else(|| {
-                berth_api::error::rpc_error(
-                    berth_api::ErrorKind::NotFound,
-                    format!("no running exec {exec_id:?} with an open stdin"),
-                )
-            })?;
-        let bytes = match data {
-            Some(d) => BASE64.decode(d.as_bytes()).map_err(|e| {
-                berth_api::error::invalid_params(Some("data".into()), format!("not base64: {e}"))
-            })?,
-            None => Vec::new(),
-        };
+        let slot = entry_of(&self.exec_inputs, &exec_id, || {
+            format!("no running exec {exec_id:?} with an open stdin")
+        })?;
+        let bytes = decode_data(data)?;
         let mut guard = slot.lock().await;
         if let Some(stdin) = guard.as_mut()
             && !bytes.is_empty()
@@ -561,24 +547,10 @@ impl ContainerServer for ContainerApi {
         data: Option<String>,
         end: Option<bool>,
     ) -> RpcResult<()> {
-        let slot = self
-            .uploads
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&upload_id)
-            .cloned()
-            .ok_or_else(|| {
-                berth_api::error::rpc_error(
-                    berth_api::ErrorKind::NotFound,
-                    format!("no upload {upload_id:?}"),
-                )
-            })?;
-        let bytes = match data {
-            Some(d) => BASE64.decode(d.as_bytes()).map_err(|e| {
-                berth_api::error::invalid_params(Some("data".into()), format!("not base64: {e}"))
-            })?,
-            None => Vec::new(),
-        };
+        let slot = entry_of(&self.uploads, &upload_id, || {
+            format!("no upload {upload_id:?}")
+        })?;
+        let bytes = decode_data(data)?;
         let mut upload = slot.lock().await;
         upload.touched = Instant::now();
         let mut write_failed = false;
@@ -853,6 +825,29 @@ impl ContainerServer for ContainerApi {
             .await;
         Ok(())
     }
+}
+
+/// The base64 `data` parameter of the stdin and upload methods, decoded.
+fn decode_data(data: Option<String>) -> Result<Vec<u8>, ErrorObjectOwned> {
+    match data {
+        Some(d) => BASE64.decode(d.as_bytes()).map_err(|e| {
+            berth_api::error::invalid_params(Some("data".into()), format!("not base64: {e}"))
+        }),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// The entry `key` of a registry of running execs or uploads, or NotFound.
+fn entry_of<T: Clone>(
+    map: &Mutex<HashMap<String, T>>,
+    key: &str,
+    missing: impl FnOnce() -> String,
+) -> Result<T, ErrorObjectOwned> {
+    map.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(key)
+        .cloned()
+        .ok_or_else(|| berth_api::error::rpc_error(berth_api::ErrorKind::NotFound, missing()))
 }
 
 /// Streams an exec's output to `sink` until the process ends; returns its exit code, or

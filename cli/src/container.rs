@@ -342,20 +342,30 @@ fn start_exit_code(e: &RpcError) -> u8 {
     125
 }
 
-/// `berth create`.
-pub async fn create(client: &WsClient, args: CreateArgs) -> anyhow::Result<u8> {
-    let created = match client
-        .create(match request(&args) {
-            Ok(r) => r,
-            Err(e) => return usage_error(e),
-        })
-        .await
-    {
-        Ok(c) => c,
+/// Creates the container `args` describe; a bad option or a refusal is reported and
+/// becomes exit code 125, as in docker.
+async fn create_container(
+    client: &WsClient,
+    args: &CreateArgs,
+) -> anyhow::Result<Result<berth_api::container::CreateResult, u8>> {
+    let request = match request(args) {
+        Ok(r) => r,
+        Err(e) => return usage_error(e).map(Err),
+    };
+    match client.create(request).await {
+        Ok(c) => Ok(Ok(c)),
         Err(e) => {
             eprintln!("berth: {}", crate::describe(&e.into()));
-            return Ok(125);
+            Ok(Err(125))
         }
+    }
+}
+
+/// `berth create`.
+pub async fn create(client: &WsClient, args: CreateArgs) -> anyhow::Result<u8> {
+    let created = match create_container(client, &args).await? {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
     };
     println!("{}", created.id);
     Ok(0)
@@ -363,18 +373,9 @@ pub async fn create(client: &WsClient, args: CreateArgs) -> anyhow::Result<u8> {
 
 /// `berth run`: create, start, stream output, exit with the container's code.
 pub async fn run(client: &WsClient, args: CreateArgs, detach: bool) -> anyhow::Result<u8> {
-    let created = match client
-        .create(match request(&args) {
-            Ok(r) => r,
-            Err(e) => return usage_error(e),
-        })
-        .await
-    {
+    let created = match create_container(client, &args).await? {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("berth: {}", crate::describe(&e.into()));
-            return Ok(125);
-        }
+        Err(code) => return Ok(code),
     };
     if detach {
         if let Err(e) = client.start(created.id.clone(), None).await {

@@ -341,15 +341,10 @@ impl ContainerServer for ContainerApi {
         } else {
             None
         };
-        let mut child = match command.spawn() {
+        let mut child = match spawn_tool(&mut command, &program) {
             Ok(c) => c,
             Err(e) => {
-                pending
-                    .reject(berth_api::error::rpc_error(
-                        berth_api::ErrorKind::Internal,
-                        format!("run {}: {e}", program.display()),
-                    ))
-                    .await;
+                pending.reject(e).await;
                 return Ok(());
             }
         };
@@ -440,22 +435,17 @@ impl ContainerServer for ContainerApi {
                 return Ok(());
             }
         };
-        let mut child = match tokio::process::Command::new(&program)
+        let mut command = tokio::process::Command::new(&program);
+        command
             .args(&args)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-        {
+            .kill_on_drop(true);
+        let mut child = match spawn_tool(&mut command, &program) {
             Ok(c) => c,
             Err(e) => {
-                pending
-                    .reject(berth_api::error::rpc_error(
-                        berth_api::ErrorKind::Internal,
-                        format!("run {}: {e}", program.display()),
-                    ))
-                    .await;
+                pending.reject(e).await;
                 return Ok(());
             }
         };
@@ -507,19 +497,14 @@ impl ContainerServer for ContainerApi {
         let (program, args) = self
             .blocking(move |c| c.archive_command(&id, &path, true))
             .await?;
-        let mut child = tokio::process::Command::new(&program)
+        let mut command = tokio::process::Command::new(&program);
+        command
             .args(&args)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| {
-                berth_api::error::rpc_error(
-                    berth_api::ErrorKind::Internal,
-                    format!("run {}: {e}", program.display()),
-                )
-            })?;
+            .kill_on_drop(true);
+        let mut child = spawn_tool(&mut command, &program)?;
         let upload_id = crate::store::random_hex(16).map_err(|e| {
             berth_api::error::rpc_error(berth_api::ErrorKind::Internal, e.to_string())
         })?;
@@ -825,6 +810,19 @@ impl ContainerServer for ContainerApi {
             .await;
         Ok(())
     }
+}
+
+/// Starts a `berth-shim` helper (exec, archive); a failure is an internal error naming it.
+fn spawn_tool(
+    command: &mut tokio::process::Command,
+    program: &std::path::Path,
+) -> Result<tokio::process::Child, ErrorObjectOwned> {
+    command.spawn().map_err(|e| {
+        berth_api::error::rpc_error(
+            berth_api::ErrorKind::Internal,
+            format!("run {}: {e}", program.display()),
+        )
+    })
 }
 
 /// The base64 `data` parameter of the stdin and upload methods, decoded.

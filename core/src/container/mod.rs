@@ -137,6 +137,21 @@ pub enum RestartPolicy {
     UnlessStopped,
 }
 
+/// Refuses a container that is neither running nor paused.
+fn ensure_running(record: &ContainerRecord) -> Result<()> {
+    if matches!(
+        record.state.status,
+        ContainerStatus::Running | ContainerStatus::Paused
+    ) {
+        Ok(())
+    } else {
+        Err(Error::State(format!(
+            "container {} is not running",
+            record.name
+        )))
+    }
+}
+
 /// Whether a container gets the default seccomp filter (`seccomp` is `default` or unset,
 /// and it is not privileged).
 fn seccomp_enabled(request: &CreateRequest) -> Result<bool> {
@@ -1033,15 +1048,7 @@ impl Containers {
     }
 
     fn running_cgroup(&self, record: &ContainerRecord) -> Result<ContainerCgroup> {
-        if !matches!(
-            record.state.status,
-            ContainerStatus::Running | ContainerStatus::Paused
-        ) {
-            return Err(Error::State(format!(
-                "container {} is not running",
-                record.name
-            )));
-        }
+        ensure_running(record)?;
         ContainerCgroup::open(&cgroup::path_of(&record.id)).ok_or_else(|| {
             Error::State(format!(
                 "container {} has no control group (started by an older berth?)",
@@ -1142,19 +1149,17 @@ impl Containers {
         ))
     }
 
+    /// The record of a running (or paused) container; any other state is refused.
+    fn running(&self, key: &str) -> Result<ContainerRecord> {
+        let record = self.resolve(key)?;
+        ensure_running(&record)?;
+        Ok(record)
+    }
+
     /// Connects to a running container's shim for attaching (blocking; the caller reads
     /// the `output` lines that follow).
     pub fn attach(&self, key: &str) -> Result<std::os::unix::net::UnixStream> {
-        let record = self.resolve(key)?;
-        if !matches!(
-            record.state.status,
-            ContainerStatus::Running | ContainerStatus::Paused
-        ) {
-            return Err(Error::State(format!(
-                "container {} is not running",
-                record.name
-            )));
-        }
+        let record = self.running(key)?;
         let io = |source| Error::Io {
             id: record.id.clone(),
             what: "attach to its shim",
@@ -1169,16 +1174,7 @@ impl Containers {
 
     /// Sends a request about stdin or the terminal to a running container's shim.
     pub fn stdio_request(&self, key: &str, request: &Request) -> Result<()> {
-        let record = self.resolve(key)?;
-        if !matches!(
-            record.state.status,
-            ContainerStatus::Running | ContainerStatus::Paused
-        ) {
-            return Err(Error::State(format!(
-                "container {} is not running",
-                record.name
-            )));
-        }
+        let record = self.running(key)?;
         match shim::call(
             &self.bundle(&record.id),
             request,

@@ -93,10 +93,16 @@ pub struct CreateArgs {
     /// Give the container a pseudo-terminal.
     #[arg(short, long)]
     pub tty: bool,
-    /// Bind mount a host path: /host/path:/container/path[:ro|rw].
+    /// Mount a volume or bind a host path: NAME:/path[:ro|rw] (a named volume, created on
+    /// first use), /path (a new anonymous volume), or /host/path:/path[:ro|rw] (a bind).
     #[arg(short, long = "volume")]
     pub volume: Vec<String>,
-    /// Mount: type=bind,source=/host,target=/path[,readonly] or type=tmpfs,target=/path[,tmpfs-size=64m][,tmpfs-mode=1777].
+    /// Driver for volumes this container creates (default: local).
+    #[arg(long)]
+    pub volume_driver: Option<String>,
+    /// Mount: type=volume[,source=NAME],target=/path[,readonly][,volume-driver=D][,volume-opt=K=V],
+    /// type=bind,source=/host,target=/path[,readonly] or
+    /// type=tmpfs,target=/path[,tmpfs-size=64m][,tmpfs-mode=1777].
     #[arg(long)]
     pub mount: Vec<String>,
     /// Mount a tmpfs: /path[:size=64m,mode=1777,ro].
@@ -220,6 +226,8 @@ fn mounts(args: &CreateArgs) -> anyhow::Result<Vec<MountSpec>> {
         create_source: false,
         tmpfs_size: None,
         tmpfs_mode: None,
+        volume_driver: None,
+        volume_options: Default::default(),
     };
     let size = |v: &str, flag: &str| -> anyhow::Result<u64> {
         u64::try_from(parse_bytes(v).with_context(|| format!("invalid {flag}"))?)
@@ -232,17 +240,27 @@ fn mounts(args: &CreateArgs) -> anyhow::Result<Vec<MountSpec>> {
     for v in &args.volume {
         let parts: Vec<&str> = v.split(':').collect();
         let (source, target, access) = match parts.as_slice() {
-            [s, t] => (*s, *t, None),
-            [s, t, m] => (*s, *t, Some(*m)),
-            _ => bail!("invalid -v {v:?}: use /host/path:/container/path[:ro]"),
+            [t] => (None, *t, None),
+            [s, t] => (Some(*s), *t, None),
+            [s, t, m] => (Some(*s), *t, Some(*m)),
+            _ => bail!("invalid -v {v:?}: use NAME:/path[:ro], /path or /host/path:/path[:ro]"),
         };
-        if !source.starts_with('/') {
-            bail!(
-                "invalid -v {v:?}: named volumes are not supported yet; bind a host path (/host/path:{target})"
-            );
+        if source.is_some_and(str::is_empty) || target.is_empty() {
+            bail!("invalid -v {v:?}: use NAME:/path[:ro], /path or /host/path:/path[:ro]");
         }
-        let mut m = spec(MountKind::Bind, Some(source), target);
-        m.create_source = true;
+        let mut m = match source {
+            Some(s) if s.starts_with('/') => {
+                let mut m = spec(MountKind::Bind, Some(s), target);
+                m.create_source = true;
+                m
+            }
+            // A name, or nothing: a named or an anonymous volume.
+            other => {
+                let mut m = spec(MountKind::Volume, other, target);
+                m.volume_driver = args.volume_driver.clone();
+                m
+            }
+        };
         m.read_only = match access {
             None | Some("rw") => false,
             Some("ro") => true,
@@ -261,19 +279,37 @@ fn mounts(args: &CreateArgs) -> anyhow::Result<Vec<MountSpec>> {
                     kind = Some(match value {
                         "bind" => MountKind::Bind,
                         "tmpfs" => MountKind::Tmpfs,
-                        "volume" => bail!("invalid {flag}: volumes are not supported yet"),
-                        other => bail!("invalid {flag}: unknown type {other:?} (bind or tmpfs)"),
+                        "volume" => MountKind::Volume,
+                        other => {
+                            bail!("invalid {flag}: unknown type {other:?} (volume, bind or tmpfs)")
+                        }
                     })
                 }
                 "source" | "src" => m.source = Some(value.to_owned()),
                 "target" | "destination" | "dst" => m.target = value.to_owned(),
                 "readonly" | "ro" => m.read_only = value != "false" && value != "0",
+                "volume-driver" => m.volume_driver = Some(value.to_owned()),
+                "volume-opt" => {
+                    let (k, v) = value
+                        .split_once('=')
+                        .with_context(|| format!("invalid {flag}: volume-opt takes KEY=VALUE"))?;
+                    m.volume_options.insert(k.to_owned(), v.to_owned());
+                }
                 "tmpfs-size" => m.tmpfs_size = Some(size(value, &flag)?),
                 "tmpfs-mode" => m.tmpfs_mode = Some(mode(value, &flag)?),
                 other => bail!("invalid {flag}: unknown field {other:?}"),
             }
         }
-        m.kind = kind.with_context(|| format!("invalid {flag}: type= is required"))?;
+        // docker's default type is volume.
+        m.kind = kind.unwrap_or(MountKind::Volume);
+        if m.kind == MountKind::Volume && m.volume_driver.is_none() {
+            m.volume_driver = args.volume_driver.clone();
+        }
+        if m.kind != MountKind::Volume
+            && (m.volume_driver.is_some() || !m.volume_options.is_empty())
+        {
+            bail!("invalid {flag}: volume-driver and volume-opt are for type=volume");
+        }
         if m.target.is_empty() {
             bail!("invalid {flag}: target= is required");
         }
@@ -398,7 +434,9 @@ pub async fn run(client: &WsClient, args: CreateArgs, detach: bool) -> anyhow::R
         let code = start_exit_code(&e);
         eprintln!("berth: {}", crate::describe(&e.into()));
         if args.rm {
-            let _ = client.remove(created.id.clone(), Some(true)).await;
+            let _ = client
+                .remove(created.id.clone(), Some(true), Some(true))
+                .await;
         }
         return Ok(code);
     }
@@ -692,7 +730,7 @@ async fn run_attached(client: &WsClient, id: &str, args: &CreateArgs) -> anyhow:
         let code = start_exit_code(&e);
         eprintln!("berth: {}", crate::describe(&e.into()));
         if args.rm {
-            let _ = client.remove(id.to_owned(), Some(true)).await;
+            let _ = client.remove(id.to_owned(), Some(true), Some(true)).await;
         }
         return Ok(code);
     }

@@ -7,6 +7,7 @@ mod client;
 mod container;
 mod image;
 mod output;
+mod volume;
 
 use std::process::ExitCode;
 
@@ -143,6 +144,9 @@ enum Command {
         /// Kill and remove running containers.
         #[arg(short, long)]
         force: bool,
+        /// Also remove the anonymous volumes made for them.
+        #[arg(short, long)]
+        volumes: bool,
         /// Containers.
         #[arg(required = true)]
         ids: Vec<String>,
@@ -202,6 +206,12 @@ enum Command {
     /// Manage images.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Manage volumes.
+    #[command(subcommand)]
+    Volume(volume::VolumeCommand),
+    /// Manage WebAssembly driver plugins.
+    #[command(subcommand)]
+    Plugin(volume::PluginCommand),
     /// Print a shell completion script.
     Completion {
         /// Shell to generate for.
@@ -415,10 +425,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let c = connect().await?;
             container::each(ids, |id| ContainerClient::stop(&c, id, time)).await?
         }
-        Command::Rm { force, ids } => {
+        Command::Rm {
+            force,
+            volumes,
+            ids,
+        } => {
             let c = connect().await?;
-            container::each(ids, |id| ContainerClient::remove(&c, id, Some(force))).await?
+            container::each(ids, |id| {
+                ContainerClient::remove(&c, id, Some(force), Some(volumes))
+            })
+            .await?
         }
+        Command::Volume(v) => volume::volume(&connect().await?, v).await?,
+        Command::Plugin(p) => volume::plugin(&connect().await?, p).await?,
         Command::Restart { time, ids } => {
             let c = connect().await?;
             container::each(ids, |id| ContainerClient::restart(&c, id, time)).await?

@@ -1,6 +1,7 @@
 //! berth-core: the berth engine. The API server (`api`), wiring and lifecycle (`daemon`), the
 //! state database (`store`) and host facts (`host`); images (`image`, `content`), snapshots,
-//! containers and their runtime, and the WebAssembly plugin host (`plugin_host`).
+//! containers and their runtime, the WebAssembly plugin host (`plugin_host`), installed plugins (`plugin`) and
+//! volumes (`volume`).
 
 pub mod api;
 pub mod container;
@@ -9,7 +10,9 @@ pub mod daemon;
 pub mod fsutil;
 pub mod host;
 pub mod image;
+pub mod plugin;
 pub mod plugin_host;
 pub mod runtime;
 pub mod snapshot;
 pub mod store;
+pub mod volume;

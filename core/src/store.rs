@@ -127,6 +127,18 @@ fn migrations() -> Migrations<'static> {
             );
             CREATE INDEX image_refs_by_image ON image_refs (image_id);",
         ),
+        // Which container mounts which volume, under the id given to the driver's `mount`;
+        // container_id is NULL between the mount and the container's creation.
+        M::up(
+            "CREATE TABLE volume_mounts (
+                mount_id     TEXT PRIMARY KEY,
+                volume       TEXT NOT NULL,
+                container_id TEXT,
+                anonymous    INTEGER NOT NULL DEFAULT 0
+            );
+            CREATE INDEX volume_mounts_by_volume ON volume_mounts (volume);
+            CREATE INDEX volume_mounts_by_container ON volume_mounts (container_id);",
+        ),
     ])
 }
 
@@ -261,7 +273,7 @@ impl Store {
                 (SELECT coalesce(sum(size_bytes), 0) FROM images
                     WHERE id NOT IN (SELECT image_id FROM containers WHERE image_id IS NOT NULL)),
                 (SELECT count(*) FROM volumes),
-                (SELECT count(*) FROM volumes WHERE ref_count > 0),
+                (SELECT count(DISTINCT volume) FROM volume_mounts),
                 (SELECT count(*) FROM networks),
                 (SELECT count(*) FROM plugins),
                 (SELECT count(*) FROM plugins WHERE enabled != 0)",

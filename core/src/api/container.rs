@@ -112,9 +112,11 @@ impl ContainerApi {
     }
 
     /// Watches a running container until it exits: records the exit, removes `--rm` ones.
-    pub fn monitor(containers: Arc<Containers>, recent: Arc<RecentExits>, id: String) {
+    pub fn monitor(ctx: Arc<Context>, recent: Arc<RecentExits>, id: String) {
         tokio::spawn(async move {
+            let containers = Arc::clone(&ctx.containers);
             let c = Arc::clone(&containers);
+            let monitored = id.clone();
             let result = tokio::task::spawn_blocking(move || {
                 let mut run = c.resolve(&id)?.state.started_at;
                 loop {
@@ -122,15 +124,15 @@ impl ContainerApi {
                     let record = c.mark_exited_run(&id, &exit, run.as_deref())?;
                     if record.state.started_at != run {
                         // Restarted by the user meanwhile: that run has its own monitor.
-                        return Ok(());
+                        return Ok(false);
                     }
                     if record.config.auto_remove {
                         recent.put(&id, exit);
                         c.remove(&id, false)?;
-                        return Ok(());
+                        return Ok(true);
                     }
                     if !record.should_restart() {
-                        return Ok(());
+                        return Ok(false);
                     }
                     // docker's backoff: 100 ms, doubling, at most a minute.
                     let n = c.count_restart(&id)?;
@@ -142,7 +144,7 @@ impl ContainerApi {
                     if now.manually_stopped
                         || now.state.status != berth_api::container::ContainerStatus::Exited
                     {
-                        return Ok(());
+                        return Ok(false);
                     }
                     run = c.start(&id)?.0.state.started_at;
                 }
@@ -150,11 +152,13 @@ impl ContainerApi {
             .await;
             // A container removed (rm -f) while the monitor waited has nothing left to do.
             let result = result.map(|r| match r {
-                Err(container::Error::NotFound(_)) => Ok(()),
+                Err(container::Error::NotFound(_)) => Ok(false),
                 other => other,
             });
             match result {
-                Ok(Ok(())) => {}
+                // `--rm` also removes the container's anonymous volumes, as in docker.
+                Ok(Ok(true)) => ctx.volumes.release_container(&monitored, true).await,
+                Ok(Ok(false)) => {}
                 Ok(Err(e)) => tracing::warn!("container monitor: {e}"),
                 Err(e) => tracing::warn!("container monitor task: {e}"),
             }
@@ -166,7 +170,7 @@ impl ContainerApi {
 pub fn monitor_all(ctx: &Arc<Context>, ids: Vec<String>) -> Arc<RecentExits> {
     let recent = Arc::new(RecentExits::default());
     for id in ids {
-        ContainerApi::monitor(Arc::clone(&ctx.containers), Arc::clone(&recent), id);
+        ContainerApi::monitor(Arc::clone(ctx), Arc::clone(&recent), id);
     }
     recent
 }
@@ -197,7 +201,27 @@ fn read_from(path: &PathBuf, offset: &mut u64) -> Vec<logfile::Record> {
 #[async_trait]
 impl ContainerServer for ContainerApi {
     async fn create(&self, request: CreateRequest) -> RpcResult<CreateResult> {
-        let record = self.blocking(move |c| c.create(request)).await?;
+        let req = request.clone();
+        let wanted = self.blocking(move |c| c.volume_requests(&req)).await?;
+        let attached = self
+            .ctx
+            .volumes
+            .attach(&wanted)
+            .await
+            .map_err(|e| e.to_rpc())?;
+        let volumes = attached.clone();
+        let record = match self.blocking(move |c| c.create(request, volumes)).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.ctx.volumes.release(&attached).await;
+                return Err(e);
+            }
+        };
+        self.ctx
+            .volumes
+            .claim(&attached, &record.id)
+            .await
+            .map_err(|e| e.to_rpc())?;
         Ok(CreateResult {
             id: record.id,
             name: record.name,
@@ -210,11 +234,7 @@ impl ContainerServer for ContainerApi {
             .blocking(move |c| c.start_with(&id, await_attach))
             .await?;
         if started {
-            Self::monitor(
-                Arc::clone(&self.ctx.containers),
-                Arc::clone(&self.recent),
-                record.id,
-            );
+            Self::monitor(Arc::clone(&self.ctx), Arc::clone(&self.recent), record.id);
         }
         Ok(())
     }
@@ -275,11 +295,7 @@ impl ContainerServer for ContainerApi {
             })
             .await?;
         if started {
-            Self::monitor(
-                Arc::clone(&self.ctx.containers),
-                Arc::clone(&self.recent),
-                record.id,
-            );
+            Self::monitor(Arc::clone(&self.ctx), Arc::clone(&self.recent), record.id);
         }
         Ok(())
     }
@@ -736,12 +752,30 @@ impl ContainerServer for ContainerApi {
     }
 
     async fn prune(&self) -> RpcResult<berth_api::container::ContainerPruneReport> {
-        self.blocking(|c| c.prune()).await
+        let report = self.blocking(|c| c.prune()).await?;
+        for id in &report.containers_deleted {
+            self.ctx.volumes.release_container(id, false).await;
+        }
+        Ok(report)
     }
 
-    async fn remove(&self, id: String, force: Option<bool>) -> RpcResult<()> {
-        self.blocking(move |c| c.remove(&id, force.unwrap_or(false)))
-            .await
+    async fn remove(
+        &self,
+        id: String,
+        force: Option<bool>,
+        volumes: Option<bool>,
+    ) -> RpcResult<()> {
+        let removed = self
+            .blocking(move |c| {
+                let id = c.resolve(&id)?.id;
+                c.remove(&id, force.unwrap_or(false)).map(|()| id)
+            })
+            .await?;
+        self.ctx
+            .volumes
+            .release_container(&removed, volumes.unwrap_or(false))
+            .await;
+        Ok(())
     }
 
     async fn list(&self, request: Option<ListRequest>) -> RpcResult<Vec<ContainerSummary>> {

@@ -9,13 +9,16 @@ mod image;
 mod params;
 mod server;
 mod system;
+mod volume;
 
 use std::sync::Arc;
 
 use berth_api::container::ContainerServer;
 use berth_api::image::ImageServer;
 use berth_api::openrpc;
+use berth_api::plugin::PluginServer;
 use berth_api::system::SystemServer;
+use berth_api::volume::VolumeServer;
 use jsonrpsee::RpcModule;
 use jsonrpsee::core::RegisterMethodError;
 
@@ -34,6 +37,9 @@ pub fn rpc_module(
     module.merge(image::ImageApi::new(Arc::clone(&ctx)).into_rpc())?;
     let recent = container::monitor_all(&ctx, running);
     module.merge(container::ContainerApi::new(Arc::clone(&ctx), recent).into_rpc())?;
+    let volumes = volume::VolumeApi::new(Arc::clone(&ctx));
+    module.merge(VolumeServer::into_rpc(volumes.clone()))?;
+    module.merge(PluginServer::into_rpc(volumes))?;
     let doc = Arc::new(openrpc::document(
         &berth_api::all_methods(),
         env!("CARGO_PKG_VERSION"),

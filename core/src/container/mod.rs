@@ -19,6 +19,7 @@ use crate::runtime::cgroup::{self, ContainerCgroup};
 use crate::runtime::protocol::{ExitRecord, Request, Response};
 use crate::runtime::{ShimConfig, files, logfile, shim, spec};
 use crate::store::{self, Store};
+use crate::volume::VolumeRequest;
 
 /// Container failures.
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +123,9 @@ pub struct ContainerRecord {
     /// alone (`unless-stopped` even across daemon restarts).
     #[serde(default)]
     pub manually_stopped: bool,
+    /// Volumes mounted for it (resolved host paths), released when it is removed.
+    #[serde(default)]
+    pub volumes: Vec<crate::volume::Attached>,
 }
 
 /// When a container that exited is started again.
@@ -211,6 +215,22 @@ fn validate_mounts(mounts: &mut [berth_api::container::MountSpec]) -> Result<()>
                     })?;
                 }
             }
+            MountKind::Volume => {
+                if let Some(name) = &m.source
+                    && !crate::volume::valid_name(name)
+                {
+                    return Err(Error::Invalid(format!(
+                        "invalid volume name {name:?} for {:?}: use [a-zA-Z0-9][a-zA-Z0-9_.-]*",
+                        m.target
+                    )));
+                }
+                if m.tmpfs_size.is_some() || m.tmpfs_mode.is_some() {
+                    return Err(Error::Invalid(format!(
+                        "volume mount at {:?} takes no tmpfs options",
+                        m.target
+                    )));
+                }
+            }
             MountKind::Tmpfs => {
                 if m.source.is_some() {
                     return Err(Error::Invalid(format!(
@@ -228,6 +248,57 @@ fn validate_mounts(mounts: &mut [berth_api::container::MountSpec]) -> Result<()>
         }
     }
     Ok(())
+}
+
+/// What `inspect` shows of a container's mounts.
+fn mount_points(r: &ContainerRecord) -> Vec<berth_api::container::MountPoint> {
+    use berth_api::container::{MountKind, MountPoint};
+    let mut out: Vec<MountPoint> = r
+        .config
+        .mounts
+        .iter()
+        .filter(|m| m.kind != MountKind::Volume)
+        .map(|m| MountPoint {
+            kind: m.kind,
+            name: None,
+            source: m.source.clone().unwrap_or_default(),
+            destination: m.target.clone(),
+            driver: None,
+            rw: !m.read_only,
+        })
+        .collect();
+    out.extend(r.volumes.iter().map(|v| MountPoint {
+        kind: MountKind::Volume,
+        name: Some(v.name.clone()),
+        source: v.source.display().to_string(),
+        destination: v.target.clone(),
+        driver: Some(v.driver.clone()),
+        rw: !v.read_only,
+    }));
+    out
+}
+
+/// The runtime spec's user mounts: binds, tmpfs and volumes, parents before children so
+/// that a mount inside another lands on top of it.
+fn container_mounts(record: &ContainerRecord) -> Result<Vec<oci_spec::runtime::Mount>> {
+    use berth_api::container::MountKind;
+    let mut mounts: Vec<(usize, oci_spec::runtime::Mount)> = Vec::new();
+    let depth = |t: &str| Path::new(t).components().count();
+    for m in &record.config.mounts {
+        if m.kind == MountKind::Volume {
+            continue;
+        }
+        let mount =
+            spec::user_mount(m).map_err(|e| Error::Invalid(format!("runtime spec: {e}")))?;
+        mounts.push((depth(&m.target), mount));
+    }
+    for v in &record.volumes {
+        let mount = spec::volume_mount(&v.source, &v.target, v.read_only)
+            .map_err(|e| Error::Invalid(format!("runtime spec: {e}")))?;
+        mounts.push((depth(&v.target), mount));
+    }
+    mounts.sort_by_key(|(d, _)| *d);
+    Ok(mounts.into_iter().map(|(_, m)| m).collect())
 }
 
 /// docker's checks and defaults for cgroup limits.
@@ -549,8 +620,61 @@ impl Containers {
         ))
     }
 
+    /// The volumes a container made from `request` needs: its volume mounts, and an
+    /// anonymous volume for each `VOLUME` of the image that no mount covers (as docker).
+    pub fn volume_requests(&self, request: &CreateRequest) -> Result<Vec<VolumeRequest>> {
+        use berth_api::container::MountKind;
+        let mut mounts = request.mounts.clone();
+        validate_mounts(&mut mounts)?;
+        let image = self.images.resolve(&request.image)?;
+        let details = self.images.inspect(&image.id)?;
+        let mut out: Vec<VolumeRequest> = mounts
+            .iter()
+            .filter(|m| m.kind == MountKind::Volume)
+            .map(|m| VolumeRequest {
+                name: m.source.clone(),
+                driver: m.volume_driver.clone(),
+                options: m.volume_options.clone(),
+                target: m.target.clone(),
+                read_only: m.read_only,
+            })
+            .collect();
+        let covered: std::collections::HashSet<PathBuf> = mounts
+            .iter()
+            .map(|m| Path::new(&m.target).components().collect())
+            .collect();
+        for target in &details.config.volumes {
+            let path = Path::new(target);
+            if !path.is_absolute()
+                || path
+                    .components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir))
+                || path.components().count() < 2
+            {
+                tracing::warn!(image = %request.image, volume = %target, "ignoring an image VOLUME that is not an absolute path below /");
+                continue;
+            }
+            if covered.contains(&path.components().collect::<PathBuf>()) {
+                continue;
+            }
+            out.push(VolumeRequest {
+                name: None,
+                driver: None,
+                options: Default::default(),
+                target: target.clone(),
+                read_only: false,
+            });
+        }
+        Ok(out)
+    }
+
     /// `docker create`: resolves the image, writes the bundle, records the container.
-    pub fn create(&self, mut request: CreateRequest) -> Result<ContainerRecord> {
+    /// `volumes` are the volumes already mounted for it (see [`Self::volume_requests`]).
+    pub fn create(
+        &self,
+        mut request: CreateRequest,
+        volumes: Vec<crate::volume::Attached>,
+    ) -> Result<ContainerRecord> {
         validate_limits(&mut request.resources)?;
         validate_mounts(&mut request.mounts)?;
         seccomp_enabled(&request)?;
@@ -666,6 +790,7 @@ impl Containers {
                 restart_count: 0,
             },
             manually_stopped: false,
+            volumes,
         };
         let dir = self.container_dir(&id);
         for sub in ["bundle", "upper", "work", "rootfs"] {
@@ -739,13 +864,7 @@ impl Containers {
             privileged: record.config.privileged,
             seccomp: seccomp_enabled(&record.config)?,
             init: record.config.init,
-            mounts: record
-                .config
-                .mounts
-                .iter()
-                .map(spec::user_mount)
-                .collect::<std::result::Result<_, _>>()
-                .map_err(|e| Error::Invalid(format!("runtime spec: {e}")))?,
+            mounts: container_mounts(record)?,
         })
         .map_err(|e| Error::Invalid(format!("runtime spec: {e}")))?;
         let bundle = self.bundle(id);
@@ -1333,6 +1452,7 @@ impl Containers {
             hostname: r.hostname.clone(),
             log_path: dir.join("container.log").display().to_string(),
             bundle: self.bundle(&r.id).display().to_string(),
+            mounts: mount_points(&r),
         })
     }
 

@@ -94,6 +94,12 @@ pub enum Error {
     /// The container subsystem could not start.
     #[error(transparent)]
     Container(Box<crate::container::Error>),
+    /// The plugin subsystem could not start.
+    #[error(transparent)]
+    Plugin(Box<crate::plugin::Error>),
+    /// Volumes could not be reconciled.
+    #[error(transparent)]
+    Volume(Box<crate::volume::Error>),
     /// The API could not be assembled (a bug: duplicate method names).
     #[error("cannot assemble the API: {0}")]
     Api(String),
@@ -111,6 +117,18 @@ impl From<crate::container::Error> for Error {
     }
 }
 
+impl From<crate::plugin::Error> for Error {
+    fn from(e: crate::plugin::Error) -> Self {
+        Error::Plugin(Box::new(e))
+    }
+}
+
+impl From<crate::volume::Error> for Error {
+    fn from(e: crate::volume::Error) -> Self {
+        Error::Volume(Box::new(e))
+    }
+}
+
 impl Error {
     /// How the API reports this error.
     pub fn kind(&self) -> ErrorKind {
@@ -125,6 +143,8 @@ impl Error {
             Error::Store(e) => e.kind(),
             Error::Image(e) => e.kind(),
             Error::Container(e) => e.kind(),
+            Error::Plugin(e) => e.kind(),
+            Error::Volume(e) => e.kind(),
             Error::Api(_) => ErrorKind::Internal,
         }
     }
@@ -143,6 +163,10 @@ pub struct Context {
     pub images: Arc<crate::image::Images>,
     /// Containers.
     pub containers: Arc<crate::container::Containers>,
+    /// Installed plugins and their live drivers.
+    pub plugins: Arc<crate::plugin::Plugins>,
+    /// Volumes.
+    pub volumes: Arc<crate::volume::Volumes>,
     /// This data root's id.
     pub daemon_id: String,
     /// When berthd started.
@@ -195,6 +219,16 @@ pub fn prepare(config: Config) -> Result<Prepared, Error> {
         Arc::clone(&images),
         shim_binary,
     )?);
+    let plugins = Arc::new(crate::plugin::Plugins::open(
+        &config.data_root,
+        Arc::clone(&store),
+        Arc::clone(&images),
+        crate::plugin_host::Limits::default(),
+    )?);
+    let volumes = Arc::new(crate::volume::Volumes::new(
+        Arc::clone(&store),
+        Arc::clone(&plugins),
+    ));
     // Containers survive berthd: find the ones still running, record the ones that ended.
     let running = containers.reconcile()?;
     let host = HostFacts::probe();
@@ -270,6 +304,8 @@ pub fn prepare(config: Config) -> Result<Prepared, Error> {
             host,
             images,
             containers,
+            plugins,
+            volumes,
             daemon_id,
             started: Instant::now(),
             listeners: names,
@@ -318,6 +354,9 @@ impl Prepared {
                 }
             });
         }
+        // Drivers start before the API serves, so the first request finds them running.
+        ctx.plugins.start().await?;
+        ctx.volumes.reconcile().await?;
         let module =
             api::rpc_module(Arc::clone(&ctx), running).map_err(|e| Error::Api(e.to_string()))?;
         let settings = api::ServeSettings {

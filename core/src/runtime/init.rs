@@ -644,6 +644,7 @@ fn mount_in_root(root: &OwnedFd, m: &oci_spec::runtime::Mount) -> Result<(), Ini
     let mut data = Vec::new();
     let mut bind = typ == "bind";
     let mut readonly = false;
+    let mut no_symlinks = false;
     for opt in m.options().as_deref().unwrap_or_default() {
         match opt.as_str() {
             "nosuid" => flags |= MsFlags::MS_NOSUID,
@@ -651,6 +652,7 @@ fn mount_in_root(root: &OwnedFd, m: &oci_spec::runtime::Mount) -> Result<(), Ini
             "nodev" => flags |= MsFlags::MS_NODEV,
             "ro" => readonly = true,
             "rw" => {}
+            super::spec::NO_SYMLINKS_OPTION => no_symlinks = true,
             "strictatime" => flags |= MsFlags::MS_STRICTATIME,
             "relatime" => flags |= MsFlags::MS_RELATIME,
             "bind" | "rbind" => {
@@ -666,6 +668,25 @@ fn mount_in_root(root: &OwnedFd, m: &oci_spec::runtime::Mount) -> Result<(), Ini
     let source = m.source().as_ref().map(|s| s.display().to_string());
     let target_path = fd_path(&target);
     if bind {
+        // A volume's directory is opened here without following any symlink, and that very
+        // directory is what gets bound.
+        let pinned = match (&source, no_symlinks) {
+            (Some(s), true) => Some(
+                openat2(
+                    nix::fcntl::AT_FDCWD,
+                    s.as_str(),
+                    OpenHow::new()
+                        .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+                        .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS),
+                )
+                .map_err(setup(format!("open volume directory {s}")))?,
+            ),
+            _ => None,
+        };
+        let source = match &pinned {
+            Some(fd) => Some(fd_path(fd).display().to_string()),
+            None => source,
+        };
         mount(
             source.as_deref(),
             &target_path,

@@ -76,6 +76,10 @@ pub fn user_mount(m: &berth_api::container::MountSpec) -> Result<Mount, oci_spec
     use berth_api::container::MountKind;
     let access = if m.read_only { "ro" } else { "rw" };
     match m.kind {
+        MountKind::Volume => Err(oci_spec::OciSpecError::Other(format!(
+            "volume mount at {} has no resolved source",
+            m.target
+        ))),
         MountKind::Bind => MountBuilder::default()
             .destination(m.target.as_str())
             .typ("bind")
@@ -101,6 +105,29 @@ pub fn user_mount(m: &berth_api::container::MountSpec) -> Result<Mount, oci_spec
                 .build()
         }
     }
+}
+
+/// Mount option (ours, ignored by other runtimes' `x-` convention) asking the shim to open
+/// the bind source without following any symlink, so that a volume directory a driver
+/// returned cannot be swapped for a link between berthd's check and the mount.
+pub const NO_SYMLINKS_OPTION: &str = "x-berth-nosymlinks";
+
+/// A volume: its resolved host directory bound at `target`.
+pub fn volume_mount(
+    source: &std::path::Path,
+    target: &str,
+    read_only: bool,
+) -> Result<Mount, oci_spec::OciSpecError> {
+    MountBuilder::default()
+        .destination(target)
+        .typ("bind")
+        .source(source)
+        .options(vec![
+            "rbind".to_owned(),
+            if read_only { "ro" } else { "rw" }.to_owned(),
+            NO_SYMLINKS_OPTION.to_owned(),
+        ])
+        .build()
 }
 
 /// Annotation set when the container gets docker's default seccomp filter.

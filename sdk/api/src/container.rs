@@ -95,6 +95,8 @@ pub enum MountKind {
     Bind,
     /// A fresh in-memory filesystem.
     Tmpfs,
+    /// A volume, named or anonymous, from a volume driver plugin.
+    Volume,
 }
 
 /// One mount of `container.create`.
@@ -104,7 +106,7 @@ pub struct MountSpec {
     /// Bind or tmpfs.
     #[serde(rename = "type")]
     pub kind: MountKind,
-    /// Host path (bind).
+    /// Host path (bind), or volume name (volume; none: a new anonymous volume).
     #[serde(default)]
     pub source: Option<String>,
     /// Path in the container (absolute).
@@ -121,6 +123,32 @@ pub struct MountSpec {
     /// tmpfs mode (default 1777).
     #[serde(default)]
     pub tmpfs_mode: Option<u32>,
+    /// Driver of a volume created by this mount (default `local`).
+    #[serde(default)]
+    pub volume_driver: Option<String>,
+    /// Driver options of a volume created by this mount.
+    #[serde(default)]
+    pub volume_options: BTreeMap<String, String>,
+}
+
+/// A mount of a container, as `container.inspect` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct MountPoint {
+    /// `bind`, `tmpfs` or `volume`.
+    #[serde(rename = "type")]
+    pub kind: MountKind,
+    /// Volume name (volumes only).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Host path (bind, volume).
+    pub source: String,
+    /// Path in the container.
+    pub destination: String,
+    /// Volume driver (volumes only).
+    #[serde(default)]
+    pub driver: Option<String>,
+    /// Writable.
+    pub rw: bool,
 }
 
 /// Cgroup limits, with docker's names and units.
@@ -275,6 +303,9 @@ pub struct ContainerDetails {
     pub log_path: String,
     /// Its bundle directory (OCI `config.json` inside).
     pub bundle: String,
+    /// Its mounts (binds, tmpfs, volumes).
+    #[serde(default)]
+    pub mounts: Vec<MountPoint>,
 }
 
 /// Which containers `container.list` shows.
@@ -507,9 +538,11 @@ pub trait Container {
     #[method(name = "stop", param_kind = map)]
     async fn stop(&self, id: String, timeout: Option<u64>) -> RpcResult<()>;
 
-    /// Removes a container; a running one only with `force` (it is killed first).
+    /// Removes a container; a running one only with `force` (it is killed first). With
+    /// `volumes`, the anonymous volumes made for it are removed too (`rm -v`).
     #[method(name = "remove", param_kind = map)]
-    async fn remove(&self, id: String, force: Option<bool>) -> RpcResult<()>;
+    async fn remove(&self, id: String, force: Option<bool>, volumes: Option<bool>)
+    -> RpcResult<()>;
 
     /// Renames a container.
     #[method(name = "rename", param_kind = map)]

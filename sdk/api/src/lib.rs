@@ -10,9 +10,11 @@ pub mod container;
 pub mod error;
 pub mod image;
 pub mod openrpc;
+pub mod plugin;
 pub mod reference;
 pub mod spec;
 pub mod system;
+pub mod volume;
 
 pub use error::{ErrorData, ErrorKind};
 pub use spec::{MethodKind, MethodSpec, ParamSpec, ParamsError, normalize_params};
@@ -41,6 +43,8 @@ pub fn all_methods() -> Vec<&'static MethodSpec> {
         .iter()
         .chain(image::SPECS)
         .chain(container::SPECS)
+        .chain(volume::SPECS)
+        .chain(plugin::SPECS)
         .collect()
 }
 

@@ -1,0 +1,147 @@
+//! `volume.*` and `plugin.*` handlers: thin adapters to [`crate::volume`] and
+//! [`crate::plugin`].
+
+use std::sync::Arc;
+
+use berth_api::image::RegistryAuth;
+use berth_api::plugin::{PluginInfo, PluginInstallRequest, PluginPushResult, PluginServer};
+use berth_api::volume::{
+    VolumeCreateRequest, VolumeInfo, VolumeListRequest, VolumePruneReport, VolumeServer,
+};
+use jsonrpsee::core::{RpcResult, async_trait};
+
+use super::ApiError;
+use crate::daemon::Context;
+use crate::{plugin, volume};
+
+impl ApiError for volume::Error {
+    fn kind(&self) -> berth_api::ErrorKind {
+        volume::Error::kind(self)
+    }
+}
+
+impl ApiError for plugin::Error {
+    fn kind(&self) -> berth_api::ErrorKind {
+        plugin::Error::kind(self)
+    }
+}
+
+/// Implements [`VolumeServer`] and [`PluginServer`].
+#[derive(Debug, Clone)]
+pub struct VolumeApi {
+    ctx: Arc<Context>,
+}
+
+impl VolumeApi {
+    /// Handlers over the shared daemon context.
+    pub fn new(ctx: Arc<Context>) -> VolumeApi {
+        VolumeApi { ctx }
+    }
+}
+
+#[async_trait]
+impl VolumeServer for VolumeApi {
+    async fn create(&self, request: VolumeCreateRequest) -> RpcResult<VolumeInfo> {
+        self.ctx
+            .volumes
+            .create(request)
+            .await
+            .map_err(|e| e.to_rpc())
+    }
+
+    async fn list(&self, request: Option<VolumeListRequest>) -> RpcResult<Vec<VolumeInfo>> {
+        let request = request.unwrap_or_default();
+        request
+            .validate()
+            .map_err(|m| berth_api::error::invalid_params(Some("filters".into()), m))?;
+        self.ctx
+            .volumes
+            .list(&request)
+            .await
+            .map_err(|e| e.to_rpc())
+    }
+
+    async fn inspect(&self, name: String) -> RpcResult<VolumeInfo> {
+        self.ctx
+            .volumes
+            .inspect(&name)
+            .await
+            .map_err(|e| e.to_rpc())
+    }
+
+    async fn remove(&self, name: String, force: Option<bool>) -> RpcResult<()> {
+        self.ctx
+            .volumes
+            .remove(&name, force.unwrap_or(false))
+            .await
+            .map_err(|e| e.to_rpc())
+    }
+
+    async fn prune(&self, all: Option<bool>) -> RpcResult<VolumePruneReport> {
+        self.ctx
+            .volumes
+            .prune(all.unwrap_or(false))
+            .await
+            .map_err(|e| e.to_rpc())
+    }
+}
+
+#[async_trait]
+impl PluginServer for VolumeApi {
+    async fn install(&self, request: PluginInstallRequest) -> RpcResult<PluginInfo> {
+        self.ctx
+            .plugins
+            .install(request)
+            .await
+            .map_err(|e| e.to_rpc())
+    }
+
+    async fn list(&self) -> RpcResult<Vec<PluginInfo>> {
+        self.ctx.plugins.list().await.map_err(|e| e.to_rpc())
+    }
+
+    async fn inspect(&self, name: String) -> RpcResult<PluginInfo> {
+        self.ctx
+            .plugins
+            .inspect(&name)
+            .await
+            .map_err(|e| e.to_rpc())
+    }
+
+    async fn enable(&self, name: String) -> RpcResult<()> {
+        self.ctx.plugins.enable(&name).await.map_err(|e| e.to_rpc())
+    }
+
+    async fn disable(&self, name: String) -> RpcResult<()> {
+        self.ctx
+            .plugins
+            .disable(&name)
+            .await
+            .map_err(|e| e.to_rpc())
+    }
+
+    async fn set(&self, name: String, settings: Vec<String>) -> RpcResult<()> {
+        self.ctx
+            .plugins
+            .set(&name, &settings)
+            .await
+            .map_err(|e| e.to_rpc())
+    }
+
+    async fn remove(&self, name: String) -> RpcResult<()> {
+        self.ctx.plugins.remove(&name).await.map_err(|e| e.to_rpc())
+    }
+
+    async fn push(
+        &self,
+        name: String,
+        reference: String,
+        auth: Option<RegistryAuth>,
+    ) -> RpcResult<PluginPushResult> {
+        self.ctx
+            .plugins
+            .push(&name, &reference, &auth)
+            .await
+            .map_err(|e| e.to_rpc())
+    }
+}

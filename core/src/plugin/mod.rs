@@ -1,0 +1,772 @@
+//! Installed plugins: their records in the state database, their files under
+//! `<data-root>/plugins/<name>/` (`component.wasm`, and `state/`, the plugin's own directory),
+//! install from a file or an OCI Wasm artifact, push, enable/disable, configuration, and the
+//! live driver of every enabled plugin. The sandbox itself is `plugin_host`'s.
+
+mod oci;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use berth_api::ErrorKind;
+use berth_api::plugin::{PluginInfo, PluginInstallRequest, PluginPushResult};
+use rusqlite::OptionalExtension;
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use crate::image::Images;
+use crate::plugin_host::{self, LoadedComponent, PluginHost, PluginKind, VolumeDriver};
+use crate::store::{self, Store};
+
+/// Name of the default volume driver, installed on first start.
+pub const DEFAULT_VOLUME_DRIVER: &str = "local";
+
+/// `source` of a plugin that came with berthd.
+const BUILTIN_SOURCE: &str = "builtin";
+
+/// Largest component accepted, from a file or a registry.
+const MAX_COMPONENT_BYTES: u64 = 256 << 20;
+
+/// The `local` volume driver, built into berthd (see build.rs).
+#[cfg(berth_embedded_local)]
+const EMBEDDED_LOCAL: Option<&[u8]> = Some(include_bytes!(env!("BERTH_LOCAL_WASM")));
+#[cfg(not(berth_embedded_local))]
+const EMBEDDED_LOCAL: Option<&[u8]> = None;
+
+/// Plugin management failures.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No plugin of that name.
+    #[error("no such plugin: {0}")]
+    NotFound(String),
+    /// A plugin of that name exists.
+    #[error("plugin {0} is already installed")]
+    Exists(String),
+    /// A bad name, setting, source or file.
+    #[error("{0}")]
+    Invalid(String),
+    /// The plugin is not in a state that allows the operation.
+    #[error("{0}")]
+    State(String),
+    /// The sandbox refused or failed the plugin.
+    #[error(transparent)]
+    Host(#[from] plugin_host::Error),
+    /// Pulling or pushing the artifact failed.
+    #[error(transparent)]
+    Registry(Box<crate::image::Error>),
+    /// A file operation failed.
+    #[error("plugin {plugin}: cannot {what}: {source}")]
+    Io {
+        /// The plugin.
+        plugin: String,
+        /// What was being done.
+        what: &'static str,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The state database failed.
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    /// A blocking task died.
+    #[error("plugin task failed: {0}")]
+    Task(String),
+}
+
+impl From<crate::image::Error> for Error {
+    fn from(e: crate::image::Error) -> Self {
+        Error::Registry(Box::new(e))
+    }
+}
+
+impl Error {
+    /// How the API reports this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::NotFound(_) => ErrorKind::NotFound,
+            Error::Exists(_) => ErrorKind::AlreadyExists,
+            Error::Invalid(_) => ErrorKind::InvalidArgument,
+            Error::State(_) => ErrorKind::FailedPrecondition,
+            Error::Host(e) => e.kind(),
+            Error::Registry(e) => e.kind(),
+            Error::Io { .. } | Error::Task(_) => ErrorKind::Internal,
+            Error::Store(e) => e.kind(),
+        }
+    }
+}
+
+/// Result alias for this module.
+pub type Result<T> = std::result::Result<T, Error>;
+
+fn q(what: &'static str) -> impl FnOnce(rusqlite::Error) -> store::Error {
+    move |source| store::Error::Query { what, source }
+}
+
+fn now() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+/// What berth keeps about a plugin (the `doc` column).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Record {
+    name: String,
+    kind: String,
+    wit_version: String,
+    digest: String,
+    size: u64,
+    source: String,
+    installed_at: String,
+    enabled: bool,
+    config: BTreeMap<String, String>,
+}
+
+/// A running plugin.
+#[derive(Debug, Clone)]
+enum Live {
+    Volume(Arc<VolumeDriver>),
+}
+
+/// Plugin names: short, one path component, lower case (they name directories and drivers).
+pub fn valid_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 64
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"_.-".contains(c))
+}
+
+/// The installed plugins and their live drivers.
+#[derive(Debug)]
+pub struct Plugins {
+    host: PluginHost,
+    store: Arc<Store>,
+    images: Arc<Images>,
+    root: PathBuf,
+    live: std::sync::RwLock<HashMap<String, Live>>,
+    start_errors: std::sync::Mutex<HashMap<String, String>>,
+    /// Management operations run one at a time, so that install/enable/set/remove never
+    /// interleave on one plugin's files and live driver.
+    ops: tokio::sync::Mutex<()>,
+}
+
+impl Plugins {
+    /// Opens the plugin directory (`<data_root>/plugins`) and the engine. Blocking.
+    pub fn open(
+        data_root: &Path,
+        store: Arc<Store>,
+        images: Arc<Images>,
+        limits: plugin_host::Limits,
+    ) -> Result<Plugins> {
+        let root = data_root.join("plugins");
+        std::fs::create_dir_all(&root).map_err(|source| Error::Io {
+            plugin: "(all)".into(),
+            what: "create the plugin directory",
+            source,
+        })?;
+        // Drivers get paths below here; symlinks above them would only confuse the checks.
+        let root = root.canonicalize().map_err(|source| Error::Io {
+            plugin: "(all)".into(),
+            what: "resolve the plugin directory",
+            source,
+        })?;
+        let host = PluginHost::new(&data_root.join("plugin-cache"), limits)?;
+        Ok(Plugins {
+            host,
+            store,
+            images,
+            root,
+            live: Default::default(),
+            start_errors: Default::default(),
+            ops: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    fn dir(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    fn component_path(&self, name: &str) -> PathBuf {
+        self.dir(name).join("component.wasm")
+    }
+
+    fn state_dir(&self, name: &str) -> PathBuf {
+        self.dir(name).join("state")
+    }
+
+    /// At daemon start: installs (or upgrades) the built-in `local` driver, then starts every
+    /// enabled plugin. A plugin that fails to start is logged and shown as `failed`; berthd
+    /// serves anyway.
+    pub async fn start(&self) -> Result<()> {
+        let _ops = self.ops.lock().await;
+        self.install_builtin().await?;
+        for record in self.records().await? {
+            if !record.enabled {
+                continue;
+            }
+            match self.launch(&record).await {
+                Ok(live) => {
+                    self.set_live(&record.name, Some(live));
+                    info!(plugin = %record.name, kind = %record.kind, "plugin started");
+                }
+                Err(e) => {
+                    warn!(plugin = %record.name, "plugin failed to start: {e}");
+                    self.start_error(&record.name, Some(e.to_string()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn install_builtin(&self) -> Result<()> {
+        let Some(bytes) = EMBEDDED_LOCAL else {
+            if self.record(DEFAULT_VOLUME_DRIVER).await?.is_none() {
+                warn!(
+                    "this berthd was built without the `local` volume driver (plugins/dist/local.wasm was missing at build time): named volumes need `berth plugin install local FILE`"
+                );
+            }
+            return Ok(());
+        };
+        let existing = self.record(DEFAULT_VOLUME_DRIVER).await?;
+        let loaded = self.load(DEFAULT_VOLUME_DRIVER, bytes.to_vec()).await?;
+        match existing {
+            None => {
+                self.write_component(DEFAULT_VOLUME_DRIVER, bytes)?;
+                let record = Record {
+                    name: DEFAULT_VOLUME_DRIVER.into(),
+                    kind: loaded.kind.name().into(),
+                    wit_version: loaded.version.clone(),
+                    digest: format!("sha256:{}", loaded.digest),
+                    size: bytes.len() as u64,
+                    source: BUILTIN_SOURCE.into(),
+                    installed_at: now(),
+                    enabled: true,
+                    config: BTreeMap::new(),
+                };
+                self.save(&record, true).await?;
+                info!("installed the built-in `local` volume driver");
+            }
+            // A newer berthd brings a newer driver; its state directory carries over.
+            Some(mut record)
+                if record.source == BUILTIN_SOURCE
+                    && record.digest != format!("sha256:{}", loaded.digest) =>
+            {
+                self.write_component(DEFAULT_VOLUME_DRIVER, bytes)?;
+                record.digest = format!("sha256:{}", loaded.digest);
+                record.wit_version = loaded.version.clone();
+                record.size = bytes.len() as u64;
+                self.save(&record, false).await?;
+                info!("upgraded the built-in `local` volume driver");
+            }
+            Some(_) => {}
+        }
+        Ok(())
+    }
+
+    /// Compiles (or loads from the cache) on the blocking pool.
+    async fn load(&self, name: &str, bytes: Vec<u8>) -> Result<LoadedComponent> {
+        let host = self.host.clone();
+        let name = name.to_owned();
+        tokio::task::spawn_blocking(move || host.load(&name, &bytes))
+            .await
+            .map_err(|e| Error::Task(e.to_string()))?
+            .map_err(Error::from)
+    }
+
+    /// Loads the installed component and starts it with its configuration.
+    async fn launch(&self, record: &Record) -> Result<Live> {
+        let path = self.component_path(&record.name);
+        let bytes = read_component(&record.name, &path).await?;
+        let loaded = self.load(&record.name, bytes).await?;
+        self.run(&record.name, &loaded, &record.config).await
+    }
+
+    async fn run(
+        &self,
+        name: &str,
+        loaded: &LoadedComponent,
+        config: &BTreeMap<String, String>,
+    ) -> Result<Live> {
+        let config: Vec<(String, String)> =
+            config.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        match loaded.kind {
+            PluginKind::Volume => {
+                let driver = self
+                    .host
+                    .volume_driver(name, loaded, &self.state_dir(name), config)
+                    .await?;
+                Ok(Live::Volume(Arc::new(driver)))
+            }
+            other => Err(Error::Invalid(format!(
+                "plugin {name} is a {} plugin: this berthd runs volume drivers only (network, logging and authz plugins arrive with their subsystems)",
+                other.name()
+            ))),
+        }
+    }
+
+    fn set_live(&self, name: &str, live: Option<Live>) {
+        let mut map = self.live.write().unwrap_or_else(|p| p.into_inner());
+        match live {
+            Some(l) => {
+                map.insert(name.to_owned(), l);
+                self.start_error(name, None);
+            }
+            None => {
+                map.remove(name);
+            }
+        }
+    }
+
+    fn start_error(&self, name: &str, error: Option<String>) {
+        let mut map = self.start_errors.lock().unwrap_or_else(|p| p.into_inner());
+        match error {
+            Some(e) => map.insert(name.to_owned(), e),
+            None => map.remove(name),
+        };
+    }
+
+    fn write_component(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        let io = |what| {
+            let plugin = name.to_owned();
+            move |source| Error::Io {
+                plugin,
+                what,
+                source,
+            }
+        };
+        std::fs::create_dir_all(self.state_dir(name)).map_err(io("create its directories"))?;
+        crate::runtime::shim::write_atomic(&self.component_path(name), bytes)
+            .map_err(io("write its component"))
+    }
+
+    async fn records(&self) -> Result<Vec<Record>> {
+        Ok(self
+            .store
+            .run(|c| {
+                let mut stmt = c
+                    .prepare("SELECT doc FROM plugins ORDER BY name")
+                    .map_err(q("list plugins"))?;
+                let docs = stmt
+                    .query_map([], |r| r.get::<_, String>(0))
+                    .map_err(q("list plugins"))?
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(q("list plugins"))?;
+                Ok(docs)
+            })
+            .await?
+            .into_iter()
+            .filter_map(|d| serde_json::from_str(&d).ok())
+            .collect())
+    }
+
+    async fn record(&self, name: &str) -> Result<Option<Record>> {
+        let name = name.to_owned();
+        let doc = self
+            .store
+            .run(move |c| {
+                c.query_row("SELECT doc FROM plugins WHERE name = ?1", [&name], |r| {
+                    r.get::<_, String>(0)
+                })
+                .optional()
+                .map_err(q("read plugin"))
+            })
+            .await?;
+        Ok(doc.and_then(|d| serde_json::from_str(&d).ok()))
+    }
+
+    async fn get(&self, name: &str) -> Result<Record> {
+        self.record(name)
+            .await?
+            .ok_or_else(|| Error::NotFound(name.to_owned()))
+    }
+
+    async fn save(&self, record: &Record, insert: bool) -> Result<()> {
+        let doc = serde_json::to_string(record).map_err(|e| Error::Task(e.to_string()))?;
+        let r = record.clone();
+        self.store
+            .run(move |c| {
+                let sql = if insert {
+                    "INSERT INTO plugins (name, kind, enabled, created_at, doc)
+                     VALUES (?1, ?2, ?3, strftime('%s','now'), ?4)"
+                } else {
+                    "UPDATE plugins SET kind = ?2, enabled = ?3, doc = ?4 WHERE name = ?1"
+                };
+                c.execute(sql, rusqlite::params![r.name, r.kind, r.enabled, doc])
+                    .map_err(q("save plugin"))?;
+                Ok(())
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Volumes that exist for driver `name`, and how many of them containers use.
+    async fn usage(&self, name: &str) -> Result<(u64, u64)> {
+        let name = name.to_owned();
+        Ok(self
+            .store
+            .run(move |c| {
+                c.query_row(
+                    "SELECT count(*),
+                        (SELECT count(DISTINCT m.volume) FROM volume_mounts m
+                            JOIN volumes v ON v.name = m.volume WHERE v.driver = ?1)
+                     FROM volumes WHERE driver = ?1",
+                    [&name],
+                    |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+                )
+                .map_err(q("count a plugin's volumes"))
+            })
+            .await?)
+    }
+
+    fn info(&self, record: Record) -> PluginInfo {
+        let live = self
+            .live
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&record.name)
+            .cloned();
+        let start_error = self
+            .start_errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&record.name)
+            .cloned();
+        let stats = match &live {
+            Some(Live::Volume(d)) => d.stats(),
+            None => Default::default(),
+        };
+        let state = match (&live, record.enabled) {
+            (Some(_), _) => "running",
+            (None, true) => "failed",
+            (None, false) => "disabled",
+        };
+        PluginInfo {
+            name: record.name,
+            kind: record.kind,
+            wit_version: record.wit_version,
+            digest: record.digest,
+            size: record.size,
+            source: record.source,
+            installed_at: record.installed_at,
+            enabled: record.enabled,
+            config: record.config,
+            state: state.into(),
+            calls: stats.calls,
+            failures: stats.failures,
+            last_error: start_error.or(stats.last_error),
+        }
+    }
+
+    /// `plugin.install`.
+    pub async fn install(&self, request: PluginInstallRequest) -> Result<PluginInfo> {
+        let name = request.name.clone();
+        if !valid_name(&name) {
+            return Err(Error::Invalid(format!(
+                "invalid plugin name {name:?}: use [a-z0-9][a-z0-9_.-]*, at most 64 bytes"
+            )));
+        }
+        let (bytes, source) = match (&request.path, &request.reference) {
+            (Some(path), None) => {
+                if !path.starts_with('/') {
+                    return Err(Error::Invalid(format!(
+                        "plugin path {path:?} must be absolute (a file on the daemon's host)"
+                    )));
+                }
+                (read_component(&name, Path::new(path)).await?, path.clone())
+            }
+            (None, Some(reference)) => (
+                oci::pull(&self.images, reference, &request.auth, MAX_COMPONENT_BYTES).await?,
+                reference.clone(),
+            ),
+            _ => {
+                return Err(Error::Invalid(
+                    "give exactly one of `path` (a component file) and `reference` (an OCI artifact)"
+                        .into(),
+                ));
+            }
+        };
+        let _ops = self.ops.lock().await;
+        if self.record(&name).await?.is_some() {
+            return Err(Error::Exists(name));
+        }
+        let loaded = self.load(&name, bytes.clone()).await?;
+        if loaded.kind != PluginKind::Volume {
+            return Err(Error::Invalid(format!(
+                "plugin {name} is a {} plugin: this berthd runs volume drivers only (network, logging and authz plugins arrive with their subsystems)",
+                loaded.kind.name()
+            )));
+        }
+        // A stale directory (an install interrupted before its record was written) goes.
+        let _ = std::fs::remove_dir_all(self.dir(&name));
+        self.write_component(&name, &bytes)?;
+        let record = Record {
+            name: name.clone(),
+            kind: loaded.kind.name().into(),
+            wit_version: loaded.version.clone(),
+            digest: format!("sha256:{}", loaded.digest),
+            size: bytes.len() as u64,
+            source,
+            installed_at: now(),
+            enabled: !request.disabled,
+            config: request.config.clone(),
+        };
+        if record.enabled {
+            match self.run(&name, &loaded, &record.config).await {
+                Ok(live) => self.set_live(&name, Some(live)),
+                Err(e) => {
+                    let _ = std::fs::remove_dir_all(self.dir(&name));
+                    return Err(e);
+                }
+            }
+        }
+        if let Err(e) = self.save(&record, true).await {
+            self.set_live(&name, None);
+            let _ = std::fs::remove_dir_all(self.dir(&name));
+            return Err(e);
+        }
+        info!(plugin = %name, kind = %record.kind, digest = %record.digest, "plugin installed");
+        Ok(self.info(record))
+    }
+
+    /// `plugin.list`.
+    pub async fn list(&self) -> Result<Vec<PluginInfo>> {
+        Ok(self
+            .records()
+            .await?
+            .into_iter()
+            .map(|r| self.info(r))
+            .collect())
+    }
+
+    /// `plugin.inspect`.
+    pub async fn inspect(&self, name: &str) -> Result<PluginInfo> {
+        let record = self.get(name).await?;
+        Ok(self.info(record))
+    }
+
+    /// `plugin.enable`: starts it (a failed start leaves it disabled).
+    pub async fn enable(&self, name: &str) -> Result<()> {
+        let _ops = self.ops.lock().await;
+        let mut record = self.get(name).await?;
+        if record.enabled && self.is_live(name) {
+            return Err(Error::State(format!("plugin {name} is already enabled")));
+        }
+        let live = self.launch(&record).await?;
+        self.set_live(name, Some(live));
+        record.enabled = true;
+        self.save(&record, false).await
+    }
+
+    /// `plugin.disable`: refused while containers use its volumes.
+    pub async fn disable(&self, name: &str) -> Result<()> {
+        let _ops = self.ops.lock().await;
+        let mut record = self.get(name).await?;
+        if !record.enabled {
+            return Err(Error::State(format!("plugin {name} is already disabled")));
+        }
+        let (_, in_use) = self.usage(name).await?;
+        if in_use > 0 {
+            return Err(Error::State(format!(
+                "plugin {name} is in use: containers use {in_use} of its volumes (remove them first)"
+            )));
+        }
+        self.set_live(name, None);
+        self.start_error(name, None);
+        record.enabled = false;
+        self.save(&record, false).await
+    }
+
+    /// `plugin.set`: `KEY=VALUE` sets, `KEY=` removes. An enabled plugin is started again
+    /// with the new configuration before it is kept.
+    pub async fn set(&self, name: &str, settings: &[String]) -> Result<()> {
+        let _ops = self.ops.lock().await;
+        let mut record = self.get(name).await?;
+        let mut config = record.config.clone();
+        for s in settings {
+            let Some((key, value)) = s.split_once('=') else {
+                return Err(Error::Invalid(format!(
+                    "bad setting {s:?}: expected KEY=VALUE"
+                )));
+            };
+            if key.is_empty() || key.len() > 256 || value.len() > 4096 {
+                return Err(Error::Invalid(format!(
+                    "bad setting {s:?}: keys are 1 to 256 bytes, values at most 4096"
+                )));
+            }
+            if value.is_empty() {
+                config.remove(key);
+            } else {
+                config.insert(key.to_owned(), value.to_owned());
+            }
+        }
+        if record.enabled {
+            let path = self.component_path(name);
+            let bytes = read_component(name, &path).await?;
+            let loaded = self.load(name, bytes).await?;
+            let live = self.run(name, &loaded, &config).await?;
+            self.set_live(name, Some(live));
+        }
+        record.config = config;
+        self.save(&record, false).await
+    }
+
+    /// `plugin.remove`: refused while volumes exist for it.
+    pub async fn remove(&self, name: &str) -> Result<()> {
+        let _ops = self.ops.lock().await;
+        let record = self.get(name).await?;
+        if record.source == BUILTIN_SOURCE {
+            return Err(Error::State(format!(
+                "plugin {name} is built into berthd and cannot be removed (disable it instead)"
+            )));
+        }
+        let (volumes, _) = self.usage(name).await?;
+        if volumes > 0 {
+            return Err(Error::State(format!(
+                "plugin {name} is in use: {volumes} volume(s) exist for it (remove them first)"
+            )));
+        }
+        self.set_live(name, None);
+        self.start_error(name, None);
+        let n = name.to_owned();
+        self.store
+            .run(move |c| {
+                c.execute("DELETE FROM plugins WHERE name = ?1", [&n])
+                    .map_err(q("remove plugin"))
+            })
+            .await?;
+        let dir = self.dir(name);
+        let plugin = name.to_owned();
+        tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&dir))
+            .await
+            .map_err(|e| Error::Task(e.to_string()))?
+            .or_else(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            })
+            .map_err(|source| Error::Io {
+                plugin,
+                what: "remove its files",
+                source,
+            })?;
+        info!(plugin = %name, "plugin removed");
+        Ok(())
+    }
+
+    /// `plugin.push`.
+    pub async fn push(
+        &self,
+        name: &str,
+        reference: &str,
+        auth: &Option<berth_api::image::RegistryAuth>,
+    ) -> Result<PluginPushResult> {
+        let record = self.get(name).await?;
+        let bytes = read_component(name, &self.component_path(name)).await?;
+        oci::push(&self.images, &record.kind, reference, auth, bytes).await
+    }
+
+    fn is_live(&self, name: &str) -> bool {
+        self.live
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(name)
+    }
+
+    /// The running volume driver `name`.
+    pub async fn volume_driver(&self, name: &str) -> Result<Arc<VolumeDriver>> {
+        if let Some(Live::Volume(d)) = self
+            .live
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+        {
+            return Ok(Arc::clone(d));
+        }
+        match self.record(name).await? {
+            None => Err(Error::NotFound(format!(
+                "{name} (no volume driver plugin of that name is installed)"
+            ))),
+            Some(r) if r.kind != PluginKind::Volume.name() => Err(Error::Invalid(format!(
+                "plugin {name} is a {} plugin, not a volume driver",
+                r.kind
+            ))),
+            Some(r) if !r.enabled => Err(Error::State(format!(
+                "volume driver {name} is disabled (berth plugin enable {name})"
+            ))),
+            Some(_) => {
+                let why = self
+                    .start_errors
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(name)
+                    .cloned()
+                    .unwrap_or_else(|| "it is not running".into());
+                Err(Error::State(format!(
+                    "volume driver {name} failed to start: {why}"
+                )))
+            }
+        }
+    }
+}
+
+/// Reads a component file, refusing anything that is not a regular file of sane size.
+async fn read_component(plugin: &str, path: &Path) -> Result<Vec<u8>> {
+    let path = path.to_owned();
+    let plugin = plugin.to_owned();
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let io = |what| {
+            let plugin = plugin.clone();
+            move |source| Error::Io {
+                plugin,
+                what,
+                source,
+            }
+        };
+        let file = std::fs::File::open(&path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::Invalid(format!("no such component file: {}", path.display()))
+            } else {
+                io("open its component")(e)
+            }
+        })?;
+        let meta = file.metadata().map_err(io("stat its component"))?;
+        if !meta.is_file() {
+            return Err(Error::Invalid(format!(
+                "{} is not a regular file",
+                path.display()
+            )));
+        }
+        if meta.len() > MAX_COMPONENT_BYTES {
+            return Err(Error::Invalid(format!(
+                "{} is {} bytes: components are at most {MAX_COMPONENT_BYTES} bytes",
+                path.display(),
+                meta.len()
+            )));
+        }
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        file.take(MAX_COMPONENT_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(io("read its component"))?;
+        Ok(bytes)
+    })
+    .await
+    .map_err(|e| Error::Task(e.to_string()))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_name;
+
+    #[test]
+    fn plugin_names() {
+        for ok in ["local", "nfs-v4", "a", "x.y_z", "0abc"] {
+            assert!(valid_name(ok), "{ok}");
+        }
+        for bad in ["", "Local", "-x", ".x", "a/b", "..", &"a".repeat(65)] {
+            assert!(!valid_name(bad), "{bad}");
+        }
+    }
+}

@@ -6,3 +6,4 @@ mod cli;
 mod container;
 mod daemon;
 mod image;
+mod volume;

@@ -406,6 +406,11 @@ macro_rules! require_root {
 /// Imports a busybox image (from Debian's busybox-static) as `name`, with `sh`, `echo`,
 /// `cat`, `ls`, `sleep`, `id`, `true`... applets, `/etc/passwd` with root and nobody.
 pub fn import_busybox(daemon: &Daemon, name: &str) {
+    import_busybox_with(daemon, name, &[]);
+}
+
+/// [`import_busybox`] with extra Dockerfile-style `changes` (`VOLUME /data`, ...).
+pub fn import_busybox_with(daemon: &Daemon, name: &str, changes: &[&str]) {
     let root = tempfile::tempdir().expect("tempdir");
     let bin = root.path().join("bin");
     std::fs::create_dir_all(&bin).expect("mkdir");
@@ -439,19 +444,38 @@ pub fn import_busybox(daemon: &Daemon, name: &str) {
         .status()
         .expect("tar");
     assert!(ok.success());
-    let out = daemon.cli(&[
-        "import",
-        "-c",
-        "CMD [\"/bin/sh\"]",
-        "-c",
-        "ENV PATH=/bin",
-        tarball.to_str().expect("utf-8"),
-        name,
-    ]);
+    let mut args = vec!["import", "-c", "CMD [\"/bin/sh\"]", "-c", "ENV PATH=/bin"];
+    for c in changes {
+        args.extend(["-c", c]);
+    }
+    args.extend([tarball.to_str().expect("utf-8"), name]);
+    let out = daemon.cli(&args);
     let _ = std::fs::remove_file(&tarball);
     assert!(
         out.status.success(),
         "import failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A component built by `plugins/build.sh`, by its path under `plugins/dist/`
+/// (`fixtures/spin.wasm`). Missing: a failure under CI, else `None` (the caller skips).
+pub fn plugin_component(relative: &str) -> Option<PathBuf> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../plugins/dist")
+        .join(relative);
+    if path.is_file() {
+        return Some(path);
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!(
+            "{} is missing: plugins/build.sh must run before the tests",
+            path.display()
+        );
+    }
+    eprintln!(
+        "skipped: {} is missing (run plugins/build.sh)",
+        path.display()
+    );
+    None
 }

@@ -409,10 +409,16 @@ impl Volumes {
             Ok(driver) => match driver.get(name).await {
                 Ok(v) => {
                     info.status = v.status.into_iter().collect();
-                    info.mountpoint = match v.mountpoint {
-                        Some(rel) => resolve(&driver, name, &rel).await?.display().to_string(),
-                        None => String::new(),
-                    };
+                    info.mountpoint = String::new();
+                    if let Some(rel) = v.mountpoint {
+                        // A driver answering nonsense still gets its volume described.
+                        match resolve(&driver, name, &rel).await {
+                            Ok(p) => info.mountpoint = p.display().to_string(),
+                            Err(e) => {
+                                info.status.insert("error".into(), e.to_string());
+                            }
+                        }
+                    }
                 }
                 Err(e) => {
                     info.status.insert("error".into(), e.to_string());

@@ -1,0 +1,443 @@
+//! Volumes and plugins end to end: the built-in `local` driver, named and anonymous volumes
+//! in containers, plugin management, hostile plugins failing cleanly, and plugins as OCI
+//! artifacts.
+
+use std::time::{Duration, Instant};
+
+use berth_tests::{Daemon, import_busybox, import_busybox_with, plugin_component, require_root};
+
+fn out(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn err(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn ok(d: &Daemon, args: &[&str]) -> String {
+    let o = d.cli(args);
+    assert!(o.status.success(), "berth {args:?} failed: {}", err(&o));
+    out(&o)
+}
+
+fn fails(d: &Daemon, args: &[&str]) -> String {
+    let o = d.cli(args);
+    assert!(
+        !o.status.success(),
+        "berth {args:?} should fail: {}",
+        out(&o)
+    );
+    err(&o)
+}
+
+fn json(d: &Daemon, args: &[&str]) -> serde_json::Value {
+    serde_json::from_str(&ok(d, args)).expect("json")
+}
+
+fn volume_names(d: &Daemon) -> Vec<String> {
+    let mut v: Vec<String> = ok(d, &["volume", "ls", "-q"])
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    v.sort();
+    v
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+fn mounts_under(path: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(path.to_str().unwrap()))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn named_anonymous_and_image_volumes() {
+    require_root!();
+    let mut d = Daemon::start();
+    import_busybox(&d, "busybox");
+    import_busybox_with(&d, "withvol", &["VOLUME /vol"]);
+
+    let plugins = json(&d, &["plugin", "ls", "--format", "json"]);
+    assert_eq!(plugins[0]["name"], "local", "{plugins}");
+    assert_eq!(plugins[0]["state"], "running");
+    assert_eq!(plugins[0]["source"], "builtin");
+
+    // A named volume: data written by one container is read by the next.
+    assert_eq!(ok(&d, &["volume", "create", "data"]), "data\n");
+    assert_eq!(
+        ok(&d, &["volume", "create", "data"]),
+        "data\n",
+        "idempotent"
+    );
+    let o = d.cli(&[
+        "run",
+        "--rm",
+        "-v",
+        "data:/data",
+        "busybox",
+        "sh",
+        "-c",
+        "echo kept > /data/f",
+    ]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(
+        ok(
+            &d,
+            &["run", "--rm", "-v", "data:/d:ro", "busybox", "cat", "/d/f"]
+        ),
+        "kept\n"
+    );
+    let o = d.cli(&[
+        "run",
+        "--rm",
+        "-v",
+        "data:/d:ro",
+        "busybox",
+        "touch",
+        "/d/x",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err(&o).contains("Read-only"), "{}", err(&o));
+    let info = json(&d, &["volume", "inspect", "data"]);
+    let mountpoint = info[0]["mountpoint"].as_str().unwrap().to_owned();
+    assert!(
+        mountpoint.starts_with(d.data_root.canonicalize().unwrap().to_str().unwrap()),
+        "{mountpoint}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(format!("{mountpoint}/f")).unwrap(),
+        "kept\n"
+    );
+    assert_eq!(info[0]["driver"], "local");
+    assert_eq!(info[0]["anonymous"], false);
+
+    // Named on first use, with --mount; in use: refused removal.
+    ok(
+        &d,
+        &[
+            "create",
+            "--name",
+            "holder",
+            "--mount",
+            "type=volume,source=auto,target=/m",
+            "busybox",
+            "true",
+        ],
+    );
+    assert!(volume_names(&d).contains(&"auto".to_owned()));
+    let e = fails(&d, &["volume", "rm", "auto"]);
+    assert!(e.contains("in use"), "{e}");
+    let mounts = json(&d, &["container", "inspect", "holder"])[0]["mounts"].clone();
+    assert_eq!(mounts[0]["type"], "volume", "{mounts}");
+    assert_eq!(mounts[0]["name"], "auto");
+    assert_eq!(mounts[0]["destination"], "/m");
+    ok(&d, &["rm", "holder"]);
+    ok(&d, &["volume", "rm", "auto"]);
+
+    // An image VOLUME gets an anonymous volume; rm keeps it, prune removes it.
+    let before = volume_names(&d);
+    ok(
+        &d,
+        &[
+            "run",
+            "--name",
+            "a",
+            "withvol",
+            "sh",
+            "-c",
+            "echo x > /vol/x",
+        ],
+    );
+    let after = volume_names(&d);
+    assert_eq!(after.len(), before.len() + 1, "{after:?}");
+    let anon: Vec<_> = after.iter().filter(|v| !before.contains(v)).collect();
+    assert_eq!(anon[0].len(), 64);
+    let v = json(&d, &["volume", "inspect", anon[0]]);
+    assert_eq!(v[0]["anonymous"], true);
+    ok(&d, &["rm", "a"]);
+    assert!(volume_names(&d).contains(anon[0]), "rm without -v keeps it");
+    let pruned = ok(&d, &["volume", "prune", "-f"]);
+    assert!(pruned.contains(anon[0].as_str()), "{pruned}");
+    assert!(!volume_names(&d).contains(anon[0]));
+    assert!(
+        volume_names(&d).contains(&"data".to_owned()),
+        "prune keeps named ones"
+    );
+
+    // rm -v and --rm remove anonymous volumes (image VOLUMEs and -v /path); a -v NAME over
+    // the image's VOLUME path replaces its anonymous volume.
+    ok(
+        &d,
+        &["run", "--name", "b", "-v", "/extra", "withvol", "true"],
+    );
+    assert_eq!(volume_names(&d).len(), before.len() + 2);
+    ok(&d, &["rm", "-v", "b"]);
+    assert_eq!(volume_names(&d), before);
+    ok(&d, &["run", "--rm", "withvol", "true"]);
+    wait_until("--rm to remove the anonymous volume", || {
+        volume_names(&d) == before
+    });
+    ok(
+        &d,
+        &["run", "--rm", "-v", "data:/vol", "withvol", "cat", "/vol/f"],
+    );
+    assert_eq!(volume_names(&d), before);
+
+    // Bad input: clear errors, nothing left behind.
+    let o = d.cli(&["run", "--rm", "-v", "bad name:/x", "busybox", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(err(&o).contains("invalid volume name"), "{}", err(&o));
+    let o = d.cli(&[
+        "run",
+        "--rm",
+        "--mount",
+        "type=volume,source=x,target=/x,volume-driver=nope",
+        "busybox",
+        "true",
+    ]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(err(&o).contains("nope"), "{}", err(&o));
+    let e = fails(&d, &["volume", "create", "-o", "size=1g", "opt"]);
+    assert!(e.contains("option"), "{e}");
+    let e = fails(&d, &["volume", "inspect", "nosuch"]);
+    assert!(e.contains("no such volume"), "{e}");
+    let e = fails(&d, &["volume", "create", "--driver", "nope", "v"]);
+    assert!(e.contains("nope"), "{e}");
+    assert_eq!(volume_names(&d), before);
+    ok(&d, &["volume", "rm", "-f", "nosuch"]);
+
+    // Data survives berthd restarting.
+    assert!(d.stop().success());
+    d.restart();
+    assert_eq!(
+        ok(
+            &d,
+            &[
+                "run",
+                "--rm",
+                "-v",
+                "data:/data",
+                "busybox",
+                "cat",
+                "/data/f"
+            ]
+        ),
+        "kept\n"
+    );
+    wait_until("containers to go", || ok(&d, &["ps", "-aq"]).is_empty());
+    let pruned = ok(&d, &["volume", "prune", "-a"]);
+    assert!(pruned.contains("data"), "{pruned}");
+    assert!(volume_names(&d).is_empty());
+    assert!(!std::path::Path::new(&mountpoint).exists());
+    assert!(mounts_under(&d.data_root).is_empty());
+}
+
+#[test]
+fn plugin_management() {
+    let (Some(spin), Some(wrongwit)) = (
+        plugin_component("fixtures/spin.wasm"),
+        plugin_component("fixtures/wrongwit.wasm"),
+    ) else {
+        return;
+    };
+    let d = Daemon::start();
+    let spin = spin.to_str().unwrap();
+    let installed = ok(&d, &["plugin", "install", "--name", "spinner", spin]);
+    assert!(installed.contains("spinner"), "{installed}");
+    let e = fails(&d, &["plugin", "install", "--name", "spinner", spin]);
+    assert!(e.contains("already installed"), "{e}");
+    let p = json(&d, &["plugin", "inspect", "spinner"]);
+    assert_eq!(p[0]["kind"], "volume");
+    assert_eq!(p[0]["wit_version"], "1.0.0");
+    assert_eq!(p[0]["state"], "running");
+    assert!(p[0]["digest"].as_str().unwrap().starts_with("sha256:"));
+    ok(&d, &["volume", "create", "--driver", "spinner", "v1"]);
+    let ls = ok(&d, &["volume", "ls", "--filter", "driver=spinner"]);
+    assert!(ls.contains("spinner") && ls.contains("v1"), "{ls}");
+
+    // Configuration: a key the plugin refuses is not kept; an accepted one is.
+    let e = fails(&d, &["plugin", "set", "spinner", "nonsense=1"]);
+    assert!(e.contains("nonsense"), "{e}");
+    assert_eq!(
+        json(&d, &["plugin", "inspect", "spinner"])[0]["config"],
+        serde_json::json!({})
+    );
+
+    // In use: no remove; disable stops it, enable brings it back.
+    let e = fails(&d, &["plugin", "rm", "spinner"]);
+    assert!(e.contains("in use"), "{e}");
+    ok(&d, &["plugin", "disable", "spinner"]);
+    assert_eq!(
+        json(&d, &["plugin", "inspect", "spinner"])[0]["state"],
+        "disabled"
+    );
+    let e = fails(&d, &["volume", "create", "--driver", "spinner", "v2"]);
+    assert!(e.contains("disabled"), "{e}");
+    ok(&d, &["plugin", "enable", "spinner"]);
+    ok(&d, &["volume", "rm", "v1"]);
+    ok(&d, &["plugin", "rm", "spinner"]);
+    assert!(!ok(&d, &["plugin", "ls"]).contains("spinner"));
+    assert!(!d.data_root.join("plugins/spinner").exists());
+
+    // Refused at install: wrong WIT version (naming both), not a component, bad names, and
+    // the built-in driver cannot be removed.
+    let e = fails(
+        &d,
+        &[
+            "plugin",
+            "install",
+            "--name",
+            "old",
+            wrongwit.to_str().unwrap(),
+        ],
+    );
+    assert!(e.contains("@1.0.0") && e.contains("2.0.0"), "{e}");
+    let junk = d.dir.path().join("junk.wasm");
+    std::fs::write(&junk, b"\0asm not really").unwrap();
+    let e = fails(&d, &["plugin", "install", junk.to_str().unwrap()]);
+    assert!(e.contains("cannot load"), "{e}");
+    let e = fails(&d, &["plugin", "install", "--name", "Bad/Name", spin]);
+    assert!(e.contains("invalid plugin name"), "{e}");
+    let e = fails(&d, &["plugin", "rm", "local"]);
+    assert!(e.contains("built into berthd"), "{e}");
+    let e = fails(&d, &["plugin", "inspect", "nosuch"]);
+    assert!(e.contains("no such plugin"), "{e}");
+    assert_eq!(ok(&d, &["plugin", "ls", "-q"]), "local\n");
+}
+
+#[test]
+fn hostile_plugins_fail_cleanly() {
+    require_root!();
+    let names = ["spin", "slowhost", "membomb", "trap", "escape", "flood"];
+    let mut files = Vec::new();
+    for n in names {
+        let Some(f) = plugin_component(&format!("fixtures/{n}.wasm")) else {
+            return;
+        };
+        files.push(f);
+    }
+    let d = Daemon::start();
+    import_busybox(&d, "busybox");
+    for (name, file) in names.iter().zip(&files) {
+        ok(
+            &d,
+            &["plugin", "install", "--name", name, file.to_str().unwrap()],
+        );
+    }
+    // (driver, volume name, what the error says)
+    let cases = [
+        ("spin", "spin", "deadline"),
+        ("slowhost", "sleep", "deadline"),
+        ("membomb", "membomb", "memory"),
+        ("trap", "panic", "crashed"),
+        ("trap", "stack-overflow", "stack overflow"),
+        ("flood", "flood", "limit"),
+    ];
+    for (driver, volume, says) in cases {
+        let started = Instant::now();
+        let e = fails(&d, &["volume", "create", "--driver", driver, volume]);
+        let took = started.elapsed();
+        assert!(e.contains(says), "{driver}/{volume}: {e}");
+        assert!(
+            took < Duration::from_secs(9),
+            "{driver}/{volume} took {took:?}"
+        );
+        // The container that needed it fails cleanly.
+        let mount = format!("type=volume,source={volume},target=/v,volume-driver={driver}");
+        let o = d.cli(&["run", "--rm", "--mount", &mount, "busybox", "true"]);
+        assert_eq!(o.status.code(), Some(125), "{driver}/{volume}: {}", err(&o));
+        // berthd serves, and the plugin works again for honest requests.
+        ok(&d, &["system", "ping"]);
+        let fine = format!("fine-{driver}");
+        ok(&d, &["volume", "create", "--driver", driver, &fine]);
+        ok(&d, &["volume", "rm", &fine]);
+        let p = json(&d, &["plugin", "inspect", driver]);
+        assert!(p[0]["failures"].as_u64().unwrap() >= 1, "{p}");
+        assert!(p[0]["last_error"].is_string(), "{p}");
+    }
+    // Paths escaping the driver's directory: the mount is refused, nothing is mounted.
+    for volume in ["dotdot", "absolute", "symlink", "not-dir", "empty", "nul"] {
+        let mount = format!("type=volume,source={volume},target=/v,volume-driver=escape");
+        let o = d.cli(&["run", "--rm", "--mount", &mount, "busybox", "true"]);
+        assert_eq!(o.status.code(), Some(125), "{volume}: {}", err(&o));
+        assert!(
+            err(&o).contains("refused the path"),
+            "{volume}: {}",
+            err(&o)
+        );
+        let v = json(&d, &["volume", "inspect", volume]);
+        assert_eq!(v[0]["used_by"], serde_json::json!([]), "{volume}: {v}");
+    }
+    assert!(ok(&d, &["ps", "-aq"]).is_empty());
+    assert!(mounts_under(&d.data_root).is_empty());
+    assert!(std::path::Path::new("/etc/passwd").exists());
+    let log = d.log_text();
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+#[test]
+fn plugins_as_oci_artifacts() {
+    if !berth_tests::registry::tools_present() {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("docker-registry is needed in CI");
+        }
+        eprintln!("skipped: docker-registry is not installed");
+        return;
+    }
+    let Some(local) = plugin_component("local.wasm") else {
+        return;
+    };
+    let registry = berth_tests::registry::Registry::start();
+    let d = Daemon::start();
+    let reference = registry.reference("plugins/local:1.0");
+    let pushed = ok(&d, &["plugin", "push", "local", &reference]);
+    assert!(pushed.contains("@sha256:"), "{pushed}");
+    ok(&d, &["plugin", "install", "--name", "local2", &reference]);
+    let a = json(&d, &["plugin", "inspect", "local", "local2"]);
+    assert_eq!(a[0]["digest"], a[1]["digest"], "{a}");
+    assert_eq!(a[1]["source"], reference.as_str());
+    let digest = a[0]["digest"].as_str().unwrap();
+    let expected = format!("sha256:{}", sha256_hex(&std::fs::read(local).unwrap()));
+    assert_eq!(digest, expected);
+    ok(&d, &["volume", "create", "--driver", "local2", "w"]);
+    ok(&d, &["volume", "rm", "w"]);
+    // An image is not a Wasm artifact; a missing tag is not found.
+    registry.seed_busybox();
+    let e = fails(
+        &d,
+        &[
+            "plugin",
+            "install",
+            "--name",
+            "img",
+            &registry.reference("busybox:latest"),
+        ],
+    );
+    assert!(e.contains("not a Wasm component artifact"), "{e}");
+    let e = fails(
+        &d,
+        &[
+            "plugin",
+            "install",
+            "--name",
+            "gone",
+            &registry.reference("plugins/none:1"),
+        ],
+    );
+    assert!(!e.is_empty());
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(data))
+}

@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 PREFIX=${PREFIX:-/usr/local}
 [ "$(id -u)" -eq 0 ] || { echo "install.sh: run as root" >&2; exit 1; }
 
+rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
+# berthd embeds the default `local` volume driver, a WebAssembly component built first.
+plugins/build.sh --locked >/dev/null
 cargo build --release --locked --bins -p berth-core -p berth-cli
 target=${CARGO_TARGET_DIR:-target}/release
 install -D -m 0755 "$target/berthd" "$PREFIX/bin/berthd"

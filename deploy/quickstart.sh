@@ -13,6 +13,8 @@ apt-get update -qq
 apt-get install -y -qq --no-install-recommends gcc libc6-dev pkg-config ca-certificates busybox-static >/dev/null
 rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
 
+echo "==> building the local volume driver (a WebAssembly component berthd embeds)"
+plugins/build.sh --locked >/dev/null
 echo "==> building berthd and berth (release)"
 cargo build --release --locked --bins -p berth-core -p berth-cli
 target=${CARGO_TARGET_DIR:-target}/release

@@ -5,10 +5,10 @@
 # container cgroups and shims before and after the suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --workspace --bins --locked
-# The guest side: the plugin SDK and reference plugins, as wasm32-wasip2 components, and
-# their unit tests on the host.
+# The guest side first: the plugin SDK and reference plugins, as wasm32-wasip2 components
+# (berthd embeds plugins/dist/local.wasm), and their unit tests on the host.
 plugins/build.sh --locked
+cargo build --workspace --bins --locked
 (cd plugins && cargo test --workspace --all-features --locked)
 before=""
 if [ "$(id -u)" = 0 ]; then

@@ -216,6 +216,47 @@ fn named_anonymous_and_image_volumes() {
     assert_eq!(volume_names(&d), before);
     ok(&d, &["volume", "rm", "-f", "nosuch"]);
 
+    // An empty volume is filled with what the image has at its mount point (files, modes,
+    // symlinks), once: a volume with content is left alone.
+    ok(
+        &d,
+        &[
+            "run",
+            "--rm",
+            "-v",
+            "tools:/bin",
+            "busybox",
+            "sh",
+            "-c",
+            "echo x > /bin/marker",
+        ],
+    );
+    let tools = json(&d, &["volume", "inspect", "tools"])[0]["mountpoint"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let tools = std::path::Path::new(&tools);
+    assert!(tools.join("busybox").is_file());
+    assert_eq!(
+        std::fs::read_link(tools.join("sh")).unwrap(),
+        std::path::Path::new("busybox")
+    );
+    ok(
+        &d,
+        &[
+            "run",
+            "--rm",
+            "-v",
+            "tools:/bin",
+            "busybox",
+            "cat",
+            "/bin/marker",
+        ],
+    );
+    assert!(tools.join("marker").is_file());
+    wait_until("containers to go", || ok(&d, &["ps", "-aq"]).is_empty());
+    ok(&d, &["volume", "rm", "tools"]);
+
     // Data survives berthd restarting.
     assert!(d.stop().success());
     d.restart();

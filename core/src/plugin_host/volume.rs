@@ -175,9 +175,20 @@ macro_rules! call {
             unreachable!("just filled");
         };
         sandbox::arm_deadline(&mut $instance.store, $self.limits.call_timeout);
+        // One span per plugin call (exported to OpenTelemetry with the rest of berthd's).
+        let span = tracing::info_span!(
+            "plugin.call",
+            plugin = &*$self.name,
+            function = $function,
+            elapsed_us = tracing::field::Empty,
+            ok = tracing::field::Empty,
+        );
         let started = Instant::now();
-        let outcome =
-            tokio::time::timeout($self.limits.call_timeout + GRACE, async { $call }).await;
+        let outcome = tracing::Instrument::instrument(
+            tokio::time::timeout($self.limits.call_timeout + GRACE, async { $call }),
+            span.clone(),
+        )
+        .await;
         let elapsed = started.elapsed();
         let result = match outcome {
             Ok(Ok(Ok(value))) => Ok(value),
@@ -199,13 +210,9 @@ macro_rules! call {
             // The store is poisoned after any error from inside the plugin.
             *slot = None;
         }
-        tracing::debug!(
-            plugin = &*$self.name,
-            function = $function,
-            ?elapsed,
-            ok = result.is_ok(),
-            "plugin call"
-        );
+        span.record("elapsed_us", elapsed.as_micros() as u64);
+        span.record("ok", result.is_ok());
+        span.in_scope(|| tracing::debug!(?elapsed, ok = result.is_ok(), "plugin call"));
         result
     }};
 }

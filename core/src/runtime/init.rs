@@ -683,6 +683,14 @@ fn mount_in_root(root: &OwnedFd, m: &oci_spec::runtime::Mount) -> Result<(), Ini
             ),
             _ => None,
         };
+        if let Some(volume) = &pinned {
+            super::copyup::fill_empty_volume(target.as_fd(), volume.as_fd()).map_err(|e| {
+                fail(
+                    125,
+                    format!("fill the volume at {dest} from the image: {e}"),
+                )
+            })?;
+        }
         let source = match &pinned {
             Some(fd) => Some(fd_path(fd).display().to_string()),
             None => source,

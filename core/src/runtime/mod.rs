@@ -7,6 +7,7 @@
 
 pub mod archive;
 pub mod cgroup;
+mod copyup;
 pub mod exec;
 pub mod init;
 pub mod logfile;

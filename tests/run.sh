@@ -10,6 +10,9 @@ cd "$(dirname "$0")/.."
 plugins/build.sh --locked
 cargo build --workspace --bins --locked
 (cd plugins && cargo test --workspace --all-features --locked)
+# The same driver in Python (componentize-py, from PyPI), and its tests under wasmtime-py.
+sdk/examples/python-volume/build.sh
+sdk/examples/python-volume/test.sh
 before=""
 if [ "$(id -u)" = 0 ]; then
     before=$(mktemp)

@@ -357,6 +357,67 @@ fn plugin_management() {
 }
 
 #[test]
+fn a_driver_written_in_python() {
+    require_root!();
+    let Some(python) = plugin_component("examples/python-volume.wasm") else {
+        return;
+    };
+    let d = Daemon::start();
+    import_busybox(&d, "busybox");
+    ok(
+        &d,
+        &[
+            "plugin",
+            "install",
+            "--name",
+            "py",
+            python.to_str().unwrap(),
+        ],
+    );
+    let p = json(&d, &["plugin", "inspect", "py"]);
+    assert_eq!(p[0]["kind"], "volume", "{p}");
+    ok(&d, &["volume", "create", "--driver", "py", "pv"]);
+    let o = d.cli(&[
+        "run",
+        "--rm",
+        "-v",
+        "pv:/d",
+        "--volume-driver",
+        "py",
+        "busybox",
+        "sh",
+        "-c",
+        "echo from-python > /d/f",
+    ]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(
+        ok(
+            &d,
+            &["run", "--rm", "-v", "pv:/d:ro", "busybox", "cat", "/d/f"]
+        ),
+        "from-python\n"
+    );
+    let v = json(&d, &["volume", "inspect", "pv"]);
+    assert_eq!(v[0]["driver"], "py");
+    assert!(
+        v[0]["mountpoint"]
+            .as_str()
+            .unwrap()
+            .contains("/plugins/py/state/"),
+        "{v}"
+    );
+    let e = fails(
+        &d,
+        &["volume", "create", "--driver", "py", "-o", "bogus=1", "bad"],
+    );
+    assert!(e.contains("bogus"), "{e}");
+    wait_until("containers to go", || ok(&d, &["ps", "-aq"]).is_empty());
+    ok(&d, &["volume", "rm", "pv"]);
+    ok(&d, &["plugin", "rm", "py"]);
+    assert!(mounts_under(&d.data_root).is_empty());
+}
+
+#[test]
 fn hostile_plugins_fail_cleanly() {
     require_root!();
     let names = ["spin", "slowhost", "membomb", "trap", "escape", "flood"];

@@ -79,6 +79,8 @@ fn pids_named(comm: &str) -> Vec<u32> {
 struct EngineRun {
     engine: &'static str,
     run_rm_true: Latency,
+    /// The same with `-v benchvol:/data` (a named volume of the default driver).
+    run_rm_volume: Latency,
     supervisor: Option<String>,
     supervisor_pss_kb_each: Option<f64>,
 }
@@ -139,52 +141,57 @@ pub fn run_scenario(
         ])?;
     }
     let image = "bench/busybox:latest";
-    let mut samples: Vec<(&'static str, Vec<Duration>)> = vec![("berth", Vec::new())];
+    // (engine, plain runs, runs with a named volume)
+    type Samples = (&'static str, Vec<Duration>, Vec<Duration>);
+    let mut samples: Vec<Samples> = vec![("berth", Vec::new(), Vec::new())];
     if dockerd.is_some() {
-        samples.push(("docker", Vec::new()));
+        samples.push(("docker", Vec::new(), Vec::new()));
     }
     if podman.is_some() {
-        samples.push(("podman", Vec::new()));
+        samples.push(("podman", Vec::new(), Vec::new()));
     }
-    // One warm-up per engine.
-    let time_one = |engine: &str| -> anyhow::Result<Duration> {
+    // The volume exists beforehand in every engine: what is timed is mounting it.
+    berth(&["volume", "create", "benchvol"])?;
+    if let Some(d) = &dockerd {
+        d.docker(&["volume", "create", "benchvol"])?;
+    }
+    if let Some(p) = &podman {
+        p.podman(&["volume", "create", "benchvol"])?;
+    }
+    let time_one = |engine: &str, volume: bool| -> anyhow::Result<Duration> {
+        let mut args = vec!["run", "--rm"];
+        if engine != "berth" {
+            args.extend(["--network", "none"]);
+        }
+        if volume {
+            args.extend(["-v", "benchvol:/data"]);
+        }
+        args.extend([image, "/bin/true"]);
         let t = Instant::now();
         match engine {
-            "berth" => berth(&["run", "--rm", image, "/bin/true"]).map(drop),
-            "docker" => dockerd.as_ref().context("dockerd")?.docker(&[
-                "run",
-                "--rm",
-                "--network",
-                "none",
-                image,
-                "/bin/true",
-            ]),
-            _ => podman.as_ref().context("podman")?.podman(&[
-                "run",
-                "--rm",
-                "--network",
-                "none",
-                image,
-                "/bin/true",
-            ]),
+            "berth" => berth(&args).map(drop),
+            "docker" => dockerd.as_ref().context("dockerd")?.docker(&args),
+            _ => podman.as_ref().context("podman")?.podman(&args),
         }?;
         Ok(t.elapsed())
     };
-    for (engine, _) in &samples {
-        time_one(engine)?;
+    for (engine, _, _) in &samples {
+        time_one(engine, false)?;
+        time_one(engine, true)?;
     }
     for round in 0..rounds {
         if round % 10 == 0 {
             eprintln!("round {}/{rounds}", round + 1);
         }
-        for (engine, s) in samples.iter_mut() {
-            s.push(time_one(engine)?);
+        for (engine, plain, with_volume) in samples.iter_mut() {
+            plain.push(time_one(engine, false)?);
+            with_volume.push(time_one(engine, true)?);
         }
     }
 
     // Supervisor memory with `idle` sleeping containers per engine.
     let mut memory: Vec<(&'static str, String, f64)> = Vec::new();
-    for (engine, _) in &samples {
+    for (engine, _, _) in &samples {
         let (supervisor, start): (&str, Box<dyn Fn() -> anyhow::Result<()>>) = match *engine {
             "berth" => (
                 "berth-shim",
@@ -250,11 +257,12 @@ pub fn run_scenario(
 
     let engines: Vec<EngineRun> = samples
         .into_iter()
-        .map(|(engine, s)| {
+        .map(|(engine, plain, with_volume)| {
             let mem = memory.iter().find(|m| m.0 == engine);
             EngineRun {
                 engine,
-                run_rm_true: Latency::of(s),
+                run_rm_true: Latency::of(plain),
+                run_rm_volume: Latency::of(with_volume),
                 supervisor: mem.map(|m| m.1.clone()),
                 supervisor_pss_kb_each: mem.map(|m| m.2),
             }
@@ -296,10 +304,10 @@ pub fn run_scenario(
 fn render(r: &RunReport) -> String {
     let mut s = String::from("# Run benchmark\n\n");
     s.push_str(&format!(
-        "Machine: {} CPUs ({}), {} MiB RAM, kernel {}.\n\nCommand: `{}` (release build). The same busybox-static image is imported into every engine; each round runs `run --rm IMAGE /bin/true` once per engine (interleaved; docker and podman with `--network none`). Memory: PSS of the per-container supervisor process with {} idle containers per engine.\n\n",
+        "Machine: {} CPUs ({}), {} MiB RAM, kernel {}.\n\nCommand: `{}` (release build). The same busybox-static image is imported into every engine; each round runs `run --rm IMAGE /bin/true` once per engine (interleaved; docker and podman with `--network none`). Each round also runs `run --rm -v benchvol:/data IMAGE /bin/true` (a named volume of the default driver, created beforehand; for berth the Wasm `local` driver). Memory: PSS of the per-container supervisor process with {} idle containers per engine.\n\n",
         r.machine.cpus, r.machine.cpu_model, r.machine.mem_total_kb / 1024, r.machine.kernel, r.command, r.idle_containers
     ));
-    s.push_str("| engine | run --rm median | p90 | p99 | supervisor | PSS each |\n|---|---|---|---|---|---|\n");
+    s.push_str("| engine | run --rm median | p90 | p99 | with -v median | -v overhead | supervisor | PSS each |\n|---|---|---|---|---|---|---|---|\n");
     let best_peer = r
         .engines
         .iter()
@@ -308,11 +316,13 @@ fn render(r: &RunReport) -> String {
         .fold(f64::INFINITY, f64::min);
     for e in &r.engines {
         s.push_str(&format!(
-            "| {} | {:.1} ms | {:.1} ms | {:.1} ms | {} | {} |\n",
+            "| {} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:+.1} ms | {} | {} |\n",
             e.engine,
             e.run_rm_true.median_us / 1000.0,
             e.run_rm_true.p90_us / 1000.0,
             e.run_rm_true.p99_us / 1000.0,
+            e.run_rm_volume.median_us / 1000.0,
+            (e.run_rm_volume.median_us - e.run_rm_true.median_us) / 1000.0,
             e.supervisor.as_deref().unwrap_or("-"),
             e.supervisor_pss_kb_each
                 .map(|k| format!("{:.2} MB", k / 1024.0))

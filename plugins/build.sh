@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Builds every reference plugin in this guest workspace to a wasm32-wasip2 component and copies
-# it to plugins/dist/<name>.wasm, and every hostile test fixture to
-# plugins/dist/fixtures/<name>.wasm, printing sizes.
+# it to plugins/dist/<name>.wasm, every Rust SDK example to plugins/dist/examples/<name>.wasm, and
+# every hostile test fixture to plugins/dist/fixtures/<name>.wasm, printing sizes.
 #
 # A plugin is a crate at plugins/<kind>/<name>/ whose package is named berth-<kind>-<name>
-# (for example plugins/volume/local -> berth-volume-local -> dist/local.wasm). A fixture is a
+# (for example plugins/volume/local -> berth-volume-local -> dist/local.wasm). An example is a
+# crate at sdk/examples/<name>/ whose package is named berth-example-<name> (for example
+# sdk/examples/rust-volume -> berth-example-rust-volume -> dist/examples/rust-volume.wasm);
+# examples without a Cargo.toml (python-volume) have their own build scripts. A fixture is a
 # crate at plugins/fixtures/<name>/ whose package is named berth-fixture-<name> (for example
 # plugins/fixtures/spin -> berth-fixture-spin -> dist/fixtures/spin.wasm); fixtures/ is not a
 # plugin kind, and fixtures/support is the library the fixtures share, not a fixture. rustc's
@@ -55,6 +58,14 @@ if [[ ${#packages[@]} -eq 0 ]]; then
     exit 1
 fi
 
+for manifest in ../sdk/examples/*/Cargo.toml; do
+    # Without Rust examples the pattern stays unexpanded.
+    [[ -e "$manifest" ]] || continue
+    dir="${manifest%/Cargo.toml}"
+    name="${dir#../sdk/examples/}"
+    add_component "$manifest" "berth-example-$name" "dist/examples/$name.wasm"
+done
+
 for manifest in fixtures/*/Cargo.toml; do
     # Without fixtures the pattern stays unexpanded.
     [[ -e "$manifest" ]] || continue
@@ -73,15 +84,15 @@ if [[ -z "$target_dir" ]]; then
     exit 1
 fi
 
-# One invocation for all plugins and fixtures: the SDK's world features may be unified across
-# them, which it supports (see sdk/plugin/src/lib.rs).
+# One invocation for all plugins, examples and fixtures: the SDK's world features may be unified
+# across them, which it supports (see sdk/plugin/src/lib.rs).
 cargo_args=(build --release --target wasm32-wasip2)
 for package in "${packages[@]}"; do
     cargo_args+=(-p "$package")
 done
 cargo "${cargo_args[@]}" "$@"
 
-mkdir -p dist/fixtures
+mkdir -p dist/examples dist/fixtures
 for i in "${!packages[@]}"; do
     src="$target_dir/wasm32-wasip2/release/${artifacts[$i]}"
     dst="${dests[$i]}"
@@ -95,5 +106,5 @@ for i in "${!packages[@]}"; do
     cp "$src" "$dst.tmp"
     mv "$dst.tmp" "$dst"
     size="$(stat -c %s "$dst")"
-    printf '%-28s %8d bytes (%d KiB)  <- %s\n' "$dst" "$size" $(((size + 1023) / 1024)) "${packages[$i]}"
+    printf '%-32s %8d bytes (%d KiB)  <- %s\n' "$dst" "$size" $(((size + 1023) / 1024)) "${packages[$i]}"
 done

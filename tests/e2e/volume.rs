@@ -357,63 +357,205 @@ fn plugin_management() {
 }
 
 #[test]
-fn a_driver_written_in_python() {
+fn bind_type_local_volumes_only_under_allowed_roots() {
     require_root!();
-    let Some(python) = plugin_component("examples/python-volume.wasm") else {
-        return;
-    };
-    let d = Daemon::start();
+    let roots = tempfile::tempdir().unwrap();
+    let allowed = roots.path().join("allowed");
+    let site = allowed.join("site");
+    let outside = roots.path().join("outside");
+    std::fs::create_dir_all(&site).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(site.join("index.html"), "hello\n").unwrap();
+    std::os::unix::fs::symlink(&outside, allowed.join("sneaky")).unwrap();
+    let d = Daemon::start_with(&["--volume-bind-roots", allowed.to_str().unwrap()]);
     import_busybox(&d, "busybox");
+    let device = format!("device={}", site.display());
     ok(
         &d,
         &[
-            "plugin",
-            "install",
-            "--name",
-            "py",
-            python.to_str().unwrap(),
+            "volume",
+            "create",
+            "-o",
+            "type=none",
+            "-o",
+            "o=bind",
+            "-o",
+            &device,
+            "site",
         ],
     );
-    let p = json(&d, &["plugin", "inspect", "py"]);
-    assert_eq!(p[0]["kind"], "volume", "{p}");
-    ok(&d, &["volume", "create", "--driver", "py", "pv"]);
-    let o = d.cli(&[
-        "run",
-        "--rm",
-        "-v",
-        "pv:/d",
-        "--volume-driver",
-        "py",
-        "busybox",
-        "sh",
-        "-c",
-        "echo from-python > /d/f",
-    ]);
-    assert!(o.status.success(), "{}", err(&o));
+    let v = json(&d, &["volume", "inspect", "site"]);
+    assert_eq!(
+        v[0]["mountpoint"],
+        site.canonicalize().unwrap().to_str().unwrap()
+    );
     assert_eq!(
         ok(
             &d,
-            &["run", "--rm", "-v", "pv:/d:ro", "busybox", "cat", "/d/f"]
+            &[
+                "run",
+                "--rm",
+                "-v",
+                "site:/s",
+                "busybox",
+                "cat",
+                "/s/index.html"
+            ]
         ),
-        "from-python\n"
+        "hello\n"
     );
-    let v = json(&d, &["volume", "inspect", "pv"]);
-    assert_eq!(v[0]["driver"], "py");
-    assert!(
-        v[0]["mountpoint"]
-            .as_str()
-            .unwrap()
-            .contains("/plugins/py/state/"),
-        "{v}"
+    ok(
+        &d,
+        &[
+            "run",
+            "--rm",
+            "-v",
+            "site:/s",
+            "busybox",
+            "sh",
+            "-c",
+            "echo w > /s/new",
+        ],
     );
+    assert_eq!(std::fs::read_to_string(site.join("new")).unwrap(), "w\n");
+    // Outside the roots (directly or through a symlink), or not a bind: refused.
+    for (dev, says) in [
+        (format!("device={}", outside.display()), "volume-bind-roots"),
+        (
+            format!("device={}/sneaky", allowed.display()),
+            "volume-bind-roots",
+        ),
+        (format!("device={}", allowed.display()), "volume-bind-roots"),
+        ("device=relative/dir".to_owned(), "absolute"),
+    ] {
+        let e = fails(
+            &d,
+            &[
+                "volume",
+                "create",
+                "-o",
+                "type=none",
+                "-o",
+                "o=bind",
+                "-o",
+                &dev,
+                "x",
+            ],
+        );
+        assert!(e.contains(says), "{dev}: {e}");
+    }
     let e = fails(
         &d,
-        &["volume", "create", "--driver", "py", "-o", "bogus=1", "bad"],
+        &[
+            "volume",
+            "create",
+            "-o",
+            "type=nfs",
+            "-o",
+            "o=addr=1.2.3.4",
+            "-o",
+            "device=:/x",
+            "x",
+        ],
     );
-    assert!(e.contains("bogus"), "{e}");
+    assert!(e.contains("binds host directories only"), "{e}");
     wait_until("containers to go", || ok(&d, &["ps", "-aq"]).is_empty());
-    ok(&d, &["volume", "rm", "pv"]);
-    ok(&d, &["plugin", "rm", "py"]);
+    ok(&d, &["volume", "rm", "site"]);
+    assert!(
+        site.join("index.html").exists(),
+        "removing the volume keeps the host's data"
+    );
+    assert!(volume_names(&d).is_empty());
+    drop(d);
+    // Without roots configured, bind-type volumes are refused.
+    let d = Daemon::start();
+    let e = fails(
+        &d,
+        &[
+            "volume",
+            "create",
+            "-o",
+            "type=none",
+            "-o",
+            "o=bind",
+            "-o",
+            &device,
+            "y",
+        ],
+    );
+    assert!(e.contains("disabled"), "{e}");
+}
+
+#[test]
+fn the_sdk_example_drivers_run_in_berthd() {
+    require_root!();
+    // The Python driver (componentize-py) and the copyable Rust template.
+    let examples = [
+        ("py", "examples/python-volume.wasm"),
+        ("rsx", "examples/rust-volume.wasm"),
+    ];
+    let mut files = Vec::new();
+    for (name, path) in examples {
+        let Some(f) = plugin_component(path) else {
+            return;
+        };
+        files.push((name, f));
+    }
+    let d = Daemon::start();
+    import_busybox(&d, "busybox");
+    for (name, file) in &files {
+        ok(
+            &d,
+            &["plugin", "install", "--name", name, file.to_str().unwrap()],
+        );
+        let p = json(&d, &["plugin", "inspect", name]);
+        assert_eq!(p[0]["kind"], "volume", "{p}");
+        let volume = format!("{name}-vol");
+        ok(&d, &["volume", "create", "--driver", name, &volume]);
+        let o = d.cli(&[
+            "run",
+            "--rm",
+            "-v",
+            &format!("{volume}:/d"),
+            "busybox",
+            "sh",
+            "-c",
+            "echo from-the-driver > /d/f",
+        ]);
+        assert!(o.status.success(), "{name}: {}", err(&o));
+        assert_eq!(
+            ok(
+                &d,
+                &[
+                    "run",
+                    "--rm",
+                    "-v",
+                    &format!("{volume}:/d:ro"),
+                    "busybox",
+                    "cat",
+                    "/d/f"
+                ]
+            ),
+            "from-the-driver\n"
+        );
+        let v = json(&d, &["volume", "inspect", &volume]);
+        assert_eq!(v[0]["driver"], *name);
+        assert!(
+            v[0]["mountpoint"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("/plugins/{name}/state/")),
+            "{v}"
+        );
+        let e = fails(
+            &d,
+            &["volume", "create", "--driver", name, "-o", "bogus=1", "bad"],
+        );
+        assert!(e.contains("bogus"), "{name}: {e}");
+        wait_until("containers to go", || ok(&d, &["ps", "-aq"]).is_empty());
+        ok(&d, &["volume", "rm", &volume]);
+        ok(&d, &["plugin", "rm", name]);
+    }
     assert!(mounts_under(&d.data_root).is_empty());
 }
 

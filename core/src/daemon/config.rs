@@ -52,6 +52,9 @@ pub struct Config {
     pub max_concurrent_downloads: u32,
     /// Let image layers create device nodes (refused by default).
     pub allow_layer_device_nodes: bool,
+    /// Host directories under which `local` volumes may bind an existing directory
+    /// (`volume create -o type=none -o o=bind -o device=DIR`); empty: such volumes are refused.
+    pub volume_bind_roots: Vec<PathBuf>,
 }
 
 impl Default for Config {
@@ -70,6 +73,7 @@ impl Default for Config {
             insecure_registries: Vec::new(),
             max_concurrent_downloads: 4,
             allow_layer_device_nodes: false,
+            volume_bind_roots: Vec::new(),
         }
     }
 }
@@ -125,6 +129,10 @@ pub struct Args {
     /// Let image layers create device nodes.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub allow_layer_device_nodes: Option<bool>,
+    /// Host directory under which `local` volumes may bind a directory (repeatable;
+    /// replaces the file's list).
+    #[arg(long, value_name = "DIR")]
+    pub volume_bind_roots: Vec<PathBuf>,
 }
 
 impl Args {
@@ -160,6 +168,7 @@ impl Args {
             insecure_registries,
             max_concurrent_downloads,
             allow_layer_device_nodes,
+            volume_bind_roots,
         } = self.clone();
         macro_rules! over {
             ($($field:ident),*) => { $( if let Some(v) = $field { cfg.$field = v; } )* };
@@ -184,6 +193,9 @@ impl Args {
             if !flag.is_empty() {
                 *field = flag;
             }
+        }
+        if !volume_bind_roots.is_empty() {
+            cfg.volume_bind_roots = volume_bind_roots;
         }
     }
 }
@@ -236,6 +248,17 @@ impl Config {
         }
         if self.max_batch_len == 0 {
             return bad("max-batch-len", "must be at least 1".to_owned());
+        }
+        for root in &self.volume_bind_roots {
+            if !root.is_absolute() || root == Path::new("/") {
+                return bad(
+                    "volume-bind-roots",
+                    format!(
+                        "{} must be an absolute directory other than /",
+                        root.display()
+                    ),
+                );
+            }
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
             return bad("log-level", format!("{:?}: {e}", self.log_level));

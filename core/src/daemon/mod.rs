@@ -228,6 +228,7 @@ pub fn prepare(config: Config) -> Result<Prepared, Error> {
     let volumes = Arc::new(crate::volume::Volumes::new(
         Arc::clone(&store),
         Arc::clone(&plugins),
+        config.volume_bind_roots.clone(),
     ));
     // Containers survive berthd: find the ones still running, record the ones that ended.
     let running = containers.reconcile()?;

@@ -88,6 +88,9 @@ fn now() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
 }
 
+/// docker's `local` driver options for binding a host directory.
+const BIND_OPTIONS: [&str; 3] = ["type", "o", "device"];
+
 /// docker's volume name rule; names are one path component for every driver.
 pub fn valid_name(name: &str) -> bool {
     let b = name.as_bytes();
@@ -109,6 +112,9 @@ struct Record {
     anonymous: bool,
     /// Host path of its data when it was created (inspect asks the driver again).
     mountpoint: String,
+    /// A `local` bind-type volume's host directory (`-o type=none -o o=bind -o device=`).
+    #[serde(default)]
+    bind_device: Option<PathBuf>,
 }
 
 /// A volume a container asks for.
@@ -150,17 +156,20 @@ pub struct Attached {
 pub struct Volumes {
     store: Arc<Store>,
     plugins: Arc<Plugins>,
+    bind_roots: Vec<PathBuf>,
     /// Create, remove and attach run one at a time, so that a volume is never removed
     /// between a container's check and its mount.
     ops: tokio::sync::Mutex<()>,
 }
 
 impl Volumes {
-    /// Volumes in `store`, served by `plugins`.
-    pub fn new(store: Arc<Store>, plugins: Arc<Plugins>) -> Volumes {
+    /// Volumes in `store`, served by `plugins`; `local` volumes may bind host directories
+    /// under `bind_roots`.
+    pub fn new(store: Arc<Store>, plugins: Arc<Plugins>, bind_roots: Vec<PathBuf>) -> Volumes {
         Volumes {
             store,
             plugins,
+            bind_roots,
             ops: tokio::sync::Mutex::new(()),
         }
     }
@@ -321,9 +330,16 @@ impl Volumes {
             return Ok(existing);
         }
         let driver_name = driver.unwrap_or(DEFAULT_DRIVER).to_owned();
+        let bind_device = if driver_name == DEFAULT_DRIVER {
+            self.bind_device(&name, options).await?
+        } else {
+            None
+        };
         let driver = self.driver(&driver_name).await?;
+        // The bind options are the host's business: the driver keeps an empty volume.
         let options_list: Vec<(String, String)> = options
             .iter()
+            .filter(|(k, _)| bind_device.is_none() || !BIND_OPTIONS.contains(&k.as_str()))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let created = driver
@@ -333,9 +349,10 @@ impl Volumes {
                 volume: name.clone(),
                 source,
             })?;
-        let mountpoint = match created.mountpoint.as_deref() {
-            Some(rel) => resolve(&driver, &name, rel).await?.display().to_string(),
-            None => String::new(),
+        let mountpoint = match (&bind_device, created.mountpoint.as_deref()) {
+            (Some(device), _) => device.display().to_string(),
+            (None, Some(rel)) => resolve(&driver, &name, rel).await?.display().to_string(),
+            (None, None) => String::new(),
         };
         let record = Record {
             name: name.clone(),
@@ -345,6 +362,7 @@ impl Volumes {
             options: options.clone(),
             anonymous,
             mountpoint,
+            bind_device,
         };
         let doc = serde_json::to_string(&record).map_err(|e| Error::Task(e.to_string()))?;
         let (n, d) = (record.name.clone(), record.driver.clone());
@@ -366,6 +384,70 @@ impl Volumes {
         }
         info!(volume = %name, driver = %record.driver, "volume created");
         Ok(record)
+    }
+
+    /// For `local` volumes with docker's bind options (`type=none`, `o=bind`, `device=DIR`):
+    /// the directory to bind, which must exist under one of the configured roots.
+    async fn bind_device(
+        &self,
+        volume: &str,
+        options: &BTreeMap<String, String>,
+    ) -> Result<Option<PathBuf>> {
+        if !BIND_OPTIONS.iter().any(|k| options.contains_key(*k)) {
+            return Ok(None);
+        }
+        let (Some(device), Some("none"), Some("bind" | "rbind")) = (
+            options.get("device"),
+            options.get("type").map(String::as_str),
+            options.get("o").map(String::as_str),
+        ) else {
+            return Err(Error::Invalid(format!(
+                "volume {volume}: the local driver binds host directories only: use -o type=none -o o=bind -o device=/host/dir (type and o take no other values)"
+            )));
+        };
+        if self.bind_roots.is_empty() {
+            return Err(Error::State(format!(
+                "volume {volume}: bind-type volumes are disabled: list the host directories they may use in berthd's volume-bind-roots"
+            )));
+        }
+        if !device.starts_with('/') {
+            return Err(Error::Invalid(format!(
+                "volume {volume}: device {device:?} must be an absolute path"
+            )));
+        }
+        self.check_bind_device(volume, std::path::Path::new(device))
+            .await
+            .map(Some)
+    }
+
+    async fn check_bind_device(&self, volume: &str, device: &std::path::Path) -> Result<PathBuf> {
+        let device = device.to_owned();
+        let roots = self.bind_roots.clone();
+        let volume = volume.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let real = device.canonicalize().map_err(|e| {
+                Error::Invalid(format!("volume {volume}: device {}: {e}", device.display()))
+            })?;
+            if !real.is_dir() {
+                return Err(Error::Invalid(format!(
+                    "volume {volume}: device {} is not a directory",
+                    device.display()
+                )));
+            }
+            let allowed = roots.iter().any(|r| {
+                r.canonicalize()
+                    .is_ok_and(|root| real.starts_with(&root) && real != root)
+            });
+            if !allowed {
+                return Err(Error::State(format!(
+                    "volume {volume}: device {} is not below any of berthd's volume-bind-roots",
+                    real.display()
+                )));
+            }
+            Ok(real)
+        })
+        .await
+        .map_err(|e| Error::Task(e.to_string()))?
     }
 
     async fn scope(&self, driver: &str) -> String {
@@ -404,13 +486,16 @@ impl Volumes {
             .ok_or_else(|| Error::NotFound(name.to_owned()))?;
         let users = self.users(name).await?;
         let scope = self.scope(&record.driver).await;
+        let bind_device = record.bind_device.clone();
         let mut info = Self::info(record, users, &scope);
         match self.driver(&info.driver).await {
             Ok(driver) => match driver.get(name).await {
                 Ok(v) => {
                     info.status = v.status.into_iter().collect();
                     info.mountpoint = String::new();
-                    if let Some(rel) = v.mountpoint {
+                    if let Some(device) = &bind_device {
+                        info.mountpoint = device.display().to_string();
+                    } else if let Some(rel) = v.mountpoint {
                         // A driver answering nonsense still gets its volume described.
                         match resolve(&driver, name, &rel).await {
                             Ok(p) => info.mountpoint = p.display().to_string(),
@@ -465,7 +550,7 @@ impl Volumes {
             )));
         }
         let driver = self.driver(&record.driver).await?;
-        let bytes = if record.mountpoint.is_empty() {
+        let bytes = if record.mountpoint.is_empty() || record.bind_device.is_some() {
             0
         } else {
             let p = PathBuf::from(&record.mountpoint);
@@ -579,7 +664,12 @@ impl Volumes {
         };
         let source = async {
             let rel = driver.mount(&record.name, &mount_id).await.map_err(fail)?;
-            resolve(&driver, &record.name, &rel).await
+            let data = resolve(&driver, &record.name, &rel).await?;
+            match &record.bind_device {
+                // Checked again: the allowed roots may have changed since the volume was made.
+                Some(device) => self.check_bind_device(&record.name, device).await,
+                None => Ok(data),
+            }
         }
         .await;
         let attached = Attached {

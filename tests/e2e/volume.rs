@@ -166,6 +166,32 @@ fn named_anonymous_and_image_volumes() {
     assert_eq!(v[0]["anonymous"], true);
     ok(&d, &["rm", "a"]);
     assert!(volume_names(&d).contains(anon[0]), "rm without -v keeps it");
+    // Naming an anonymous volume explicitly makes it this container's named volume: --rm
+    // leaves it alone (as docker).
+    ok(
+        &d,
+        &[
+            "run",
+            "--rm",
+            "-v",
+            &format!("{}:/x", anon[0]),
+            "busybox",
+            "true",
+        ],
+    );
+    wait_until("containers to go", || ok(&d, &["ps", "-aq"]).is_empty());
+    assert!(
+        volume_names(&d).contains(anon[0]),
+        "--rm removed a named use"
+    );
+    // A create refused for its name makes no volume.
+    ok(&d, &["create", "--name", "taken", "busybox", "true"]);
+    let o = d.cli(&[
+        "create", "--name", "taken", "-v", "never:/n", "busybox", "true",
+    ]);
+    assert_eq!(o.status.code(), Some(125), "{}", err(&o));
+    assert!(!volume_names(&d).contains(&"never".to_owned()));
+    ok(&d, &["rm", "taken"]);
     let pruned = ok(&d, &["volume", "prune", "-f"]);
     assert!(pruned.contains(anon[0].as_str()), "{pruned}");
     assert!(!volume_names(&d).contains(anon[0]));

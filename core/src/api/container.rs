@@ -159,11 +159,18 @@ impl ContainerApi {
                 // `--rm` also removes the container's anonymous volumes, as in docker.
                 Ok(Ok(true)) => ctx.volumes.release_container(&monitored, true).await,
                 Ok(Ok(false)) => {}
-                Ok(Err(e)) => tracing::warn!("container monitor: {e}"),
+                Ok(Err(e)) => {
+                    tracing::warn!("container monitor: {e}");
+                    ctx.volumes.release_orphans(None).await;
+                }
                 Err(e) => tracing::warn!("container monitor task: {e}"),
             }
         });
     }
+}
+
+fn internal(message: String) -> ErrorObjectOwned {
+    berth_api::error::rpc_error(berth_api::ErrorKind::Internal, message)
 }
 
 /// Starts monitors for the containers found running at daemon start.
@@ -201,27 +208,30 @@ fn read_from(path: &PathBuf, offset: &mut u64) -> Vec<logfile::Record> {
 #[async_trait]
 impl ContainerServer for ContainerApi {
     async fn create(&self, request: CreateRequest) -> RpcResult<CreateResult> {
-        let req = request.clone();
-        let wanted = self.blocking(move |c| c.volume_requests(&req)).await?;
-        let attached = self
-            .ctx
-            .volumes
-            .attach(&wanted)
-            .await
-            .map_err(|e| e.to_rpc())?;
-        let volumes = attached.clone();
-        let record = match self.blocking(move |c| c.create(request, volumes)).await {
-            Ok(r) => r,
-            Err(e) => {
-                self.ctx.volumes.release(&attached).await;
-                return Err(e);
+        // Volumes are made and mounted, then the container is written: run to the end even
+        // if the caller goes away, so no volume is left mounted for nobody.
+        let ctx = Arc::clone(&self.ctx);
+        let record = tokio::spawn(async move {
+            let containers = Arc::clone(&ctx.containers);
+            let req = request.clone();
+            let wanted = tokio::task::spawn_blocking(move || containers.volume_requests(&req))
+                .await
+                .map_err(|e| internal(e.to_string()))?
+                .map_err(|e| e.to_rpc())?;
+            let attached = ctx.volumes.attach(&wanted).await.map_err(|e| e.to_rpc())?;
+            let volumes = attached.clone();
+            let containers = Arc::clone(&ctx.containers);
+            let created = tokio::task::spawn_blocking(move || containers.create(request, volumes))
+                .await
+                .map_err(|e| internal(e.to_string()))
+                .and_then(|r| r.map_err(|e| e.to_rpc()));
+            if created.is_err() {
+                ctx.volumes.release(&attached).await;
             }
-        };
-        self.ctx
-            .volumes
-            .claim(&attached, &record.id)
-            .await
-            .map_err(|e| e.to_rpc())?;
+            created
+        })
+        .await
+        .map_err(|e| internal(e.to_string()))??;
         Ok(CreateResult {
             id: record.id,
             name: record.name,
@@ -752,11 +762,10 @@ impl ContainerServer for ContainerApi {
     }
 
     async fn prune(&self) -> RpcResult<berth_api::container::ContainerPruneReport> {
-        let report = self.blocking(|c| c.prune()).await?;
-        for id in &report.containers_deleted {
-            self.ctx.volumes.release_container(id, false).await;
-        }
-        Ok(report)
+        let report = self.blocking(|c| c.prune()).await;
+        // Containers pruned before an error are gone too: release whatever lost its owner.
+        self.ctx.volumes.release_orphans(None).await;
+        report
     }
 
     async fn remove(
@@ -765,17 +774,32 @@ impl ContainerServer for ContainerApi {
         force: Option<bool>,
         volumes: Option<bool>,
     ) -> RpcResult<()> {
-        let removed = self
-            .blocking(move |c| {
-                let id = c.resolve(&id)?.id;
-                c.remove(&id, force.unwrap_or(false)).map(|()| id)
+        let ctx = Arc::clone(&self.ctx);
+        // Like create: the release of its volumes must happen even if the caller goes away.
+        tokio::spawn(async move {
+            let containers = Arc::clone(&ctx.containers);
+            let removed = tokio::task::spawn_blocking(move || {
+                let id = containers.resolve(&id)?.id;
+                containers.remove(&id, force.unwrap_or(false)).map(|()| id)
             })
-            .await?;
-        self.ctx
-            .volumes
-            .release_container(&removed, volumes.unwrap_or(false))
-            .await;
-        Ok(())
+            .await
+            .map_err(|e| internal(e.to_string()))?;
+            match removed {
+                Ok(id) => {
+                    ctx.volumes
+                        .release_container(&id, volumes.unwrap_or(false))
+                        .await;
+                    Ok(())
+                }
+                Err(e) => {
+                    // It may be gone all the same (its files could not be deleted).
+                    ctx.volumes.release_orphans(None).await;
+                    Err(e.to_rpc())
+                }
+            }
+        })
+        .await
+        .map_err(|e| internal(e.to_string()))?
     }
 
     async fn list(&self, request: Option<ListRequest>) -> RpcResult<Vec<ContainerSummary>> {

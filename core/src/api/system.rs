@@ -31,8 +31,9 @@ impl SystemApi {
 /// Data-root subdirectories holding each kind's bytes.
 const IMAGE_DIRS: &[&str] = &["content", "snapshots"];
 const CONTAINER_DIRS: &[&str] = &["containers"];
-const VOLUME_DIRS: &[&str] = &["volumes"];
-const PLUGIN_DIRS: &[&str] = &["plugins"];
+/// Volume data lives in the drivers' state directories, beside their (small) components.
+const VOLUME_DIRS: &[&str] = &["plugins"];
+const PLUGIN_DIRS: &[&str] = &["plugin-cache"];
 
 #[async_trait]
 impl SystemServer for SystemApi {

@@ -113,6 +113,8 @@ impl PluginServer for VolumeApi {
     }
 
     async fn disable(&self, name: String) -> RpcResult<()> {
+        // No volume operation may be using the driver while it changes or goes.
+        let _volumes = self.ctx.volumes.exclusive().await;
         self.ctx
             .plugins
             .disable(&name)
@@ -121,6 +123,8 @@ impl PluginServer for VolumeApi {
     }
 
     async fn set(&self, name: String, settings: Vec<String>) -> RpcResult<()> {
+        // No volume operation may be using the driver while it changes or goes.
+        let _volumes = self.ctx.volumes.exclusive().await;
         self.ctx
             .plugins
             .set(&name, &settings)
@@ -129,6 +133,8 @@ impl PluginServer for VolumeApi {
     }
 
     async fn remove(&self, name: String) -> RpcResult<()> {
+        // No volume operation may be using the driver while it changes or goes.
+        let _volumes = self.ctx.volumes.exclusive().await;
         self.ctx.plugins.remove(&name).await.map_err(|e| e.to_rpc())
     }
 

@@ -543,11 +543,15 @@ impl Containers {
         let doc = serde_json::to_string(record).map_err(|e| Error::Invalid(e.to_string()))?;
         let r = record.clone();
         self.store.with_conn(move |c| {
-            c.execute(
+            // One transaction: a container never exists without owning its volume mounts.
+            let tx = c.unchecked_transaction().map_err(q("create container"))?;
+            tx.execute(
                 "INSERT INTO containers (id, name, image_id, state, created_at, doc) VALUES (?1, ?2, ?3, 'created', strftime('%s','now'), ?4)",
                 rusqlite::params![r.id, r.name, r.image_id, doc],
             )
-            .map_err(q("create container"))
+            .map_err(q("create container"))?;
+            crate::volume::claim_mounts(&tx, &r.volumes, &r.id)?;
+            tx.commit().map_err(q("create container"))
         })?;
         Ok(())
     }
@@ -622,10 +626,19 @@ impl Containers {
 
     /// The volumes a container made from `request` needs: its volume mounts, and an
     /// anonymous volume for each `VOLUME` of the image that no mount covers (as docker).
+    /// Also checks what `create` would refuse before any volume is made for it.
     pub fn volume_requests(&self, request: &CreateRequest) -> Result<Vec<VolumeRequest>> {
         use berth_api::container::MountKind;
         let mut mounts = request.mounts.clone();
         validate_mounts(&mut mounts)?;
+        validate_limits(&mut request.resources.clone())?;
+        seccomp_enabled(request)?;
+        if let Some(n) = &request.name {
+            let n = n.trim_start_matches('/');
+            if self.resolve(n).is_ok() {
+                return Err(Error::NameInUse(n.to_owned()));
+            }
+        }
         let image = self.images.resolve(&request.image)?;
         let details = self.images.inspect(&image.id)?;
         let mut out: Vec<VolumeRequest> = mounts

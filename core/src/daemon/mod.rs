@@ -97,9 +97,6 @@ pub enum Error {
     /// The plugin subsystem could not start.
     #[error(transparent)]
     Plugin(Box<crate::plugin::Error>),
-    /// Volumes could not be reconciled.
-    #[error(transparent)]
-    Volume(Box<crate::volume::Error>),
     /// The API could not be assembled (a bug: duplicate method names).
     #[error("cannot assemble the API: {0}")]
     Api(String),
@@ -123,12 +120,6 @@ impl From<crate::plugin::Error> for Error {
     }
 }
 
-impl From<crate::volume::Error> for Error {
-    fn from(e: crate::volume::Error) -> Self {
-        Error::Volume(Box::new(e))
-    }
-}
-
 impl Error {
     /// How the API reports this error.
     pub fn kind(&self) -> ErrorKind {
@@ -144,7 +135,6 @@ impl Error {
             Error::Image(e) => e.kind(),
             Error::Container(e) => e.kind(),
             Error::Plugin(e) => e.kind(),
-            Error::Volume(e) => e.kind(),
             Error::Api(_) => ErrorKind::Internal,
         }
     }
@@ -357,7 +347,7 @@ impl Prepared {
         }
         // Drivers start before the API serves, so the first request finds them running.
         ctx.plugins.start().await?;
-        ctx.volumes.reconcile().await?;
+        ctx.volumes.reconcile().await;
         let module =
             api::rpc_module(Arc::clone(&ctx), running).map_err(|e| Error::Api(e.to_string()))?;
         let settings = api::ServeSettings {

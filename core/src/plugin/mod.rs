@@ -71,6 +71,14 @@ pub enum Error {
     /// A blocking task died.
     #[error("plugin task failed: {0}")]
     Task(String),
+    /// A stored plugin record cannot be read.
+    #[error("plugin {plugin}: its record in the state database is unreadable: {message}")]
+    Corrupt {
+        /// The plugin.
+        plugin: String,
+        /// The parser's message.
+        message: String,
+    },
 }
 
 impl From<crate::image::Error> for Error {
@@ -89,7 +97,7 @@ impl Error {
             Error::State(_) => ErrorKind::FailedPrecondition,
             Error::Host(e) => e.kind(),
             Error::Registry(e) => e.kind(),
-            Error::Io { .. } | Error::Task(_) => ErrorKind::Internal,
+            Error::Io { .. } | Error::Task(_) | Error::Corrupt { .. } => ErrorKind::Internal,
             Error::Store(e) => e.kind(),
         }
     }
@@ -199,7 +207,9 @@ impl Plugins {
     /// serves anyway.
     pub async fn start(&self) -> Result<()> {
         let _ops = self.ops.lock().await;
-        self.install_builtin().await?;
+        if let Err(e) = self.install_builtin().await {
+            warn!("cannot install the built-in `local` volume driver: {e}");
+        }
         for record in self.records().await? {
             if !record.enabled {
                 continue;
@@ -231,7 +241,7 @@ impl Plugins {
         let loaded = self.load(DEFAULT_VOLUME_DRIVER, bytes.to_vec()).await?;
         match existing {
             None => {
-                self.write_component(DEFAULT_VOLUME_DRIVER, bytes)?;
+                self.write_component(DEFAULT_VOLUME_DRIVER, bytes).await?;
                 let record = Record {
                     name: DEFAULT_VOLUME_DRIVER.into(),
                     kind: loaded.kind.name().into(),
@@ -251,7 +261,7 @@ impl Plugins {
                 if record.source == BUILTIN_SOURCE
                     && record.digest != format!("sha256:{}", loaded.digest) =>
             {
-                self.write_component(DEFAULT_VOLUME_DRIVER, bytes)?;
+                self.write_component(DEFAULT_VOLUME_DRIVER, bytes).await?;
                 record.digest = format!("sha256:{}", loaded.digest);
                 record.wit_version = loaded.version.clone();
                 record.size = bytes.len() as u64;
@@ -325,20 +335,34 @@ impl Plugins {
         };
     }
 
-    fn write_component(&self, name: &str, bytes: &[u8]) -> Result<()> {
-        let io = |what| {
-            let plugin = name.to_owned();
-            move |source| Error::Io {
-                plugin,
-                what,
-                source,
-            }
-        };
-        std::fs::create_dir_all(self.state_dir(name)).map_err(io("create its directories"))?;
-        crate::runtime::shim::write_atomic(&self.component_path(name), bytes)
-            .map_err(io("write its component"))
+    async fn write_component(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        let (state, path) = (self.state_dir(name), self.component_path(name));
+        let (plugin, bytes) = (name.to_owned(), bytes.to_vec());
+        tokio::task::spawn_blocking(move || write_component(&plugin, &state, &path, &bytes))
+            .await
+            .map_err(|e| Error::Task(e.to_string()))?
     }
 
+    async fn remove_dir(&self, name: &str) {
+        let dir = self.dir(name);
+        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+    }
+}
+
+fn write_component(name: &str, state: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
+    let io = |what| {
+        let plugin = name.to_owned();
+        move |source| Error::Io {
+            plugin,
+            what,
+            source,
+        }
+    };
+    std::fs::create_dir_all(state).map_err(io("create its directories"))?;
+    crate::runtime::shim::write_atomic(path, bytes).map_err(io("write its component"))
+}
+
+impl Plugins {
     async fn records(&self) -> Result<Vec<Record>> {
         Ok(self
             .store
@@ -360,6 +384,7 @@ impl Plugins {
     }
 
     async fn record(&self, name: &str) -> Result<Option<Record>> {
+        let plugin = name.to_owned();
         let name = name.to_owned();
         let doc = self
             .store
@@ -371,7 +396,14 @@ impl Plugins {
                 .map_err(q("read plugin"))
             })
             .await?;
-        Ok(doc.and_then(|d| serde_json::from_str(&d).ok()))
+        // Unreadable is not absent: an install over it would wipe the plugin's state.
+        doc.map(|d| {
+            serde_json::from_str(&d).map_err(|e| Error::Corrupt {
+                plugin,
+                message: e.to_string(),
+            })
+        })
+        .transpose()
     }
 
     async fn get(&self, name: &str) -> Result<Record> {
@@ -497,8 +529,8 @@ impl Plugins {
             )));
         }
         // A stale directory (an install interrupted before its record was written) goes.
-        let _ = std::fs::remove_dir_all(self.dir(&name));
-        self.write_component(&name, &bytes)?;
+        self.remove_dir(&name).await;
+        self.write_component(&name, &bytes).await?;
         let record = Record {
             name: name.clone(),
             kind: loaded.kind.name().into(),
@@ -514,14 +546,14 @@ impl Plugins {
             match self.run(&name, &loaded, &record.config).await {
                 Ok(live) => self.set_live(&name, Some(live)),
                 Err(e) => {
-                    let _ = std::fs::remove_dir_all(self.dir(&name));
+                    self.remove_dir(&name).await;
                     return Err(e);
                 }
             }
         }
         if let Err(e) = self.save(&record, true).await {
             self.set_live(&name, None);
-            let _ = std::fs::remove_dir_all(self.dir(&name));
+            self.remove_dir(&name).await;
             return Err(e);
         }
         info!(plugin = %name, kind = %record.kind, digest = %record.digest, "plugin installed");

@@ -12,6 +12,44 @@ use crate::image::pull::oci_auth;
 use crate::image::registry::{Endpoint, oci_reference, registry_error};
 use crate::image::{Images, Reference};
 
+/// Collects a blob, failing once it passes the size its descriptor declared: a registry
+/// cannot make berthd buffer more than it announced.
+struct Capped {
+    bytes: Vec<u8>,
+    limit: usize,
+}
+
+impl tokio::io::AsyncWrite for Capped {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        if self.bytes.len() + data.len() > self.limit {
+            return std::task::Poll::Ready(Err(std::io::Error::other(format!(
+                "the registry sent more than the {} bytes the manifest declares",
+                self.limit
+            ))));
+        }
+        self.bytes.extend_from_slice(data);
+        std::task::Poll::Ready(Ok(data.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
 fn endpoint_of(images: &Images, reference: &Reference) -> Endpoint {
     images
         .registries
@@ -62,12 +100,21 @@ pub(super) async fn pull(
                 layer.size
             )));
         }
-        let mut bytes = Vec::with_capacity(layer.size as usize);
+        let mut capped = Capped {
+            bytes: Vec::with_capacity(layer.size as usize),
+            limit: layer.size as usize,
+        };
         client
-            .pull_blob(&oref, *layer, &mut bytes)
+            .pull_blob(&oref, *layer, &mut capped)
             .await
             .map_err(|e| registry_error(&endpoint, e))?;
-        let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&bytes)));
+        let bytes = capped.bytes;
+        let (bytes, digest) = tokio::task::spawn_blocking(move || {
+            let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&bytes)));
+            (bytes, digest)
+        })
+        .await
+        .map_err(|e| Error::Task(e.to_string()))?;
         if digest != layer.digest || bytes.len() as i64 != layer.size {
             return Err(Error::Invalid(format!(
                 "{reference}: the component layer does not match its descriptor (digest {digest}, {} bytes; expected {}, {} bytes)",
@@ -101,7 +148,12 @@ pub(super) async fn push(
     let auth = oci_auth(auth);
     let client = images.registries.client(&endpoint, &auth);
     let oref = oci_reference(&parsed, &endpoint);
-    let layer_digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&component)));
+    let (component, layer_digest) = tokio::task::spawn_blocking(move || {
+        let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&component)));
+        (component, digest)
+    })
+    .await
+    .map_err(|e| Error::Task(e.to_string()))?;
     let config = serde_json::json!({
         "architecture": "wasm",
         "os": "wasip2",

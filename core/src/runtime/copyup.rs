@@ -1,7 +1,11 @@
-//! Filling an empty volume with what the image has at its mount point, as docker does on a
-//! volume's first use. Runs in the shim, before the volume is bound over that path. Every
-//! step is relative to open directory descriptors and never follows a symlink, since both
-//! sides hold content the container's image or a previous container controls.
+//! Filling an empty volume with what the image has at its mount point, as docker does. Runs
+//! in the shim, before the volume is bound over that path, whenever the volume is empty at a
+//! container's start (docker fills it once, when the container is created; the difference
+//! shows only for a volume emptied by hand). Every step is relative to open directory
+//! descriptors and never follows a symlink, since both sides hold content the container's
+//! image or a previous container controls. An exclusive `flock` on the volume directory
+//! makes containers starting together fill it once; entries that appear meanwhile (a
+//! running container writing) are left as they are.
 
 use std::ffi::CStr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -48,6 +52,11 @@ fn entries(dir: BorrowedFd<'_>) -> Result<Vec<(std::ffi::CString, Option<Type>)>
 pub fn fill_empty_volume(source: BorrowedFd<'_>, volume: BorrowedFd<'_>) -> Result<(), String> {
     let src = open_dir(source, c".").map_err(|e| format!("open the image's directory: {e}"))?;
     let dst = open_dir(volume, c".").map_err(|e| format!("open the volume: {e}"))?;
+    let dst = nix::fcntl::Flock::lock(
+        std::fs::File::from(dst),
+        nix::fcntl::FlockArg::LockExclusive,
+    )
+    .map_err(|(_, e)| format!("lock the volume: {e}"))?;
     let dst_entries = entries(dst.as_fd()).map_err(|e| format!("read the volume: {e}"))?;
     if !dst_entries.is_empty() {
         return Ok(());
@@ -73,8 +82,11 @@ fn copy_dir(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, depth: usize) -> Result<()
         let perm = Mode::from_bits_truncate(st.st_mode & 0o7777);
         match kind {
             SFlag::S_IFDIR => {
-                mkdirat(dst, name.as_c_str(), Mode::from_bits_truncate(0o700))
-                    .map_err(|e| format!("create {shown}: {e}"))?;
+                match mkdirat(dst, name.as_c_str(), Mode::from_bits_truncate(0o700)) {
+                    Ok(()) => {}
+                    Err(Errno::EEXIST) => continue,
+                    Err(e) => return Err(format!("create {shown}: {e}")),
+                }
                 let s = open_dir(src, &name).map_err(|e| format!("open {shown}: {e}"))?;
                 let d = open_dir(dst, &name).map_err(|e| format!("open {shown}: {e}"))?;
                 copy_dir(s.as_fd(), d.as_fd(), depth + 1)?;
@@ -87,7 +99,7 @@ fn copy_dir(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, depth: usize) -> Result<()
                     Mode::empty(),
                 )
                 .map_err(|e| format!("open {shown}: {e}"))?;
-                let to = openat(
+                let to = match openat(
                     dst,
                     name.as_c_str(),
                     OFlag::O_WRONLY
@@ -96,8 +108,11 @@ fn copy_dir(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, depth: usize) -> Result<()
                         | OFlag::O_NOFOLLOW
                         | OFlag::O_CLOEXEC,
                     Mode::from_bits_truncate(0o600),
-                )
-                .map_err(|e| format!("create {shown}: {e}"))?;
+                ) {
+                    Ok(fd) => fd,
+                    Err(Errno::EEXIST) => continue,
+                    Err(e) => return Err(format!("create {shown}: {e}")),
+                };
                 let mut from = std::fs::File::from(from);
                 let mut to = std::fs::File::from(to);
                 std::io::copy(&mut from, &mut to).map_err(|e| format!("copy {shown}: {e}"))?;
@@ -105,13 +120,17 @@ fn copy_dir(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, depth: usize) -> Result<()
             SFlag::S_IFLNK => {
                 let target = nix::fcntl::readlinkat(src, name.as_c_str())
                     .map_err(|e| format!("read link {shown}: {e}"))?;
-                symlinkat(target.as_os_str(), dst, name.as_c_str())
-                    .map_err(|e| format!("create link {shown}: {e}"))?;
+                match symlinkat(target.as_os_str(), dst, name.as_c_str()) {
+                    Ok(()) => {}
+                    Err(Errno::EEXIST) => continue,
+                    Err(e) => return Err(format!("create link {shown}: {e}")),
+                }
             }
-            _ => {
-                mknodat(dst, name.as_c_str(), kind, perm, st.st_rdev)
-                    .map_err(|e| format!("create {shown}: {e}"))?;
-            }
+            _ => match mknodat(dst, name.as_c_str(), kind, perm, st.st_rdev) {
+                Ok(()) => {}
+                Err(Errno::EEXIST) => continue,
+                Err(e) => return Err(format!("create {shown}: {e}")),
+            },
         }
         copy_meta(src, &name, dst, &name, kind == SFlag::S_IFLNK)?;
     }

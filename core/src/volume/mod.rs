@@ -60,6 +60,14 @@ pub enum Error {
     /// A blocking task died.
     #[error("volume task failed: {0}")]
     Task(String),
+    /// A stored volume record cannot be read.
+    #[error("volume {volume}: its record in the state database is unreadable: {message}")]
+    Corrupt {
+        /// The volume.
+        volume: String,
+        /// The parser's message.
+        message: String,
+    },
 }
 
 impl Error {
@@ -72,7 +80,7 @@ impl Error {
             Error::Plugin(e) => e.kind(),
             Error::Driver { source, .. } => source.kind(),
             Error::Store(e) => e.kind(),
-            Error::Io { .. } | Error::Task(_) => ErrorKind::Internal,
+            Error::Io { .. } | Error::Task(_) | Error::Corrupt { .. } => ErrorKind::Internal,
         }
     }
 }
@@ -179,6 +187,7 @@ impl Volumes {
     }
 
     async fn record(&self, name: &str) -> Result<Option<Record>> {
+        let volume = name.to_owned();
         let name = name.to_owned();
         let doc = self
             .store
@@ -190,7 +199,21 @@ impl Volumes {
                 .map_err(q("read volume"))
             })
             .await?;
-        Ok(doc.and_then(|d| serde_json::from_str(&d).ok()))
+        // An unreadable record must not pass for a missing one: that would re-create (and
+        // then undo) a volume whose data exists.
+        doc.map(|d| {
+            serde_json::from_str(&d).map_err(|e| Error::Corrupt {
+                volume,
+                message: e.to_string(),
+            })
+        })
+        .transpose()
+    }
+
+    /// Exclusive use of volumes: held by plugin disable/remove/set so that no volume
+    /// operation runs against a driver while it changes.
+    pub async fn exclusive(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.ops.lock().await
     }
 
     async fn records(&self) -> Result<Vec<(Record, Vec<String>)>> {
@@ -336,6 +359,9 @@ impl Volumes {
             None
         };
         let driver = self.driver(&driver_name).await?;
+        // Drivers' create is idempotent: undoing a failed create must not delete a volume
+        // the driver already had.
+        let existed = driver.get(&name).await.is_ok();
         // The bind options are the host's business: the driver keeps an empty volume.
         let options_list: Vec<(String, String)> = options
             .iter()
@@ -351,7 +377,15 @@ impl Volumes {
             })?;
         let mountpoint = match (&bind_device, created.mountpoint.as_deref()) {
             (Some(device), _) => device.display().to_string(),
-            (None, Some(rel)) => resolve(&driver, &name, rel).await?.display().to_string(),
+            (None, Some(rel)) => match resolve(&driver, &name, rel).await {
+                Ok(p) => p.display().to_string(),
+                Err(e) => {
+                    if !existed {
+                        let _ = driver.remove(&name).await;
+                    }
+                    return Err(e);
+                }
+            },
             (None, None) => String::new(),
         };
         let record = Record {
@@ -364,7 +398,16 @@ impl Volumes {
             mountpoint,
             bind_device,
         };
-        let doc = serde_json::to_string(&record).map_err(|e| Error::Task(e.to_string()))?;
+        let doc = serde_json::to_string(&record).map_err(|e| Error::Task(e.to_string()));
+        let doc = match doc {
+            Ok(d) => d,
+            Err(e) => {
+                if !existed {
+                    let _ = driver.remove(&name).await;
+                }
+                return Err(e);
+            }
+        };
         let (n, d) = (record.name.clone(), record.driver.clone());
         let saved = self
             .store
@@ -379,7 +422,9 @@ impl Volumes {
             .await;
         if let Err(e) = saved {
             // Without a record nobody could ever remove it: undo the driver's create.
-            let _ = driver.remove(&name).await;
+            if !existed {
+                let _ = driver.remove(&name).await;
+            }
             return Err(e.into());
         }
         info!(volume = %name, driver = %record.driver, "volume created");
@@ -526,11 +571,33 @@ impl Volumes {
                 Err(Error::NotFound(name.to_owned()))
             };
         };
-        self.remove_unused(&record).await.map(|_| ())
+        match self.remove_unused(&record).await {
+            // The driver plugin is gone: with force, forget the volume (as docker purges).
+            Err(Error::Plugin(crate::plugin::Error::NotFound(_))) if force => {
+                warn!(volume = name, driver = %record.driver, "driver is not installed: forgetting the volume");
+                self.forget(name).await
+            }
+            other => other.map(|_| ()),
+        }
+    }
+
+    async fn forget(&self, name: &str) -> Result<()> {
+        let n = name.to_owned();
+        self.store
+            .run(move |c| {
+                c.execute("DELETE FROM volume_mounts WHERE volume = ?1", [&n])
+                    .map_err(q("forget volume mounts"))?;
+                c.execute("DELETE FROM volumes WHERE name = ?1", [&n])
+                    .map_err(q("forget volume"))
+            })
+            .await?;
+        Ok(())
     }
 
     /// Removes a volume no container uses; returns the bytes its data took.
     async fn remove_unused(&self, record: &Record) -> Result<u64> {
+        // Mounts of containers that are gone, whose release failed earlier: retry them now.
+        self.release_orphans(Some(&record.name)).await;
         let users = self.users(&record.name).await?;
         if !users.is_empty() {
             let users: Vec<String> = users
@@ -573,9 +640,12 @@ impl Volumes {
             }
         };
         if let Some(rel) = leftover {
-            let dir = resolve(&driver, &record.name, &rel).await?;
+            // Checked for the error message; the deletion itself walks descriptors beneath
+            // the state directory, so a symlink planted meanwhile cannot redirect it.
+            resolve(&driver, &record.name, &rel).await?;
             let volume = record.name.clone();
-            tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&dir))
+            let root = driver.state_dir().to_path_buf();
+            tokio::task::spawn_blocking(move || crate::fsutil::remove_tree_beneath(&root, &rel))
                 .await
                 .map_err(|e| Error::Task(e.to_string()))?
                 .map_err(|source| Error::Io {
@@ -615,7 +685,8 @@ impl Volumes {
     }
 
     /// Creates (where needed) and mounts the volumes a new container asks for. The mounts
-    /// belong to no container until [`Self::claim`]; [`Self::release`] undoes them.
+    /// belong to no container until the container's creation claims them (see
+    /// [`claim_mounts`]); [`Self::release`] undoes them.
     pub async fn attach(&self, requests: &[VolumeRequest]) -> Result<Vec<Attached>> {
         let _ops = self.ops.lock().await;
         let mut attached = Vec::new();
@@ -647,7 +718,10 @@ impl Volumes {
             what: "generate a mount id",
             source,
         })?;
-        let (m, v, anon) = (mount_id.clone(), record.name.clone(), record.anonymous);
+        // Anonymous for this container only if it asked for no name: a volume named
+        // explicitly is never removed with the container, whatever made it.
+        let anonymous = request.name.is_none();
+        let (m, v, anon) = (mount_id.clone(), record.name.clone(), anonymous);
         self.store
             .run(move |c| {
                 c.execute(
@@ -679,7 +753,7 @@ impl Volumes {
             source: PathBuf::new(),
             target: request.target.clone(),
             read_only: request.read_only,
-            anonymous: record.anonymous,
+            anonymous,
         };
         match source {
             Ok(source) => Ok(Attached { source, ..attached }),
@@ -689,25 +763,6 @@ impl Volumes {
                 Err(e)
             }
         }
-    }
-
-    /// Gives attached mounts to the container `container_id`.
-    pub async fn claim(&self, attached: &[Attached], container_id: &str) -> Result<()> {
-        let ids: Vec<String> = attached.iter().map(|a| a.mount_id.clone()).collect();
-        let container = container_id.to_owned();
-        self.store
-            .run(move |c| {
-                for id in &ids {
-                    c.execute(
-                        "UPDATE volume_mounts SET container_id = ?1 WHERE mount_id = ?2",
-                        [&container, id],
-                    )
-                    .map_err(q("claim a volume mount"))?;
-                }
-                Ok(())
-            })
-            .await?;
-        Ok(())
     }
 
     /// Undoes [`Self::attach`] for a container that was not created: unmounts, and removes
@@ -726,14 +781,29 @@ impl Volumes {
         }
     }
 
+    /// Releases one mount with its driver. The row goes only once the driver has let go
+    /// (or no longer knows the volume): otherwise the driver would keep refusing to remove
+    /// a volume berth shows as unused. Kept rows are retried by [`Self::release_orphans`].
     async fn unmount(&self, volume: &str, driver: &str, mount_id: &str) {
-        match self.driver(driver).await {
-            Ok(d) => {
-                if let Err(e) = d.unmount(volume, mount_id).await {
-                    warn!(volume, mount_id, "unmount: {e}");
+        let released = match self.driver(driver).await {
+            Ok(d) => match d.unmount(volume, mount_id).await {
+                Ok(())
+                | Err(plugin_host::Error::Plugin {
+                    kind: ErrorKind::NotFound,
+                    ..
+                }) => true,
+                Err(e) => {
+                    warn!(volume, mount_id, "unmount failed, will retry: {e}");
+                    false
                 }
+            },
+            Err(e) => {
+                warn!(volume, mount_id, "unmount failed, will retry: {e}");
+                false
             }
-            Err(e) => warn!(volume, mount_id, "unmount: {e}"),
+        };
+        if !released {
+            return;
         }
         let m = mount_id.to_owned();
         if let Err(e) = self
@@ -803,39 +873,53 @@ impl Volumes {
         }
     }
 
-    /// At daemon start: releases mounts whose container no longer exists (berthd stopped
-    /// between removing a container and releasing its volumes), and undoes half-made
-    /// attachments of containers never created.
-    pub async fn reconcile(&self) -> Result<()> {
+    /// Releases the mounts (of `volume`, or of every volume) whose container no longer
+    /// exists: left by a failed unmount, or by berthd stopping between a container's
+    /// removal and the release of its volumes.
+    pub async fn release_orphans(&self, volume: Option<&str>) {
+        let volume = volume.map(str::to_owned);
         let rows = self
             .store
-            .run(|c| {
+            .run(move |c| {
                 let mut stmt = c
                     .prepare(
-                        "SELECT m.container_id FROM volume_mounts m
-                         WHERE m.container_id IS NULL
-                            OR m.container_id NOT IN (SELECT id FROM containers)",
+                        "SELECT m.mount_id, m.volume, v.driver FROM volume_mounts m
+                         JOIN volumes v ON v.name = m.volume
+                         WHERE m.container_id IS NOT NULL
+                            AND m.container_id NOT IN (SELECT id FROM containers)
+                            AND (?1 IS NULL OR m.volume = ?1)",
                     )
                     .map_err(q("find orphaned volume mounts"))?;
                 let rows = stmt
-                    .query_map([], |r| r.get::<_, Option<String>>(0))
+                    .query_map([&volume], |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, String>(2)?,
+                        ))
+                    })
                     .map_err(q("find orphaned volume mounts"))?
                     .collect::<std::result::Result<Vec<_>, _>>()
                     .map_err(q("find orphaned volume mounts"))?;
                 Ok(rows)
             })
-            .await?;
-        let mut seen = std::collections::HashSet::new();
-        for container in rows {
-            if !seen.insert(container.clone()) {
-                continue;
+            .await;
+        match rows {
+            Ok(rows) => {
+                for (mount_id, volume, driver) in rows {
+                    self.unmount(&volume, &driver, &mount_id).await;
+                }
             }
-            match container {
-                Some(id) => self.release_container(&id, false).await,
-                None => self.release_unclaimed().await,
-            }
+            Err(e) => warn!("cannot release orphaned volume mounts: {e}"),
         }
-        Ok(())
+    }
+
+    /// At daemon start: releases mounts whose container no longer exists (berthd stopped
+    /// between removing a container and releasing its volumes), and undoes half-made
+    /// attachments of containers never created.
+    pub async fn reconcile(&self) {
+        self.release_orphans(None).await;
+        self.release_unclaimed().await;
     }
 
     async fn release_unclaimed(&self) {
@@ -879,6 +963,23 @@ impl Volumes {
         let _ops = self.ops.lock().await;
         self.release_locked(&attached, true).await;
     }
+}
+
+/// Gives the mounts of `attached` to the container `container_id`, with the connection of
+/// the container's own creation (so that the two are written together).
+pub fn claim_mounts(
+    conn: &rusqlite::Connection,
+    attached: &[Attached],
+    container_id: &str,
+) -> std::result::Result<(), store::Error> {
+    for a in attached {
+        conn.execute(
+            "UPDATE volume_mounts SET container_id = ?1 WHERE mount_id = ?2",
+            [container_id, &a.mount_id],
+        )
+        .map_err(q("claim a volume mount"))?;
+    }
+    Ok(())
 }
 
 /// Resolves a path a driver returned beneath its state directory (see

@@ -1398,7 +1398,8 @@ fn bind_and_tmpfs_mounts() {
         &["-v", "/tmp:/"][..],
         &["-v", "/tmp:relative"][..],
         &["-v", "/tmp:/a", "-v", "/tmp:/a"][..],
-        &["-v", "named:/a"][..],
+        &["-v", "bad?name:/a"][..],
+        &["--mount", "type=volume,target=/a,tmpfs-size=1m"][..],
         &["--mount", "type=tmpfs,source=/x,target=/a"][..],
         &["--tmpfs", "/a:bogus"][..],
     ] {

@@ -213,6 +213,7 @@ fn request(args: &CreateArgs) -> anyhow::Result<CreateRequest> {
         tty: args.tty,
         open_stdin: args.interactive,
         mounts: mounts(args)?,
+        volume_driver: args.volume_driver.clone(),
     })
 }
 
@@ -228,6 +229,7 @@ fn mounts(args: &CreateArgs) -> anyhow::Result<Vec<MountSpec>> {
         tmpfs_mode: None,
         volume_driver: None,
         volume_options: Default::default(),
+        volume_nocopy: false,
     };
     let size = |v: &str, flag: &str| -> anyhow::Result<u64> {
         u64::try_from(parse_bytes(v).with_context(|| format!("invalid {flag}"))?)
@@ -261,11 +263,14 @@ fn mounts(args: &CreateArgs) -> anyhow::Result<Vec<MountSpec>> {
                 m
             }
         };
-        m.read_only = match access {
-            None | Some("rw") => false,
-            Some("ro") => true,
-            Some(other) => bail!("invalid -v {v:?}: unknown mode {other:?} (ro or rw)"),
-        };
+        for mode in access.unwrap_or("").split(',').filter(|m| !m.is_empty()) {
+            match mode {
+                "rw" => m.read_only = false,
+                "ro" => m.read_only = true,
+                "nocopy" if m.kind == MountKind::Volume => m.volume_nocopy = true,
+                other => bail!("invalid -v {v:?}: unknown mode {other:?} (ro, rw, nocopy)"),
+            }
+        }
         all.push(m);
     }
     for text in &args.mount {
@@ -289,6 +294,7 @@ fn mounts(args: &CreateArgs) -> anyhow::Result<Vec<MountSpec>> {
                 "target" | "destination" | "dst" => m.target = value.to_owned(),
                 "readonly" | "ro" => m.read_only = value != "false" && value != "0",
                 "volume-driver" => m.volume_driver = Some(value.to_owned()),
+                "volume-nocopy" => m.volume_nocopy = value != "false" && value != "0",
                 "volume-opt" => {
                     let (k, v) = value
                         .split_once('=')
@@ -306,9 +312,11 @@ fn mounts(args: &CreateArgs) -> anyhow::Result<Vec<MountSpec>> {
             m.volume_driver = args.volume_driver.clone();
         }
         if m.kind != MountKind::Volume
-            && (m.volume_driver.is_some() || !m.volume_options.is_empty())
+            && (m.volume_driver.is_some() || !m.volume_options.is_empty() || m.volume_nocopy)
         {
-            bail!("invalid {flag}: volume-driver and volume-opt are for type=volume");
+            bail!(
+                "invalid {flag}: volume-driver, volume-opt and volume-nocopy are for type=volume"
+            );
         }
         if m.target.is_empty() {
             bail!("invalid {flag}: target= is required");

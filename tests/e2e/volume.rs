@@ -282,6 +282,40 @@ fn named_anonymous_and_image_volumes() {
     assert!(tools.join("marker").is_file());
     wait_until("containers to go", || ok(&d, &["ps", "-aq"]).is_empty());
     ok(&d, &["volume", "rm", "tools"]);
+    // nocopy (-v NAME:/path:nocopy, --mount volume-nocopy) leaves an empty volume empty.
+    ok(
+        &d,
+        &["run", "--rm", "-v", "bare:/etc:nocopy", "busybox", "true"],
+    );
+    ok(
+        &d,
+        &[
+            "run",
+            "--rm",
+            "--mount",
+            "type=volume,source=bare2,target=/etc,volume-nocopy",
+            "busybox",
+            "true",
+        ],
+    );
+    ok(&d, &["run", "--rm", "-v", "full:/etc", "busybox", "true"]);
+    wait_until("containers to go", || ok(&d, &["ps", "-aq"]).is_empty());
+    for (volume, copied) in [("bare", false), ("bare2", false), ("full", true)] {
+        let mp = json(&d, &["volume", "inspect", volume])[0]["mountpoint"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(
+            std::path::Path::new(&mp).join("passwd").exists(),
+            copied,
+            "{volume}"
+        );
+        ok(&d, &["volume", "rm", volume]);
+    }
+    // --volume-driver applies to the image's VOLUMEs too.
+    let o = d.cli(&["run", "--rm", "--volume-driver", "nope", "withvol", "true"]);
+    assert_eq!(o.status.code(), Some(125), "{}", err(&o));
+    assert!(err(&o).contains("nope"), "{}", err(&o));
 
     // Data survives berthd restarting.
     assert!(d.stop().success());

@@ -293,7 +293,7 @@ fn container_mounts(record: &ContainerRecord) -> Result<Vec<oci_spec::runtime::M
         mounts.push((depth(&m.target), mount));
     }
     for v in &record.volumes {
-        let mount = spec::volume_mount(&v.source, &v.target, v.read_only)
+        let mount = spec::volume_mount(&v.source, &v.target, v.read_only, !v.no_copy)
             .map_err(|e| Error::Invalid(format!("runtime spec: {e}")))?;
         mounts.push((depth(&v.target), mount));
     }
@@ -646,10 +646,11 @@ impl Containers {
             .filter(|m| m.kind == MountKind::Volume)
             .map(|m| VolumeRequest {
                 name: m.source.clone(),
-                driver: m.volume_driver.clone(),
+                driver: m.volume_driver.clone().or(request.volume_driver.clone()),
                 options: m.volume_options.clone(),
                 target: m.target.clone(),
                 read_only: m.read_only,
+                no_copy: m.volume_nocopy,
             })
             .collect();
         let covered: std::collections::HashSet<PathBuf> = mounts
@@ -672,10 +673,11 @@ impl Containers {
             }
             out.push(VolumeRequest {
                 name: None,
-                driver: None,
+                driver: request.volume_driver.clone(),
                 options: Default::default(),
                 target: target.clone(),
                 read_only: false,
+                no_copy: false,
             });
         }
         Ok(out)

@@ -645,6 +645,7 @@ fn mount_in_root(root: &OwnedFd, m: &oci_spec::runtime::Mount) -> Result<(), Ini
     let mut bind = typ == "bind";
     let mut readonly = false;
     let mut no_symlinks = false;
+    let mut copy_up = false;
     for opt in m.options().as_deref().unwrap_or_default() {
         match opt.as_str() {
             "nosuid" => flags |= MsFlags::MS_NOSUID,
@@ -653,6 +654,7 @@ fn mount_in_root(root: &OwnedFd, m: &oci_spec::runtime::Mount) -> Result<(), Ini
             "ro" => readonly = true,
             "rw" => {}
             super::spec::NO_SYMLINKS_OPTION => no_symlinks = true,
+            super::spec::COPY_UP_OPTION => copy_up = true,
             "strictatime" => flags |= MsFlags::MS_STRICTATIME,
             "relatime" => flags |= MsFlags::MS_RELATIME,
             "bind" | "rbind" => {
@@ -683,7 +685,7 @@ fn mount_in_root(root: &OwnedFd, m: &oci_spec::runtime::Mount) -> Result<(), Ini
             ),
             _ => None,
         };
-        if let Some(volume) = &pinned {
+        if let Some(volume) = pinned.as_ref().filter(|_| copy_up) {
             super::copyup::fill_empty_volume(target.as_fd(), volume.as_fd()).map_err(|e| {
                 fail(
                     125,

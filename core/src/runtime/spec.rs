@@ -112,21 +112,31 @@ pub fn user_mount(m: &berth_api::container::MountSpec) -> Result<Mount, oci_spec
 /// returned cannot be swapped for a link between berthd's check and the mount.
 pub const NO_SYMLINKS_OPTION: &str = "x-berth-nosymlinks";
 
-/// A volume: its resolved host directory bound at `target`.
+/// Mount option (ours) asking the shim to fill the bind source, if empty, with what the
+/// container's root filesystem has at the mount point (docker's volume copy).
+pub const COPY_UP_OPTION: &str = "x-berth-copyup";
+
+/// A volume: its resolved host directory bound at `target`; `copy_up` fills it from the
+/// image when empty.
 pub fn volume_mount(
     source: &std::path::Path,
     target: &str,
     read_only: bool,
+    copy_up: bool,
 ) -> Result<Mount, oci_spec::OciSpecError> {
+    let mut options = vec![
+        "rbind".to_owned(),
+        if read_only { "ro" } else { "rw" }.to_owned(),
+        NO_SYMLINKS_OPTION.to_owned(),
+    ];
+    if copy_up {
+        options.push(COPY_UP_OPTION.to_owned());
+    }
     MountBuilder::default()
         .destination(target)
         .typ("bind")
         .source(source)
-        .options(vec![
-            "rbind".to_owned(),
-            if read_only { "ro" } else { "rw" }.to_owned(),
-            NO_SYMLINKS_OPTION.to_owned(),
-        ])
+        .options(options)
         .build()
 }
 

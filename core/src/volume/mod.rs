@@ -138,6 +138,8 @@ pub struct VolumeRequest {
     pub target: String,
     /// Mounted read-only.
     pub read_only: bool,
+    /// Leave an empty volume empty (no copy of the image's content).
+    pub no_copy: bool,
 }
 
 /// A volume mounted for a container: kept in the container's record.
@@ -157,6 +159,9 @@ pub struct Attached {
     pub read_only: bool,
     /// Made for this container.
     pub anonymous: bool,
+    /// Leave an empty volume empty (no copy of the image's content).
+    #[serde(default)]
+    pub no_copy: bool,
 }
 
 /// The volumes and their drivers.
@@ -754,6 +759,7 @@ impl Volumes {
             target: request.target.clone(),
             read_only: request.read_only,
             anonymous,
+            no_copy: request.no_copy,
         };
         match source {
             Ok(source) => Ok(Attached { source, ..attached }),
@@ -958,6 +964,7 @@ impl Volumes {
                 target: String::new(),
                 read_only: false,
                 anonymous,
+                no_copy: false,
             })
             .collect();
         let _ops = self.ops.lock().await;

@@ -82,9 +82,13 @@ pub struct CreateRequest {
     /// Keep its stdin open for attached clients (`-i`).
     #[serde(default)]
     pub open_stdin: bool,
-    /// Bind mounts and tmpfs mounts (`-v /host:/path`, `--mount`, `--tmpfs`).
+    /// Bind, tmpfs and volume mounts (`-v`, `--mount`, `--tmpfs`).
     #[serde(default)]
     pub mounts: Vec<MountSpec>,
+    /// Driver of the volumes this container creates without naming one, the image's
+    /// `VOLUME`s included (`--volume-driver`; default `local`).
+    #[serde(default)]
+    pub volume_driver: Option<String>,
 }
 
 /// What a mount is.
@@ -129,6 +133,9 @@ pub struct MountSpec {
     /// Driver options of a volume created by this mount.
     #[serde(default)]
     pub volume_options: BTreeMap<String, String>,
+    /// Do not fill an empty volume with the image's content at the mount point.
+    #[serde(default)]
+    pub volume_nocopy: bool,
 }
 
 /// A mount of a container, as `container.inspect` shows it.

@@ -299,6 +299,11 @@ impl Store {
     }
 }
 
+/// Maps a SQLite error to this module's error, saying what was being done.
+pub(crate) fn q(what: &'static str) -> impl FnOnce(rusqlite::Error) -> Error {
+    move |source| Error::Query { what, source }
+}
+
 /// `n` random bytes from the kernel, hex encoded.
 pub(crate) fn random_hex(n: usize) -> std::io::Result<String> {
     use std::io::Read;

@@ -1,7 +1,7 @@
 //! Containers end to end (root): run, exit codes, output and logs, isolation and security
 //! defaults, stop/kill/rm, surviving a berthd crash, and no leaked mounts.
 
-use berth_tests::{Daemon, import_busybox, require_root};
+use berth_tests::{Daemon, import_busybox, mounts_under, require_root};
 
 fn out(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -15,15 +15,6 @@ fn daemon_with_busybox() -> Daemon {
     let d = Daemon::start();
     import_busybox(&d, "busybox");
     d
-}
-
-fn mounts_under(path: &std::path::Path) -> Vec<String> {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter(|l| l.contains(path.to_str().unwrap()))
-        .map(str::to_owned)
-        .collect()
 }
 
 #[test]

@@ -4,7 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use berth_tests::{Daemon, import_busybox, import_busybox_with, plugin_component, require_root};
+use berth_tests::{
+    Daemon, import_busybox, import_busybox_with, mounts_under, plugin_component, require_root,
+};
 
 fn out(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -49,15 +51,6 @@ fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(25));
     }
-}
-
-fn mounts_under(path: &std::path::Path) -> Vec<String> {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter(|l| l.contains(path.to_str().unwrap()))
-        .map(str::to_owned)
-        .collect()
 }
 
 #[test]

@@ -479,3 +479,13 @@ pub fn plugin_component(relative: &str) -> Option<PathBuf> {
     );
     None
 }
+
+/// Lines of this process's mountinfo that mention `path`.
+pub fn mounts_under(path: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(path.to_str().unwrap()))
+        .map(str::to_owned)
+        .collect()
+}

@@ -18,7 +18,7 @@ use crate::image::{self, Images};
 use crate::runtime::cgroup::{self, ContainerCgroup};
 use crate::runtime::protocol::{ExitRecord, Request, Response};
 use crate::runtime::{ShimConfig, files, logfile, shim, spec};
-use crate::store::{self, Store};
+use crate::store::{self, Store, q};
 use crate::volume::VolumeRequest;
 
 /// Container failures.
@@ -83,10 +83,6 @@ impl Error {
 
 /// Result alias for this module.
 pub type Result<T> = std::result::Result<T, Error>;
-
-fn q(what: &'static str) -> impl FnOnce(rusqlite::Error) -> store::Error {
-    move |source| store::Error::Query { what, source }
-}
 
 fn now() -> String {
     humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string()

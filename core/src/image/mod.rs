@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::content::{self, ContentStore};
 use crate::snapshot::{self, Snapshotter};
-use crate::store::{self, Store};
+use crate::store::{self, Store, q};
 pub use reference::Reference;
 
 /// Image failures.
@@ -145,10 +145,6 @@ fn now_secs() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
-}
-
-fn q(what: &'static str) -> impl FnOnce(rusqlite::Error) -> store::Error {
-    move |source| store::Error::Query { what, source }
 }
 
 /// The image subsystem: content, snapshots, index, registries.

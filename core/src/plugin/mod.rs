@@ -17,7 +17,7 @@ use tracing::{info, warn};
 
 use crate::image::Images;
 use crate::plugin_host::{self, LoadedComponent, PluginHost, PluginKind, VolumeDriver};
-use crate::store::{self, Store};
+use crate::store::{self, Store, q};
 
 /// Name of the default volume driver, installed on first start.
 pub const DEFAULT_VOLUME_DRIVER: &str = "local";
@@ -105,10 +105,6 @@ impl Error {
 
 /// Result alias for this module.
 pub type Result<T> = std::result::Result<T, Error>;
-
-fn q(what: &'static str) -> impl FnOnce(rusqlite::Error) -> store::Error {
-    move |source| store::Error::Query { what, source }
-}
 
 fn now() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()

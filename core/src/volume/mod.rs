@@ -19,7 +19,7 @@ use tracing::{info, warn};
 
 use crate::plugin::{self, Plugins};
 use crate::plugin_host::{self, VolumeDriver, VolumeScope};
-use crate::store::{self, Store};
+use crate::store::{self, Store, q};
 
 /// Volume failures.
 #[derive(Debug, thiserror::Error)]
@@ -87,10 +87,6 @@ impl Error {
 
 /// Result alias for this module.
 pub type Result<T> = std::result::Result<T, Error>;
-
-fn q(what: &'static str) -> impl FnOnce(rusqlite::Error) -> store::Error {
-    move |source| store::Error::Query { what, source }
-}
 
 fn now() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
@@ -839,31 +835,7 @@ impl Volumes {
     /// (`rm -v`, `--rm`), removes the anonymous volumes made for it.
     pub async fn release_container(&self, container_id: &str, remove_anonymous: bool) {
         let _ops = self.ops.lock().await;
-        let id = container_id.to_owned();
-        let rows = self
-            .store
-            .run(move |c| {
-                let mut stmt = c
-                    .prepare(
-                        "SELECT m.mount_id, m.volume, v.driver, m.anonymous FROM volume_mounts m
-                         JOIN volumes v ON v.name = m.volume WHERE m.container_id = ?1",
-                    )
-                    .map_err(q("read a container's volume mounts"))?;
-                let rows = stmt
-                    .query_map([&id], |r| {
-                        Ok((
-                            r.get::<_, String>(0)?,
-                            r.get::<_, String>(1)?,
-                            r.get::<_, String>(2)?,
-                            r.get::<_, bool>(3)?,
-                        ))
-                    })
-                    .map_err(q("read a container's volume mounts"))?
-                    .collect::<std::result::Result<Vec<_>, _>>()
-                    .map_err(q("read a container's volume mounts"))?;
-                Ok(rows)
-            })
-            .await;
+        let rows = self.mount_rows(Some(container_id)).await;
         let rows = match rows {
             Ok(r) => r,
             Err(e) => {
@@ -920,6 +892,33 @@ impl Volumes {
         }
     }
 
+    /// The mounts of `container` (none: mounts no container has claimed yet), as
+    /// (mount id, volume, driver, anonymous).
+    async fn mount_rows(
+        &self,
+        container: Option<&str>,
+    ) -> store::Result<Vec<(String, String, String, bool)>> {
+        let container = container.map(str::to_owned);
+        self.store
+            .run(move |c| {
+                let mut stmt = c
+                    .prepare(
+                        "SELECT m.mount_id, m.volume, v.driver, m.anonymous FROM volume_mounts m
+                         JOIN volumes v ON v.name = m.volume WHERE m.container_id IS ?1",
+                    )
+                    .map_err(q("read volume mounts"))?;
+                let rows = stmt
+                    .query_map([&container], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                    })
+                    .map_err(q("read volume mounts"))?
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(q("read volume mounts"))?;
+                Ok(rows)
+            })
+            .await
+    }
+
     /// At daemon start: releases mounts whose container no longer exists (berthd stopped
     /// between removing a container and releasing its volumes), and undoes half-made
     /// attachments of containers never created.
@@ -929,31 +928,7 @@ impl Volumes {
     }
 
     async fn release_unclaimed(&self) {
-        let rows = self
-            .store
-            .run(|c| {
-                let mut stmt = c
-                    .prepare(
-                        "SELECT m.mount_id, m.volume, v.driver, m.anonymous FROM volume_mounts m
-                         JOIN volumes v ON v.name = m.volume WHERE m.container_id IS NULL",
-                    )
-                    .map_err(q("read unclaimed volume mounts"))?;
-                let rows = stmt
-                    .query_map([], |r| {
-                        Ok((
-                            r.get::<_, String>(0)?,
-                            r.get::<_, String>(1)?,
-                            r.get::<_, String>(2)?,
-                            r.get::<_, bool>(3)?,
-                        ))
-                    })
-                    .map_err(q("read unclaimed volume mounts"))?
-                    .collect::<std::result::Result<Vec<_>, _>>()
-                    .map_err(q("read unclaimed volume mounts"))?;
-                Ok(rows)
-            })
-            .await
-            .unwrap_or_default();
+        let rows = self.mount_rows(None).await.unwrap_or_default();
         let attached: Vec<Attached> = rows
             .into_iter()
             .map(|(mount_id, name, driver, anonymous)| Attached {

@@ -52,6 +52,14 @@ mod tests {
     }
 }
 
+/// `std::fs::remove_dir_all`, where a path that is already gone is success.
+pub fn remove_dir_all_if_present(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
 /// Deepest nesting [`remove_tree_beneath`] descends into.
 const MAX_REMOVE_DEPTH: usize = 1024;
 

@@ -1161,19 +1161,11 @@ impl Containers {
                 .map_err(q("remove container"))
         })?;
         let dir = self.container_dir(&record.id);
-        std::fs::remove_dir_all(&dir)
-            .or_else(|e| {
-                if e.kind() == std::io::ErrorKind::NotFound {
-                    Ok(())
-                } else {
-                    Err(e)
-                }
-            })
-            .map_err(|source| Error::Io {
-                id: record.id.clone(),
-                what: "remove its files",
-                source,
-            })?;
+        crate::fsutil::remove_dir_all_if_present(&dir).map_err(|source| Error::Io {
+            id: record.id.clone(),
+            what: "remove its files",
+            source,
+        })?;
         Ok(())
     }
 

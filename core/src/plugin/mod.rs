@@ -664,16 +664,9 @@ impl Plugins {
             .await?;
         let dir = self.dir(name);
         let plugin = name.to_owned();
-        tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&dir))
+        tokio::task::spawn_blocking(move || crate::fsutil::remove_dir_all_if_present(&dir))
             .await
             .map_err(|e| Error::Task(e.to_string()))?
-            .or_else(|e| {
-                if e.kind() == std::io::ErrorKind::NotFound {
-                    Ok(())
-                } else {
-                    Err(e)
-                }
-            })
             .map_err(|source| Error::Io {
                 plugin,
                 what: "remove its files",

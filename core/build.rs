@@ -1,17 +1,24 @@
-//! Embeds the default `local` volume driver component (plugins/dist/local.wasm, made by
-//! plugins/build.sh) into berthd, which installs it on first start. Without the file berthd
-//! still builds, and says at start that named volumes need the driver installed by hand.
+//! Embeds the default drivers into berthd, which installs them on first start: the `local`
+//! volume driver (plugins/dist/local.wasm) and the `bridge` network driver
+//! (plugins/dist/bridge.wasm), both made by plugins/build.sh. Without a file berthd still
+//! builds, and says at start that the driver needs installing by hand.
 
 fn main() {
-    let wasm = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/dist/local.wasm");
-    println!("cargo::rerun-if-changed={}", wasm.display());
-    println!("cargo::rustc-check-cfg=cfg(berth_embedded_local)");
-    if wasm.is_file() {
-        println!("cargo::rustc-cfg=berth_embedded_local");
-        println!("cargo::rustc-env=BERTH_LOCAL_WASM={}", wasm.display());
-    } else {
-        println!(
-            "cargo::warning=plugins/dist/local.wasm is missing: berthd is built without the default `local` volume driver (run plugins/build.sh first)"
-        );
+    for (name, cfg, var) in [
+        ("local", "berth_embedded_local", "BERTH_LOCAL_WASM"),
+        ("bridge", "berth_embedded_bridge", "BERTH_BRIDGE_WASM"),
+    ] {
+        let wasm = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("../plugins/dist/{name}.wasm"));
+        println!("cargo::rerun-if-changed={}", wasm.display());
+        println!("cargo::rustc-check-cfg=cfg({cfg})");
+        if wasm.is_file() {
+            println!("cargo::rustc-cfg={cfg}");
+            println!("cargo::rustc-env={var}={}", wasm.display());
+        } else {
+            println!(
+                "cargo::warning=plugins/dist/{name}.wasm is missing: berthd is built without the default `{name}` driver (run plugins/build.sh first)"
+            );
+        }
     }
 }

@@ -100,6 +100,30 @@ pub struct CreateArgs {
     /// Driver for volumes this container creates (default: local).
     #[arg(long)]
     pub volume_driver: Option<String>,
+    /// Network: bridge (the default), none, host, or a network's name.
+    #[arg(long, alias = "net")]
+    pub network: Option<String>,
+    /// IPv4 address on the network.
+    #[arg(long)]
+    pub ip: Option<String>,
+    /// More names for the container on the network.
+    #[arg(long = "network-alias", alias = "net-alias")]
+    pub network_alias: Vec<String>,
+    /// Publish a port: [IP:][HOST_PORT:]CONTAINER_PORT[/tcp|udp] (ranges with A-B).
+    #[arg(short = 'p', long = "publish")]
+    pub publish: Vec<String>,
+    /// Publish every port the image exposes on a free host port.
+    #[arg(short = 'P', long = "publish-all")]
+    pub publish_all: bool,
+    /// Name server for /etc/resolv.conf.
+    #[arg(long)]
+    pub dns: Vec<String>,
+    /// Search domain for /etc/resolv.conf.
+    #[arg(long = "dns-search")]
+    pub dns_search: Vec<String>,
+    /// Add a line to /etc/hosts: NAME:IP.
+    #[arg(long = "add-host")]
+    pub add_host: Vec<String>,
     /// Mount: type=volume[,source=NAME],target=/path[,readonly][,volume-driver=D][,volume-opt=K=V],
     /// type=bind,source=/host,target=/path[,readonly] or
     /// type=tmpfs,target=/path[,tmpfs-size=64m][,tmpfs-mode=1777].
@@ -214,6 +238,21 @@ fn request(args: &CreateArgs) -> anyhow::Result<CreateRequest> {
         open_stdin: args.interactive,
         mounts: mounts(args)?,
         volume_driver: args.volume_driver.clone(),
+        network: args.network.clone(),
+        ip: args.ip.clone(),
+        network_aliases: args.network_alias.clone(),
+        publish: args
+            .publish
+            .iter()
+            .map(|p| crate::network::parse_publish(p))
+            .collect::<anyhow::Result<Vec<_>>>()?
+            .into_iter()
+            .flatten()
+            .collect(),
+        publish_all: args.publish_all,
+        dns: args.dns.clone(),
+        dns_search: args.dns_search.clone(),
+        add_hosts: args.add_host.clone(),
     })
 }
 

@@ -6,6 +6,7 @@ mod auth;
 mod client;
 mod container;
 mod image;
+mod network;
 mod output;
 mod volume;
 
@@ -212,6 +213,16 @@ enum Command {
     /// Manage WebAssembly driver plugins.
     #[command(subcommand)]
     Plugin(volume::PluginCommand),
+    /// Manage networks.
+    #[command(subcommand)]
+    Network(network::NetworkCommand),
+    /// List a container's published ports, or the host address of one.
+    Port {
+        /// Container.
+        id: String,
+        /// PORT[/PROTO] inside the container.
+        port: Option<String>,
+    },
     /// Print a shell completion script.
     Completion {
         /// Shell to generate for.
@@ -438,6 +449,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Volume(v) => volume::volume(&connect().await?, v).await?,
         Command::Plugin(p) => volume::plugin(&connect().await?, p).await?,
+        Command::Network(n) => network::network(&connect().await?, n).await?,
+        Command::Port { id, port } => network::port(&connect().await?, id, port).await?,
         Command::Restart { time, ids } => {
             let c = connect().await?;
             container::each(ids, |id| ContainerClient::restart(&c, id, time)).await?

@@ -1,7 +1,7 @@
 //! berth-core: the berth engine. The API server (`api`), wiring and lifecycle (`daemon`), the
 //! state database (`store`) and host facts (`host`); images (`image`, `content`), snapshots,
-//! containers and their runtime, the WebAssembly plugin host (`plugin_host`), installed plugins (`plugin`) and
-//! volumes (`volume`).
+//! containers and their runtime, the WebAssembly plugin host (`plugin_host`), installed plugins (`plugin`),
+//! volumes (`volume`) and networks (`network`).
 
 pub mod api;
 pub mod container;
@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod fsutil;
 pub mod host;
 pub mod image;
+pub mod network;
 pub mod plugin;
 pub mod plugin_host;
 pub mod runtime;

@@ -139,6 +139,32 @@ fn migrations() -> Migrations<'static> {
             CREATE INDEX volume_mounts_by_volume ON volume_mounts (volume);
             CREATE INDEX volume_mounts_by_container ON volume_mounts (container_id);",
         ),
+        // Networks: which container is on which network (its endpoint while it runs, in doc),
+        // and which kernel objects and firewall rules each network driver owns.
+        M::up(
+            "CREATE TABLE network_members (
+                network_id   TEXT NOT NULL,
+                container_id TEXT NOT NULL,
+                position     INTEGER NOT NULL,
+                doc          TEXT NOT NULL,
+                PRIMARY KEY (network_id, container_id)
+            );
+            CREATE INDEX network_members_by_container ON network_members (container_id);
+            CREATE TABLE net_links (
+                netns      TEXT NOT NULL,
+                name       TEXT NOT NULL,
+                driver     TEXT NOT NULL,
+                kind       TEXT NOT NULL,
+                peer_netns TEXT,
+                peer       TEXT,
+                PRIMARY KEY (netns, name)
+            );
+            CREATE TABLE net_rules (
+                driver TEXT NOT NULL,
+                rule   TEXT NOT NULL,
+                PRIMARY KEY (driver, rule)
+            );",
+        ),
     ])
 }
 

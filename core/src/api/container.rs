@@ -212,6 +212,10 @@ impl ContainerServer for ContainerApi {
         // if the caller goes away, so no volume is left mounted for nobody.
         let ctx = Arc::clone(&self.ctx);
         let record = tokio::spawn(async move {
+            ctx.networks
+                .check_create(&request)
+                .await
+                .map_err(|e| e.to_rpc())?;
             let containers = Arc::clone(&ctx.containers);
             let req = request.clone();
             let wanted = tokio::task::spawn_blocking(move || containers.volume_requests(&req))
@@ -228,7 +232,16 @@ impl ContainerServer for ContainerApi {
             if created.is_err() {
                 ctx.volumes.release(&attached).await;
             }
-            created
+            let record = created?;
+            if let Err(e) = ctx.networks.add_container(&record).await {
+                // The network went away between the check and now: undo the container.
+                let containers = Arc::clone(&ctx.containers);
+                let id = record.id.clone();
+                let _ = tokio::task::spawn_blocking(move || containers.remove(&id, true)).await;
+                ctx.volumes.release(&attached).await;
+                return Err(e.to_rpc());
+            }
+            Ok(record)
         })
         .await
         .map_err(|e| internal(e.to_string()))??;
@@ -818,7 +831,16 @@ impl ContainerServer for ContainerApi {
     }
 
     async fn inspect(&self, id: String) -> RpcResult<ContainerDetails> {
-        self.blocking(move |c| c.inspect(&id)).await
+        let (mut details, record) = self
+            .blocking(move |c| Ok((c.inspect(&id)?, c.resolve(&id)?)))
+            .await?;
+        details.network_settings = self.ctx.networks.settings(&record).await;
+        Ok(details)
+    }
+
+    async fn port(&self, id: String) -> RpcResult<Vec<berth_api::container::PortBinding>> {
+        let record = self.blocking(move |c| c.resolve(&id)).await?;
+        Ok(self.ctx.networks.settings(&record).await.ports)
     }
 
     async fn logs(&self, id: String, request: Option<LogsRequest>) -> RpcResult<Vec<LogLine>> {

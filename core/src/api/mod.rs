@@ -6,6 +6,7 @@ mod container;
 mod error;
 mod http;
 mod image;
+mod network;
 mod params;
 mod server;
 mod system;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 
 use berth_api::container::ContainerServer;
 use berth_api::image::ImageServer;
+use berth_api::network::NetworkServer;
 use berth_api::openrpc;
 use berth_api::plugin::PluginServer;
 use berth_api::system::SystemServer;
@@ -40,6 +42,7 @@ pub fn rpc_module(
     let volumes = volume::VolumeApi::new(Arc::clone(&ctx));
     module.merge(VolumeServer::into_rpc(volumes.clone()))?;
     module.merge(PluginServer::into_rpc(volumes))?;
+    module.merge(network::NetworkApi::new(Arc::clone(&ctx)).into_rpc())?;
     let doc = Arc::new(openrpc::document(
         &berth_api::all_methods(),
         env!("CARGO_PKG_VERSION"),

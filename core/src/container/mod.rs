@@ -478,8 +478,19 @@ pub struct Containers {
     store: Arc<Store>,
     images: Arc<Images>,
     dir: PathBuf,
+    data_root: PathBuf,
     snapshots_dir: PathBuf,
     shim_binary: PathBuf,
+    network_hooks: std::sync::OnceLock<Arc<dyn NetworkHooks>>,
+}
+
+/// What the container lifecycle asks of networking, which lives above this module.
+pub trait NetworkHooks: Send + Sync + std::fmt::Debug {
+    /// Makes and plumbs the container's network namespace; called before its shim starts,
+    /// on a blocking thread.
+    fn attach(&self, record: &ContainerRecord) -> std::result::Result<(), String>;
+    /// Tears its networking down after it ended (idempotent), on a blocking thread.
+    fn detach(&self, container_id: &str);
 }
 
 impl Containers {
@@ -500,9 +511,22 @@ impl Containers {
             store,
             images,
             dir,
+            data_root: data_root.to_owned(),
             snapshots_dir: data_root.join("snapshots"),
             shim_binary,
+            network_hooks: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Connects the lifecycle to networking (once, when networking has started).
+    pub fn set_network_hooks(&self, hooks: Arc<dyn NetworkHooks>) {
+        let _ = self.network_hooks.set(hooks);
+    }
+
+    fn network_detach(&self, id: &str) {
+        if let Some(h) = self.network_hooks.get() {
+            h.detach(id);
+        }
     }
 
     fn container_dir(&self, id: &str) -> PathBuf {
@@ -848,15 +872,31 @@ impl Containers {
         }
         std::fs::write(dir.join("hostname"), format!("{}\n", record.hostname))
             .map_err(io("write hostname"))?;
-        std::fs::write(
-            dir.join("hosts"),
-            format!(
-                "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n127.0.1.1\t{}\n",
-                record.hostname
-            ),
-        )
-        .map_err(io("write hosts"))?;
-        let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let mode = crate::network::mode_of(record.config.network.as_deref());
+        let add_hosts: Vec<(String, String)> = record
+            .config
+            .add_hosts
+            .iter()
+            .filter_map(|h| crate::network::parse_add_host(h).ok())
+            .collect();
+        // A networked container's files are written again when its namespace is plumbed.
+        let hosts = if mode == crate::network::Mode::Host {
+            let mut h = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+            for (name, ip) in &add_hosts {
+                h.push_str(&format!("{ip}\t{name}\n"));
+            }
+            h
+        } else {
+            crate::network::render_hosts(&record.hostname, &[], &add_hosts)
+        };
+        std::fs::write(dir.join("hosts"), hosts).map_err(io("write hosts"))?;
+        let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let resolv = crate::network::render_resolv(
+            &host_resolv,
+            &record.config.dns,
+            &record.config.dns_search,
+            mode == crate::network::Mode::Host,
+        );
         std::fs::write(dir.join("resolv.conf"), resolv).map_err(io("write resolv.conf"))?;
         let oci = spec::build(&spec::RunOptions {
             args: record.args.clone(),
@@ -876,6 +916,13 @@ impl Containers {
             seccomp: seccomp_enabled(&record.config)?,
             init: record.config.init,
             mounts: container_mounts(record)?,
+            network: match crate::network::mode_of(record.config.network.as_deref()) {
+                crate::network::Mode::None => spec::NetworkNamespace::New,
+                crate::network::Mode::Host => spec::NetworkNamespace::Host,
+                crate::network::Mode::Network(_) => {
+                    spec::NetworkNamespace::Join(crate::network::netns_path(&self.data_root, id))
+                }
+            },
         })
         .map_err(|e| Error::Invalid(format!("runtime spec: {e}")))?;
         let bundle = self.bundle(id);
@@ -937,6 +984,23 @@ impl Containers {
             what: "reset its work dir",
             source,
         })?;
+        if matches!(
+            crate::network::mode_of(record.config.network.as_deref()),
+            crate::network::Mode::Network(_)
+        ) {
+            let hooks = self.network_hooks.get().ok_or_else(|| {
+                Error::State(format!(
+                    "container {} needs its network, and networking is not started yet",
+                    record.name
+                ))
+            })?;
+            if let Err(message) = hooks.attach(&record) {
+                return Err(Error::StartFailed {
+                    message: format!("network: {message}"),
+                    exit_code: 125,
+                });
+            }
+        }
         let mut command = std::process::Command::new(&self.shim_binary);
         command.arg("start").arg(&bundle);
         if await_attach {
@@ -945,10 +1009,13 @@ impl Containers {
         let output = command
             .stdin(std::process::Stdio::null())
             .output()
-            .map_err(|source| Error::Io {
-                id: record.id.clone(),
-                what: "run berth-shim",
-                source,
+            .map_err(|source| {
+                self.network_detach(&record.id);
+                Error::Io {
+                    id: record.id.clone(),
+                    what: "run berth-shim",
+                    source,
+                }
             })?;
         if output.status.success() {
             let pid: i32 = String::from_utf8_lossy(&output.stdout)
@@ -974,6 +1041,7 @@ impl Containers {
             record.state.error = Some(message.clone());
             record.state.finished_at = Some(now());
             self.save(&record)?;
+            self.network_detach(&record.id);
             Err(Error::StartFailed { message, exit_code })
         }
     }
@@ -1004,6 +1072,7 @@ impl Containers {
         record.state.oom_killed = exit.oom_killed;
         record.state.finished_at = Some(exit.finished_at.clone());
         self.save(&record)?;
+        self.network_detach(&record.id);
         Ok(record)
     }
 
@@ -1155,8 +1224,11 @@ impl Containers {
         if let Err(e) = cgroup::remove_if_present(&cgroup::path_of(&record.id)) {
             tracing::warn!("container {}: {e}", record.id);
         }
+        self.network_detach(&record.id);
         let id = record.id.clone();
         self.store.with_conn(move |c| {
+            c.execute("DELETE FROM network_members WHERE container_id = ?1", [&id])
+                .map_err(q("remove container"))?;
             c.execute("DELETE FROM containers WHERE id = ?1", [&id])
                 .map_err(q("remove container"))
         })?;
@@ -1456,6 +1528,7 @@ impl Containers {
             log_path: dir.join("container.log").display().to_string(),
             bundle: self.bundle(&r.id).display().to_string(),
             mounts: mount_points(&r),
+            network_settings: Default::default(),
         })
     }
 

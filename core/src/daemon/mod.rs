@@ -157,6 +157,8 @@ pub struct Context {
     pub plugins: Arc<crate::plugin::Plugins>,
     /// Volumes.
     pub volumes: Arc<crate::volume::Volumes>,
+    /// Networks.
+    pub networks: Arc<crate::network::Networks>,
     /// This data root's id.
     pub daemon_id: String,
     /// When berthd started.
@@ -219,6 +221,12 @@ pub fn prepare(config: Config) -> Result<Prepared, Error> {
         Arc::clone(&store),
         Arc::clone(&plugins),
         config.volume_bind_roots.clone(),
+    ));
+    let networks = Arc::new(crate::network::Networks::new(
+        Arc::clone(&store),
+        Arc::clone(&plugins),
+        &config.data_root,
+        crate::network::DEFAULT_BRIDGE_SUBNET.into(),
     ));
     // Containers survive berthd: find the ones still running, record the ones that ended.
     let running = containers.reconcile()?;
@@ -297,6 +305,7 @@ pub fn prepare(config: Config) -> Result<Prepared, Error> {
             containers,
             plugins,
             volumes,
+            networks,
             daemon_id,
             started: Instant::now(),
             listeners: names,
@@ -346,8 +355,17 @@ impl Prepared {
             });
         }
         // Drivers start before the API serves, so the first request finds them running.
+        if let Err(e) = ctx.networks.start_host().await {
+            warn!("networking is unavailable: {e}");
+        }
         ctx.plugins.start().await?;
         ctx.volumes.reconcile().await;
+        ctx.networks.start(&running).await;
+        ctx.containers
+            .set_network_hooks(Arc::new(crate::network::Hooks::new(
+                Arc::clone(&ctx.networks),
+                Arc::clone(&ctx.images),
+            )));
         let module =
             api::rpc_module(Arc::clone(&ctx), running).map_err(|e| Error::Api(e.to_string()))?;
         let settings = api::ServeSettings {

@@ -16,7 +16,9 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::image::Images;
-use crate::plugin_host::{self, LoadedComponent, PluginHost, PluginKind, VolumeDriver};
+use crate::plugin_host::{
+    self, LoadedComponent, NetworkDriver, PluginHost, PluginKind, VolumeDriver,
+};
 use crate::store::{self, Store, q};
 
 /// Name of the default volume driver, installed on first start.
@@ -33,6 +35,26 @@ const MAX_COMPONENT_BYTES: u64 = 256 << 20;
 const EMBEDDED_LOCAL: Option<&[u8]> = Some(include_bytes!(env!("BERTH_LOCAL_WASM")));
 #[cfg(not(berth_embedded_local))]
 const EMBEDDED_LOCAL: Option<&[u8]> = None;
+
+/// Name of the default network driver, installed on first start.
+pub const DEFAULT_NETWORK_DRIVER: &str = "bridge";
+
+/// The `bridge` network driver, built into berthd (see build.rs).
+#[cfg(berth_embedded_bridge)]
+const EMBEDDED_BRIDGE: Option<&[u8]> = Some(include_bytes!(env!("BERTH_BRIDGE_WASM")));
+#[cfg(not(berth_embedded_bridge))]
+const EMBEDDED_BRIDGE: Option<&[u8]> = None;
+
+/// The interface name prefix a network driver gets: `berth` for the built-in one, `b` and
+/// four hex digits of its name's digest for others (at most 5 bytes, as the WIT promises).
+pub fn link_prefix(plugin: &str) -> String {
+    use sha2::Digest;
+    if plugin == DEFAULT_NETWORK_DRIVER {
+        return "berth".into();
+    }
+    let digest = sha2::Sha256::digest(plugin.as_bytes());
+    format!("b{:02x}{:02x}", digest[0], digest[1])
+}
 
 /// Plugin management failures.
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +150,7 @@ struct Record {
 #[derive(Debug, Clone)]
 enum Live {
     Volume(Arc<VolumeDriver>),
+    Network(Arc<NetworkDriver>),
 }
 
 /// Plugin names: short, one path component, lower case (they name directories and drivers).
@@ -152,6 +175,8 @@ pub struct Plugins {
     /// Management operations run one at a time, so that install/enable/set/remove never
     /// interleave on one plugin's files and live driver.
     ops: tokio::sync::Mutex<()>,
+    /// The host side of `host-net`, set once networking starts (before the plugins do).
+    network_host: std::sync::OnceLock<Arc<crate::network::HostNet>>,
 }
 
 impl Plugins {
@@ -183,6 +208,7 @@ impl Plugins {
             live: Default::default(),
             start_errors: Default::default(),
             ops: tokio::sync::Mutex::new(()),
+            network_host: std::sync::OnceLock::new(),
         })
     }
 
@@ -204,7 +230,7 @@ impl Plugins {
     pub async fn start(&self) -> Result<()> {
         let _ops = self.ops.lock().await;
         if let Err(e) = self.install_builtin().await {
-            warn!("cannot install the built-in `local` volume driver: {e}");
+            warn!("cannot install the built-in drivers: {e}");
         }
         for record in self.records().await? {
             if !record.enabled {
@@ -224,47 +250,57 @@ impl Plugins {
         Ok(())
     }
 
+    /// Gives network drivers their `host-net` (once, before [`Self::start`]).
+    pub fn set_network_host(&self, host: Arc<crate::network::HostNet>) {
+        let _ = self.network_host.set(host);
+    }
+
     async fn install_builtin(&self) -> Result<()> {
-        let Some(bytes) = EMBEDDED_LOCAL else {
-            if self.record(DEFAULT_VOLUME_DRIVER).await?.is_none() {
-                warn!(
-                    "this berthd was built without the `local` volume driver (plugins/dist/local.wasm was missing at build time): named volumes need `berth plugin install local FILE`"
-                );
+        for (name, embedded) in [
+            (DEFAULT_VOLUME_DRIVER, EMBEDDED_LOCAL),
+            (DEFAULT_NETWORK_DRIVER, EMBEDDED_BRIDGE),
+        ] {
+            let Some(bytes) = embedded else {
+                if self.record(name).await?.is_none() {
+                    warn!(
+                        "this berthd was built without the `{name}` driver (plugins/dist/{name}.wasm was missing at build time): install it with `berth plugin install --name {name} FILE`"
+                    );
+                }
+                continue;
+            };
+            let existing = self.record(name).await?;
+            let loaded = self.load(name, bytes.to_vec()).await?;
+            match existing {
+                None => {
+                    self.write_component(name, bytes).await?;
+                    let record = Record {
+                        name: name.into(),
+                        kind: loaded.kind.name().into(),
+                        wit_version: loaded.version.clone(),
+                        digest: format!("sha256:{}", loaded.digest),
+                        size: bytes.len() as u64,
+                        source: BUILTIN_SOURCE.into(),
+                        installed_at: now(),
+                        enabled: true,
+                        config: BTreeMap::new(),
+                    };
+                    self.save(&record, true).await?;
+                    info!("installed the built-in `{name}` driver");
+                }
+                // A newer berthd brings a newer driver; its state directory carries over.
+                Some(mut record)
+                    if record.source == BUILTIN_SOURCE
+                        && record.digest != format!("sha256:{}", loaded.digest) =>
+                {
+                    self.write_component(name, bytes).await?;
+                    record.digest = format!("sha256:{}", loaded.digest);
+                    record.wit_version = loaded.version.clone();
+                    record.size = bytes.len() as u64;
+                    self.save(&record, false).await?;
+                    info!("upgraded the built-in `{name}` driver");
+                }
+                Some(_) => {}
             }
-            return Ok(());
-        };
-        let existing = self.record(DEFAULT_VOLUME_DRIVER).await?;
-        let loaded = self.load(DEFAULT_VOLUME_DRIVER, bytes.to_vec()).await?;
-        match existing {
-            None => {
-                self.write_component(DEFAULT_VOLUME_DRIVER, bytes).await?;
-                let record = Record {
-                    name: DEFAULT_VOLUME_DRIVER.into(),
-                    kind: loaded.kind.name().into(),
-                    wit_version: loaded.version.clone(),
-                    digest: format!("sha256:{}", loaded.digest),
-                    size: bytes.len() as u64,
-                    source: BUILTIN_SOURCE.into(),
-                    installed_at: now(),
-                    enabled: true,
-                    config: BTreeMap::new(),
-                };
-                self.save(&record, true).await?;
-                info!("installed the built-in `local` volume driver");
-            }
-            // A newer berthd brings a newer driver; its state directory carries over.
-            Some(mut record)
-                if record.source == BUILTIN_SOURCE
-                    && record.digest != format!("sha256:{}", loaded.digest) =>
-            {
-                self.write_component(DEFAULT_VOLUME_DRIVER, bytes).await?;
-                record.digest = format!("sha256:{}", loaded.digest);
-                record.wit_version = loaded.version.clone();
-                record.size = bytes.len() as u64;
-                self.save(&record, false).await?;
-                info!("upgraded the built-in `local` volume driver");
-            }
-            Some(_) => {}
         }
         Ok(())
     }
@@ -303,8 +339,27 @@ impl Plugins {
                     .await?;
                 Ok(Live::Volume(Arc::new(driver)))
             }
+            PluginKind::Network => {
+                let host = self.network_host.get().ok_or_else(|| {
+                    Error::State(format!(
+                        "network driver {name} cannot start: networking is not started"
+                    ))
+                })?;
+                let prefix = link_prefix(name);
+                let driver = self
+                    .host
+                    .network_driver(
+                        name,
+                        loaded,
+                        &self.state_dir(name),
+                        config,
+                        host.scoped(name, &prefix),
+                    )
+                    .await?;
+                Ok(Live::Network(Arc::new(driver)))
+            }
             other => Err(Error::Invalid(format!(
-                "plugin {name} is a {} plugin: this berthd runs volume drivers only (network, logging and authz plugins arrive with their subsystems)",
+                "plugin {name} is a {} plugin: this berthd runs volume and network drivers only (logging and authz plugins arrive with their subsystems)",
                 other.name()
             ))),
         }
@@ -427,16 +482,18 @@ impl Plugins {
         Ok(())
     }
 
-    /// Volumes that exist for driver `name`, and how many of them containers use.
+    /// Volumes and networks that exist for driver `name`, and how many containers use them.
     async fn usage(&self, name: &str) -> Result<(u64, u64)> {
         let name = name.to_owned();
         Ok(self
             .store
             .run(move |c| {
                 c.query_row(
-                    "SELECT count(*),
+                    "SELECT count(*) + (SELECT count(*) FROM networks WHERE driver = ?1),
                         (SELECT count(DISTINCT m.volume) FROM volume_mounts m
                             JOIN volumes v ON v.name = m.volume WHERE v.driver = ?1)
+                        + (SELECT count(DISTINCT m.container_id) FROM network_members m
+                            JOIN networks n ON n.id = m.network_id WHERE n.driver = ?1)
                      FROM volumes WHERE driver = ?1",
                     [&name],
                     |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
@@ -461,6 +518,7 @@ impl Plugins {
             .cloned();
         let stats = match &live {
             Some(Live::Volume(d)) => d.stats(),
+            Some(Live::Network(d)) => d.stats(),
             None => Default::default(),
         };
         let state = match (&live, record.enabled) {
@@ -518,9 +576,9 @@ impl Plugins {
             return Err(Error::Exists(name));
         }
         let loaded = self.load(&name, bytes.clone()).await?;
-        if loaded.kind != PluginKind::Volume {
+        if !matches!(loaded.kind, PluginKind::Volume | PluginKind::Network) {
             return Err(Error::Invalid(format!(
-                "plugin {name} is a {} plugin: this berthd runs volume drivers only (network, logging and authz plugins arrive with their subsystems)",
+                "plugin {name} is a {} plugin: this berthd runs volume and network drivers only (logging and authz plugins arrive with their subsystems)",
                 loaded.kind.name()
             )));
         }
@@ -595,7 +653,7 @@ impl Plugins {
         let (_, in_use) = self.usage(name).await?;
         if in_use > 0 {
             return Err(Error::State(format!(
-                "plugin {name} is in use: containers use {in_use} of its volumes (remove them first)"
+                "plugin {name} is in use: containers use {in_use} of its volumes or networks (remove them first)"
             )));
         }
         self.set_live(name, None);
@@ -650,7 +708,7 @@ impl Plugins {
         let (volumes, _) = self.usage(name).await?;
         if volumes > 0 {
             return Err(Error::State(format!(
-                "plugin {name} is in use: {volumes} volume(s) exist for it (remove them first)"
+                "plugin {name} is in use: {volumes} volume(s) or network(s) exist for it (remove them first)"
             )));
         }
         self.set_live(name, None);
@@ -726,6 +784,42 @@ impl Plugins {
                     .unwrap_or_else(|| "it is not running".into());
                 Err(Error::State(format!(
                     "volume driver {name} failed to start: {why}"
+                )))
+            }
+        }
+    }
+
+    /// The running network driver `name`.
+    pub async fn network_driver(&self, name: &str) -> Result<Arc<NetworkDriver>> {
+        if let Some(Live::Network(d)) = self
+            .live
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+        {
+            return Ok(Arc::clone(d));
+        }
+        match self.record(name).await? {
+            None => Err(Error::NotFound(format!(
+                "{name} (no network driver plugin of that name is installed)"
+            ))),
+            Some(r) if r.kind != PluginKind::Network.name() => Err(Error::Invalid(format!(
+                "plugin {name} is a {} plugin, not a network driver",
+                r.kind
+            ))),
+            Some(r) if !r.enabled => Err(Error::State(format!(
+                "network driver {name} is disabled (berth plugin enable {name})"
+            ))),
+            Some(_) => {
+                let why = self
+                    .start_errors
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(name)
+                    .cloned()
+                    .unwrap_or_else(|| "it is not running".into());
+                Err(Error::State(format!(
+                    "network driver {name} failed to start: {why}"
                 )))
             }
         }

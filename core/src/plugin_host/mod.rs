@@ -7,6 +7,8 @@
 //! leaves this module: the rest of core sees typed handles such as [`VolumeDriver`].
 
 mod cache;
+mod driver;
+mod network;
 mod sandbox;
 mod volume;
 
@@ -18,6 +20,11 @@ use berth_api::ErrorKind;
 use wasmtime::component::Component;
 use wasmtime::{Config, Engine};
 
+pub use network::{
+    Cidr, EndpointFacts, Forward, JoinFacts, LinkKind, LinkName, Namespace, NetError, NetFuture,
+    NetHost, NetOp, NetReply, NetworkDriver, NetworkFacts, NetworkRequest, OwnedLink, PortMap,
+    RestoreEndpoint, RouteSpec,
+};
 pub use volume::{VolumeCapabilities, VolumeDriver, VolumeInfo, VolumeScope};
 
 /// The WIT package version this host serves (`berth:*@1.0.0`): components built against
@@ -339,6 +346,37 @@ impl PluginHost {
             state_dir.to_path_buf(),
             config,
             self.limits,
+        )?;
+        driver.warm_up().await?;
+        Ok(driver)
+    }
+
+    /// A network driver running `component`, its `host-net` served by `net`.
+    pub async fn network_driver(
+        &self,
+        name: &str,
+        component: &LoadedComponent,
+        state_dir: &Path,
+        config: Vec<(String, String)>,
+        net: Arc<dyn NetHost>,
+    ) -> Result<NetworkDriver> {
+        if component.kind != PluginKind::Network {
+            return Err(Error::UnknownWorld {
+                plugin: name.to_owned(),
+                message: format!(
+                    "it is a {} plugin, not a network driver",
+                    component.kind.name()
+                ),
+            });
+        }
+        let driver = NetworkDriver::new(
+            self.engine.clone(),
+            Arc::from(name),
+            &component.component,
+            state_dir.to_path_buf(),
+            config,
+            self.limits,
+            net,
         )?;
         driver.warm_up().await?;
         Ok(driver)

@@ -15,6 +15,7 @@ use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, io, random};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::Limits;
+use super::network::NetHost;
 
 /// A limit an instance ran into, kept typed so the error says which.
 #[derive(Debug)]
@@ -101,6 +102,8 @@ pub(super) struct PluginState {
     wasi: WasiCtx,
     table: ResourceTable,
     limiter: Limiter,
+    /// The scoped network operations of a network driver; `None` for other worlds.
+    pub(super) net: Option<Arc<dyn NetHost>>,
 }
 
 impl WasiView for PluginState {
@@ -145,6 +148,7 @@ pub(super) fn new_store(
     plugin: Arc<str>,
     state_dir: &Path,
     limits: &Limits,
+    net: Option<Arc<dyn NetHost>>,
 ) -> wasmtime::Result<Store<PluginState>> {
     let mut wasi = WasiCtxBuilder::new();
     wasi.preopened_dir(state_dir, "/state", FsPerms::ReadWrite)?;
@@ -170,6 +174,7 @@ pub(super) fn new_store(
             wasi: wasi.build(),
             table,
             limiter,
+            net,
         },
     );
     store.limiter(|state| &mut state.limiter);

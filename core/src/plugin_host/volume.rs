@@ -5,17 +5,17 @@
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use berth_api::ErrorKind;
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
+use wasmtime::Engine;
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Engine, Store};
 
+use super::driver::{CallStats, Instance, call};
 use super::sandbox::{self, PluginState};
 use super::{Error, Limits, Result};
 
-mod bindings {
+pub(super) mod bindings {
     wasmtime::component::bindgen!({
         path: "../plugins-api/wit/volume",
         world: "volume-driver",
@@ -24,14 +24,9 @@ mod bindings {
     });
 }
 
-use bindings::berth::types::host_log;
 use bindings::berth::types::types as wit;
 use bindings::exports::berth::volume::driver as wit_driver;
 use bindings::{VolumeDriver as Bindings, VolumeDriverPre};
-
-/// Extra time the host waits beyond a call's deadline: epochs do not count time a plugin
-/// spends blocked in a host call, this outer timeout does.
-const GRACE: Duration = Duration::from_millis(500);
 
 /// A volume as its driver reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,72 +71,6 @@ impl From<wit_driver::VolumeInfo> for VolumeInfo {
     }
 }
 
-fn kind_of(kind: wit::ErrorKind) -> ErrorKind {
-    match kind {
-        wit::ErrorKind::NotFound => ErrorKind::NotFound,
-        wit::ErrorKind::AlreadyExists => ErrorKind::AlreadyExists,
-        wit::ErrorKind::InvalidArgument => ErrorKind::InvalidArgument,
-        wit::ErrorKind::FailedPrecondition => ErrorKind::FailedPrecondition,
-        wit::ErrorKind::PermissionDenied => ErrorKind::PermissionDenied,
-        wit::ErrorKind::ResourceExhausted => ErrorKind::ResourceExhausted,
-        wit::ErrorKind::Unavailable => ErrorKind::Unavailable,
-        wit::ErrorKind::Internal => ErrorKind::Internal,
-    }
-}
-
-impl wit::Host for PluginState {}
-
-impl host_log::Host for PluginState {
-    fn log(&mut self, level: host_log::Level, message: String, fields: Vec<(String, String)>) {
-        if !self.log_allowed() {
-            return;
-        }
-        // A plugin's lines are bounded, so a chatty one cannot flood berthd's log.
-        let message: String = message.chars().take(2048).collect();
-        let fields: Vec<String> = fields
-            .iter()
-            .take(16)
-            .map(|(k, v)| format!("{k}={}", v.chars().take(256).collect::<String>()))
-            .collect();
-        let fields = fields.join(" ");
-        let plugin = &*self.plugin;
-        match level {
-            host_log::Level::Trace => tracing::trace!(plugin, %fields, "{message}"),
-            host_log::Level::Debug => tracing::debug!(plugin, %fields, "{message}"),
-            host_log::Level::Info => tracing::info!(plugin, %fields, "{message}"),
-            host_log::Level::Warn => tracing::warn!(plugin, %fields, "{message}"),
-            host_log::Level::Error => tracing::error!(plugin, %fields, "{message}"),
-        }
-    }
-
-    fn enabled(&mut self, level: host_log::Level) -> bool {
-        match level {
-            host_log::Level::Trace => tracing::enabled!(tracing::Level::TRACE),
-            host_log::Level::Debug => tracing::enabled!(tracing::Level::DEBUG),
-            host_log::Level::Info => tracing::enabled!(tracing::Level::INFO),
-            host_log::Level::Warn => tracing::enabled!(tracing::Level::WARN),
-            host_log::Level::Error => tracing::enabled!(tracing::Level::ERROR),
-        }
-    }
-}
-
-/// A live instance.
-struct Instance {
-    store: Store<PluginState>,
-    bindings: Bindings,
-}
-
-/// Calls counted for `plugin inspect`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CallStats {
-    /// Calls made.
-    pub calls: u64,
-    /// Calls that failed (trap, deadline, limit) and restarted the plugin.
-    pub failures: u64,
-    /// The last such failure.
-    pub last_error: Option<String>,
-}
-
 /// A volume driver plugin.
 pub struct VolumeDriver {
     name: Arc<str>,
@@ -150,7 +79,7 @@ pub struct VolumeDriver {
     state_dir: PathBuf,
     config: Vec<(String, String)>,
     limits: Limits,
-    instance: tokio::sync::Mutex<Option<Instance>>,
+    instance: tokio::sync::Mutex<Option<Instance<Bindings>>>,
     stats: std::sync::Mutex<CallStats>,
 }
 
@@ -161,60 +90,6 @@ impl std::fmt::Debug for VolumeDriver {
             .field("state_dir", &self.state_dir)
             .finish()
     }
-}
-
-/// Runs one export call on the live instance (made first if there is none), under the
-/// deadline; any failure discards the instance.
-macro_rules! call {
-    ($self:ident, $function:literal, |$instance:ident| $call:expr) => {{
-        let mut slot = $self.instance.lock().await;
-        if slot.is_none() {
-            *slot = Some($self.instantiate().await?);
-        }
-        let Some($instance) = slot.as_mut() else {
-            unreachable!("just filled");
-        };
-        sandbox::arm_deadline(&mut $instance.store, $self.limits.call_timeout);
-        // One span per plugin call (exported to OpenTelemetry with the rest of berthd's).
-        let span = tracing::info_span!(
-            "plugin.call",
-            plugin = &*$self.name,
-            function = $function,
-            elapsed_us = tracing::field::Empty,
-            ok = tracing::field::Empty,
-        );
-        let started = Instant::now();
-        let outcome = tracing::Instrument::instrument(
-            tokio::time::timeout($self.limits.call_timeout + GRACE, async { $call }),
-            span.clone(),
-        )
-        .await;
-        let elapsed = started.elapsed();
-        let result = match outcome {
-            Ok(Ok(Ok(value))) => Ok(value),
-            Ok(Ok(Err(e))) => Err(Error::Plugin {
-                plugin: $self.name.to_string(),
-                function: $function,
-                kind: kind_of(e.kind),
-                message: e.message,
-            }),
-            Ok(Err(e)) => {
-                Err($self.failed($function, sandbox::reason(&e, $self.limits.call_timeout)))
-            }
-            Err(_) => Err($self.failed(
-                $function,
-                format!("deadline of {:?} exceeded", $self.limits.call_timeout),
-            )),
-        };
-        if matches!(result, Err(Error::Failed { .. })) {
-            // The store is poisoned after any error from inside the plugin.
-            *slot = None;
-        }
-        span.record("elapsed_us", elapsed.as_micros() as u64);
-        span.record("ok", result.is_ok());
-        span.in_scope(|| tracing::debug!(?elapsed, ok = result.is_ok(), "plugin call"));
-        result
-    }};
 }
 
 impl VolumeDriver {
@@ -252,77 +127,10 @@ impl VolumeDriver {
         })
     }
 
-    fn failed(&self, function: &'static str, reason: String) -> Error {
-        let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
-        stats.failures += 1;
-        stats.last_error = Some(format!("{function}: {reason}"));
-        tracing::warn!(plugin = &*self.name, function, "plugin failed: {reason}");
-        Error::Failed {
-            plugin: self.name.to_string(),
-            function,
-            reason,
-        }
-    }
+    super::driver::driver_methods!();
 
-    /// A fresh instance, configured.
-    async fn instantiate(&self) -> Result<Instance> {
-        let mut store = sandbox::new_store(
-            &self.engine,
-            Arc::clone(&self.name),
-            &self.state_dir,
-            &self.limits,
-        )
-        .map_err(|e| self.failed("instantiate", format!("{e:#}")))?;
-        sandbox::arm_deadline(&mut store, self.limits.call_timeout);
-        let bindings = tokio::time::timeout(
-            self.limits.call_timeout + GRACE,
-            self.pre.instantiate_async(&mut store),
-        )
-        .await
-        .map_err(|_| self.failed("instantiate", "deadline exceeded".into()))?
-        .map_err(|e| self.failed("instantiate", sandbox::reason(&e, self.limits.call_timeout)))?;
-        let mut instance = Instance { store, bindings };
-        sandbox::arm_deadline(&mut instance.store, self.limits.call_timeout);
-        let configured = tokio::time::timeout(
-            self.limits.call_timeout + GRACE,
-            instance
-                .bindings
-                .berth_types_plugin()
-                .call_configure(&mut instance.store, &self.config),
-        )
-        .await
-        .map_err(|_| self.failed("configure", "deadline exceeded".into()))?
-        .map_err(|e| self.failed("configure", sandbox::reason(&e, self.limits.call_timeout)))?;
-        configured.map_err(|e| Error::Plugin {
-            plugin: self.name.to_string(),
-            function: "configure",
-            kind: kind_of(e.kind),
-            message: e.message,
-        })?;
-        Ok(instance)
-    }
-
-    /// Makes the first instance now, so that a broken component or config shows at once.
-    pub(super) async fn warm_up(&self) -> Result<()> {
-        let mut slot = self.instance.lock().await;
-        if slot.is_none() {
-            *slot = Some(self.instantiate().await?);
-        }
-        Ok(())
-    }
-
-    fn count(&self) {
-        self.stats.lock().unwrap_or_else(|p| p.into_inner()).calls += 1;
-    }
-
-    /// Call counts and the last failure.
-    pub fn stats(&self) -> CallStats {
-        self.stats.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    /// The plugin's name.
-    pub fn name(&self) -> &str {
-        &self.name
+    fn net_host(&self) -> Option<Arc<dyn super::network::NetHost>> {
+        None
     }
 
     /// The driver's state directory on the host (its `/state`).

@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::io::{BufRead, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
@@ -282,11 +283,44 @@ fn supervise(
         console: io.console.as_ref().map(|(_, theirs)| theirs.as_raw_fd()),
     };
     // The cgroup namespace is made by the init once it is in its cgroup.
-    let flags = CloneFlags::CLONE_NEWNS
+    let mut flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWUTS
-        | CloneFlags::CLONE_NEWIPC
-        | CloneFlags::CLONE_NEWNET;
+        | CloneFlags::CLONE_NEWIPC;
+    let network = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .and_then(|all| {
+            all.iter()
+                .find(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Network)
+        });
+    match network.map(|n| n.path().clone()) {
+        // No network namespace in the spec: the host's.
+        None => {}
+        Some(None) => flags |= CloneFlags::CLONE_NEWNET,
+        // berthd made and plumbed it: the supervisor enters it, and the clone inherits it.
+        Some(Some(path)) => {
+            let entered = std::fs::File::options()
+                .read(true)
+                .custom_flags(libc::O_CLOEXEC)
+                .open(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|f| {
+                    nix::sched::setns(&f, CloneFlags::CLONE_NEWNET).map_err(|e| e.to_string())
+                });
+            if let Err(e) = entered {
+                report(
+                    report_pipe,
+                    &format!(
+                        "err 125 enter the network namespace {}: {e}",
+                        path.display()
+                    ),
+                );
+                return 125;
+            }
+        }
+    }
     let mut stack = vec![0u8; 1024 * 1024];
     let child = Box::new(|| -> isize {
         // The container must not inherit the supervisor's blocked SIGCHLD.

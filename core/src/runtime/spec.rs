@@ -32,6 +32,18 @@ pub const DEFAULT_CAPABILITIES: [Capability; 14] = [
     Capability::AuditWrite,
 ];
 
+/// The network namespace a container gets.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum NetworkNamespace {
+    /// A new one, with only `lo`.
+    #[default]
+    New,
+    /// The host's.
+    Host,
+    /// One made and plumbed beforehand, bound at this path.
+    Join(std::path::PathBuf),
+}
+
 /// What the user asked for, on top of the image.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunOptions {
@@ -69,6 +81,8 @@ pub struct RunOptions {
     pub init: bool,
     /// User mounts (binds, tmpfs), validated, after the standard ones.
     pub mounts: Vec<Mount>,
+    /// Its network namespace.
+    pub network: NetworkNamespace,
 }
 
 /// The OCI mount for a validated user mount.
@@ -370,9 +384,8 @@ pub fn build(options: &RunOptions) -> Result<Spec, oci_spec::OciSpecError> {
                 .build()?,
         ])
         .build()?;
-    let namespaces = [
+    let mut namespaces = [
         LinuxNamespaceType::Pid,
-        LinuxNamespaceType::Network,
         LinuxNamespaceType::Ipc,
         LinuxNamespaceType::Uts,
         LinuxNamespaceType::Mount,
@@ -381,6 +394,20 @@ pub fn build(options: &RunOptions) -> Result<Spec, oci_spec::OciSpecError> {
     .into_iter()
     .map(|t| LinuxNamespaceBuilder::default().typ(t).build())
     .collect::<Result<Vec<_>, _>>()?;
+    match &options.network {
+        NetworkNamespace::Host => {}
+        NetworkNamespace::New => namespaces.push(
+            LinuxNamespaceBuilder::default()
+                .typ(LinuxNamespaceType::Network)
+                .build()?,
+        ),
+        NetworkNamespace::Join(path) => namespaces.push(
+            LinuxNamespaceBuilder::default()
+                .typ(LinuxNamespaceType::Network)
+                .path(path.clone())
+                .build()?,
+        ),
+    }
     let mounts = vec![
         MountBuilder::default()
             .destination("/proc")

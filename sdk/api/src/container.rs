@@ -89,6 +89,79 @@ pub struct CreateRequest {
     /// `VOLUME`s included (`--volume-driver`; default `local`).
     #[serde(default)]
     pub volume_driver: Option<String>,
+    /// `--network`: `bridge` (the default), `none`, `host`, or a network's name or id.
+    #[serde(default)]
+    pub network: Option<String>,
+    /// `--ip`: the IPv4 address on that network.
+    #[serde(default)]
+    pub ip: Option<String>,
+    /// `--network-alias`: more names it answers to on that network (not on `bridge`).
+    #[serde(default)]
+    pub network_aliases: Vec<String>,
+    /// `-p`: published ports (ranges already expanded, one entry per port).
+    #[serde(default)]
+    pub publish: Vec<PortBinding>,
+    /// `-P`: publish every port the image `EXPOSE`s on an ephemeral host port.
+    #[serde(default)]
+    pub publish_all: bool,
+    /// `--dns`: name servers for /etc/resolv.conf.
+    #[serde(default)]
+    pub dns: Vec<String>,
+    /// `--dns-search`: search domains for /etc/resolv.conf.
+    #[serde(default)]
+    pub dns_search: Vec<String>,
+    /// `--add-host NAME:IP`: extra /etc/hosts lines.
+    #[serde(default)]
+    pub add_hosts: Vec<String>,
+}
+
+/// One published port: `-p [host_ip:][host_port:]container_port[/protocol]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PortBinding {
+    /// `tcp` or `udp`.
+    #[serde(default = "tcp")]
+    pub protocol: String,
+    /// Host address to accept on (IPv4); none for every address.
+    #[serde(default)]
+    pub host_ip: Option<String>,
+    /// Host port; none (or 0) for an ephemeral one.
+    #[serde(default)]
+    pub host_port: Option<u16>,
+    /// Port inside the container.
+    pub container_port: u16,
+}
+
+fn tcp() -> String {
+    "tcp".into()
+}
+
+/// A container's place on one network, in `container.inspect`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct EndpointSettings {
+    /// The network's id.
+    pub network_id: String,
+    /// Address with prefix length (`10.201.0.2/24`).
+    pub ipv4_address: String,
+    /// Gateway, if the network has one.
+    pub gateway: Option<String>,
+    /// MAC address.
+    pub mac_address: String,
+    /// Interface name inside the container.
+    pub interface: String,
+    /// Names it answers to on the network.
+    pub aliases: Vec<String>,
+}
+
+/// `container.inspect`'s network facts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct NetworkSettings {
+    /// `bridge`, `none`, `host` or a network name.
+    pub mode: String,
+    /// Networks it is on, by name (empty while it is not running).
+    pub networks: BTreeMap<String, EndpointSettings>,
+    /// Published ports as bound (host ports resolved).
+    pub ports: Vec<PortBinding>,
 }
 
 /// What a mount is.
@@ -313,6 +386,9 @@ pub struct ContainerDetails {
     /// Its mounts (binds, tmpfs, volumes).
     #[serde(default)]
     pub mounts: Vec<MountPoint>,
+    /// Its networks and published ports.
+    #[serde(default)]
+    pub network_settings: NetworkSettings,
 }
 
 /// Which containers `container.list` shows.
@@ -617,6 +693,10 @@ pub trait Container {
     /// Thaws a paused container.
     #[method(name = "unpause", param_kind = map)]
     async fn unpause(&self, id: String) -> RpcResult<()>;
+
+    /// The container's published ports as bound (like `docker port`).
+    #[method(name = "port", param_kind = map)]
+    async fn port(&self, id: String) -> RpcResult<Vec<PortBinding>>;
 
     /// The container's processes.
     #[method(name = "top", param_kind = map)]

@@ -9,6 +9,7 @@ pub mod archive;
 pub mod container;
 pub mod error;
 pub mod image;
+pub mod network;
 pub mod openrpc;
 pub mod plugin;
 pub mod reference;
@@ -44,6 +45,7 @@ pub fn all_methods() -> Vec<&'static MethodSpec> {
         .chain(image::SPECS)
         .chain(container::SPECS)
         .chain(volume::SPECS)
+        .chain(network::SPECS)
         .chain(plugin::SPECS)
         .collect()
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Snapshot (or compare) what a berth test run could leak on the host: mounts of berth data
-# roots and berth-shim processes, and container cgroups under every hierarchy's berth/.
+# roots and berth-shim processes, container cgroups under every hierarchy's berth/, and
+# berth's network interfaces and nftables tables.
 #   tests/leakcheck.sh snapshot FILE   record the current state
 #   tests/leakcheck.sh compare FILE    fail, listing them, if new entries appeared
 set -euo pipefail
@@ -11,6 +12,9 @@ state() {
     for dir in /sys/fs/cgroup/*/berth/* /sys/fs/cgroup/berth/*; do
         [ -d "$dir" ] && echo "cgroup $dir"
     done
+    # Network interfaces and nftables tables of berth (bridges, veths).
+    ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1 | grep '^berth' | sed 's/^/link /' || true
+    nft list tables 2>/dev/null | grep -E 'table inet berth' | sed 's/^/nft /' || true
     # Shims whose containers outlived the tests.
     pgrep -a -f 'berth-shim start' | awk '{$1=""; print "shim" $0}' || true
 }
@@ -24,7 +28,7 @@ compare)
         echo "$leaked" >&2
         exit 1
     fi
-    echo "leak check: no mounts, cgroups or shims left behind"
+    echo "leak check: no mounts, cgroups, shims, links or nftables tables left behind"
     ;;
 *) echo "usage: $0 snapshot|compare FILE" >&2; exit 2 ;;
 esac

@@ -6,4 +6,5 @@ mod cli;
 mod container;
 mod daemon;
 mod image;
+mod network;
 mod volume;

@@ -38,6 +38,13 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// The nftables table of the berthd on `data_root` (as `core/src/network/hostnet.rs` names it).
+pub fn table_name(data_root: &std::path::Path) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(data_root.as_os_str().as_encoded_bytes());
+    format!("berth_{}", hex::encode(&digest[..4]))
+}
+
 /// A berthd process on its own temporary data root and socket, stopped on drop.
 #[derive(Debug)]
 pub struct Daemon {
@@ -50,6 +57,15 @@ pub struct Daemon {
     pub socket: PathBuf,
     /// berthd's stderr.
     pub log: PathBuf,
+    /// This daemon's default bridge (each test daemon gets its own, and its own subnets).
+    pub bridge: String,
+    net_args: Vec<String>,
+}
+
+/// A number per daemon started by this test process, for its bridge name and subnets.
+fn next_daemon_index() -> u32 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl Daemon {
@@ -63,12 +79,28 @@ impl Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let data_root = dir.path().join("root");
         let socket = dir.path().join("berthd.sock");
+        // Daemons run side by side: each gets a bridge and subnets of its own
+        // (172.20.N.0/24 for `bridge`, /28s of 172.21.N.0/24 for user networks).
+        let n = next_daemon_index() % 250;
+        let bridge = format!("berth{n}t");
+        let net_args = vec![
+            "--bridge-name".to_owned(),
+            bridge.clone(),
+            "--bridge-subnet".to_owned(),
+            format!("172.20.{n}.0/24"),
+            "--default-address-pool".to_owned(),
+            format!("172.21.{n}.0/24"),
+            "--default-address-pool-size".to_owned(),
+            "28".to_owned(),
+        ];
         let mut d = Daemon {
             child: None,
             data_root,
             socket,
             log: dir.path().join("berthd.log"),
             dir,
+            bridge,
+            net_args,
         };
         let child = d.spawn(extra);
         d.child = Some(child);
@@ -100,6 +132,7 @@ impl Daemon {
             .arg(&self.socket)
             .arg("--log-level")
             .arg("debug")
+            .args(&self.net_args)
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -215,10 +248,32 @@ impl Drop for Daemon {
             }
         }
         self.kill_containers();
+        self.remove_network_state();
     }
 }
 
 impl Daemon {
+    /// What berthd keeps on the host across restarts by design (its default bridge and its
+    /// nftables table) goes with the test daemon. Tests remove the networks they create.
+    fn remove_network_state(&self) {
+        let links = Command::new("ip").args(["-o", "link", "show"]).output();
+        if let Ok(out) = links {
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                let Some(name) = line.split(": ").nth(1) else {
+                    continue;
+                };
+                let name = name.split('@').next().unwrap_or(name);
+                if name == self.bridge {
+                    let _ = Command::new("ip").args(["link", "del", name]).output();
+                }
+            }
+        }
+        let table = table_name(&self.data_root);
+        let _ = Command::new("nft")
+            .args(["delete", "table", "inet", &table])
+            .output();
+    }
+
     /// Containers outlive berthd by design; a test that failed half-way must not leave its
     /// containers (and their shims and cgroups) running on the host. Kills every process
     /// in the cgroups of this data root's containers, then gives the shims a moment to
@@ -419,7 +474,8 @@ pub fn import_busybox_with(daemon: &Daemon, name: &str, changes: &[&str]) {
     std::fs::copy("/bin/busybox", bin.join("busybox")).expect("busybox-static is installed");
     for applet in [
         "sh", "echo", "cat", "ls", "sleep", "id", "true", "false", "hostname", "touch", "grep",
-        "pwd", "env", "mount", "trap", "wc", "head", "unshare", "mkdir", "stty", "tty",
+        "pwd", "env", "mount", "trap", "wc", "head", "unshare", "mkdir", "stty", "tty", "ip",
+        "wget", "httpd", "nc", "nslookup", "ping",
     ] {
         std::os::unix::fs::symlink("busybox", bin.join(applet)).expect("symlink");
     }

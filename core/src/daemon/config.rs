@@ -55,6 +55,14 @@ pub struct Config {
     /// Host directories under which `local` volumes may bind an existing directory
     /// (`volume create -o type=none -o o=bind -o device=DIR`); empty: such volumes are refused.
     pub volume_bind_roots: Vec<PathBuf>,
+    /// The default `bridge` network's bridge (made on first start).
+    pub bridge_name: String,
+    /// The default `bridge` network's IPv4 subnet.
+    pub bridge_subnet: String,
+    /// Where the `bridge` driver carves user networks' subnets from.
+    pub default_address_pool: String,
+    /// Prefix length of those subnets.
+    pub default_address_pool_size: u8,
 }
 
 impl Default for Config {
@@ -74,6 +82,10 @@ impl Default for Config {
             max_concurrent_downloads: 4,
             allow_layer_device_nodes: false,
             volume_bind_roots: Vec::new(),
+            bridge_name: "berth0".to_owned(),
+            bridge_subnet: "10.200.0.0/16".to_owned(),
+            default_address_pool: "10.201.0.0/16".to_owned(),
+            default_address_pool_size: 24,
         }
     }
 }
@@ -133,6 +145,18 @@ pub struct Args {
     /// replaces the file's list).
     #[arg(long, value_name = "DIR")]
     pub volume_bind_roots: Vec<PathBuf>,
+    /// The default `bridge` network's bridge name (it must start with `berth`).
+    #[arg(long)]
+    pub bridge_name: Option<String>,
+    /// The default `bridge` network's IPv4 subnet.
+    #[arg(long)]
+    pub bridge_subnet: Option<String>,
+    /// The pool user networks' subnets come from (IPv4 CIDR).
+    #[arg(long)]
+    pub default_address_pool: Option<String>,
+    /// Prefix length of user networks' subnets.
+    #[arg(long)]
+    pub default_address_pool_size: Option<u8>,
 }
 
 impl Args {
@@ -169,6 +193,10 @@ impl Args {
             max_concurrent_downloads,
             allow_layer_device_nodes,
             volume_bind_roots,
+            bridge_name,
+            bridge_subnet,
+            default_address_pool,
+            default_address_pool_size,
         } = self.clone();
         macro_rules! over {
             ($($field:ident),*) => { $( if let Some(v) = $field { cfg.$field = v; } )* };
@@ -183,7 +211,11 @@ impl Args {
             max_batch_len,
             shutdown_timeout,
             max_concurrent_downloads,
-            allow_layer_device_nodes
+            allow_layer_device_nodes,
+            bridge_name,
+            bridge_subnet,
+            default_address_pool,
+            default_address_pool_size
         );
         for (flag, field) in [
             (listen, &mut cfg.listen),
@@ -248,6 +280,32 @@ impl Config {
         }
         if self.max_batch_len == 0 {
             return bad("max-batch-len", "must be at least 1".to_owned());
+        }
+        if !self.bridge_name.starts_with("berth")
+            || self.bridge_name.len() > 15
+            || !self.bridge_name.bytes().all(|b| b.is_ascii_alphanumeric())
+        {
+            return bad(
+                "bridge-name",
+                format!(
+                    "{:?}: use berth and up to 10 letters or digits",
+                    self.bridge_name
+                ),
+            );
+        }
+        for (key, value) in [
+            ("bridge-subnet", &self.bridge_subnet),
+            ("default-address-pool", &self.default_address_pool),
+        ] {
+            let ok = value.split_once('/').is_some_and(|(ip, p)| {
+                ip.parse::<std::net::Ipv4Addr>().is_ok() && p.parse::<u8>().is_ok_and(|p| p <= 30)
+            });
+            if !ok {
+                return bad(key, format!("{value:?} is not an IPv4 subnet (a.b.c.d/n)"));
+            }
+        }
+        if !(8..=30).contains(&self.default_address_pool_size) {
+            return bad("default-address-pool-size", "must be 8 to 30".to_owned());
         }
         for root in &self.volume_bind_roots {
             if !root.is_absolute() || root == Path::new("/") {

@@ -226,7 +226,12 @@ pub fn prepare(config: Config) -> Result<Prepared, Error> {
         Arc::clone(&store),
         Arc::clone(&plugins),
         &config.data_root,
-        crate::network::DEFAULT_BRIDGE_SUBNET.into(),
+        crate::network::DefaultNetwork {
+            bridge_name: config.bridge_name.clone(),
+            bridge_subnet: config.bridge_subnet.clone(),
+            pool: config.default_address_pool.clone(),
+            pool_size: config.default_address_pool_size,
+        },
     ));
     // Containers survive berthd: find the ones still running, record the ones that ended.
     let running = containers.reconcile()?;

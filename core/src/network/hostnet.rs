@@ -25,8 +25,17 @@ use crate::plugin_host::{
 };
 use crate::store::{self, Store, q};
 
-/// The nftables table berthd owns.
-pub const TABLE: &str = "berth";
+/// The nftables table of the berthd on `data_root`: `berth` for the default data root, else
+/// `berth_` and a digest of the path, so that several daemons (tests, side-by-side
+/// installs) never replace each other's rules.
+pub fn table_name(data_root: &Path) -> String {
+    use sha2::Digest;
+    if data_root == Path::new("/var/lib/berth") {
+        return "berth".into();
+    }
+    let digest = sha2::Sha256::digest(data_root.as_os_str().as_encoded_bytes());
+    format!("berth_{}", hex::encode(&digest[..4]))
+}
 
 fn denied(message: impl Into<String>) -> NetError {
     NetError {
@@ -82,7 +91,7 @@ enum Rule {
 }
 
 /// Renders berth's whole table. Pure, so it is unit-tested.
-fn render(rules: &BTreeSet<Rule>, bridges: &BTreeSet<String>) -> String {
+fn render(table: &str, rules: &BTreeSet<Rule>, bridges: &BTreeSet<String>) -> String {
     let quote = |s: &str| format!("\"{s}\"");
     let set = |items: &BTreeSet<String>| {
         items
@@ -168,7 +177,7 @@ fn render(rules: &BTreeSet<Rule>, bridges: &BTreeSet<String>) -> String {
     // Declaring then deleting the table first makes the replacement one transaction that
     // works whether or not the table exists.
     format!(
-        "table inet {TABLE} {{}}\ndelete table inet {TABLE}\ntable inet {TABLE} {{\n{}{}{}}}\n",
+        "table inet {table} {{}}\ndelete table inet {table}\ntable inet {table} {{\n{}{}{}}}\n",
         chain("forward", &forward),
         chain("prerouting", &prerouting),
         chain("postrouting", &postrouting)
@@ -206,14 +215,6 @@ async fn nft(script: String) -> Result<(), String> {
     }
 }
 
-/// Removes berth's table (at the end of tests, or by an operator).
-pub async fn remove_table() -> Result<(), String> {
-    nft(format!(
-        "table inet {TABLE} {{}}\ndelete table inet {TABLE}\n"
-    ))
-    .await
-}
-
 fn valid_ifname(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 15
@@ -244,6 +245,7 @@ const SANDBOX_SYSCTLS: &[&str] = &[
 #[derive(Debug)]
 pub struct HostNet {
     store: Arc<Store>,
+    table: String,
     netns_dir: PathBuf,
     rtnl: Rtnl,
     /// Sandboxes each driver may use now.
@@ -261,9 +263,14 @@ pub struct HostNet {
 impl HostNet {
     /// Opens the host side (call inside the runtime); `netns_dir` holds sandboxes' bound
     /// namespaces, one file per sandbox id.
-    pub fn new(store: Arc<Store>, netns_dir: PathBuf) -> std::io::Result<HostNet> {
+    pub fn new(
+        store: Arc<Store>,
+        netns_dir: PathBuf,
+        data_root: &Path,
+    ) -> std::io::Result<HostNet> {
         Ok(HostNet {
             store,
+            table: table_name(data_root),
             netns_dir,
             rtnl: Rtnl::host()?,
             grants: Mutex::default(),
@@ -378,7 +385,9 @@ impl HostNet {
             .iter()
             .filter_map(|r| serde_json::from_str(r).ok())
             .collect();
-        nft(render(&rules, &bridges)).await.map_err(internal)
+        nft(render(&self.table, &rules, &bridges))
+            .await
+            .map_err(internal)
     }
 
     /// The scoped `host-net` of one driver.
@@ -1030,7 +1039,7 @@ mod tests {
             container_port: 80,
         });
         let bridges: BTreeSet<String> = ["berthb1".to_owned(), "berthb2".to_owned()].into();
-        let text = render(&rules, &bridges);
+        let text = render("berth", &rules, &bridges);
         assert!(text.starts_with("table inet berth {}\ndelete table inet berth\n"));
         assert!(text.contains(
             "iifname { \"berthb1\", \"berthb2\" } oifname { \"berthb1\", \"berthb2\" } drop"

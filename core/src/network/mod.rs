@@ -155,9 +155,20 @@ pub fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(c))
 }
 
-/// The default `bridge` network's subnet (docker's is 172.17.0.0/16; a different one lets
-/// berth and docker run side by side).
-pub const DEFAULT_BRIDGE_SUBNET: &str = "10.200.0.0/16";
+/// The default `bridge` network and the `bridge` driver's pool, from berthd's config
+/// (defaults 10.200.0.0/16 on `berth0`, and /24s of 10.201.0.0/16: docker's 172.17.0.0/16
+/// is left alone, so berth and docker run side by side).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DefaultNetwork {
+    /// Bridge of the default network.
+    pub bridge_name: String,
+    /// Its subnet.
+    pub bridge_subnet: String,
+    /// The pool of user networks.
+    pub pool: String,
+    /// Their prefix length.
+    pub pool_size: u8,
+}
 
 /// Where the namespace of a container's sandbox is bound (its sandbox id is its id).
 pub fn netns_path(data_root: &Path, container_id: &str) -> PathBuf {
@@ -323,7 +334,7 @@ pub struct Networks {
     store: Arc<Store>,
     plugins: Arc<Plugins>,
     data_root: PathBuf,
-    default_subnet: String,
+    defaults: DefaultNetwork,
     host: OnceLock<Arc<HostNet>>,
     published: Mutex<HashMap<String, Vec<proxy::Published>>>,
     dns: dns::Resolvers,
@@ -337,13 +348,13 @@ impl Networks {
         store: Arc<Store>,
         plugins: Arc<Plugins>,
         data_root: &Path,
-        default_subnet: String,
+        defaults: DefaultNetwork,
     ) -> Networks {
         Networks {
             store,
             plugins,
             data_root: data_root.to_owned(),
-            default_subnet,
+            defaults,
             host: OnceLock::new(),
             published: Mutex::default(),
             dns: dns::Resolvers::default(),
@@ -360,17 +371,27 @@ impl Networks {
             what: format!("create {}", dir.display()),
             message: e.to_string(),
         })?;
-        let host =
-            Arc::new(
-                HostNet::new(Arc::clone(&self.store), dir).map_err(|e| Error::Host {
+        let host = Arc::new(
+            HostNet::new(Arc::clone(&self.store), dir, &self.data_root).map_err(|e| {
+                Error::Host {
                     what: "open netlink".into(),
                     message: e.to_string(),
-                })?,
-            );
+                }
+            })?,
+        );
         if let Err(e) = host.apply_firewall().await {
             warn!("cannot apply berth's firewall rules: {}", e.message);
         }
-        self.plugins.set_network_host(Arc::clone(&host));
+        self.plugins.set_network_host(
+            Arc::clone(&host),
+            vec![
+                ("pool".to_owned(), self.defaults.pool.clone()),
+                (
+                    "pool-prefix".to_owned(),
+                    self.defaults.pool_size.to_string(),
+                ),
+            ],
+        );
         let _ = self.host.set(host);
         Ok(())
     }
@@ -532,12 +553,12 @@ impl Networks {
             return Ok(());
         }
         let mut options = BTreeMap::new();
-        options.insert("bridge-name".to_owned(), "berth0".to_owned());
+        options.insert("bridge-name".to_owned(), self.defaults.bridge_name.clone());
         self.create_inner(
             NetworkCreateRequest {
                 name: DEFAULT_NETWORK.into(),
                 driver: Some(DEFAULT_DRIVER.into()),
-                subnet: Some(self.default_subnet.clone()),
+                subnet: Some(self.defaults.bridge_subnet.clone()),
                 options,
                 ..Default::default()
             },

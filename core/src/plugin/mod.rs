@@ -176,7 +176,7 @@ pub struct Plugins {
     /// interleave on one plugin's files and live driver.
     ops: tokio::sync::Mutex<()>,
     /// The host side of `host-net`, set once networking starts (before the plugins do).
-    network_host: std::sync::OnceLock<Arc<crate::network::HostNet>>,
+    network_host: std::sync::OnceLock<(Arc<crate::network::HostNet>, Vec<(String, String)>)>,
 }
 
 impl Plugins {
@@ -251,8 +251,14 @@ impl Plugins {
     }
 
     /// Gives network drivers their `host-net` (once, before [`Self::start`]).
-    pub fn set_network_host(&self, host: Arc<crate::network::HostNet>) {
-        let _ = self.network_host.set(host);
+    /// `bridge_defaults` is configuration the built-in `bridge` driver gets for every key
+    /// its own configuration leaves unset (berthd's address pool).
+    pub fn set_network_host(
+        &self,
+        host: Arc<crate::network::HostNet>,
+        bridge_defaults: Vec<(String, String)>,
+    ) {
+        let _ = self.network_host.set((host, bridge_defaults));
     }
 
     async fn install_builtin(&self) -> Result<()> {
@@ -340,11 +346,19 @@ impl Plugins {
                 Ok(Live::Volume(Arc::new(driver)))
             }
             PluginKind::Network => {
-                let host = self.network_host.get().ok_or_else(|| {
+                let (host, defaults) = self.network_host.get().ok_or_else(|| {
                     Error::State(format!(
                         "network driver {name} cannot start: networking is not started"
                     ))
                 })?;
+                let mut config = config;
+                if name == DEFAULT_NETWORK_DRIVER {
+                    for (k, v) in defaults {
+                        if !config.iter().any(|(key, _)| key == k) {
+                            config.push((k.clone(), v.clone()));
+                        }
+                    }
+                }
                 let prefix = link_prefix(name);
                 let driver = self
                     .host

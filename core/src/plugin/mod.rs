@@ -163,6 +163,10 @@ pub fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"_.-".contains(c))
 }
 
+/// What network drivers need from berthd: the host side of `host-net`, and the default
+/// configuration of the built-in `bridge` driver.
+type NetworkHost = (Arc<crate::network::HostNet>, Vec<(String, String)>);
+
 /// The installed plugins and their live drivers.
 #[derive(Debug)]
 pub struct Plugins {
@@ -176,7 +180,7 @@ pub struct Plugins {
     /// interleave on one plugin's files and live driver.
     ops: tokio::sync::Mutex<()>,
     /// The host side of `host-net`, set once networking starts (before the plugins do).
-    network_host: std::sync::OnceLock<(Arc<crate::network::HostNet>, Vec<(String, String)>)>,
+    network_host: std::sync::OnceLock<NetworkHost>,
 }
 
 impl Plugins {

@@ -305,6 +305,11 @@ pub fn parse_publish(spec: &str) -> anyhow::Result<Vec<PortBinding>> {
         .map(|ip| ip.trim_start_matches('[').trim_end_matches(']'))
         .filter(|ip| !ip.is_empty())
         .map(str::to_owned);
+    if let Some(ip) = &host_ip
+        && ip.parse::<std::net::IpAddr>().is_err()
+    {
+        bail!("invalid -p {spec:?}: {ip:?} is not an IP address");
+    }
     Ok((c0..=c1)
         .enumerate()
         .map(|(i, c)| PortBinding {

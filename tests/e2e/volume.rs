@@ -409,7 +409,7 @@ fn plugin_management() {
     assert!(e.contains("built into berthd"), "{e}");
     let e = fails(&d, &["plugin", "inspect", "nosuch"]);
     assert!(e.contains("no such plugin"), "{e}");
-    assert_eq!(ok(&d, &["plugin", "ls", "-q"]), "local\n");
+    assert_eq!(ok(&d, &["plugin", "ls", "-q"]), "bridge\nlocal\n");
 }
 
 #[test]

@@ -146,7 +146,7 @@ impl ContainerApi {
                     {
                         return Ok(false);
                     }
-                    run = c.start(&id)?.0.state.started_at;
+                    run = c.start_by_policy(&id)?.0.state.started_at;
                 }
             })
             .await;

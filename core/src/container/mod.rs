@@ -482,6 +482,9 @@ pub struct Containers {
     snapshots_dir: PathBuf,
     shim_binary: PathBuf,
     network_hooks: std::sync::OnceLock<Arc<dyn NetworkHooks>>,
+    /// Containers whose restart policy wanted them started at daemon start before
+    /// networking was up.
+    deferred_restarts: std::sync::Mutex<Vec<String>>,
 }
 
 /// What the container lifecycle asks of networking, which lives above this module.
@@ -515,12 +518,32 @@ impl Containers {
             snapshots_dir: data_root.join("snapshots"),
             shim_binary,
             network_hooks: std::sync::OnceLock::new(),
+            deferred_restarts: std::sync::Mutex::default(),
         })
     }
 
     /// Connects the lifecycle to networking (once, when networking has started).
     pub fn set_network_hooks(&self, hooks: Arc<dyn NetworkHooks>) {
         let _ = self.network_hooks.set(hooks);
+    }
+
+    /// Starts the containers [`Self::reconcile`] left for networking (call once the hooks
+    /// are set); returns the ones now running. Blocking.
+    pub fn start_deferred(&self) -> Vec<String> {
+        let ids = std::mem::take(
+            &mut *self
+                .deferred_restarts
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        let mut live = Vec::new();
+        for id in ids {
+            match self.start_by_policy(&id) {
+                Ok((r, _)) => live.push(r.id),
+                Err(e) => tracing::warn!(container = %id, "restart at daemon start failed: {e}"),
+            }
+        }
+        live
     }
 
     fn network_detach(&self, id: &str) {
@@ -963,6 +986,21 @@ impl Containers {
     /// [`Self::start`]; with `await_attach` the shim holds the container's exit until the
     /// first attach (see `container.start`).
     pub fn start_with(&self, key: &str, await_attach: bool) -> Result<(ContainerRecord, bool)> {
+        self.start_inner(key, await_attach, false)
+    }
+
+    /// [`Self::start`] by a restart policy: a stop the user asks for while it starts wins
+    /// (the container is killed again and stays stopped).
+    pub fn start_by_policy(&self, key: &str) -> Result<(ContainerRecord, bool)> {
+        self.start_inner(key, false, true)
+    }
+
+    fn start_inner(
+        &self,
+        key: &str,
+        await_attach: bool,
+        by_policy: bool,
+    ) -> Result<(ContainerRecord, bool)> {
         let mut record = self.resolve(key)?;
         match record.state.status {
             ContainerStatus::Running | ContainerStatus::Paused => return Ok((record, false)),
@@ -1023,7 +1061,9 @@ impl Containers {
                 .parse()
                 .unwrap_or(0);
             record.state.status = ContainerStatus::Running;
-            record.manually_stopped = false;
+            let stopped_meanwhile =
+                by_policy && self.resolve(&record.id).is_ok_and(|r| r.manually_stopped);
+            record.manually_stopped = stopped_meanwhile;
             record.state.pid = Some(pid);
             record.state.exit_code = None;
             record.state.error = None;
@@ -1031,6 +1071,9 @@ impl Containers {
             record.state.started_at = Some(now());
             record.state.finished_at = None;
             self.save(&record)?;
+            if stopped_meanwhile {
+                let _ = self.kill(&record.id, libc::SIGKILL);
+            }
             Ok((record, true))
         } else {
             let message = String::from_utf8_lossy(&output.stderr).trim().to_owned();
@@ -1560,7 +1603,20 @@ impl Containers {
                 && record.state.status == ContainerStatus::Exited
                 && record.state.error.is_none()
             {
-                match self.start(&record.id) {
+                if self.network_hooks.get().is_none()
+                    && matches!(
+                        crate::network::mode_of(record.config.network.as_deref()),
+                        crate::network::Mode::Network(_)
+                    )
+                {
+                    // Its network comes up with berthd's networking: restarted then.
+                    self.deferred_restarts
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(record.id.clone());
+                    continue;
+                }
+                match self.start_by_policy(&record.id) {
                     Ok((r, _)) => live.push(r.id),
                     Err(e) => {
                         tracing::warn!(container = %record.name, "restart at daemon start failed: {e}")

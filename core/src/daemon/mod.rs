@@ -371,6 +371,12 @@ impl Prepared {
                 Arc::clone(&ctx.networks),
                 Arc::clone(&ctx.images),
             )));
+        let containers = Arc::clone(&ctx.containers);
+        let mut running = running;
+        match tokio::task::spawn_blocking(move || containers.start_deferred()).await {
+            Ok(started) => running.extend(started),
+            Err(e) => warn!("restarting containers at start failed: {e}"),
+        }
         let module =
             api::rpc_module(Arc::clone(&ctx), running).map_err(|e| Error::Api(e.to_string()))?;
         let settings = api::ServeSettings {

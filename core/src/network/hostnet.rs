@@ -1048,9 +1048,10 @@ mod tests {
         assert!(text.contains("fib daddr type local tcp dport 8080 dnat ip to 10.201.0.2:80"));
         assert!(text.contains("iifname \"berthb1\" accept"));
         assert!(!text.contains("iifname \"berthb2\" accept"), "{text}");
-        // The catch-all drops come after every accept.
-        let accept = text.rfind("accept").unwrap();
-        let drop = text
+        // In the forward chain, the catch-all drops come after every accept.
+        let forward = &text[..text.find("chain prerouting").unwrap()];
+        let accept = forward.rfind("accept").unwrap();
+        let drop = forward
             .rfind("oifname { \"berthb1\", \"berthb2\" } drop")
             .unwrap();
         assert!(drop > accept);

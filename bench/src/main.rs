@@ -1,6 +1,7 @@
 //! berth-bench: reproducible measurements of berth, written to `bench/results/` as JSON and
 //! Markdown. `berth-bench api` measures the API round trip and berthd's idle memory.
 
+mod net;
 mod plugin;
 mod pull;
 mod run;
@@ -62,6 +63,19 @@ enum Scenario {
         /// Measured calls per function.
         #[arg(long, default_value_t = 10_000)]
         calls: usize,
+    },
+    /// `run --rm IMAGE true` on each engine's default bridge network, and TCP throughput
+    /// through a published port against the host's loopback.
+    Network {
+        /// Measured runs per engine.
+        #[arg(long, default_value_t = 30)]
+        rounds: usize,
+        /// MiB sent in the throughput test.
+        #[arg(long, default_value_t = 512)]
+        mib: usize,
+        /// Only berth (no docker/podman).
+        #[arg(long)]
+        no_peers: bool,
     },
     /// `run --rm IMAGE true` end to end, and supervisor memory with idle containers,
     /// against docker and podman in the same run.
@@ -390,6 +404,17 @@ fn main() -> anyhow::Result<()> {
             idle,
             no_peers,
         } => run::run_scenario(&cli.bin_dir, &cli.out_dir, rounds.max(1), idle, !no_peers),
+        Scenario::Network {
+            rounds,
+            mib,
+            no_peers,
+        } => net::network_scenario(
+            &cli.bin_dir,
+            &cli.out_dir,
+            rounds.max(1),
+            mib.max(1),
+            !no_peers,
+        ),
         Scenario::Pull {
             rounds,
             layers,

@@ -161,6 +161,9 @@ pub(crate) struct Dockerd {
     child: Child,
     host: String,
     dir: tempfile::TempDir,
+    /// The host's iptables rules before a bridged dockerd changed them (restored on drop:
+    /// dockerd leaves its chains and a FORWARD policy of DROP behind).
+    saved_iptables: Option<Vec<u8>>,
 }
 
 impl Dockerd {
@@ -170,6 +173,29 @@ impl Dockerd {
     }
 
     pub(crate) fn start() -> anyhow::Result<Dockerd> {
+        Self::start_with(false)
+    }
+
+    /// dockerd with its default bridge network and iptables rules (for the network
+    /// scenario; it changes the host's firewall while it runs, as docker does).
+    pub(crate) fn start_bridged() -> anyhow::Result<Dockerd> {
+        Self::start_with(true)
+    }
+
+    fn start_with(bridged: bool) -> anyhow::Result<Dockerd> {
+        let network: &[&str] = if bridged {
+            &[]
+        } else {
+            &["--iptables=false", "--ip6tables=false", "--bridge=none"]
+        };
+        let saved_iptables = if bridged {
+            let out = Command::new("iptables-save")
+                .output()
+                .context("iptables-save (apt-get install iptables)")?;
+            Some(out.stdout)
+        } else {
+            None
+        };
         let dir = tempfile::tempdir()?;
         let sock = dir.path().join("docker.sock");
         let host = format!("unix://{}", sock.display());
@@ -181,18 +207,18 @@ impl Dockerd {
             .arg(dir.path().join("exec"))
             .arg("--pidfile")
             .arg(dir.path().join("dockerd.pid"))
-            .args([
-                "--host",
-                &host,
-                "--iptables=false",
-                "--ip6tables=false",
-                "--bridge=none",
-            ])
+            .args(["--host", &host])
+            .args(network)
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
             .context("starting dockerd (apt-get install docker.io)")?;
-        let d = Dockerd { child, host, dir };
+        let d = Dockerd {
+            child,
+            host,
+            dir,
+            saved_iptables,
+        };
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             if d.docker(&["version"]).is_ok() {
@@ -223,6 +249,24 @@ impl Drop for Dockerd {
             .arg(self.dir.path().join("root"))
             .stderr(Stdio::null())
             .status();
+        if let Some(rules) = self.saved_iptables.take() {
+            let restored = Command::new("iptables-restore")
+                .stdin(Stdio::piped())
+                .spawn()
+                .and_then(|mut c| {
+                    if let Some(mut stdin) = c.stdin.take() {
+                        std::io::Write::write_all(&mut stdin, &rules)?;
+                    }
+                    c.wait()
+                });
+            if !restored.is_ok_and(|s| s.success()) {
+                eprintln!("could not restore the host's iptables rules after dockerd");
+            }
+            let _ = Command::new("ip")
+                .args(["link", "del", "docker0"])
+                .stderr(Stdio::null())
+                .status();
+        }
     }
 }
 
@@ -249,15 +293,21 @@ impl Podman {
         })
     }
 
+    pub(crate) fn podman_output(&self, args: &[&str]) -> anyhow::Result<String> {
+        crate::run::run(
+            Command::new("podman")
+                .env("CONTAINERS_CONF", self._dir.path().join("containers.conf"))
+                .arg("--root")
+                .arg(&self.root)
+                .arg("--runroot")
+                .arg(&self.runroot)
+                .args(["--storage-driver", "overlay"])
+                .args(args),
+        )
+    }
+
     pub(crate) fn podman(&self, args: &[&str]) -> anyhow::Result<()> {
-        run(Command::new("podman")
-            .env("CONTAINERS_CONF", self._dir.path().join("containers.conf"))
-            .arg("--root")
-            .arg(&self.root)
-            .arg("--runroot")
-            .arg(&self.runroot)
-            .args(["--storage-driver", "overlay"])
-            .args(args))
+        self.podman_output(args).map(drop)
     }
 }
 

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::{Berthd, Latency, Machine, machine};
 
-fn run(cmd: &mut Command) -> anyhow::Result<String> {
+pub(crate) fn run(cmd: &mut Command) -> anyhow::Result<String> {
     let out = cmd
         .stdin(Stdio::null())
         .output()
@@ -28,12 +28,12 @@ fn run(cmd: &mut Command) -> anyhow::Result<String> {
 }
 
 /// A busybox root filesystem tarball (from busybox-static).
-fn busybox_tarball(dir: &Path) -> anyhow::Result<std::path::PathBuf> {
+pub(crate) fn busybox_tarball(dir: &Path) -> anyhow::Result<std::path::PathBuf> {
     let root = dir.join("rootfs");
     std::fs::create_dir_all(root.join("bin"))?;
     std::fs::create_dir_all(root.join("etc"))?;
     std::fs::copy("/bin/busybox", root.join("bin/busybox")).context("busybox-static is needed")?;
-    for applet in ["sh", "true", "sleep"] {
+    for applet in ["sh", "true", "sleep", "nc"] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet))?;
     }
     let tarball = dir.join("busybox.tar");
@@ -159,10 +159,8 @@ pub fn run_scenario(
         p.podman(&["volume", "create", "benchvol"])?;
     }
     let time_one = |engine: &str, volume: bool| -> anyhow::Result<Duration> {
-        let mut args = vec!["run", "--rm"];
-        if engine != "berth" {
-            args.extend(["--network", "none"]);
-        }
+        // Every engine without a network here; the bridge is `berth-bench network`.
+        let mut args = vec!["run", "--rm", "--network", "none"];
         if volume {
             args.extend(["-v", "benchvol:/data"]);
         }
@@ -195,7 +193,9 @@ pub fn run_scenario(
         let (supervisor, start): (&str, Box<dyn Fn() -> anyhow::Result<()>>) = match *engine {
             "berth" => (
                 "berth-shim",
-                Box::new(|| berth(&["run", "-d", image, "/bin/sleep", "600"]).map(drop)),
+                Box::new(|| {
+                    berth(&["run", "-d", "--network", "none", image, "/bin/sleep", "600"]).map(drop)
+                }),
             ),
             "docker" => {
                 let d = dockerd.as_ref().context("dockerd")?;
@@ -304,7 +304,7 @@ pub fn run_scenario(
 fn render(r: &RunReport) -> String {
     let mut s = String::from("# Run benchmark\n\n");
     s.push_str(&format!(
-        "Machine: {} CPUs ({}), {} MiB RAM, kernel {}.\n\nCommand: `{}` (release build). The same busybox-static image is imported into every engine; each round runs `run --rm IMAGE /bin/true` once per engine (interleaved; docker and podman with `--network none`). Each round also runs `run --rm -v benchvol:/data IMAGE /bin/true` (a named volume of the default driver, created beforehand; for berth the Wasm `local` driver). Memory: PSS of the per-container supervisor process with {} idle containers per engine.\n\n",
+        "Machine: {} CPUs ({}), {} MiB RAM, kernel {}.\n\nCommand: `{}` (release build). The same busybox-static image is imported into every engine; each round runs `run --rm IMAGE /bin/true` once per engine (interleaved; every engine with `--network none`; the default bridge is measured by `berth-bench network`). Each round also runs `run --rm -v benchvol:/data IMAGE /bin/true` (a named volume of the default driver, created beforehand; for berth the Wasm `local` driver). Memory: PSS of the per-container supervisor process with {} idle containers per engine.\n\n",
         r.machine.cpus, r.machine.cpu_model, r.machine.mem_total_kb / 1024, r.machine.kernel, r.command, r.idle_containers
     ));
     s.push_str("| engine | run --rm median | p90 | p99 | with -v median | -v overhead | supervisor | PSS each |\n|---|---|---|---|---|---|---|---|\n");

@@ -239,7 +239,7 @@ fn user_networks_default_bridge_ports_none_host_and_internal() {
         ],
     );
     assert_eq!(none.lines().count(), 1, "{none}");
-    assert!(none.contains(": lo:"), "{none}");
+    assert!(none.contains(": lo: <LOOPBACK,UP"), "{none}");
     let host = ok(
         &d,
         &[

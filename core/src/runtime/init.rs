@@ -46,6 +46,35 @@ fn setup(what: impl std::fmt::Display) -> impl FnOnce(Errno) -> InitError {
     move |e| fail(125, format!("{what}: {e}"))
 }
 
+/// Sets IFF_UP on `lo` of the current network namespace.
+fn loopback_up() -> Result<(), Errno> {
+    // SAFETY: socket() has no memory-safety preconditions.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: fd was just opened and nothing else owns it.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain old data, for which all zeroes is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS writes the flags into the ifreq we own.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
+    unsafe {
+        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+    }
+    // SAFETY: SIOCSIFFLAGS reads the ifreq we own.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
+        return Err(Errno::last());
+    }
+    Ok(())
+}
+
 /// The file descriptors the init inherits from the shim.
 #[derive(Debug)]
 pub struct InitFds {
@@ -140,6 +169,20 @@ fn prepare_and_exec(spec: &Spec, shim: &ShimConfig, fds: &InitFds) -> Result<Nev
     }
     for m in mounts.iter().filter(is_cgroup) {
         mount_cgroups(&root_fd, m, &host_cgroups)?;
+    }
+    // A namespace of its own with nothing plumbed (`--network none`) still has `lo` up, as
+    // with docker; a namespace berthd made has it up already.
+    let new_netns = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|ns| {
+            ns.iter().any(|n| {
+                n.typ() == oci_spec::runtime::LinuxNamespaceType::Network && n.path().is_none()
+            })
+        });
+    if new_netns {
+        loopback_up().map_err(setup("bring the loopback interface up"))?;
     }
 
     // pivot_root into the new root and detach the old one.

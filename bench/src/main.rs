@@ -246,6 +246,21 @@ impl Drop for Berthd {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // What berthd keeps across restarts by design goes with the benchmark's daemon: its
+        // default bridge and its nftables table (named after its data root, see
+        // core/src/network/hostnet.rs).
+        let _ = Command::new("ip")
+            .args(["link", "del", "berth0"])
+            .stderr(Stdio::null())
+            .status();
+        use sha2::Digest;
+        let root = self._dir.path().join("root");
+        let digest = sha2::Sha256::digest(root.as_os_str().as_encoded_bytes());
+        let table = format!("berth_{}", hex::encode(&digest[..4]));
+        let _ = Command::new("nft")
+            .args(["delete", "table", "inet", &table])
+            .stderr(Stdio::null())
+            .status();
     }
 }
 

@@ -250,6 +250,20 @@ impl Drop for Dockerd {
             .stderr(Stdio::null())
             .status();
         if let Some(rules) = self.saved_iptables.take() {
+            // iptables-restore only replaces the tables it is given: empty the ones dockerd
+            // (and podman's netavark) filled first, so that a host without rules gets none.
+            for args in [
+                &["-t", "nat", "-F"][..],
+                &["-t", "nat", "-X"],
+                &["-t", "filter", "-F"],
+                &["-t", "filter", "-X"],
+                &["-P", "FORWARD", "ACCEPT"],
+            ] {
+                let _ = Command::new("iptables")
+                    .args(args)
+                    .stderr(Stdio::null())
+                    .status();
+            }
             let restored = Command::new("iptables-restore")
                 .stdin(Stdio::piped())
                 .spawn()

@@ -214,6 +214,56 @@ fn user_networks_default_bridge_ports_none_host_and_internal() {
     );
     let port_all = host_port(&d, "puball", "80/tcp");
     assert!(http_get(port_all).contains("hello from web"));
+    // From a container through the gateway (DNAT, and hairpin NAT back into the bridge).
+    let gateway = inspect["network_settings"]["networks"]["appnet"]["gateway"]
+        .as_str()
+        .map(str::to_owned);
+    assert!(gateway.is_some());
+    let pub_inspect: serde_json::Value =
+        serde_json::from_str(&ok(&d, &["container", "inspect", "pub"])).expect("json");
+    let pub_inspect = if pub_inspect.is_array() {
+        pub_inspect[0].clone()
+    } else {
+        pub_inspect
+    };
+    let bridge_gateway = pub_inspect["network_settings"]["networks"]["bridge"]["gateway"]
+        .as_str()
+        .expect("gateway")
+        .to_owned();
+    let got = ok(
+        &d,
+        &[
+            "run",
+            "--rm",
+            "web",
+            "wget",
+            "-qO-",
+            &format!("http://{bridge_gateway}:{port}/"),
+        ],
+    );
+    assert_eq!(got, "hello from web\n", "through the gateway");
+    // From the host on one of its own non-loopback addresses, where it has one.
+    let addrs = std::process::Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "scope", "global"])
+        .output()
+        .expect("ip");
+    let own = String::from_utf8_lossy(&addrs.stdout)
+        .lines()
+        .filter(|l| !l.contains(" berth"))
+        .find_map(|l| {
+            l.split_whitespace()
+                .skip_while(|w| *w != "inet")
+                .nth(1)
+                .and_then(|a| a.split('/').next())
+                .map(str::to_owned)
+        });
+    if let Some(own) = own {
+        let mut s = std::net::TcpStream::connect((own.as_str(), port)).expect("connect");
+        s.write_all(b"GET / HTTP/1.0\r\n\r\n").expect("send");
+        let mut body = String::new();
+        s.read_to_string(&mut body).expect("read");
+        assert!(body.contains("hello from web"), "via {own}: {body}");
+    }
     // A taken host port is refused with the port named, and the container is not left running.
     let taken = format!("{port}:80");
     let e = fails(

@@ -256,6 +256,16 @@ impl Daemon {
     /// What berthd keeps on the host across restarts by design (its default bridge and its
     /// nftables table) goes with the test daemon. Tests remove the networks they create.
     fn remove_network_state(&self) {
+        // Namespaces of containers that outlived a failed test's daemon.
+        if let Ok(entries) = std::fs::read_dir(self.data_root.join("netns")) {
+            for entry in entries.flatten() {
+                let _ = Command::new("umount")
+                    .arg("-l")
+                    .arg(entry.path())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
         let links = Command::new("ip").args(["-o", "link", "show"]).output();
         if let Ok(out) = links {
             for line in String::from_utf8_lossy(&out.stdout).lines() {

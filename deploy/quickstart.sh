@@ -10,10 +10,12 @@ export DEBIAN_FRONTEND=noninteractive
 
 echo "==> installing build dependencies"
 apt-get update -qq
-apt-get install -y -qq --no-install-recommends gcc libc6-dev pkg-config ca-certificates busybox-static >/dev/null
+# nftables and iproute2: the default `bridge` network's NAT and port forwards.
+apt-get install -y -qq --no-install-recommends gcc libc6-dev pkg-config ca-certificates busybox-static \
+    nftables iproute2 >/dev/null
 rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
 
-echo "==> building the local volume driver (a WebAssembly component berthd embeds)"
+echo "==> building the default volume and network drivers (WebAssembly components berthd embeds)"
 plugins/build.sh --locked >/dev/null
 echo "==> building berthd and berth (release)"
 cargo build --release --locked --bins -p berth-core -p berth-cli

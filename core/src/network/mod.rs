@@ -338,6 +338,8 @@ pub struct Networks {
     host: OnceLock<Arc<HostNet>>,
     published: Mutex<HashMap<String, Vec<proxy::Published>>>,
     dns: dns::Resolvers,
+    /// Why the default network could not be made at start, for the containers that ask.
+    default_error: Mutex<Option<String>>,
     /// Attach, detach, create and remove run one at a time.
     ops: tokio::sync::Mutex<()>,
 }
@@ -358,6 +360,7 @@ impl Networks {
             host: OnceLock::new(),
             published: Mutex::default(),
             dns: dns::Resolvers::default(),
+            default_error: Mutex::default(),
             ops: tokio::sync::Mutex::new(()),
         }
     }
@@ -413,6 +416,7 @@ impl Networks {
     pub async fn start(&self, running: &[String]) {
         if let Err(e) = self.ensure_default().await {
             warn!("cannot create the default `bridge` network: {e}");
+            *self.default_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
         }
         let _ops = self.ops.lock().await;
         let Ok(host) = self.host().cloned() else {
@@ -607,9 +611,23 @@ impl Networks {
     }
 
     async fn resolve(&self, key: &str) -> Result<Record> {
-        self.find(key)
-            .await?
-            .ok_or_else(|| Error::NotFound(key.to_owned()))
+        match self.find(key).await? {
+            Some(r) => Ok(r),
+            None if key == DEFAULT_NETWORK => {
+                let why = self
+                    .default_error
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
+                Err(match why {
+                    Some(why) => Error::State(format!(
+                        "the default `bridge` network could not be created when berthd started: {why}"
+                    )),
+                    None => Error::NotFound(key.to_owned()),
+                })
+            }
+            None => Err(Error::NotFound(key.to_owned())),
+        }
     }
 
     async fn all_members(&self) -> Result<Vec<(String, String, Member)>> {

@@ -1,13 +1,12 @@
 //! `berth network ...`, `berth port`, and the `-p` syntax of `run`/`create`.
 
-use std::collections::BTreeMap;
-
 use anyhow::{Context as _, bail};
 use berth_api::container::{ContainerClient, PortBinding};
 use berth_api::jsonrpsee::ws_client::WsClient;
 use berth_api::network::{NetworkClient, NetworkCreateRequest, NetworkListRequest};
 
 use crate::output::{self, Format};
+use crate::volume::{pairs, report};
 
 /// `berth network` subcommands.
 #[derive(Debug, clap::Subcommand)]
@@ -90,22 +89,6 @@ pub enum NetworkCommand {
         /// Container.
         container: String,
     },
-}
-
-fn pairs(flag: &str, items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
-    items
-        .iter()
-        .map(|i| {
-            i.split_once('=')
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .with_context(|| format!("invalid {flag} {i:?}: expected KEY=VALUE"))
-        })
-        .collect()
-}
-
-fn report(e: impl Into<anyhow::Error>) -> u8 {
-    eprintln!("berth: {}", crate::describe(&e.into()));
-    1
 }
 
 /// Runs a `berth network` command.

@@ -66,7 +66,8 @@ pub enum VolumeCommand {
     },
 }
 
-fn pairs(flag: &str, items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+/// `KEY=VALUE` flags (`-o`, `--label`) as a map.
+pub(crate) fn pairs(flag: &str, items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
     items
         .iter()
         .map(|i| {
@@ -77,7 +78,8 @@ fn pairs(flag: &str, items: &[String]) -> anyhow::Result<BTreeMap<String, String
         .collect()
 }
 
-fn report(e: impl Into<anyhow::Error>) -> u8 {
+/// Prints a failed call's error; the exit code for it.
+pub(crate) fn report(e: impl Into<anyhow::Error>) -> u8 {
     eprintln!("berth: {}", crate::describe(&e.into()));
     1
 }

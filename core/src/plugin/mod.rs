@@ -773,60 +773,49 @@ impl Plugins {
 
     /// The running volume driver `name`.
     pub async fn volume_driver(&self, name: &str) -> Result<Arc<VolumeDriver>> {
-        if let Some(Live::Volume(d)) = self
-            .live
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-        {
-            return Ok(Arc::clone(d));
-        }
-        match self.record(name).await? {
-            None => Err(Error::NotFound(format!(
-                "{name} (no volume driver plugin of that name is installed)"
-            ))),
-            Some(r) if r.kind != PluginKind::Volume.name() => Err(Error::Invalid(format!(
-                "plugin {name} is a {} plugin, not a volume driver",
-                r.kind
-            ))),
-            Some(r) if !r.enabled => Err(Error::State(format!(
-                "volume driver {name} is disabled (berth plugin enable {name})"
-            ))),
-            Some(_) => {
-                let why = self
-                    .start_errors
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get(name)
-                    .cloned()
-                    .unwrap_or_else(|| "it is not running".into());
-                Err(Error::State(format!(
-                    "volume driver {name} failed to start: {why}"
-                )))
-            }
-        }
+        self.live_driver(name, PluginKind::Volume, |live| match live {
+            Live::Volume(d) => Some(Arc::clone(d)),
+            _ => None,
+        })
+        .await
     }
 
     /// The running network driver `name`.
     pub async fn network_driver(&self, name: &str) -> Result<Arc<NetworkDriver>> {
-        if let Some(Live::Network(d)) = self
+        self.live_driver(name, PluginKind::Network, |live| match live {
+            Live::Network(d) => Some(Arc::clone(d)),
+            _ => None,
+        })
+        .await
+    }
+
+    /// The running driver `name` of `kind`, or why there is none.
+    async fn live_driver<T>(
+        &self,
+        name: &str,
+        kind: PluginKind,
+        pick: impl Fn(&Live) -> Option<T>,
+    ) -> Result<T> {
+        if let Some(d) = self
             .live
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(name)
+            .and_then(&pick)
         {
-            return Ok(Arc::clone(d));
+            return Ok(d);
         }
+        let kind = kind.name();
         match self.record(name).await? {
             None => Err(Error::NotFound(format!(
-                "{name} (no network driver plugin of that name is installed)"
+                "{name} (no {kind} driver plugin of that name is installed)"
             ))),
-            Some(r) if r.kind != PluginKind::Network.name() => Err(Error::Invalid(format!(
-                "plugin {name} is a {} plugin, not a network driver",
+            Some(r) if r.kind != kind => Err(Error::Invalid(format!(
+                "plugin {name} is a {} plugin, not a {kind} driver",
                 r.kind
             ))),
             Some(r) if !r.enabled => Err(Error::State(format!(
-                "network driver {name} is disabled (berth plugin enable {name})"
+                "{kind} driver {name} is disabled (berth plugin enable {name})"
             ))),
             Some(_) => {
                 let why = self
@@ -837,7 +826,7 @@ impl Plugins {
                     .cloned()
                     .unwrap_or_else(|| "it is not running".into());
                 Err(Error::State(format!(
-                    "network driver {name} failed to start: {why}"
+                    "{kind} driver {name} failed to start: {why}"
                 )))
             }
         }

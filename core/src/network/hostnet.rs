@@ -281,11 +281,6 @@ impl HostNet {
         })
     }
 
-    /// The host's connection.
-    pub fn rtnl(&self) -> &Rtnl {
-        &self.rtnl
-    }
-
     /// Where the namespace of sandbox `id` is bound.
     pub fn netns_path(&self, id: &str) -> PathBuf {
         self.netns_dir.join(id)

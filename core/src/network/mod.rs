@@ -370,10 +370,15 @@ impl Networks {
     /// the plugins start.
     pub async fn start_host(&self) -> Result<()> {
         let dir = self.data_root.join("netns");
-        std::fs::create_dir_all(&dir).map_err(|e| Error::Host {
-            what: format!("create {}", dir.display()),
-            message: e.to_string(),
-        })?;
+        let made = dir.clone();
+        tokio::task::spawn_blocking(move || std::fs::create_dir_all(&made))
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|r| r)
+            .map_err(|e| Error::Host {
+                what: format!("create {}", dir.display()),
+                message: e.to_string(),
+            })?;
         let host = Arc::new(
             HostNet::new(Arc::clone(&self.store), dir, &self.data_root).map_err(|e| {
                 Error::Host {
@@ -1044,23 +1049,6 @@ impl Networks {
         self.save_member(&r.id, &record.id, &member, Some(0)).await
     }
 
-    /// Forgets a removed container's memberships.
-    pub async fn remove_container(&self, container_id: &str) {
-        self.detach(container_id).await;
-        let id = container_id.to_owned();
-        if let Err(e) = self
-            .store
-            .run(move |conn| {
-                conn.execute("DELETE FROM network_members WHERE container_id = ?1", [&id])
-                    .map_err(q("forget a container's networks"))?;
-                Ok(())
-            })
-            .await
-        {
-            warn!("{e}");
-        }
-    }
-
     /// Makes a container's sandbox and plumbs it into each of its networks, publishes its
     /// ports and writes its `/etc/hosts` and `/etc/resolv.conf`. Called before its shim
     /// starts; on failure everything made is undone.
@@ -1173,7 +1161,13 @@ impl Networks {
                 self.refresh_dns(&r.id).await;
             }
         }
-        self.write_etc(record, &own, &dns_servers)
+        // Disk work stays off the runtime's workers.
+        let dir = self.data_root.join("containers").join(&record.id);
+        let owned = record.clone();
+        tokio::task::spawn_blocking(move || write_etc(&dir, &owned, &own, &dns_servers))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r)
             .map_err(host_err(format!(
                 "write /etc/hosts and /etc/resolv.conf of container {}",
                 record.name
@@ -1266,33 +1260,6 @@ impl Networks {
             .or_default()
             .extend(bound);
         Ok(maps)
-    }
-
-    fn write_etc(
-        &self,
-        record: &crate::container::ContainerRecord,
-        own: &[(IpAddr, Vec<String>)],
-        dns_servers: &[String],
-    ) -> std::result::Result<(), String> {
-        let dir = self.data_root.join("containers").join(&record.id);
-        let add_hosts: Vec<(String, String)> = record
-            .config
-            .add_hosts
-            .iter()
-            .filter_map(|h| parse_add_host(h).ok())
-            .collect();
-        let hosts = render_hosts(&record.hostname, own, &add_hosts);
-        let servers = if record.config.dns.is_empty() {
-            dns_servers.to_vec()
-        } else {
-            record.config.dns.clone()
-        };
-        let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-        let resolv = render_resolv(&host_resolv, &servers, &record.config.dns_search, false);
-        crate::runtime::shim::write_atomic(&dir.join("hosts"), hosts.as_bytes())
-            .map_err(|e| e.to_string())?;
-        crate::runtime::shim::write_atomic(&dir.join("resolv.conf"), resolv.as_bytes())
-            .map_err(|e| e.to_string())
     }
 
     /// Tears a container's networking down: its ports, endpoints and namespace. Idempotent.
@@ -1568,6 +1535,33 @@ impl Networks {
             .await?;
         Ok(())
     }
+}
+
+/// Writes a networked container's `/etc/hosts` and `/etc/resolv.conf` into `dir`. Blocking.
+fn write_etc(
+    dir: &Path,
+    record: &crate::container::ContainerRecord,
+    own: &[(IpAddr, Vec<String>)],
+    dns_servers: &[String],
+) -> std::result::Result<(), String> {
+    let add_hosts: Vec<(String, String)> = record
+        .config
+        .add_hosts
+        .iter()
+        .filter_map(|h| parse_add_host(h).ok())
+        .collect();
+    let hosts = render_hosts(&record.hostname, own, &add_hosts);
+    let servers = if record.config.dns.is_empty() {
+        dns_servers.to_vec()
+    } else {
+        record.config.dns.clone()
+    };
+    let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let resolv = render_resolv(&host_resolv, &servers, &record.config.dns_search, false);
+    crate::runtime::shim::write_atomic(&dir.join("hosts"), hosts.as_bytes())
+        .map_err(|e| e.to_string())?;
+    crate::runtime::shim::write_atomic(&dir.join("resolv.conf"), resolv.as_bytes())
+        .map_err(|e| e.to_string())
 }
 
 /// The container lifecycle's view of [`Networks`]: called on blocking threads, it runs

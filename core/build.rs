@@ -1,12 +1,14 @@
 //! Embeds the default drivers into berthd, which installs them on first start: the `local`
-//! volume driver (plugins/dist/local.wasm) and the `bridge` network driver
-//! (plugins/dist/bridge.wasm), both made by plugins/build.sh. Without a file berthd still
+//! volume driver (plugins/dist/local.wasm), the `bridge` network driver
+//! (plugins/dist/bridge.wasm) and the `rego` authorization policy (plugins/dist/rego.wasm),
+//! all made by plugins/build.sh. Without a file berthd still
 //! builds, and says at start that the driver needs installing by hand.
 
 fn main() {
     for (name, cfg, var) in [
         ("local", "berth_embedded_local", "BERTH_LOCAL_WASM"),
         ("bridge", "berth_embedded_bridge", "BERTH_BRIDGE_WASM"),
+        ("rego", "berth_embedded_rego", "BERTH_REGO_WASM"),
     ] {
         let wasm = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join(format!("../plugins/dist/{name}.wasm"));

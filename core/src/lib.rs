@@ -1,9 +1,11 @@
-//! berth-core: the berth engine. The API server (`api`), wiring and lifecycle (`daemon`), the
+//! berth-core: the berth engine. The API server (`api`), caller identity and authorization
+//! (`authz`), wiring and lifecycle (`daemon`), the
 //! state database (`store`) and host facts (`host`); images (`image`, `content`), snapshots,
 //! containers and their runtime, the WebAssembly plugin host (`plugin_host`), installed plugins (`plugin`),
 //! volumes (`volume`) and networks (`network`).
 
 pub mod api;
+pub mod authz;
 pub mod container;
 pub mod content;
 pub mod daemon;

@@ -2,6 +2,7 @@
 //! connection task per client, the params check in front of every handler, and the mapping
 //! of engine errors to wire errors.
 
+mod authz;
 mod container;
 mod error;
 mod http;
@@ -25,8 +26,9 @@ use jsonrpsee::RpcModule;
 use jsonrpsee::core::RegisterMethodError;
 
 use crate::daemon::Context;
+pub use authz::GateState;
 pub use error::ApiError;
-pub use server::{Listener, ServeSettings, serve};
+pub use server::{Listener, Security, ServeSettings, serve};
 
 /// All methods berthd serves, plus `rpc.discover`. `running` are the containers found alive
 /// at start-up: each gets its monitor.

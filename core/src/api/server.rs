@@ -1,8 +1,17 @@
-//! Accept loops and connection tasks. Each accepted stream gets its own jsonrpsee tower
-//! service (HTTP POST and WebSocket upgrade on the same path); shutdown stops accepting,
-//! asks every connection to finish, and waits for them up to a deadline.
+//! Accept loops and connection tasks. Each accepted stream is authenticated (Unix peer
+//! credentials, or TLS and then a client certificate or bearer token per request) and gets
+//! its own jsonrpsee tower service (HTTP POST and WebSocket upgrade on the same path), which
+//! sees the [`Caller`] on every request; shutdown stops accepting, asks every connection to
+//! finish, and waits for them up to a deadline.
 
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
+
+use hyper::{Request, Response, StatusCode, header};
+use jsonrpsee::core::BoxError;
+use jsonrpsee::server::HttpBody;
 
 use jsonrpsee::RpcModule;
 use jsonrpsee::server::middleware::rpc::RpcServiceBuilder;
@@ -12,8 +21,26 @@ use jsonrpsee::server::{
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
+use super::authz::{AuthzLayer, GateState};
 use super::http::HttpGateLayer;
 use super::params::ParamsCheckLayer;
+use crate::authz::{Caller, Identity, Tokens, Transport};
+
+/// Longest a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How callers are authenticated and authorized.
+#[derive(Debug, Clone)]
+pub struct Security {
+    /// TLS for TCP listeners; `None`: plain TCP (only with `insecure_tcp`).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Bearer tokens accepted on TCP (replaced on SIGHUP).
+    pub tokens: Arc<std::sync::RwLock<Tokens>>,
+    /// TCP callers that present nothing are anonymous instead of refused.
+    pub insecure_tcp: bool,
+    /// The authorization chain, if one is configured.
+    pub gate: Option<Arc<GateState>>,
+}
 
 /// Largest response berthd sends; requests are limited by configuration.
 const MAX_RESPONSE_BODY_SIZE: u32 = 512 * 1024 * 1024;
@@ -43,6 +70,7 @@ pub async fn serve(
     listeners: Vec<Listener>,
     module: RpcModule<()>,
     settings: ServeSettings,
+    security: Security,
     shutdown: impl Future<Output = ()>,
 ) {
     let config = ServerConfig::builder()
@@ -56,9 +84,16 @@ pub async fn serve(
         .set_http_middleware(tower::ServiceBuilder::new().layer(HttpGateLayer {
             max_request_body_size: settings.max_request_body_size,
         }))
-        .set_rpc_middleware(RpcServiceBuilder::new().layer(ParamsCheckLayer {
-            max_response_body_size: MAX_RESPONSE_BODY_SIZE as usize,
-        }))
+        .set_rpc_middleware(
+            RpcServiceBuilder::new()
+                .layer(ParamsCheckLayer {
+                    max_response_body_size: MAX_RESPONSE_BODY_SIZE as usize,
+                })
+                .layer(AuthzLayer {
+                    state: security.gate.clone(),
+                    max_response_body_size: MAX_RESPONSE_BODY_SIZE as usize,
+                }),
+        )
         .to_service_builder();
     let methods: jsonrpsee::Methods = module.into();
     let (stop_handle, server_handle) = stop_channel();
@@ -100,10 +135,47 @@ pub async fn serve(
                 let Some(stream) = stream else { break };
                 let service = builder.clone().build(methods.clone(), stop_handle.clone());
                 let stop = stop_handle.clone();
+                let security = security.clone();
                 connections.spawn(async move {
                     let result = match stream {
-                        Stream::Unix(s) => serve_with_graceful_shutdown(s, service, stop.shutdown()).await,
-                        Stream::Tcp(s) => serve_with_graceful_shutdown(s, service, stop.shutdown()).await,
+                        Stream::Unix(s) => {
+                            let Some(caller) = unix_caller(&s).await else { return };
+                            let service = CallerService::new(service, Authn::Fixed(caller), &security);
+                            serve_with_graceful_shutdown(s, service, stop.shutdown()).await
+                        }
+                        Stream::Tcp(s) => {
+                            let remote = s.peer_addr().map(|a| a.to_string()).ok();
+                            match &security.tls {
+                                Some(tls) => {
+                                    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(tls));
+                                    let tls_stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(s)).await {
+                                        Ok(Ok(t)) => t,
+                                        Ok(Err(e)) => {
+                                            debug!(remote = ?remote, "TLS handshake failed: {e}");
+                                            return;
+                                        }
+                                        Err(_) => {
+                                            debug!(remote = ?remote, "TLS handshake timed out");
+                                            return;
+                                        }
+                                    };
+                                    let cert = tls_stream
+                                        .get_ref()
+                                        .1
+                                        .peer_certificates()
+                                        .and_then(|c| c.first())
+                                        .map(|c| crate::authz::tls_client(c.as_ref()));
+                                    let authn = Authn::Tcp { transport: Transport::TcpTls, cert, remote };
+                                    let service = CallerService::new(service, authn, &security);
+                                    serve_with_graceful_shutdown(tls_stream, service, stop.shutdown()).await
+                                }
+                                None => {
+                                    let authn = Authn::Tcp { transport: Transport::TcpInsecure, cert: None, remote };
+                                    let service = CallerService::new(service, authn, &security);
+                                    serve_with_graceful_shutdown(s, service, stop.shutdown()).await
+                                }
+                            }
+                        }
                     };
                     if let Err(e) = result {
                         debug!("connection ended: {e}");
@@ -149,6 +221,155 @@ async fn accept(listener: &Listener) -> std::io::Result<Stream> {
             let (s, _) = l.accept().await?;
             s.set_nodelay(true)?;
             Ok(Stream::Tcp(s))
+        }
+    }
+}
+
+/// The Unix peer of a connection, named. `None` if the kernel will not say (the connection
+/// is then dropped: it cannot be authorized).
+async fn unix_caller(stream: &tokio::net::UnixStream) -> Option<Caller> {
+    let cred = match stream.peer_cred() {
+        Ok(c) => c,
+        Err(e) => {
+            warn!("cannot read the peer credentials of a connection: {e}");
+            return None;
+        }
+    };
+    let (uid, gid) = (cred.uid(), cred.gid());
+    let pid = cred.pid().unwrap_or(0).max(0) as u32;
+    let peer = tokio::task::spawn_blocking(move || crate::authz::unix_peer(uid, gid, pid))
+        .await
+        .ok()?;
+    Some(Caller {
+        identity: Identity::Unix(peer),
+        transport: Transport::Unix,
+        remote_address: None,
+    })
+}
+
+/// How a connection's requests are authenticated.
+#[derive(Debug, Clone)]
+enum Authn {
+    /// Every request is this caller (the Unix socket's peer).
+    Fixed(Caller),
+    /// TCP: a bearer token on the request, else the client certificate, else anonymous
+    /// (only with `insecure-tcp`).
+    Tcp {
+        transport: Transport,
+        cert: Option<crate::authz::TlsClient>,
+        remote: Option<String>,
+    },
+}
+
+/// Puts the [`Caller`] on every HTTP request of a connection, refusing TCP requests that
+/// authenticate as nobody (unless berthd runs with `insecure-tcp`).
+#[derive(Debug, Clone)]
+struct CallerService<S> {
+    inner: S,
+    authn: Arc<Authn>,
+    tokens: Arc<std::sync::RwLock<Tokens>>,
+    insecure_tcp: bool,
+}
+
+impl<S> CallerService<S> {
+    fn new(inner: S, authn: Authn, security: &Security) -> Self {
+        CallerService {
+            inner,
+            authn: Arc::new(authn),
+            tokens: Arc::clone(&security.tokens),
+            insecure_tcp: security.insecure_tcp,
+        }
+    }
+
+    fn caller<B>(&self, req: &Request<B>) -> Result<Caller, &'static str> {
+        let (transport, cert, remote) = match &*self.authn {
+            Authn::Fixed(caller) => return Ok(caller.clone()),
+            Authn::Tcp {
+                transport,
+                cert,
+                remote,
+            } => (*transport, cert, remote),
+        };
+        let caller = |identity| Caller {
+            identity,
+            transport,
+            remote_address: remote.clone(),
+        };
+        if let Some(value) = req.headers().get(header::AUTHORIZATION) {
+            let secret = value
+                .to_str()
+                .ok()
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::trim)
+                .ok_or("the Authorization header must be `Bearer TOKEN`")?;
+            let tokens = self.tokens.read().unwrap_or_else(|p| p.into_inner());
+            return match tokens.verify(secret) {
+                Some(name) => Ok(caller(Identity::Token { name })),
+                None => Err("the bearer token is not valid"),
+            };
+        }
+        if let Some(cert) = cert {
+            return Ok(caller(Identity::Tls(cert.clone())));
+        }
+        if self.insecure_tcp {
+            return Ok(caller(Identity::Anonymous));
+        }
+        Err("authentication required: present a TLS client certificate or a bearer token")
+    }
+}
+
+fn unauthorized(message: &str) -> Response<HttpBody> {
+    let body = serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": null,
+        "error": {
+            "code": berth_api::ErrorKind::PermissionDenied.code(),
+            "message": message,
+            "data": {"kind": "PermissionDenied"},
+        },
+    });
+    let mut r = Response::new(HttpBody::from(body.to_string()));
+    *r.status_mut() = StatusCode::UNAUTHORIZED;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    r
+}
+
+impl<S, B> tower::Service<Request<B>> for CallerService<S>
+where
+    S: tower::Service<Request<B>, Response = Response<HttpBody>, Error = BoxError>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = Response<HttpBody>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<HttpBody>, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        match self.caller(&req) {
+            Ok(caller) => {
+                req.extensions_mut().insert(caller);
+                let mut inner = self.inner.clone();
+                Box::pin(async move { inner.call(req).await })
+            }
+            Err(message) => {
+                debug!("refused an unauthenticated request: {message}");
+                let response = unauthorized(message);
+                Box::pin(async move { Ok(response) })
+            }
         }
     }
 }

@@ -1,5 +1,6 @@
 //! berthd: the berth daemon. Loads its config, takes the data root, binds the API and
-//! serves until SIGTERM or SIGINT; SIGHUP re-reads the config file and applies the log level.
+//! serves until SIGTERM or SIGINT; SIGHUP re-reads the config file and applies the log level,
+//! reloads the tokens file and the authorization policies, and reopens the decision log.
 
 use anyhow::Context as _;
 use berth_core::daemon::{self, Args, LogFormat};
@@ -62,9 +63,11 @@ fn run() -> anyhow::Result<()> {
         let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
         let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
         let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+        let reloader = prepared.reloader();
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
                 reload_log_level(&args, &filter).await;
+                reloader.reload().await;
             }
         });
         let shutdown = async move {

@@ -63,6 +63,25 @@ pub struct Config {
     pub default_address_pool: String,
     /// Prefix length of those subnets.
     pub default_address_pool_size: u8,
+    /// berthd's TLS certificate (PEM) for TCP listeners.
+    pub tls_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// CA bundle (PEM) that TLS client certificates must chain to.
+    pub tls_ca: Option<PathBuf>,
+    /// Bearer tokens accepted on TCP: `NAME sha256:HEX` lines.
+    pub tokens_file: Option<PathBuf>,
+    /// Allow TCP listeners without TLS, and TCP callers that authenticate as nobody.
+    pub insecure_tcp: bool,
+    /// Authorization policy plugins every API call must pass, in order (all must allow).
+    pub authz_plugins: Vec<String>,
+    /// Rego files of the built-in `rego` policy (its `policy` setting, unless set).
+    pub authz_policy: Vec<PathBuf>,
+    /// JSON data files of the built-in `rego` policy (its `data` setting, unless set).
+    pub authz_data: Vec<PathBuf>,
+    /// Where authorization decisions are logged (JSON lines) [default:
+    /// DATA_ROOT/authz/decisions.log].
+    pub authz_decision_log: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -86,6 +105,15 @@ impl Default for Config {
             bridge_subnet: "10.200.0.0/16".to_owned(),
             default_address_pool: "10.201.0.0/16".to_owned(),
             default_address_pool_size: 24,
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
+            tokens_file: None,
+            insecure_tcp: false,
+            authz_plugins: Vec::new(),
+            authz_policy: Vec::new(),
+            authz_data: Vec::new(),
+            authz_decision_log: None,
         }
     }
 }
@@ -157,6 +185,35 @@ pub struct Args {
     /// Prefix length of user networks' subnets.
     #[arg(long)]
     pub default_address_pool_size: Option<u8>,
+    /// TLS certificate (PEM) for TCP listeners.
+    #[arg(long, value_name = "PATH")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, value_name = "PATH")]
+    pub tls_key: Option<PathBuf>,
+    /// CA (PEM) that client certificates must chain to.
+    #[arg(long, value_name = "PATH")]
+    pub tls_ca: Option<PathBuf>,
+    /// Bearer tokens file (`NAME sha256:HEX` lines).
+    #[arg(long, value_name = "PATH")]
+    pub tokens_file: Option<PathBuf>,
+    /// Allow plain TCP and unauthenticated TCP callers (dangerous: anyone who reaches the
+    /// port controls berthd unless a policy says otherwise).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub insecure_tcp: Option<bool>,
+    /// Authorization policy plugin every call must pass (repeatable, in order; replaces the
+    /// file's list).
+    #[arg(long, value_name = "PLUGIN")]
+    pub authz_plugins: Vec<String>,
+    /// Rego file for the built-in `rego` policy (repeatable; replaces the file's list).
+    #[arg(long, value_name = "PATH")]
+    pub authz_policy: Vec<PathBuf>,
+    /// JSON data file for the built-in `rego` policy (repeatable; replaces the file's list).
+    #[arg(long, value_name = "PATH")]
+    pub authz_data: Vec<PathBuf>,
+    /// Authorization decision log (JSON lines).
+    #[arg(long, value_name = "PATH")]
+    pub authz_decision_log: Option<PathBuf>,
 }
 
 impl Args {
@@ -197,6 +254,15 @@ impl Args {
             bridge_subnet,
             default_address_pool,
             default_address_pool_size,
+            tls_cert,
+            tls_key,
+            tls_ca,
+            tokens_file,
+            insecure_tcp,
+            authz_plugins,
+            authz_policy,
+            authz_data,
+            authz_decision_log,
         } = self.clone();
         macro_rules! over {
             ($($field:ident),*) => { $( if let Some(v) = $field { cfg.$field = v; } )* };
@@ -215,8 +281,31 @@ impl Args {
             bridge_name,
             bridge_subnet,
             default_address_pool,
-            default_address_pool_size
+            default_address_pool_size,
+            insecure_tcp
         );
+        for (flag, field) in [
+            (tls_cert, &mut cfg.tls_cert),
+            (tls_key, &mut cfg.tls_key),
+            (tls_ca, &mut cfg.tls_ca),
+            (tokens_file, &mut cfg.tokens_file),
+            (authz_decision_log, &mut cfg.authz_decision_log),
+        ] {
+            if flag.is_some() {
+                *field = flag;
+            }
+        }
+        if !authz_plugins.is_empty() {
+            cfg.authz_plugins = authz_plugins;
+        }
+        for (flag, field) in [
+            (authz_policy, &mut cfg.authz_policy),
+            (authz_data, &mut cfg.authz_data),
+        ] {
+            if !flag.is_empty() {
+                *field = flag;
+            }
+        }
         for (flag, field) in [
             (listen, &mut cfg.listen),
             (registry_mirrors, &mut cfg.registry_mirrors),
@@ -316,6 +405,55 @@ impl Config {
                         root.display()
                     ),
                 );
+            }
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => return bad("tls-key", "tls-cert needs tls-key".to_owned()),
+            (None, Some(_)) => return bad("tls-cert", "tls-key needs tls-cert".to_owned()),
+            _ => {}
+        }
+        if !self.listen.is_empty() && self.tls_cert.is_none() && !self.insecure_tcp {
+            return bad(
+                "listen",
+                "TCP listeners need TLS (tls-cert and tls-key), or insecure-tcp = true to serve plain TCP"
+                    .to_owned(),
+            );
+        }
+        if self.tls_cert.is_some()
+            && self.tls_ca.is_none()
+            && self.tokens_file.is_none()
+            && !self.insecure_tcp
+        {
+            return bad(
+                "tls-ca",
+                "with TLS, callers authenticate with a client certificate (tls-ca) or a bearer token (tokens-file): set at least one".to_owned(),
+            );
+        }
+        for name in &self.authz_plugins {
+            if !crate::plugin::valid_name(name) {
+                return bad("authz-plugins", format!("{name:?} is not a plugin name"));
+            }
+        }
+        let paths = [
+            ("authz-policy", self.authz_policy.iter().collect::<Vec<_>>()),
+            ("authz-data", self.authz_data.iter().collect()),
+            ("tls-cert", self.tls_cert.iter().collect()),
+            ("tls-key", self.tls_key.iter().collect()),
+            ("tls-ca", self.tls_ca.iter().collect()),
+            ("tokens-file", self.tokens_file.iter().collect()),
+            (
+                "authz-decision-log",
+                self.authz_decision_log.iter().collect(),
+            ),
+        ];
+        for (key, list) in paths {
+            for path in list {
+                if !path.is_absolute() || path.to_string_lossy().contains(',') {
+                    return bad(
+                        key,
+                        format!("{} must be an absolute path without commas", path.display()),
+                    );
+                }
             }
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {

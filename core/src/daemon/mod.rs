@@ -100,6 +100,9 @@ pub enum Error {
     /// The API could not be assembled (a bug: duplicate method names).
     #[error("cannot assemble the API: {0}")]
     Api(String),
+    /// TLS, tokens or the decision log could not be set up.
+    #[error(transparent)]
+    Authz(#[from] crate::authz::Error),
 }
 
 impl From<crate::image::Error> for Error {
@@ -136,6 +139,7 @@ impl Error {
             Error::Container(e) => e.kind(),
             Error::Plugin(e) => e.kind(),
             Error::Api(_) => ErrorKind::Internal,
+            Error::Authz(e) => e.kind(),
         }
     }
 }
@@ -174,7 +178,82 @@ pub struct Prepared {
     listeners: Vec<StdListener>,
     remove_socket: Option<PathBuf>,
     running: Vec<String>,
+    auth: Auth,
+    gate_slot: Arc<std::sync::OnceLock<Arc<api::GateState>>>,
     _lock: DataRootLock,
+}
+
+/// What authenticates and authorizes callers, prepared before serving.
+#[derive(Debug)]
+struct Auth {
+    tls: Option<Arc<rustls::ServerConfig>>,
+    tokens: Arc<std::sync::RwLock<crate::authz::Tokens>>,
+    decision_log: Option<crate::authz::DecisionLog>,
+}
+
+/// What SIGHUP reloads: the tokens file, the authorization policies (their files read
+/// again), and the decision log (reopened after rotation).
+#[derive(Debug, Clone)]
+pub struct Reloader {
+    ctx: Arc<Context>,
+    tokens: Arc<std::sync::RwLock<crate::authz::Tokens>>,
+    gate: Arc<std::sync::OnceLock<Arc<api::GateState>>>,
+}
+
+impl Reloader {
+    /// Reloads; failures are logged and leave the previous state in force.
+    pub async fn reload(&self) {
+        if let Some(path) = self.ctx.config.tokens_file.clone() {
+            match tokio::task::spawn_blocking(move || crate::authz::Tokens::load(&path)).await {
+                Ok(Ok(tokens)) => {
+                    *self.tokens.write().unwrap_or_else(|p| p.into_inner()) = tokens;
+                    info!("SIGHUP: tokens reloaded");
+                }
+                Ok(Err(e)) => warn!("SIGHUP: tokens not reloaded, the previous ones stay: {e}"),
+                Err(e) => warn!("SIGHUP: tokens reload failed: {e}"),
+            }
+        }
+        if let Some(state) = self.gate.get() {
+            state.gate.log().reopen();
+        }
+        self.ctx.plugins.reload_authz().await;
+    }
+}
+
+fn prepare_auth(config: &Config) -> Result<Auth, Error> {
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => {
+            // Without tokens or an anonymous fallback, a certificate is the only way in: ask
+            // for it in the handshake.
+            let require =
+                config.tls_ca.is_some() && config.tokens_file.is_none() && !config.insecure_tcp;
+            Some(crate::authz::server_config(
+                cert,
+                key,
+                config.tls_ca.as_deref(),
+                require,
+            )?)
+        }
+        _ => None,
+    };
+    let tokens = match &config.tokens_file {
+        Some(path) => crate::authz::Tokens::load(path)?,
+        None => crate::authz::Tokens::none(),
+    };
+    let decision_log = if config.authz_plugins.is_empty() {
+        None
+    } else {
+        let path = config
+            .authz_decision_log
+            .clone()
+            .unwrap_or_else(|| config.data_root.join("authz").join("decisions.log"));
+        Some(crate::authz::DecisionLog::open(&path)?)
+    };
+    Ok(Auth {
+        tls,
+        tokens: Arc::new(std::sync::RwLock::new(tokens)),
+        decision_log,
+    })
 }
 
 #[derive(Debug)]
@@ -233,6 +312,21 @@ pub fn prepare(config: Config) -> Result<Prepared, Error> {
             pool_size: config.default_address_pool_size,
         },
     ));
+    let auth = prepare_auth(&config)?;
+    plugins.set_authz(crate::plugin::AuthzSetup {
+        chain: config.authz_plugins.clone(),
+        rego_defaults: [
+            ("policy", &config.authz_policy),
+            ("data", &config.authz_data),
+        ]
+        .into_iter()
+        .filter(|(_, files)| !files.is_empty())
+        .map(|(key, files)| {
+            let list: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
+            (key.to_owned(), list.join(","))
+        })
+        .collect(),
+    });
     // Containers survive berthd: find the ones still running, record the ones that ended.
     let running = containers.reconcile()?;
     let host = HostFacts::probe();
@@ -287,7 +381,11 @@ pub fn prepare(config: Config) -> Result<Prepared, Error> {
             source,
         })?;
         let bound = tcp.local_addr().map(|a| a.to_string()).unwrap_or_default();
-        warn!(listener = %bound, "TCP listener without TLS: anyone who can reach it controls berthd");
+        if auth.tls.is_none() {
+            warn!(listener = %bound, "insecure-tcp: TCP listener without TLS: anyone who can reach it controls berthd unless an authorization policy says otherwise");
+        } else if config.insecure_tcp {
+            warn!(listener = %bound, "insecure-tcp: TLS callers without a certificate or token are let in as anonymous");
+        }
         names.push(format!("tcp://{bound}"));
         listeners.push(StdListener::Tcp(tcp));
     }
@@ -318,6 +416,8 @@ pub fn prepare(config: Config) -> Result<Prepared, Error> {
         listeners,
         remove_socket,
         running,
+        auth,
+        gate_slot: Arc::default(),
         _lock: lock,
     })
 }
@@ -328,6 +428,15 @@ impl Prepared {
         &self.ctx.listeners
     }
 
+    /// What SIGHUP reloads.
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            ctx: Arc::clone(&self.ctx),
+            tokens: Arc::clone(&self.auth.tokens),
+            gate: Arc::clone(&self.gate_slot),
+        }
+    }
+
     /// Serves the API until `shutdown` resolves, then lets open calls finish (bounded by
     /// `shutdown-timeout`), removes the socket and releases the data root.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
@@ -336,6 +445,8 @@ impl Prepared {
             listeners,
             remove_socket,
             running,
+            auth,
+            gate_slot,
             _lock,
         } = self;
         let mut async_listeners = Vec::new();
@@ -384,8 +495,35 @@ impl Prepared {
             max_batch_len: ctx.config.max_batch_len,
             shutdown_timeout: Duration::from_secs(ctx.config.shutdown_timeout),
         };
+        let gate = auth.decision_log.map(|log| {
+            Arc::new(api::GateState {
+                gate: crate::authz::Gate::new(
+                    Arc::clone(&ctx.plugins),
+                    ctx.config.authz_plugins.clone(),
+                    log,
+                ),
+                ctx: Arc::clone(&ctx),
+            })
+        });
+        if let Some(g) = &gate {
+            let _ = gate_slot.set(Arc::clone(g));
+            info!(chain = ?ctx.config.authz_plugins, log = %g.gate.log().path().display(), "authorization: every call passes the policy chain");
+            for name in &ctx.config.authz_plugins {
+                if let Err(e) = ctx.plugins.authorizer(name).await {
+                    warn!(
+                        "authorization policy {name} is not running, so calls are denied (root may still call system.ping): {e}"
+                    );
+                }
+            }
+        }
+        let security = api::Security {
+            tls: auth.tls,
+            tokens: auth.tokens,
+            insecure_tcp: ctx.config.insecure_tcp,
+            gate,
+        };
         info!(listeners = ?ctx.listeners, data_root = %ctx.config.data_root.display(), "berthd serving");
-        api::serve(async_listeners, module, settings, shutdown).await;
+        api::serve(async_listeners, module, settings, security, shutdown).await;
         if let Some(path) = remove_socket {
             let _ = std::fs::remove_file(path);
         }

@@ -615,6 +615,13 @@ impl Networks {
         }
     }
 
+    /// A network's id, name and labels (by id, id prefix or name), from berth's records
+    /// only, for authorization.
+    pub async fn identify(&self, key: &str) -> Result<(String, String, BTreeMap<String, String>)> {
+        let r = self.resolve(key).await?;
+        Ok((r.id, r.name, r.labels))
+    }
+
     async fn resolve(&self, key: &str) -> Result<Record> {
         match self.find(key).await? {
             Some(r) => Ok(r),

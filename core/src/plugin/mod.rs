@@ -17,7 +17,7 @@ use tracing::{info, warn};
 
 use crate::image::Images;
 use crate::plugin_host::{
-    self, LoadedComponent, NetworkDriver, PluginHost, PluginKind, VolumeDriver,
+    self, Authorizer, LoadedComponent, NetworkDriver, PluginHost, PluginKind, VolumeDriver,
 };
 use crate::store::{self, Store, q};
 
@@ -44,6 +44,18 @@ pub const DEFAULT_NETWORK_DRIVER: &str = "bridge";
 const EMBEDDED_BRIDGE: Option<&[u8]> = Some(include_bytes!(env!("BERTH_BRIDGE_WASM")));
 #[cfg(not(berth_embedded_bridge))]
 const EMBEDDED_BRIDGE: Option<&[u8]> = None;
+
+/// Name of the built-in Rego authorization policy, installed when the authz chain names it.
+pub const REGO_POLICY: &str = "rego";
+
+/// The `rego` policy, built into berthd (see build.rs).
+#[cfg(berth_embedded_rego)]
+const EMBEDDED_REGO: Option<&[u8]> = Some(include_bytes!(env!("BERTH_REGO_WASM")));
+#[cfg(not(berth_embedded_rego))]
+const EMBEDDED_REGO: Option<&[u8]> = None;
+
+/// Largest policy or data file an authz plugin's `policy`/`data` setting may name.
+const MAX_POLICY_FILE_BYTES: u64 = 8 << 20;
 
 /// The interface name prefix a network driver gets: `berth` for the built-in one, `b` and
 /// four hex digits of its name's digest for others (at most 5 bytes, as the WIT promises).
@@ -151,6 +163,18 @@ struct Record {
 enum Live {
     Volume(Arc<VolumeDriver>),
     Network(Arc<NetworkDriver>),
+    Authz(Arc<Authorizer>),
+}
+
+/// berthd's authorization set-up: the chain of policy plugins (from its configuration, never
+/// from the API) and the settings the built-in `rego` policy gets for keys its own
+/// configuration leaves unset.
+#[derive(Debug, Clone, Default)]
+pub struct AuthzSetup {
+    /// Policy plugins in order; every one must allow a call.
+    pub chain: Vec<String>,
+    /// Default settings of the built-in `rego` policy.
+    pub rego_defaults: Vec<(String, String)>,
 }
 
 /// Plugin names: short, one path component, lower case (they name directories and drivers).
@@ -181,6 +205,8 @@ pub struct Plugins {
     ops: tokio::sync::Mutex<()>,
     /// The host side of `host-net`, set once networking starts (before the plugins do).
     network_host: std::sync::OnceLock<NetworkHost>,
+    /// The authorization chain, set before the plugins start.
+    authz: std::sync::OnceLock<AuthzSetup>,
 }
 
 impl Plugins {
@@ -213,6 +239,7 @@ impl Plugins {
             start_errors: Default::default(),
             ops: tokio::sync::Mutex::new(()),
             network_host: std::sync::OnceLock::new(),
+            authz: std::sync::OnceLock::new(),
         })
     }
 
@@ -265,11 +292,33 @@ impl Plugins {
         let _ = self.network_host.set((host, bridge_defaults));
     }
 
+    /// Sets the authorization chain (once, before [`Self::start`]).
+    pub fn set_authz(&self, setup: AuthzSetup) {
+        let _ = self.authz.set(setup);
+    }
+
+    /// The authorization chain: names of the policy plugins every call must pass.
+    pub fn authz_chain(&self) -> &[String] {
+        self.authz.get().map(|s| s.chain.as_slice()).unwrap_or(&[])
+    }
+
+    fn in_authz_chain(&self, name: &str) -> bool {
+        self.authz_chain().iter().any(|n| n == name)
+    }
+
     async fn install_builtin(&self) -> Result<()> {
         for (name, embedded) in [
             (DEFAULT_VOLUME_DRIVER, EMBEDDED_LOCAL),
             (DEFAULT_NETWORK_DRIVER, EMBEDDED_BRIDGE),
+            (REGO_POLICY, EMBEDDED_REGO),
         ] {
+            // Compiling the policy engine costs most of a second: only when it is used.
+            if name == REGO_POLICY
+                && !self.in_authz_chain(name)
+                && self.record(name).await?.is_none()
+            {
+                continue;
+            }
             let Some(bytes) = embedded else {
                 if self.record(name).await?.is_none() {
                     warn!(
@@ -376,10 +425,57 @@ impl Plugins {
                     .await?;
                 Ok(Live::Network(Arc::new(driver)))
             }
+            PluginKind::Authz => {
+                let mut config = config;
+                if name == REGO_POLICY
+                    && let Some(setup) = self.authz.get()
+                {
+                    for (k, v) in &setup.rego_defaults {
+                        if !config.iter().any(|(key, _)| key == k) {
+                            config.push((k.clone(), v.clone()));
+                        }
+                    }
+                }
+                let config = expand_policy_files(name, config).await?;
+                let policy = self.host.authorizer(name, loaded, config).await?;
+                Ok(Live::Authz(Arc::new(policy)))
+            }
             other => Err(Error::Invalid(format!(
-                "plugin {name} is a {} plugin: this berthd runs volume and network drivers only (logging and authz plugins arrive with their subsystems)",
+                "plugin {name} is a {} plugin: this berthd runs volume, network and authz plugins only (logging plugins arrive with their subsystem)",
                 other.name()
             ))),
+        }
+    }
+
+    /// Starts every plugin of the authorization chain again with its policy files read
+    /// anew (SIGHUP). A policy that fails to load is logged and the previous one stays.
+    pub async fn reload_authz(&self) {
+        let _ops = self.ops.lock().await;
+        for name in self.authz_chain().to_vec() {
+            let record = match self.record(&name).await {
+                Ok(Some(r)) if r.enabled => r,
+                Ok(_) => {
+                    warn!(plugin = %name, "authz reload: the plugin is not installed or disabled");
+                    continue;
+                }
+                Err(e) => {
+                    warn!(plugin = %name, "authz reload: {e}");
+                    continue;
+                }
+            };
+            match self.launch(&record).await {
+                Ok(live) => {
+                    self.set_live(&name, Some(live));
+                    info!(plugin = %name, "authz policy reloaded");
+                }
+                Err(e) if self.is_live(&name) => {
+                    warn!(plugin = %name, "authz reload failed, the previous policy stays: {e}")
+                }
+                Err(e) => {
+                    warn!(plugin = %name, "authz reload failed: {e}");
+                    self.start_error(&name, Some(e.to_string()));
+                }
+            }
         }
     }
 
@@ -537,6 +633,7 @@ impl Plugins {
         let stats = match &live {
             Some(Live::Volume(d)) => d.stats(),
             Some(Live::Network(d)) => d.stats(),
+            Some(Live::Authz(p)) => p.stats(),
             None => Default::default(),
         };
         let state = match (&live, record.enabled) {
@@ -594,9 +691,9 @@ impl Plugins {
             return Err(Error::Exists(name));
         }
         let loaded = self.load(&name, bytes.clone()).await?;
-        if !matches!(loaded.kind, PluginKind::Volume | PluginKind::Network) {
+        if loaded.kind == PluginKind::Logging {
             return Err(Error::Invalid(format!(
-                "plugin {name} is a {} plugin: this berthd runs volume and network drivers only (logging and authz plugins arrive with their subsystems)",
+                "plugin {name} is a {} plugin: this berthd runs volume, network and authz plugins only (logging plugins arrive with their subsystem)",
                 loaded.kind.name()
             )));
         }
@@ -668,6 +765,7 @@ impl Plugins {
         if !record.enabled {
             return Err(Error::State(format!("plugin {name} is already disabled")));
         }
+        self.refuse_if_in_chain(name, "disabled")?;
         let (_, in_use) = self.usage(name).await?;
         if in_use > 0 {
             return Err(Error::State(format!(
@@ -718,6 +816,7 @@ impl Plugins {
     pub async fn remove(&self, name: &str) -> Result<()> {
         let _ops = self.ops.lock().await;
         let record = self.get(name).await?;
+        self.refuse_if_in_chain(name, "removed")?;
         if record.source == BUILTIN_SOURCE {
             return Err(Error::State(format!(
                 "plugin {name} is built into berthd and cannot be removed (disable it instead)"
@@ -762,6 +861,26 @@ impl Plugins {
         let record = self.get(name).await?;
         let bytes = read_component(name, &self.component_path(name)).await?;
         oci::push(&self.images, &record.kind, reference, auth, bytes).await
+    }
+
+    /// A policy of the authz chain stays: without it every call would be refused, and only
+    /// berthd's configuration can change the chain.
+    fn refuse_if_in_chain(&self, name: &str, what: &str) -> Result<()> {
+        if self.in_authz_chain(name) {
+            return Err(Error::State(format!(
+                "plugin {name} is in berthd's authorization chain (authz-plugins) and cannot be {what}: change berthd's configuration first"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The running authorization policy `name`, or why there is none.
+    pub async fn authorizer(&self, name: &str) -> Result<Arc<Authorizer>> {
+        self.live_driver(name, PluginKind::Authz, |live| match live {
+            Live::Authz(p) => Some(Arc::clone(p)),
+            _ => None,
+        })
+        .await
     }
 
     fn is_live(&self, name: &str) -> bool {
@@ -831,6 +950,58 @@ impl Plugins {
             }
         }
     }
+}
+
+/// An authz plugin's `policy` and `data` settings name files (comma-separated absolute
+/// paths), which berthd reads, since a policy sees no file system: each becomes a
+/// `policy:<path>` or `data:<path>` entry holding the file's text.
+async fn expand_policy_files(
+    plugin: &str,
+    config: Vec<(String, String)>,
+) -> Result<Vec<(String, String)>> {
+    let plugin = plugin.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut out = Vec::with_capacity(config.len());
+        for (key, value) in config {
+            if key != "policy" && key != "data" {
+                out.push((key, value));
+                continue;
+            }
+            for path in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                if !path.starts_with('/') {
+                    return Err(Error::Invalid(format!(
+                        "plugin {plugin}: {key} file {path:?} must be an absolute path"
+                    )));
+                }
+                let text = read_policy_file(Path::new(path)).map_err(|e| {
+                    Error::Invalid(format!(
+                        "plugin {plugin}: cannot read {key} file {path}: {e}"
+                    ))
+                })?;
+                out.push((format!("{key}:{path}"), text));
+            }
+        }
+        Ok(out)
+    })
+    .await
+    .map_err(|e| Error::Task(e.to_string()))?
+}
+
+fn read_policy_file(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut text = String::new();
+    file.take(MAX_POLICY_FILE_BYTES + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_POLICY_FILE_BYTES {
+        return Err(std::io::Error::other(format!(
+            "larger than {MAX_POLICY_FILE_BYTES} bytes"
+        )));
+    }
+    Ok(text)
 }
 
 /// Reads a component file, refusing anything that is not a regular file of sane size.

@@ -143,8 +143,8 @@ macro_rules! call {
 pub(super) use call;
 
 /// The methods every driver handle shares (instantiate, configure, count, stats), for a
-/// handle with fields `name`, `engine`, `pre`, `state_dir`, `config`, `limits`, `instance`
-/// and `stats`, and a store made by `new_store`.
+/// handle with fields `name`, `engine`, `pre`, `config`, `limits`, `instance` and `stats`,
+/// methods `preopen` and `net_host`, and a store made by `new_store`.
 macro_rules! driver_methods {
     () => {
         fn failed(&self, function: &'static str, reason: String) -> $crate::plugin_host::Error {
@@ -166,7 +166,7 @@ macro_rules! driver_methods {
             let mut store = $crate::plugin_host::sandbox::new_store(
                 &self.engine,
                 std::sync::Arc::clone(&self.name),
-                &self.state_dir,
+                self.preopen(),
                 &self.limits,
                 self.net_host(),
             )

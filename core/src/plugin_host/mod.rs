@@ -6,6 +6,7 @@
 //! error and discards the instance; the next call gets a fresh one. Nothing from wasmtime
 //! leaves this module: the rest of core sees typed handles such as [`VolumeDriver`].
 
+mod authz;
 mod cache;
 mod driver;
 mod network;
@@ -20,6 +21,10 @@ use berth_api::ErrorKind;
 use wasmtime::component::Component;
 use wasmtime::{Config, Engine};
 
+pub use authz::{
+    Authorizer, AuthzRequest, Candidate, Decision, FILTER_CHUNK, Identity, ResourceKind, Target,
+    TlsClient, Transport, UnixPeer, Visibility,
+};
 pub use network::{
     Cidr, EndpointFacts, Forward, JoinFacts, LinkKind, LinkName, Namespace, NetError, NetFuture,
     NetHost, NetOp, NetReply, NetworkDriver, NetworkFacts, NetworkRequest, OwnedLink, PortMap,
@@ -380,6 +385,36 @@ impl PluginHost {
         )?;
         driver.warm_up().await?;
         Ok(driver)
+    }
+}
+
+impl PluginHost {
+    /// An authorization policy running `component`, configured with `config`. The first
+    /// instance is made now, so a policy that does not compile fails here.
+    pub async fn authorizer(
+        &self,
+        name: &str,
+        component: &LoadedComponent,
+        config: Vec<(String, String)>,
+    ) -> Result<Authorizer> {
+        if component.kind != PluginKind::Authz {
+            return Err(Error::UnknownWorld {
+                plugin: name.to_owned(),
+                message: format!(
+                    "it is a {} plugin, not an authorization policy",
+                    component.kind.name()
+                ),
+            });
+        }
+        let policy = Authorizer::new(
+            self.engine.clone(),
+            Arc::from(name),
+            &component.component,
+            config,
+            self.limits,
+        )?;
+        policy.warm_up().await?;
+        Ok(policy)
     }
 }
 

@@ -682,6 +682,10 @@ impl NetworkDriver {
 
     super::driver::driver_methods!();
 
+    fn preopen(&self) -> Option<&std::path::Path> {
+        Some(&self.state_dir)
+    }
+
     fn net_host(&self) -> Option<Arc<dyn NetHost>> {
         Some(Arc::clone(&self.net))
     }

@@ -141,17 +141,19 @@ impl PluginState {
     }
 }
 
-/// Makes a store for one instance of `plugin`: `state_dir` preopened read-write as
-/// `/state`, nothing else of the host's filesystem, no network, the caps in `limits`.
+/// Makes a store for one instance of `plugin`: `state_dir` (if any) preopened read-write
+/// as `/state`, nothing else of the host's filesystem, no network, the caps in `limits`.
 pub(super) fn new_store(
     engine: &Engine,
     plugin: Arc<str>,
-    state_dir: &Path,
+    state_dir: Option<&Path>,
     limits: &Limits,
     net: Option<Arc<dyn NetHost>>,
 ) -> wasmtime::Result<Store<PluginState>> {
     let mut wasi = WasiCtxBuilder::new();
-    wasi.preopened_dir(state_dir, "/state", FsPerms::ReadWrite)?;
+    if let Some(state_dir) = state_dir {
+        wasi.preopened_dir(state_dir, "/state", FsPerms::ReadWrite)?;
+    }
     let mut table = ResourceTable::new();
     table.set_max_capacity(limits.handles);
     let limiter = Limiter {

@@ -129,6 +129,10 @@ impl VolumeDriver {
 
     super::driver::driver_methods!();
 
+    fn preopen(&self) -> Option<&std::path::Path> {
+        Some(&self.state_dir)
+    }
+
     fn net_host(&self) -> Option<Arc<dyn super::network::NetHost>> {
         None
     }

@@ -187,6 +187,12 @@ impl Volumes {
         Ok(self.plugins.volume_driver(name).await?)
     }
 
+    /// A volume's name and labels, from berth's records only (no driver call), for
+    /// authorization; `None` if there is no such volume.
+    pub async fn labels(&self, name: &str) -> Result<Option<BTreeMap<String, String>>> {
+        Ok(self.record(name).await?.map(|r| r.labels))
+    }
+
     async fn record(&self, name: &str) -> Result<Option<Record>> {
         let volume = name.to_owned();
         let name = name.to_owned();

@@ -8,7 +8,8 @@
 //! message naming the field, and rewrites params into the named form the handler decodes.
 
 use schemars::{JsonSchema, Schema, SchemaGenerator};
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
@@ -19,8 +20,9 @@ pub struct ParamSpec {
     pub name: &'static str,
     /// JSON schema of the parameter type.
     pub schema: fn(&mut SchemaGenerator) -> Schema,
-    /// Decodes a value as the parameter type, reporting the JSON path of the first error.
-    pub check: fn(Value) -> Result<(), FieldError>,
+    /// Decodes a value as the parameter type, reporting the JSON path of the first error,
+    /// and returns its canonical form (the decoded value encoded again).
+    pub check: fn(Value) -> Result<Value, FieldError>,
 }
 
 impl ParamSpec {
@@ -137,17 +139,99 @@ impl ParamsError {
     }
 }
 
-/// Decodes `value` as `T`, keeping the path of the first failing field.
-pub fn check_as<T: DeserializeOwned>(value: Value) -> Result<(), FieldError> {
-    serde_path_to_error::deserialize::<_, T>(value)
-        .map(drop)
-        .map_err(|e| {
-            let path = e.path().to_string();
-            FieldError {
-                path: if path == "." { String::new() } else { path },
-                message: e.into_inner().to_string(),
+/// Decodes `value` as `T`, keeping the path of the first failing field, and encodes the
+/// result again: fields `T` ignores are gone and defaults are filled in, so what an
+/// authorization policy is shown is exactly what the handler will decode.
+pub fn check_as<T: DeserializeOwned + Serialize>(value: Value) -> Result<Value, FieldError> {
+    let decoded = serde_path_to_error::deserialize::<_, T>(value).map_err(|e| {
+        let path = e.path().to_string();
+        FieldError {
+            path: if path == "." { String::new() } else { path },
+            message: e.into_inner().to_string(),
+        }
+    })?;
+    serde_json::to_value(&decoded).map_err(|e| FieldError {
+        path: String::new(),
+        message: e.to_string(),
+    })
+}
+
+/// A JSON value parsed like `serde_json::Value`, except that an object with the same key twice
+/// is an error instead of keeping the last one: two readers of such a text (a policy and a
+/// handler, say) could otherwise disagree on what it says.
+struct StrictJson(Value);
+
+impl<'de> Deserialize<'de> for StrictJson {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(StrictJson)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(StrictJson(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let StrictJson(value) = map.next_value()?;
+            if object.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!("duplicate key `{key}`")));
             }
-        })
+            object.insert(key, value);
+        }
+        Ok(Value::Object(object))
+    }
+}
+
+/// Parses JSON text, refusing objects with a repeated key.
+pub fn parse_strict(text: &str) -> Result<Value, serde_json::Error> {
+    serde_json::from_str::<StrictJson>(text).map(|s| s.0)
 }
 
 /// The schema of `T`, registered with the generator so that named types become references.
@@ -173,8 +257,10 @@ fn lower_camel(snake: &str) -> String {
 
 /// Checks `raw` against the method's declared params and returns them as a named object.
 ///
-/// The returned object holds only params that were given, keyed by their canonical name, so
-/// the handler decodes exactly what was checked.
+/// The returned object holds every param under its canonical name, in canonical form (see
+/// [`check_as`]; an omitted optional param is `null`), so the handler decodes exactly what
+/// was checked, and an authorization policy sees the same. An object with a key given twice
+/// is refused.
 pub fn normalize_params(
     spec: &MethodSpec,
     raw: Option<&RawValue>,
@@ -182,7 +268,7 @@ pub fn normalize_params(
     let method = spec.name;
     let parsed: Value = match raw {
         None => Value::Null,
-        Some(raw) => serde_json::from_str(raw.get()).map_err(|e| ParamsError::Malformed {
+        Some(raw) => parse_strict(raw.get()).map_err(|e| ParamsError::Malformed {
             method,
             message: e.to_string(),
         })?,
@@ -210,7 +296,17 @@ pub fn normalize_params(
                     .find(|p| p.name == key || lower_camel(p.name) == key);
                 match param {
                     Some(p) => {
-                        given.insert(p.name.to_owned(), value);
+                        if given.insert(p.name.to_owned(), value).is_some() {
+                            return Err(ParamsError::Malformed {
+                                method,
+                                message: format!(
+                                    "param `{}` is given twice (as {} and {})",
+                                    p.name,
+                                    p.name,
+                                    lower_camel(p.name)
+                                ),
+                            });
+                        }
                     }
                     None => {
                         let names: Vec<_> = spec.params.iter().map(|p| p.name).collect();
@@ -231,25 +327,30 @@ pub fn normalize_params(
         _ => return Err(ParamsError::NotStructured { method }),
     }
     for param in spec.params {
-        let value = given.get(param.name).cloned().unwrap_or(Value::Null);
-        let absent = !given.contains_key(param.name);
-        if let Err(e) = (param.check)(value) {
-            if absent {
-                return Err(ParamsError::Missing {
+        let value = given.remove(param.name);
+        let absent = value.is_none();
+        match (param.check)(value.unwrap_or(Value::Null)) {
+            Ok(canonical) => {
+                given.insert(param.name.to_owned(), canonical);
+            }
+            Err(e) => {
+                if absent {
+                    return Err(ParamsError::Missing {
+                        method,
+                        name: param.name,
+                    });
+                }
+                let field = if e.path.is_empty() {
+                    param.name.to_owned()
+                } else {
+                    format!("{}.{}", param.name, e.path)
+                };
+                return Err(ParamsError::Invalid {
                     method,
-                    name: param.name,
+                    field,
+                    message: e.message,
                 });
             }
-            let field = if e.path.is_empty() {
-                param.name.to_owned()
-            } else {
-                format!("{}.{}", param.name, e.path)
-            };
-            return Err(ParamsError::Invalid {
-                method,
-                field,
-                message: e.message,
-            });
         }
     }
     Ok(given)
@@ -258,9 +359,8 @@ pub fn normalize_params(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde::Deserialize;
 
-    #[derive(Debug, Deserialize, JsonSchema)]
+    #[derive(Debug, Deserialize, Serialize, JsonSchema)]
     #[serde(deny_unknown_fields)]
     #[allow(dead_code)]
     struct Limits {
@@ -301,7 +401,24 @@ mod tests {
         let b = run(r#"{"name": "x", "resourceLimits": {"memory": 5}}"#).unwrap();
         assert_eq!(a, b);
         assert_eq!(a["name"], "x");
-        assert!(run(r#"["x"]"#).unwrap().get("resource_limits").is_none());
+        assert_eq!(run(r#"["x"]"#).unwrap()["resource_limits"], Value::Null);
+        // Canonical form: defaults filled in.
+        assert_eq!(a["resource_limits"]["cpus"], Value::Null);
+    }
+
+    #[test]
+    fn a_key_given_twice_is_refused_at_any_depth() {
+        let e = run(r#"{"name": "x", "name": "y"}"#).unwrap_err();
+        assert!(e.to_string().contains("duplicate key `name`"), "{e}");
+        let e = run(r#"{"name": "x", "resource_limits": {"memory": 1, "memory": 2}}"#).unwrap_err();
+        assert!(e.to_string().contains("duplicate key `memory`"), "{e}");
+        let e = run(r#"{"resource_limits": null, "resourceLimits": {"memory": 1}, "name": "x"}"#)
+            .unwrap_err();
+        assert!(e.to_string().contains("given twice"), "{e}");
+        assert_eq!(
+            parse_strict(r#"[{"a": 1}, {"a": 2}, 1.5, null, true]"#).unwrap(),
+            serde_json::json!([{"a": 1}, {"a": 2}, 1.5, null, true])
+        );
     }
 
     #[test]

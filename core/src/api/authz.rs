@@ -1,0 +1,471 @@
+//! The authorization gate in front of every handler, behind the params check: each call
+//! (each batch entry, each notification, each subscription start, each WebSocket message)
+//! is put to the policy chain with the caller, the method, the normalized params and the
+//! object it targets, before any work happens. List results are narrowed to what the
+//! policies let the caller see. Without a configured chain the gate is absent.
+
+use std::collections::HashSet;
+use std::sync::{Arc, OnceLock};
+
+use berth_api::MethodKind;
+use jsonrpsee::core::middleware::{Batch, BatchEntry, Notification, RpcServiceT};
+use jsonrpsee::server::{BatchResponseBuilder, MethodResponse, ResponsePayload};
+use jsonrpsee::types::{Id, Request};
+use serde_json::{Map, Value};
+
+use crate::authz::{Caller, Candidate, Gate, ResourceKind, Target, unknown_caller};
+use crate::daemon::Context;
+
+/// What the gate needs: the chain and the daemon state to name targets.
+#[derive(Debug)]
+pub struct GateState {
+    /// The chain.
+    pub gate: Gate,
+    /// To resolve targets.
+    pub ctx: Arc<Context>,
+}
+
+/// Layer adding [`AuthzGate`].
+#[derive(Debug, Clone)]
+pub struct AuthzLayer {
+    /// `None`: no policy configured, every call passes.
+    pub state: Option<Arc<GateState>>,
+    /// Largest response, for rebuilt list results.
+    pub max_response_body_size: usize,
+}
+
+impl<S> tower::Layer<S> for AuthzLayer {
+    type Service = AuthzGate<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AuthzGate {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// See the module docs.
+#[derive(Debug, Clone)]
+pub struct AuthzGate<S> {
+    inner: S,
+    layer: AuthzLayer,
+}
+
+/// Closing a subscription only acts on the caller's own subscription on its own connection,
+/// which was authorized when it opened: these pass without asking.
+fn is_unsubscribe(method: &str) -> bool {
+    static NAMES: OnceLock<HashSet<&'static str>> = OnceLock::new();
+    NAMES
+        .get_or_init(|| {
+            berth_api::all_methods()
+                .into_iter()
+                .filter_map(|m| match m.kind {
+                    MethodKind::Subscription { unsubscribe, .. } => Some(unsubscribe),
+                    MethodKind::Call => None,
+                })
+                .collect()
+        })
+        .contains(method)
+}
+
+fn kind_of_namespace(method: &str) -> ResourceKind {
+    match method.split('.').next().unwrap_or_default() {
+        "container" | "exec" => ResourceKind::Container,
+        "image" => ResourceKind::Image,
+        "volume" => ResourceKind::Volume,
+        "network" => ResourceKind::Network,
+        "plugin" => ResourceKind::Plugin,
+        _ => ResourceKind::System,
+    }
+}
+
+fn text(params: &Map<String, Value>, path: &[&str]) -> Option<String> {
+    let mut v = params.get(path[0])?;
+    for key in &path[1..] {
+        v = v.get(key)?;
+    }
+    v.as_str().map(str::to_owned)
+}
+
+fn labels_at(params: &Map<String, Value>, path: &[&str]) -> Vec<(String, String)> {
+    let mut v = params.get(path[0]);
+    for key in &path[1..] {
+        v = v.and_then(|v| v.get(key));
+    }
+    labels_of(v)
+}
+
+fn labels_of(v: Option<&Value>) -> Vec<(String, String)> {
+    let mut labels: Vec<(String, String)> = v
+        .and_then(Value::as_object)
+        .map(|o| {
+            o.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default();
+    labels.sort();
+    labels
+}
+
+/// Names the object a call acts on. Lookups read berth's own records only.
+async fn target_of(ctx: &Arc<Context>, method: &str, params: &Map<String, Value>) -> Target {
+    let kind = kind_of_namespace(method);
+    let verb = method.split_once('.').map(|(_, v)| v).unwrap_or_default();
+    let bare = |name: Option<String>, labels: Vec<(String, String)>| Target {
+        kind,
+        id: None,
+        name,
+        labels,
+    };
+    match (kind, verb) {
+        (ResourceKind::Container, "create") => bare(
+            text(params, &["request", "name"]),
+            labels_at(params, &["request", "labels"]),
+        ),
+        (ResourceKind::Container, "list" | "prune") => bare(None, Vec::new()),
+        (ResourceKind::Container, "exec_input" | "exec_resize" | "archive_put_data") => bare(
+            text(params, &["exec_id"]).or_else(|| text(params, &["upload_id"])),
+            Vec::new(),
+        ),
+        (ResourceKind::Container, _) => match text(params, &["id"]) {
+            Some(key) => {
+                let containers = Arc::clone(&ctx.containers);
+                let lookup = key.clone();
+                let found = tokio::task::spawn_blocking(move || containers.resolve(&lookup))
+                    .await
+                    .ok()
+                    .and_then(Result::ok);
+                match found {
+                    Some(r) => Target {
+                        kind,
+                        id: Some(r.id),
+                        name: Some(r.name),
+                        labels: r.config.labels.into_iter().collect(),
+                    },
+                    None => bare(Some(key), Vec::new()),
+                }
+            }
+            None => bare(None, Vec::new()),
+        },
+        (ResourceKind::Image, _) => {
+            let reference = match verb {
+                "pull" | "pull_follow" | "push" | "push_follow" => {
+                    text(params, &["request", "reference"])
+                }
+                "inspect" | "history" | "remove" => text(params, &["name"]),
+                "tag" => text(params, &["source"]),
+                _ => None,
+            };
+            let Some(reference) = reference else {
+                return bare(None, Vec::new());
+            };
+            if matches!(verb, "pull" | "pull_follow") {
+                return bare(Some(reference), Vec::new());
+            }
+            let images = Arc::clone(&ctx.images);
+            let lookup = reference.clone();
+            let found = tokio::task::spawn_blocking(move || images.inspect(&lookup))
+                .await
+                .ok()
+                .and_then(Result::ok);
+            match found {
+                Some(d) => Target {
+                    kind,
+                    id: Some(d.id),
+                    name: Some(reference),
+                    labels: d.config.labels.into_iter().collect(),
+                },
+                None => bare(Some(reference), Vec::new()),
+            }
+        }
+        (ResourceKind::Volume, "create") => bare(
+            text(params, &["request", "name"]),
+            labels_at(params, &["request", "labels"]),
+        ),
+        (ResourceKind::Volume, "inspect" | "remove") => {
+            let Some(name) = text(params, &["name"]) else {
+                return bare(None, Vec::new());
+            };
+            match ctx.volumes.labels(&name).await {
+                Ok(Some(labels)) => Target {
+                    kind,
+                    id: Some(name.clone()),
+                    name: Some(name),
+                    labels: labels.into_iter().collect(),
+                },
+                _ => bare(Some(name), Vec::new()),
+            }
+        }
+        (ResourceKind::Network, "create") => bare(
+            text(params, &["request", "name"]),
+            labels_at(params, &["request", "labels"]),
+        ),
+        (ResourceKind::Network, "inspect" | "remove" | "connect" | "disconnect") => {
+            let Some(key) = text(params, &["name"]).or_else(|| text(params, &["network"])) else {
+                return bare(None, Vec::new());
+            };
+            match ctx.networks.identify(&key).await {
+                Ok((id, name, labels)) => Target {
+                    kind,
+                    id: Some(id),
+                    name: Some(name),
+                    labels: labels.into_iter().collect(),
+                },
+                Err(_) => bare(Some(key), Vec::new()),
+            }
+        }
+        (ResourceKind::Plugin, "install") => bare(text(params, &["request", "name"]), Vec::new()),
+        (ResourceKind::Plugin, _) => match text(params, &["name"]) {
+            Some(name) => Target {
+                kind,
+                id: Some(name.clone()),
+                name: Some(name),
+                labels: Vec::new(),
+            },
+            None => bare(None, Vec::new()),
+        },
+        _ => bare(None, Vec::new()),
+    }
+}
+
+/// The objects of a list result, as the policies see them.
+fn candidates_of(kind: ResourceKind, items: &[Value]) -> Vec<Candidate> {
+    items
+        .iter()
+        .map(|item| {
+            let s = |key: &str| item.get(key).and_then(Value::as_str).map(str::to_owned);
+            let (id, name) = match kind {
+                ResourceKind::Image => (
+                    s("id").unwrap_or_default(),
+                    item.get("repo_tags")
+                        .and_then(|t| t.get(0))
+                        .and_then(Value::as_str)
+                        .map(str::to_owned),
+                ),
+                ResourceKind::Volume | ResourceKind::Plugin => {
+                    (s("name").unwrap_or_default(), s("name"))
+                }
+                _ => (s("id").unwrap_or_default(), s("name")),
+            };
+            Candidate {
+                kind,
+                id,
+                name,
+                labels: labels_of(item.get("labels")),
+            }
+        })
+        .collect()
+}
+
+const LIST_METHODS: &[&str] = &[
+    "container.list",
+    "image.list",
+    "volume.list",
+    "network.list",
+    "plugin.list",
+];
+
+impl<S> AuthzGate<S>
+where
+    S: RpcServiceT<
+            MethodResponse = MethodResponse,
+            BatchResponse = MethodResponse,
+            NotificationResponse = MethodResponse,
+        > + Send
+        + Sync
+        + Clone
+        + 'static,
+{
+    async fn gated(self, state: Arc<GateState>, req: Request<'_>) -> MethodResponse {
+        let method = req.method_name().to_owned();
+        if is_unsubscribe(&method) {
+            return self.inner.call(req).await;
+        }
+        let caller = req
+            .extensions()
+            .get::<Caller>()
+            .cloned()
+            .unwrap_or_else(unknown_caller);
+        // Known methods arrive here with normalized params (an object); anything else is
+        // shown to the policy with none.
+        let params: Map<String, Value> = if berth_api::method(&method).is_some() {
+            req.params
+                .as_ref()
+                .and_then(|p| serde_json::from_str(p.get()).ok())
+                .unwrap_or_default()
+        } else {
+            Map::new()
+        };
+        let target = target_of(&state.ctx, &method, &params).await;
+        let params_text = Value::Object(params).to_string();
+        let request = state.gate.request(&caller, &method, params_text, target);
+        if let Err(denied) = state.gate.authorize(&request).await {
+            return MethodResponse::error(
+                req.id(),
+                berth_api::error::rpc_error(berth_api::ErrorKind::PermissionDenied, denied.0),
+            );
+        }
+        let id = req.id().into_owned();
+        let response = self.inner.call(req).await;
+        if !LIST_METHODS.contains(&method.as_str()) || !response.is_success() {
+            return response;
+        }
+        self.filtered(&state, &request, id, response).await
+    }
+
+    /// A list result with only what the policies let the caller see.
+    async fn filtered(
+        &self,
+        state: &GateState,
+        request: &crate::authz::AuthzRequest,
+        id: Id<'static>,
+        response: MethodResponse,
+    ) -> MethodResponse {
+        let deny = |message: String| {
+            MethodResponse::error(
+                id.clone(),
+                berth_api::error::rpc_error(berth_api::ErrorKind::PermissionDenied, message),
+            )
+        };
+        let Ok(mut whole) = serde_json::from_str::<Value>(response.as_json().get()) else {
+            return deny("permission denied: the list result could not be filtered".into());
+        };
+        let Some(Value::Array(items)) = whole.get_mut("result").map(Value::take) else {
+            return deny("permission denied: the list result could not be filtered".into());
+        };
+        if items.is_empty() {
+            return response;
+        }
+        let candidates = candidates_of(request.target.kind, &items);
+        match state.gate.filter(request, &candidates).await {
+            Ok(None) => response,
+            Ok(Some(visible)) => {
+                let mut keep = visible.into_iter().peekable();
+                let kept: Vec<Value> = items
+                    .into_iter()
+                    .enumerate()
+                    .filter_map(|(i, item)| {
+                        if keep.peek() == Some(&(i as u32)) {
+                            keep.next();
+                            Some(item)
+                        } else {
+                            None
+                        }
+                    })
+                    .collect();
+                MethodResponse::response(
+                    id,
+                    ResponsePayload::success(kept),
+                    self.layer.max_response_body_size,
+                )
+            }
+            Err(denied) => deny(denied.0),
+        }
+    }
+}
+
+impl<S> RpcServiceT for AuthzGate<S>
+where
+    S: RpcServiceT<
+            MethodResponse = MethodResponse,
+            BatchResponse = MethodResponse,
+            NotificationResponse = MethodResponse,
+        > + Send
+        + Sync
+        + Clone
+        + 'static,
+{
+    type MethodResponse = MethodResponse;
+    type NotificationResponse = MethodResponse;
+    type BatchResponse = MethodResponse;
+
+    fn call<'a>(&self, req: Request<'a>) -> impl Future<Output = MethodResponse> + Send + 'a {
+        let this = self.clone();
+        async move {
+            match this.layer.state.clone() {
+                None => this.inner.call(req).await,
+                Some(state) => this.gated(state, req).await,
+            }
+        }
+    }
+
+    // The params check in front splits batches and notifications into calls; these keep the
+    // gate whole should it ever be placed elsewhere.
+    fn batch<'a>(&self, batch: Batch<'a>) -> impl Future<Output = MethodResponse> + Send + 'a {
+        let this = self.clone();
+        async move {
+            let mut responses =
+                BatchResponseBuilder::new_with_limit(this.layer.max_response_body_size);
+            for entry in batch {
+                let response = match entry {
+                    Ok(BatchEntry::Call(req)) => this.call(req).await,
+                    Ok(BatchEntry::Notification(n)) => {
+                        this.notification(n).await;
+                        continue;
+                    }
+                    Err(err) => {
+                        let (err, id) = err.into_parts();
+                        MethodResponse::error(id, err)
+                    }
+                };
+                if let Err(too_big) = responses.append(response) {
+                    return too_big;
+                }
+            }
+            MethodResponse::from_batch(responses.finish())
+        }
+    }
+
+    fn notification<'a>(
+        &self,
+        n: Notification<'a>,
+    ) -> impl Future<Output = MethodResponse> + Send + 'a {
+        let this = self.clone();
+        async move {
+            let Notification {
+                method,
+                params,
+                extensions,
+                ..
+            } = n;
+            let mut req = Request::owned(
+                method.into_owned(),
+                params.map(|p| p.into_owned()),
+                Id::Null,
+            );
+            *req.extensions_mut() = extensions;
+            let _ = this.call(req).await;
+            MethodResponse::notification()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsubscribes_are_known_and_calls_are_not() {
+        assert!(is_unsubscribe("container.logs_unfollow"));
+        assert!(!is_unsubscribe("container.logs_follow"));
+        assert!(!is_unsubscribe("container.remove"));
+        assert!(!is_unsubscribe("Container.logs_unfollow"));
+    }
+
+    #[test]
+    fn list_candidates_carry_ids_names_and_labels() {
+        let items = vec![
+            serde_json::json!({"id": "c1", "name": "web", "labels": {"team": "a"}}),
+            serde_json::json!({"id": "c2", "name": "db"}),
+        ];
+        let c = candidates_of(ResourceKind::Container, &items);
+        assert_eq!(c[0].id, "c1");
+        assert_eq!(c[0].labels, vec![("team".to_owned(), "a".to_owned())]);
+        assert_eq!(c[1].name.as_deref(), Some("db"));
+        let images = vec![serde_json::json!({"id": "sha256:x", "repo_tags": ["a:1"]})];
+        let c = candidates_of(ResourceKind::Image, &images);
+        assert_eq!(c[0].name.as_deref(), Some("a:1"));
+    }
+}

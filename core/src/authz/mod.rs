@@ -1,0 +1,379 @@
+//! Who is calling, and may they: caller identities (Unix peer credentials, TLS client
+//! certificates, bearer tokens), TLS for TCP listeners, the chain of policy plugins every
+//! API call passes (all must allow; any failure denies), and the decision log.
+
+mod identity;
+mod tls;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use berth_api::ErrorKind;
+use serde::Serialize;
+use tracing::{info, warn};
+
+pub use crate::plugin_host::{
+    AuthzRequest, Candidate, Identity, ResourceKind, Target, TlsClient, Transport, UnixPeer,
+    Visibility,
+};
+pub use identity::{Tokens, tls_client, unix_peer};
+pub use tls::server_config;
+
+use crate::plugin::Plugins;
+
+/// Authorization and authentication set-up failures.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The tokens file is unreadable or malformed.
+    #[error("tokens file {path}: {message}")]
+    Tokens {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A certificate, key or CA file cannot be used.
+    #[error("TLS: cannot {what}: {message}")]
+    Tls {
+        /// What was being done, naming the file.
+        what: String,
+        /// Why.
+        message: String,
+    },
+    /// The decision log cannot be opened.
+    #[error("cannot open the authorization decision log {path}: {source}")]
+    Log {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// How the API reports this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Tokens { .. } | Error::Tls { .. } => ErrorKind::InvalidArgument,
+            Error::Log { .. } => ErrorKind::Internal,
+        }
+    }
+}
+
+/// Who made a request and how it arrived; set on every HTTP request (and so on every call
+/// it carries) before the JSON-RPC layer sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The authenticated identity.
+    pub identity: Identity,
+    /// The transport.
+    pub transport: Transport,
+    /// The TCP peer address.
+    pub remote_address: Option<String>,
+}
+
+/// A denied call: the message the caller gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denied(pub String);
+
+/// What the decision log records.
+#[derive(Serialize)]
+struct DecisionRecord<'a> {
+    time: String,
+    request_id: &'a str,
+    identity: &'a Identity,
+    transport: Transport,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    remote_address: Option<&'a str>,
+    method: &'a str,
+    resource: &'a Target,
+    decision: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+    policy: &'a str,
+    latency_us: u64,
+}
+
+enum LogMessage {
+    Line(String),
+    Reopen,
+}
+
+/// The decision log: JSON lines appended by a writer thread, so a slow disk never stalls a
+/// call. If the thread falls behind by more than its queue, lines are dropped and counted.
+#[derive(Debug)]
+pub struct DecisionLog {
+    path: PathBuf,
+    tx: std::sync::mpsc::SyncSender<LogMessage>,
+    dropped: AtomicU64,
+}
+
+fn open_append(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)
+}
+
+impl DecisionLog {
+    /// Opens (creating, mode 0600) `path` for appending and starts the writer. Blocking.
+    pub fn open(path: &Path) -> Result<DecisionLog, Error> {
+        let err = |source| Error::Log {
+            path: path.to_owned(),
+            source,
+        };
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(err)?;
+        }
+        let file = open_append(path).map_err(err)?;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<LogMessage>(65_536);
+        let owned = path.to_owned();
+        std::thread::Builder::new()
+            .name("authz-log".into())
+            .spawn(move || {
+                let mut out = std::io::BufWriter::new(file);
+                while let Ok(first) = rx.recv() {
+                    let mut next = Some(first);
+                    while let Some(message) = next.take() {
+                        match message {
+                            LogMessage::Line(line) => {
+                                if let Err(e) = out.write_all(line.as_bytes()) {
+                                    warn!(path = %owned.display(), "decision log write failed: {e}");
+                                }
+                            }
+                            LogMessage::Reopen => {
+                                let _ = out.flush();
+                                match open_append(&owned) {
+                                    Ok(f) => out = std::io::BufWriter::new(f),
+                                    Err(e) => {
+                                        warn!(path = %owned.display(), "cannot reopen the decision log: {e}")
+                                    }
+                                }
+                            }
+                        }
+                        next = rx.try_recv().ok();
+                    }
+                    if let Err(e) = out.flush() {
+                        warn!(path = %owned.display(), "decision log write failed: {e}");
+                    }
+                }
+            })
+            .map_err(err)?;
+        Ok(DecisionLog {
+            path: path.to_owned(),
+            tx,
+            dropped: AtomicU64::new(0),
+        })
+    }
+
+    /// Where it writes.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Opens the file again (after log rotation moved it).
+    pub fn reopen(&self) {
+        let _ = self.tx.try_send(LogMessage::Reopen);
+    }
+
+    fn write(&self, record: &DecisionRecord<'_>) {
+        let Ok(mut line) = serde_json::to_string(record) else {
+            return;
+        };
+        line.push('\n');
+        if self.tx.try_send(LogMessage::Line(line)).is_err() {
+            let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if n.is_power_of_two() {
+                warn!(
+                    dropped = n,
+                    "decision log lines dropped: the writer is behind"
+                );
+            }
+        }
+    }
+}
+
+/// The authorization chain: every call is put to each policy plugin in turn; all must allow.
+/// A policy that is missing, fails, traps or misses its deadline denies.
+#[derive(Debug)]
+pub struct Gate {
+    plugins: Arc<Plugins>,
+    chain: Vec<String>,
+    log: DecisionLog,
+    request_prefix: String,
+    next_request: AtomicU64,
+}
+
+/// Methods root on the Unix socket may always call, so an operator can tell berthd is alive
+/// while repairing a broken policy.
+const ROOT_ALWAYS: &[&str] = &["system.ping"];
+
+impl Gate {
+    /// A gate asking `chain` (names of authz plugins), logging to `log`.
+    pub fn new(plugins: Arc<Plugins>, chain: Vec<String>, log: DecisionLog) -> Gate {
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Gate {
+            plugins,
+            chain,
+            log,
+            request_prefix: format!("{:x}", started.as_micros() as u64 & 0xffff_ffff),
+            next_request: AtomicU64::new(1),
+        }
+    }
+
+    /// The decision log.
+    pub fn log(&self) -> &DecisionLog {
+        &self.log
+    }
+
+    /// The request record for one call.
+    pub fn request(
+        &self,
+        caller: &Caller,
+        method: &str,
+        params: String,
+        target: Target,
+    ) -> AuthzRequest {
+        let n = self.next_request.fetch_add(1, Ordering::Relaxed);
+        AuthzRequest {
+            request_id: format!("{}-{n}", self.request_prefix),
+            identity: caller.identity.clone(),
+            method: method.to_owned(),
+            params,
+            target,
+            transport: caller.transport,
+            remote_address: caller.remote_address.clone(),
+        }
+    }
+
+    /// Puts `request` to every policy; logs the decision.
+    pub async fn authorize(&self, request: &AuthzRequest) -> Result<(), Denied> {
+        let started = Instant::now();
+        let caller_is_root = matches!(&request.identity, Identity::Unix(p) if p.uid == 0)
+            && request.transport == Transport::Unix;
+        let outcome = if caller_is_root && ROOT_ALWAYS.contains(&request.method.as_str()) {
+            Ok(Some(
+                "root may always call this on the Unix socket".to_owned(),
+            ))
+        } else {
+            self.ask_chain(request).await
+        };
+        let latency_us = started.elapsed().as_micros() as u64;
+        let policy = self.chain.join(",");
+        let (decision, reason, policy) = match &outcome {
+            Ok(reason) => ("allow", reason.clone(), policy),
+            Err((plugin, reason)) => ("deny", Some(reason.clone()), plugin.clone()),
+        };
+        self.log.write(&DecisionRecord {
+            time: humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string(),
+            request_id: &request.request_id,
+            identity: &request.identity,
+            transport: request.transport,
+            remote_address: request.remote_address.as_deref(),
+            method: &request.method,
+            resource: &request.target,
+            decision,
+            reason: reason.as_deref(),
+            policy: &policy,
+            latency_us,
+        });
+        match outcome {
+            Ok(_) => Ok(()),
+            Err((plugin, reason)) => {
+                info!(
+                    caller = %request.identity.display_name(),
+                    method = %request.method,
+                    policy = %plugin,
+                    "denied: {reason}"
+                );
+                Err(Denied(format!(
+                    "permission denied: {} by authorization policy {plugin}: {reason}",
+                    request.method
+                )))
+            }
+        }
+    }
+
+    /// `Ok(reason of the last policy)` or `Err((policy, reason))`.
+    async fn ask_chain(&self, request: &AuthzRequest) -> Result<Option<String>, (String, String)> {
+        let mut last_reason = None;
+        for name in &self.chain {
+            let policy = self
+                .plugins
+                .authorizer(name)
+                .await
+                .map_err(|e| (name.clone(), format!("the policy is not running: {e}")))?;
+            match policy.authorize(request).await {
+                Ok(decision) if decision.allow => last_reason = decision.reason,
+                Ok(decision) => {
+                    return Err((
+                        name.clone(),
+                        decision
+                            .reason
+                            .unwrap_or_else(|| "the policy gave no reason".into()),
+                    ));
+                }
+                Err(e) => return Err((name.clone(), format!("the policy failed: {e}"))),
+            }
+        }
+        Ok(last_reason)
+    }
+
+    /// The candidates every policy lets the caller see (ascending indices), or `None` for
+    /// all of them. Any failure fails the call.
+    pub async fn filter(
+        &self,
+        request: &AuthzRequest,
+        candidates: &[Candidate],
+    ) -> Result<Option<Vec<u32>>, Denied> {
+        let mut visible: Option<Vec<u32>> = None;
+        for name in &self.chain {
+            let fail = |e: String| {
+                Denied(format!(
+                    "permission denied: {} by authorization policy {name}: filtering the result failed: {e}",
+                    request.method
+                ))
+            };
+            let policy = self
+                .plugins
+                .authorizer(name)
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+            match policy
+                .filter(request, candidates)
+                .await
+                .map_err(|e| fail(e.to_string()))?
+            {
+                Visibility::All => {}
+                Visibility::Only(indices) => {
+                    visible = Some(match visible {
+                        None => indices,
+                        Some(previous) => previous
+                            .into_iter()
+                            .filter(|i| indices.binary_search(i).is_ok())
+                            .collect(),
+                    });
+                }
+            }
+        }
+        Ok(visible)
+    }
+}
+
+/// The caller of a request that carries no [`Caller`]: never happens for requests that came
+/// through berthd's listeners; treated as anonymous so policies deny it.
+pub fn unknown_caller() -> Caller {
+    Caller {
+        identity: Identity::Anonymous,
+        transport: Transport::TcpInsecure,
+        remote_address: None,
+    }
+}

@@ -1,6 +1,7 @@
 //! berth-bench: reproducible measurements of berth, written to `bench/results/` as JSON and
 //! Markdown. `berth-bench api` measures the API round trip and berthd's idle memory.
 
+mod authz;
 mod net;
 mod plugin;
 mod pull;
@@ -76,6 +77,17 @@ enum Scenario {
         /// Only berth (no docker/podman).
         #[arg(long)]
         no_peers: bool,
+    },
+    /// The cost of an authorization policy (the built-in Rego one) on real API calls:
+    /// decision latency from the decision log, and `container.list` round trips and
+    /// throughput with and without the policy.
+    Authz {
+        /// Measured calls per configuration.
+        #[arg(long, default_value_t = 20_000)]
+        calls: usize,
+        /// Containers in the list.
+        #[arg(long, default_value_t = 10)]
+        containers: usize,
     },
     /// `run --rm IMAGE true` end to end, and supervisor memory with idle containers,
     /// against docker and podman in the same run.
@@ -204,6 +216,11 @@ struct Berthd {
 
 impl Berthd {
     fn start(bin_dir: &Path) -> anyhow::Result<Berthd> {
+        Berthd::start_with(bin_dir, &[])
+    }
+
+    /// Starts berthd with extra flags.
+    fn start_with(bin_dir: &Path, extra: &[&str]) -> anyhow::Result<Berthd> {
         let dir = tempfile::tempdir()?;
         let socket = dir.path().join("berthd.sock");
         let bin = bin_dir.join("berthd");
@@ -220,6 +237,7 @@ impl Berthd {
             .arg(&socket)
             .arg("--log-level")
             .arg("warn")
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()
@@ -283,7 +301,24 @@ impl KeepAlive {
     }
 
     fn ping(&mut self) -> anyhow::Result<()> {
-        self.writer.write_all(PING)?;
+        let body = self.exchange(PING)?;
+        if !body.windows(4).any(|w| w == b"\"OK\"") {
+            bail!("unexpected answer {}", String::from_utf8_lossy(&body));
+        }
+        Ok(())
+    }
+
+    /// POSTs a JSON-RPC body; returns the response body.
+    fn call(&mut self, json: &str) -> anyhow::Result<Vec<u8>> {
+        let request = format!(
+            "POST / HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{json}",
+            json.len()
+        );
+        self.exchange(request.as_bytes())
+    }
+
+    fn exchange(&mut self, request: &[u8]) -> anyhow::Result<Vec<u8>> {
+        self.writer.write_all(request)?;
         let mut length = None;
         let mut line = String::new();
         loop {
@@ -305,10 +340,7 @@ impl KeepAlive {
         }
         let mut body = vec![0; length.context("response without content-length")?];
         self.reader.read_exact(&mut body)?;
-        if !body.windows(4).any(|w| w == b"\"OK\"") {
-            bail!("unexpected answer {}", String::from_utf8_lossy(&body));
-        }
-        Ok(())
+        Ok(body)
     }
 }
 
@@ -411,6 +443,9 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.scenario {
         Scenario::Api { iterations } => api(&cli, iterations.max(1)),
+        Scenario::Authz { calls, containers } => {
+            authz::authz(&cli.bin_dir, &cli.out_dir, calls.max(100), containers)
+        }
         Scenario::Plugin { component, calls } => {
             plugin::plugin(&component, &cli.out_dir, calls.max(100))
         }

@@ -319,7 +319,7 @@ fn discover_lists_every_served_method_with_schemas() {
 
 #[test]
 fn tcp_listener_serves_the_same_api() {
-    let d = Daemon::start_with(&["--listen", "tcp://127.0.0.1:0"]);
+    let d = Daemon::start_with(&["--listen", "tcp://127.0.0.1:0", "--insecure-tcp"]);
     let (_, body) = d.post(br#"{"jsonrpc":"2.0","id":1,"method":"system.info"}"#);
     let info = parse(&body)["result"].clone();
     let tcp = info["listeners"]

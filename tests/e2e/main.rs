@@ -2,6 +2,7 @@
 //! bytes. One test binary; one module per area.
 
 mod api;
+mod authz;
 mod cli;
 mod container;
 mod daemon;

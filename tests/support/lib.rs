@@ -223,6 +223,38 @@ impl Daemon {
         self.wait_ready();
     }
 
+    /// Starts berthd again on the same data root and socket, with extra flags.
+    pub fn restart_with(&mut self, extra: &[&str]) {
+        assert!(self.child.is_none(), "stop or kill berthd first");
+        let child = self.spawn(extra);
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    /// Runs the `berth` CLI against this daemon as another user (`setpriv`, with the user's
+    /// groups), from a copy of the binary anyone may run.
+    pub fn cli_as(&self, user: &str, args: &[&str]) -> Output {
+        let berth = self.dir.path().join("berth-cli");
+        if !berth.exists() {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::copy(bin("berth"), &berth).expect("copy the CLI");
+            std::fs::set_permissions(&berth, std::fs::Permissions::from_mode(0o755))
+                .expect("chmod the CLI");
+            std::fs::set_permissions(self.dir.path(), std::fs::Permissions::from_mode(0o755))
+                .expect("open the daemon's directory");
+        }
+        let mut cmd = Command::new("setpriv");
+        cmd.arg(format!("--reuid={user}"))
+            .arg(format!("--regid={}", primary_group(user)))
+            .arg("--init-groups")
+            .arg("--reset-env")
+            .arg(&berth)
+            .arg("-H")
+            .arg(self.host())
+            .args(args);
+        output_with_timeout(cmd, Duration::from_secs(60))
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         self.child
@@ -554,4 +586,47 @@ pub fn mounts_under(path: &std::path::Path) -> Vec<String> {
         .filter(|l| l.contains(path.to_str().unwrap()))
         .map(str::to_owned)
         .collect()
+}
+
+fn primary_group(user: &str) -> String {
+    let out = Command::new("id").args(["-g", user]).output().expect("id");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Makes (once per machine) a system user with these supplementary groups, each made too.
+pub fn ensure_user(user: &str, groups: &[&str]) {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    for g in groups {
+        let ok = Command::new("groupadd")
+            .args(["-f", g])
+            .status()
+            .expect("groupadd");
+        assert!(ok.success(), "groupadd {g}");
+    }
+    let exists = Command::new("id")
+        .arg(user)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("id")
+        .success();
+    if !exists {
+        let mut cmd = Command::new("useradd");
+        cmd.args(["-M", "-s", "/usr/sbin/nologin"]);
+        if !groups.is_empty() {
+            cmd.arg("-G").arg(groups.join(","));
+        }
+        let ok = cmd.arg(user).status().expect("useradd");
+        assert!(ok.success(), "useradd {user}");
+    } else if !groups.is_empty() {
+        let ok = Command::new("usermod")
+            .arg("-a")
+            .arg("-G")
+            .arg(groups.join(","))
+            .arg(user)
+            .status()
+            .expect("usermod");
+        assert!(ok.success(), "usermod {user}");
+    }
 }

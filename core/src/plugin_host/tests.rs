@@ -217,3 +217,106 @@ fn a_component_built_for_another_major_version_is_refused_naming_both() {
     let text = e.to_string();
     assert!(text.contains("@2.0.0") && text.contains("@1.0.0"), "{text}");
 }
+
+/// One case of `plugins/authz/examples/cases.json`, shared with the policy's native tests.
+#[derive(serde::Deserialize)]
+struct PolicyCase {
+    name: String,
+    policy: Vec<String>,
+    #[serde(default)]
+    data: Vec<String>,
+    request: CaseRequest,
+    allow: bool,
+    #[serde(default)]
+    reason_contains: Option<String>,
+    #[serde(default)]
+    candidates: Option<Vec<Candidate>>,
+    #[serde(default)]
+    visible: Option<serde_json::Value>,
+}
+
+#[derive(serde::Deserialize)]
+struct CaseRequest {
+    request_id: String,
+    identity: Identity,
+    method: String,
+    params: serde_json::Value,
+    target: Target,
+    transport: Transport,
+    remote_address: Option<String>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn example_policy_cases_hold_through_the_wasm_component() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let wasm_path = root.join("plugins/dist/rego.wasm");
+    let Ok(wasm) = std::fs::read(&wasm_path) else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{} is missing: plugins/build.sh must run first",
+            wasm_path.display()
+        );
+        eprintln!("skipped: {} is missing", wasm_path.display());
+        return;
+    };
+    let examples = root.join("plugins/authz/examples");
+    let cases: Vec<PolicyCase> =
+        serde_json::from_str(&std::fs::read_to_string(examples.join("cases.json")).unwrap())
+            .unwrap();
+    assert!(cases.len() >= 20, "{} cases", cases.len());
+    let dir = tempfile::tempdir().unwrap();
+    let host = PluginHost::new(&dir.path().join("cache"), Limits::default()).unwrap();
+    let loaded = host.load("rego", &wasm).unwrap();
+    assert_eq!(loaded.kind, PluginKind::Authz);
+    let mut policies: std::collections::HashMap<(Vec<String>, Vec<String>), Authorizer> =
+        Default::default();
+    for case in cases {
+        let key = (case.policy.clone(), case.data.clone());
+        if !policies.contains_key(&key) {
+            // As berthd passes files: `policy:<path>` and `data:<path>` holding their text.
+            let mut config = Vec::new();
+            for (prefix, files) in [("policy", &case.policy), ("data", &case.data)] {
+                for f in files {
+                    let path = examples.join(f);
+                    let text = std::fs::read_to_string(&path).unwrap();
+                    config.push((format!("{prefix}:{}", path.display()), text));
+                }
+            }
+            let policy = host
+                .authorizer("rego", &loaded, config)
+                .await
+                .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+            policies.insert(key.clone(), policy);
+        }
+        let policy = &policies[&key];
+        let request = AuthzRequest {
+            request_id: case.request.request_id,
+            identity: case.request.identity,
+            method: case.request.method,
+            params: case.request.params.to_string(),
+            target: case.request.target,
+            transport: case.request.transport,
+            remote_address: case.request.remote_address,
+        };
+        let decision = policy
+            .authorize(&request)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+        assert_eq!(decision.allow, case.allow, "{}: {decision:?}", case.name);
+        if let Some(needle) = &case.reason_contains {
+            let reason = decision.reason.unwrap_or_default();
+            assert!(reason.contains(needle.as_str()), "{}: {reason}", case.name);
+        }
+        if let (Some(candidates), Some(visible)) = (&case.candidates, &case.visible) {
+            let got = policy
+                .filter(&request, candidates)
+                .await
+                .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+            let expected = match visible {
+                serde_json::Value::String(s) if s == "all" => Visibility::All,
+                v => Visibility::Only(serde_json::from_value(v.clone()).unwrap()),
+            };
+            assert_eq!(got, expected, "{}", case.name);
+        }
+    }
+}

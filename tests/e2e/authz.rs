@@ -1,0 +1,577 @@
+//! Authorization end to end: Rego policies in the `rego` component judging callers on the
+//! Unix socket (users made by the test, the CLI run as them) and over TLS (two client
+//! certificates, a bearer token), list filtering, the decision log, fail-closed start-up,
+//! reload, and a suite of attempts to reach a handler past the gate.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use berth_tests::{
+    Daemon, ensure_user, http_post, import_busybox, parse_http_response, plugin_component,
+    raw_exchange, require_root,
+};
+use serde_json::{Value, json};
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/authz/examples")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn ok(out: &Output) -> String {
+    assert!(out.status.success(), "{}", text(out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn denied(out: &Output) -> String {
+    let t = text(out);
+    assert!(!out.status.success(), "expected a denial, got success: {t}");
+    assert!(t.contains("permission denied"), "{t}");
+    t
+}
+
+fn write(dir: &Path, name: &str, content: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, content).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+fn decisions(d: &Daemon) -> Vec<Value> {
+    // The writer thread flushes as soon as its queue is empty.
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    std::fs::read_to_string(d.data_root.join("authz/decisions.log"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn rpc(d: &Daemon, method: &str, params: Value) -> Value {
+    let (_, body) = d.post(
+        json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
+            .to_string()
+            .as_bytes(),
+    );
+    serde_json::from_str(&body).unwrap()
+}
+
+/// Users and groups of the Unix-socket tests.
+const ADMIN: &str = "bt-admin";
+const ALICE: &str = "bt-alice";
+const BOB: &str = "bt-bob";
+
+#[test]
+fn unix_users_are_judged_by_name_and_group_and_see_only_their_team() {
+    require_root!();
+    let Some(rego) = plugin_component("rego.wasm") else {
+        return;
+    };
+    ensure_user(ADMIN, &["bt-admins", "bt-sock"]);
+    ensure_user(ALICE, &["bt-team-a", "bt-sock"]);
+    ensure_user(BOB, &["bt-team-b", "bt-sock"]);
+    let policy_dir = tempfile::tempdir().unwrap();
+    let data = write(
+        policy_dir.path(),
+        "data.json",
+        r#"{"admins": ["root"], "admin_groups": ["bt-admins"], "registries": ["127.0.0.1:5000"]}"#,
+    );
+    let readonly = examples().join("readonly.rego");
+    let teams = examples().join("team-labels.rego");
+
+    // The second policy is installed before the chain names it.
+    let mut d = Daemon::start_with(&["--socket-group", "bt-sock"]);
+    import_busybox(&d, "busybox");
+    ok(&d.cli(&[
+        "plugin",
+        "install",
+        "--name",
+        "teams",
+        rego.to_str().unwrap(),
+        &format!("policy={}", teams.display()),
+        &format!("data={data}"),
+    ]));
+    ok(&d.cli(&[
+        "create",
+        "--name",
+        "web-a",
+        "-l",
+        "team=bt-team-a",
+        "busybox",
+        "sleep",
+        "60",
+    ]));
+    ok(&d.cli(&[
+        "create",
+        "--name",
+        "web-b",
+        "-l",
+        "team=bt-team-b",
+        "busybox",
+        "sleep",
+        "60",
+    ]));
+    d.stop();
+    d.restart_with(&[
+        "--socket-group",
+        "bt-sock",
+        "--authz-plugins",
+        "rego",
+        "--authz-plugins",
+        "teams",
+        "--authz-policy",
+        readonly.to_str().unwrap(),
+        "--authz-data",
+        &data,
+    ]);
+
+    // Readers see their own team's containers only, and change nothing.
+    let alice_ps = ok(&d.cli_as(ALICE, &["ps", "-a", "--format", "json"]));
+    assert!(
+        alice_ps.contains("web-a") && !alice_ps.contains("web-b"),
+        "{alice_ps}"
+    );
+    let bob_ps = ok(&d.cli_as(BOB, &["ps", "-a", "--format", "json"]));
+    assert!(
+        bob_ps.contains("web-b") && !bob_ps.contains("web-a"),
+        "{bob_ps}"
+    );
+    ok(&d.cli_as(ALICE, &["inspect", "web-a"]));
+    let t = denied(&d.cli_as(ALICE, &["inspect", "web-b"]));
+    assert!(t.contains("teams"), "the denying policy is named: {t}");
+    let t = denied(&d.cli_as(ALICE, &["rm", "web-a"]));
+    assert!(t.contains("rego"), "{t}");
+    denied(&d.cli_as(BOB, &["run", "--rm", "busybox", "true"]));
+    // The root of the host and members of bt-admins do everything.
+    let admin_ps = ok(&d.cli_as(ADMIN, &["ps", "-a", "--format", "json"]));
+    assert!(
+        admin_ps.contains("web-a") && admin_ps.contains("web-b"),
+        "{admin_ps}"
+    );
+    assert_eq!(
+        ok(&d.cli_as(ADMIN, &["run", "--rm", "busybox", "echo", "hi"])).trim(),
+        "hi"
+    );
+    ok(&d.cli(&["rm", "web-b"]));
+
+    // Every decision is logged with who, what, on which object, and why.
+    let log = decisions(&d);
+    let alice_rm = log
+        .iter()
+        .find(|r| r["method"] == "container.remove" && r["identity"]["unix"]["user"] == ALICE)
+        .unwrap_or_else(|| panic!("no decision for alice's rm in {log:?}"));
+    assert_eq!(alice_rm["decision"], "deny");
+    assert_eq!(alice_rm["resource"]["name"], "web-a");
+    assert_eq!(alice_rm["resource"]["labels"]["team"], "bt-team-a");
+    assert_eq!(alice_rm["policy"], "rego");
+    assert!(alice_rm["reason"].as_str().is_some_and(|r| !r.is_empty()));
+    assert!(alice_rm["latency_us"].is_u64());
+    assert!(
+        alice_rm["identity"]["unix"]["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g == "bt-team-a"),
+        "{alice_rm}"
+    );
+    assert!(log.iter().any(|r| r["decision"] == "allow"
+        && r["method"] == "container.create"
+        && r["identity"]["unix"]["user"] == ADMIN));
+
+    // A policy in the chain can be neither disabled nor removed through the API.
+    let t = text(&d.cli(&["plugin", "disable", "teams"]));
+    assert!(t.contains("authorization chain"), "{t}");
+    ok(&d.cli(&["rm", "-f", "web-a"]));
+}
+
+#[test]
+fn a_broken_or_missing_policy_denies_everything_but_roots_ping_until_repaired() {
+    require_root!();
+    if plugin_component("rego.wasm").is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let policy = write(
+        dir.path(),
+        "p.rego",
+        "package berth.authz\nallow := tru e\n",
+    );
+    // berthd starts although its policy does not compile.
+    let d = Daemon::start_with(&["--authz-plugins", "rego", "--authz-policy", &policy]);
+    let refused = rpc(&d, "system.version", json!({}));
+    assert_eq!(refused["error"]["code"], -32023, "{refused}");
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(message.contains("not running"), "{message}");
+    assert_eq!(rpc(&d, "system.ping", json!({}))["result"], "OK");
+    assert!(
+        d.log_text().contains("p.rego"),
+        "the parse error names the file"
+    );
+
+    // Repaired on disk and reloaded with SIGHUP: no restart.
+    write(
+        dir.path(),
+        "p.rego",
+        "package berth.authz\nimport rego.v1\ndefault allow := false\nallow if input.method != \"system.df\"\nreason := \"df is off\" if input.method == \"system.df\"\n",
+    );
+    berth_tests::signal(d.pid(), libc::SIGHUP);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while rpc(&d, "system.version", json!({})).get("result").is_none() {
+        assert!(std::time::Instant::now() < deadline, "{}", d.log_text());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let df = rpc(&d, "system.df", json!({}));
+    assert!(
+        df["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("df is off"),
+        "{df}"
+    );
+
+    // A policy that does not parse is refused with its error; the one in force stays.
+    let bad = write(dir.path(), "bad.rego", "package berth.authz\nallow if {\n");
+    let out = d.cli(&["plugin", "set", "rego", &format!("policy={bad}")]);
+    let t = text(&out);
+    assert!(!out.status.success() && t.contains("bad.rego"), "{t}");
+    assert!(rpc(&d, "system.version", json!({})).get("result").is_some());
+
+    // A chain naming a plugin that does not exist fails closed too.
+    let d2 = Daemon::start_with(&["--authz-plugins", "nosuch"]);
+    let refused = rpc(&d2, "container.list", json!({}));
+    assert_eq!(refused["error"]["code"], -32023, "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("nosuch"),
+        "{refused}"
+    );
+    assert_eq!(rpc(&d2, "system.ping", json!({}))["result"], "OK");
+}
+
+const BYPASS_POLICY: &str = r#"package berth.authz
+import rego.v1
+
+# Everything but these, for everyone (root included: only system.ping is exempt).
+refused := {"container.remove", "container.kill", "container.stop", "container.logs_follow", "container.pause", "container.restart"}
+
+default allow := false
+allow if not input.method in refused
+reason := sprintf("%s is refused in this test", [input.method]) if input.method in refused
+"#;
+
+fn running(d: &Daemon, name: &str) -> bool {
+    let v = rpc(d, "container.inspect", json!({"id": name}));
+    v["result"]["summary"]["state"] == "running"
+}
+
+#[test]
+fn no_encoding_size_batch_or_naming_trick_reaches_a_handler_unchecked() {
+    require_root!();
+    if plugin_component("rego.wasm").is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let policy = write(dir.path(), "p.rego", BYPASS_POLICY);
+    let d = Daemon::start_with(&[
+        "--authz-plugins",
+        "rego",
+        "--authz-policy",
+        &policy,
+        "--max-request-body-size",
+        "65536",
+    ]);
+    import_busybox(&d, "busybox");
+    ok(&d.cli(&["run", "-d", "--name", "victim", "busybox", "sleep", "600"]));
+    assert!(running(&d, "victim"));
+
+    let denied_code = |v: &Value| v["error"]["code"] == -32023;
+    // The plain call is denied, with the policy's reason.
+    let v = rpc(&d, "container.kill", json!({"id": "victim"}));
+    assert!(denied_code(&v), "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("refused in this test")
+    );
+    // Positional params are normalized, then judged.
+    let v = rpc(&d, "container.kill", json!(["victim", "KILL"]));
+    assert!(denied_code(&v), "{v}");
+
+    // Empty body, and an empty object.
+    for body in [&b""[..], b"{}", b"[]", b"null", b" "] {
+        let (_, resp) = d.post(body);
+        assert!(resp.contains("\"error\""), "{body:?}: {resp}");
+    }
+    // Oversized body holding a denied call: refused whole, never cut to fit.
+    let pad = "x".repeat(70_000);
+    let big = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"container.kill","params":{{"id":"victim","signal":"KILL"}},"pad":"{pad}"}}"#
+    );
+    let (status, resp) = d.post(big.as_bytes());
+    assert_eq!(status, 413, "{resp}");
+    // The same, announced small but sent chunked.
+    let mut req = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_vec();
+    for chunk in big.as_bytes().chunks(8192) {
+        req.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        req.extend_from_slice(chunk);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\n\r\n");
+    let (status, resp) = parse_http_response(&raw_exchange(&d.socket, &req).unwrap()).unwrap();
+    assert_eq!(status, 413, "{resp}");
+    // A small chunked request is judged like any other.
+    let small = r#"{"jsonrpc":"2.0","id":1,"method":"container.kill","params":{"id":"victim"}}"#;
+    let mut req = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_vec();
+    req.extend_from_slice(format!("{:x}\r\n{small}\r\n0\r\n\r\n", small.len()).as_bytes());
+    let (_, resp) = parse_http_response(&raw_exchange(&d.socket, &req).unwrap()).unwrap();
+    assert!(resp.contains("-32023"), "{resp}");
+
+    // A batch mixing allowed and denied calls: each entry judged on its own.
+    let (_, resp) = d.post(
+        json!([
+            {"jsonrpc": "2.0", "id": 1, "method": "system.version"},
+            {"jsonrpc": "2.0", "id": 2, "method": "container.remove", "params": {"id": "victim", "force": true}},
+            {"jsonrpc": "2.0", "method": "container.kill", "params": {"id": "victim"}},
+            {"jsonrpc": "2.0", "id": 3, "method": "container.list"}
+        ])
+        .to_string()
+        .as_bytes(),
+    );
+    let answers: Vec<Value> = serde_json::from_str(&resp).unwrap();
+    let by_id = |id: i64| answers.iter().find(|a| a["id"] == id).unwrap().clone();
+    assert!(by_id(1).get("result").is_some(), "{resp}");
+    assert!(denied_code(&by_id(2)), "{resp}");
+    assert!(by_id(3).get("result").is_some(), "{resp}");
+    // A denied call sent as a notification does nothing either.
+    let (status, _) =
+        d.post(br#"{"jsonrpc":"2.0","method":"container.stop","params":{"id":"victim"}}"#);
+    assert_eq!(status, 204);
+
+    // Duplicate keys: in the request object, in params, and a param under both spellings.
+    for body in [
+        r#"{"jsonrpc":"2.0","id":1,"method":"system.ping","method":"container.kill","params":{"id":"victim"}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"container.inspect","params":{"id":"nothing","id":"victim"}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"container.remove","params":{"id":"victim","force":false,"force":true}}"#,
+    ] {
+        let (_, resp) = d.post(body.as_bytes());
+        let v: Value = serde_json::from_str(&resp).unwrap();
+        assert!(v.get("error").is_some(), "{body}: {resp}");
+        assert!(v.get("result").is_none(), "{body}: {resp}");
+    }
+    // Method names that are not exactly a method: never routed anywhere.
+    for name in [
+        "Container.kill",
+        "container.Kill",
+        " container.kill",
+        "container.kill ",
+        "container.kill\u{0}",
+        "container..kill",
+        "container.kill\n",
+        "CONTAINER.KILL",
+    ] {
+        let v = rpc(&d, name, json!({"id": "victim"}));
+        assert!(
+            v["error"]["code"] == -32601 || denied_code(&v),
+            "{name:?}: {v}"
+        );
+    }
+    // Unknown extra params are refused before anything runs.
+    let v = rpc(
+        &d,
+        "container.remove",
+        json!({"id": "victim", "force": true, "everything": true}),
+    );
+    assert_eq!(v["error"]["code"], -32602, "{v}");
+
+    // Over the WebSocket: a denied call and a denied subscription, message by message.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        use berth_api::jsonrpsee::core::client::{ClientT, SubscriptionClientT};
+        use berth_api::jsonrpsee::rpc_params;
+        let client = d.client().await;
+        let v: Result<Value, _> = client
+            .request("container.kill", rpc_params!["victim"])
+            .await;
+        let e = v.unwrap_err().to_string();
+        assert!(e.contains("refused in this test"), "{e}");
+        let sub: Result<berth_api::jsonrpsee::core::client::Subscription<Value>, _> = client
+            .subscribe(
+                "container.logs_follow",
+                rpc_params!["victim"],
+                "container.logs_unfollow",
+            )
+            .await;
+        let e = sub.err().expect("the subscription is refused").to_string();
+        assert!(e.contains("refused in this test"), "{e}");
+        let ok: Value = client
+            .request("system.version", rpc_params![])
+            .await
+            .unwrap();
+        assert!(ok.is_object());
+    });
+
+    // After all of that the container was never touched.
+    assert!(running(&d, "victim"), "{}", d.log_text());
+    let log = decisions(&d);
+    assert!(
+        log.iter()
+            .filter(|r| r["method"] == "container.kill" && r["decision"] == "deny")
+            .count()
+            >= 4,
+        "{log:?}"
+    );
+    assert!(
+        log.iter()
+            .all(|r| r["method"] != "container.kill" || r["decision"] == "deny")
+    );
+    // Cleanup goes around the policy: the test's own daemon without it.
+    drop(d);
+}
+
+/// CA, server and two client certificates from deploy/gen-certs.sh.
+fn certificates(dir: &Path) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/gen-certs.sh");
+    let out = Command::new("sh")
+        .arg(&script)
+        .args(["--client", "alice", "--client", "bob"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+fn tcp_listener(d: &Daemon) -> String {
+    let (_, body) = http_post(
+        &d.socket,
+        br#"{"jsonrpc":"2.0","id":1,"method":"system.info"}"#,
+    )
+    .unwrap();
+    let info: Value = serde_json::from_str(&body).unwrap();
+    info["result"]["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|l| l.as_str()?.strip_prefix("tcp://").map(str::to_owned))
+        .expect("a tcp listener")
+}
+
+#[test]
+fn tls_callers_are_told_apart_by_certificate_and_token() {
+    require_root!();
+    if plugin_component("rego.wasm").is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    certificates(&certs);
+    let c = |f: &str| certs.join(f).to_str().unwrap().to_owned();
+    let secret = "tok-0123456789abcdef";
+    let tokens = write(
+        dir.path(),
+        "tokens",
+        &format!(
+            "# test robots\nci sha256:{}\n",
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(secret.as_bytes()))
+        ),
+    );
+    let data = write(
+        dir.path(),
+        "data.json",
+        r#"{"admins": ["root", "alice"], "admin_groups": []}"#,
+    );
+    let readonly = examples().join("readonly.rego");
+    let d = Daemon::start_with(&[
+        "--listen",
+        "tcp://127.0.0.1:0",
+        "--tls-cert",
+        &c("server-cert.pem"),
+        "--tls-key",
+        &c("server-key.pem"),
+        "--tls-ca",
+        &c("ca.pem"),
+        "--tokens-file",
+        &tokens,
+        "--authz-plugins",
+        "rego",
+        "--authz-policy",
+        readonly.to_str().unwrap(),
+        "--authz-data",
+        &data,
+    ]);
+    let host = format!("tcp://{}", tcp_listener(&d));
+    let as_cert = |who: &str, args: &[&str]| {
+        let mut cmd = Command::new(berth_tests::bin("berth"));
+        cmd.args(["-H", &host, "--tlscacert", &c("ca.pem")])
+            .args(["--tlscert", &c(&format!("{who}-cert.pem"))])
+            .args(["--tlskey", &c(&format!("{who}-key.pem"))])
+            .args(args);
+        berth_tests::output_with_timeout(cmd, std::time::Duration::from_secs(60))
+    };
+    // alice is an admin by her certificate's CN, bob only reads.
+    ok(&as_cert("alice", &["network", "create", "tls-net"]));
+    ok(&as_cert("bob", &["network", "ls"]));
+    denied(&as_cert("bob", &["network", "rm", "tls-net"]));
+    ok(&as_cert("alice", &["network", "rm", "tls-net"]));
+    // A bearer token names the caller; a wrong one is refused before any call.
+    let with_token = |token: &str, args: &[&str]| {
+        let mut cmd = Command::new(berth_tests::bin("berth"));
+        cmd.env("BERTH_TOKEN", token)
+            .args(["-H", &host, "--tlscacert", &c("ca.pem")])
+            .args(args);
+        berth_tests::output_with_timeout(cmd, std::time::Duration::from_secs(60))
+    };
+    ok(&with_token(secret, &["version"]));
+    denied(&with_token(secret, &["network", "create", "nope"]));
+    assert!(!with_token("wrong", &["version"]).status.success());
+    // Without certificate or token: nothing.
+    let mut cmd = Command::new(berth_tests::bin("berth"));
+    cmd.args(["-H", &host, "--tlscacert", &c("ca.pem"), "version"]);
+    let out = berth_tests::output_with_timeout(cmd, std::time::Duration::from_secs(60));
+    assert!(!out.status.success(), "{}", text(&out));
+    // Plain TCP to the TLS port gets nowhere either.
+    let mut cmd = Command::new(berth_tests::bin("berth"));
+    cmd.args(["-H", &host, "version"]);
+    let out = berth_tests::output_with_timeout(cmd, std::time::Duration::from_secs(60));
+    assert!(!out.status.success(), "{}", text(&out));
+
+    let log = decisions(&d);
+    let bob = log
+        .iter()
+        .find(|r| r["identity"]["tls"]["subject_cn"] == "bob" && r["decision"] == "deny")
+        .unwrap_or_else(|| panic!("{log:?}"));
+    assert_eq!(bob["transport"], "tcp-tls");
+    assert!(
+        bob["remote_address"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
+    assert_eq!(
+        bob["identity"]["tls"]["fingerprint_sha256"]
+            .as_str()
+            .unwrap()
+            .len(),
+        64
+    );
+    assert!(log.iter().any(|r| r["identity"]["token"]["name"] == "ci"));
+    assert!(
+        log.iter().all(|r| !r.to_string().contains(secret)),
+        "the secret never reaches the log"
+    );
+}
+
+#[test]
+fn tcp_without_tls_needs_the_insecure_flag() {
+    let d = Daemon::start();
+    let out = d.run_second(&["--listen", "tcp://127.0.0.1:0"]);
+    let t = text(&out);
+    assert!(!out.status.success() && t.contains("insecure-tcp"), "{t}");
+}

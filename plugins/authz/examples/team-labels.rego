@@ -1,0 +1,75 @@
+# Per-team ownership: a container, volume or network belongs to the team in its `team`
+# label. Non-admins may act only on objects of their own teams (one of their groups), must
+# label what they create with one of their teams, may not prune (it would reach other teams'
+# objects), and see only their teams' objects in lists. Admins (data.admins by name,
+# data.admin_groups by group) do and see everything. Other kinds (images, plugins, the
+# daemon) are left to other policies of the chain.
+package berth.authz
+
+import rego.v1
+
+default allow := false
+
+admin if input.user in data.admins
+
+admin if {
+	some group in input.groups
+	group in data.admin_groups
+}
+
+team_kinds := {"container", "volume", "network"}
+
+ours(labels) if labels.team in input.groups
+
+verb := split(input.method, ".")[1]
+
+allow if admin
+
+allow if not input.target.kind in team_kinds
+
+# Lists are filtered by `visible` below.
+allow if {
+	input.target.kind in team_kinds
+	verb == "list"
+}
+
+allow if {
+	input.target.kind in team_kinds
+	not verb in {"list", "prune"}
+	ours(input.target.labels)
+}
+
+reason := sprintf("%s needs a `team` label naming one of your groups %v", [input.method, input.groups]) if {
+	not allow
+	verb == "create"
+}
+
+reason := sprintf("%s: only admins may prune", [input.method]) if {
+	not allow
+	verb == "prune"
+}
+
+reason := sprintf("%s %s belongs to another team", [input.target.kind, object_name]) if {
+	not allow
+	not verb in {"create", "prune"}
+}
+
+default object_name := "(unknown)"
+
+object_name := input.target.name if is_string(input.target.name)
+
+visible contains i if {
+	admin
+	some i, _ in input.candidates
+}
+
+visible contains i if {
+	some i, c in input.candidates
+	not c.kind in team_kinds
+}
+
+visible contains i if {
+	some i, c in input.candidates
+	c.kind in team_kinds
+	ours(c.labels)
+}

@@ -1,0 +1,240 @@
+//! Native tests: the example policies' shared cases (plugins/authz/examples/cases.json, also
+//! run through the Wasm component by berthd's plugin host tests) and the configuration rules.
+
+use std::path::Path;
+
+use berth_plugin::authz::exports::berth::authz::policy::{TlsClient, TokenIdentity, UnixPeer};
+use serde_json::Value as Json;
+
+use super::*;
+
+fn examples() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
+}
+
+fn kind(s: &str) -> ResourceKind {
+    match s {
+        "container" => ResourceKind::Container,
+        "image" => ResourceKind::Image,
+        "volume" => ResourceKind::Volume,
+        "network" => ResourceKind::Network,
+        "plugin" => ResourceKind::Plugin,
+        "system" => ResourceKind::System,
+        other => panic!("kind {other}"),
+    }
+}
+
+fn pairs(labels: &Json) -> Vec<(String, String)> {
+    labels
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn opt(v: &Json) -> Option<String> {
+    v.as_str().map(str::to_owned)
+}
+
+/// A request in cases.json's form (berthd's serde form of its `AuthzRequest`).
+fn request(r: &Json) -> Request {
+    let identity = match &r["identity"] {
+        Json::String(s) if s == "anonymous" => Identity::Anonymous,
+        v if v.get("unix").is_some() => {
+            let p = &v["unix"];
+            Identity::UnixPeer(UnixPeer {
+                uid: p["uid"].as_u64().unwrap() as u32,
+                gid: p["gid"].as_u64().unwrap() as u32,
+                pid: p["pid"].as_u64().unwrap() as u32,
+                user: opt(&p["user"]),
+                groups: serde_json::from_value(p["groups"].clone()).unwrap(),
+            })
+        }
+        v if v.get("tls").is_some() => {
+            let t = &v["tls"];
+            Identity::TlsClient(TlsClient {
+                subject_cn: opt(&t["subject_cn"]).unwrap(),
+                sans: serde_json::from_value(t["sans"].clone()).unwrap(),
+                fingerprint_sha256: opt(&t["fingerprint_sha256"]).unwrap(),
+            })
+        }
+        v => Identity::Token(TokenIdentity {
+            name: opt(&v["token"]["name"]).unwrap(),
+        }),
+    };
+    let t = &r["target"];
+    Request {
+        request_id: opt(&r["request_id"]).unwrap(),
+        identity,
+        method: opt(&r["method"]).unwrap(),
+        params: r["params"].to_string(),
+        target: policy::Target {
+            kind: kind(t["kind"].as_str().unwrap()),
+            id: opt(&t["id"]),
+            name: opt(&t["name"]),
+            labels: pairs(&t["labels"]),
+        },
+        transport: match r["transport"].as_str().unwrap() {
+            "unix" => Transport::Unix,
+            "tcp-tls" => Transport::TcpTls,
+            _ => Transport::TcpInsecure,
+        },
+        remote_address: opt(&r["remote_address"]),
+    }
+}
+
+/// The configuration berthd passes for these files.
+fn config(policies: &[&str], data: &[&str]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (prefix, files) in [("policy", policies), ("data", data)] {
+        for f in files {
+            let path = examples().join(f);
+            out.push((
+                format!("{prefix}:{}", path.display()),
+                std::fs::read_to_string(&path).unwrap(),
+            ));
+        }
+    }
+    out
+}
+
+#[test]
+fn example_cases_hold_natively() {
+    let cases: Vec<Json> =
+        serde_json::from_str(&std::fs::read_to_string(examples().join("cases.json")).unwrap())
+            .unwrap();
+    assert!(cases.len() >= 20);
+    for case in &cases {
+        let name = case["name"].as_str().unwrap();
+        let files = |k: &str| -> Vec<String> { serde_json::from_value(case[k].clone()).unwrap() };
+        let (p, d) = (files("policy"), files("data"));
+        let p: Vec<&str> = p.iter().map(String::as_str).collect();
+        let d: Vec<&str> = d.iter().map(String::as_str).collect();
+        let mut policy = Policy::load(&config(&p, &d)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let req = request(&case["request"]);
+        let input = input_of(&req).unwrap();
+        let (allow, reason) = policy
+            .authorize(regorus::Value::from(Json::Object(input.clone())))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(
+            allow,
+            case["allow"].as_bool().unwrap(),
+            "{name}: {reason:?}"
+        );
+        if let Some(needle) = case["reason_contains"].as_str() {
+            let reason = reason.unwrap_or_default();
+            assert!(reason.contains(needle), "{name}: {reason}");
+        }
+        if let Some(candidates) = case["candidates"].as_array() {
+            let list: Vec<Candidate> = candidates
+                .iter()
+                .map(|c| Candidate {
+                    kind: kind(c["kind"].as_str().unwrap()),
+                    id: opt(&c["id"]).unwrap(),
+                    name: opt(&c["name"]),
+                    labels: pairs(&c["labels"]),
+                })
+                .collect();
+            let mut input = input;
+            input.insert("candidates".into(), candidates_json(&list));
+            let got = policy
+                .filter(regorus::Value::from(Json::Object(input)), list.len())
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let want: Option<Vec<u32>> = match &case["visible"] {
+                Json::String(s) if s == "all" => None,
+                v => Some(serde_json::from_value(v.clone()).unwrap()),
+            };
+            assert_eq!(got, want, "{name}");
+        }
+    }
+}
+
+fn inline(rego: &str) -> Vec<(String, String)> {
+    vec![("policy:/t.rego".into(), rego.into())]
+}
+
+#[test]
+fn configuration_errors_are_refused_by_name() {
+    let e = Policy::load(&[]).unwrap_err();
+    assert!(e.0.contains("no policy given"), "{e}");
+    let e = Policy::load(&inline("package berth.authz\nallow if {\n")).unwrap_err();
+    assert!(e.0.contains("/t.rego"), "{e}");
+    let mut c = inline("package berth.authz\nallow := true\n");
+    c.push(("data:/d.json".into(), "{not json".into()));
+    let e = Policy::load(&c).unwrap_err();
+    assert!(e.0.contains("/d.json") && e.0.contains("not JSON"), "{e}");
+    let mut c = inline("package berth.authz\nallow := true\n");
+    c.push(("data:/d.json".into(), "[1]".into()));
+    assert!(Policy::load(&c).unwrap_err().0.contains("object"));
+    let mut c = inline("package berth.authz\nallow := true\n");
+    c.push(("colour".into(), "blue".into()));
+    assert!(
+        Policy::load(&c)
+            .unwrap_err()
+            .0
+            .contains("unknown setting \"colour\"")
+    );
+    let mut c = inline("package berth.authz\nallow := true\n");
+    c.push(("query".into(), "data.berth.authz.nothing".into()));
+    assert!(
+        Policy::load(&c)
+            .unwrap_err()
+            .0
+            .contains("data.berth.authz.nothing")
+    );
+    let mut c = inline("package berth.authz\nallow := true\n");
+    c.push(("query".into(), "data.x; true".into()));
+    assert!(Policy::load(&c).unwrap_err().0.contains("not a rule path"));
+}
+
+fn input(method: &str) -> regorus::Value {
+    regorus::Value::from(serde_json::json!({"method": method, "candidates": [1, 2, 3]}))
+}
+
+#[test]
+fn only_a_true_query_allows_and_reasons_may_be_sets() {
+    let mut p = Policy::load(&inline(
+        "package berth.authz\nimport rego.v1\nallow := \"yes\" if input.method == \"a\"\nallow if input.method == \"b\"\nreason contains \"two\" if input.method == \"c\"\nreason contains \"one\" if input.method == \"c\"\n",
+    ))
+    .unwrap();
+    assert_eq!(
+        p.authorize(input("a")).unwrap().0,
+        false,
+        "a string is not true"
+    );
+    assert_eq!(p.authorize(input("b")).unwrap(), (true, None));
+    let (allow, reason) = p.authorize(input("c")).unwrap();
+    assert!(!allow);
+    assert_eq!(reason.as_deref(), Some("one; two"));
+    let (_, reason) = p.authorize(input("d")).unwrap();
+    assert!(reason.unwrap().contains("is not true"));
+}
+
+#[test]
+fn filter_indices_are_checked() {
+    let mut p = Policy::load(&inline(
+        "package berth.authz\nimport rego.v1\nallow := true\nvisible contains i if { some i, _ in input.candidates; i != 1 }\nvisible contains 7 if input.method == \"bad\"\n",
+    ))
+    .unwrap();
+    assert_eq!(p.filter(input("ok"), 3).unwrap(), Some(vec![0, 2]));
+    let e = p.filter(input("bad"), 3).unwrap_err();
+    assert!(e.0.contains("not an index below 3"), "{e}");
+    let mut none = Policy::load(&inline("package berth.authz\nallow := true\n")).unwrap();
+    assert_eq!(none.filter(input("x"), 3).unwrap(), None);
+}
+
+#[test]
+fn a_failed_configure_keeps_the_policy_in_force() {
+    use berth_plugin::plugin::Guest as _;
+    RegoPolicy::configure(inline("package berth.authz\nallow := true\n")).unwrap();
+    let e = RegoPolicy::configure(inline("package berth.authz\nallow if {\n")).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::InvalidArgument);
+    with_policy(|p| {
+        assert!(p.authorize(input("x")).unwrap().0);
+        Ok(())
+    })
+    .unwrap();
+}

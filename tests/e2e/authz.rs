@@ -141,8 +141,8 @@ fn unix_users_are_judged_by_name_and_group_and_see_only_their_team() {
         bob_ps.contains("web-b") && !bob_ps.contains("web-a"),
         "{bob_ps}"
     );
-    ok(&d.cli_as(ALICE, &["inspect", "web-a"]));
-    let t = denied(&d.cli_as(ALICE, &["inspect", "web-b"]));
+    ok(&d.cli_as(ALICE, &["container", "inspect", "web-a"]));
+    let t = denied(&d.cli_as(ALICE, &["container", "inspect", "web-b"]));
     assert!(t.contains("teams"), "the denying policy is named: {t}");
     let t = denied(&d.cli_as(ALICE, &["rm", "web-a"]));
     assert!(t.contains("rego"), "{t}");
@@ -268,7 +268,8 @@ reason := sprintf("%s is refused in this test", [input.method]) if input.method 
 
 fn running(d: &Daemon, name: &str) -> bool {
     let v = rpc(d, "container.inspect", json!({"id": name}));
-    v["result"]["summary"]["state"] == "running"
+    assert!(v.get("result").is_some(), "{v}");
+    v["result"]["state"]["status"] == "running"
 }
 
 #[test]

@@ -17,7 +17,9 @@ const NAMES_TTL: Duration = Duration::from_secs(10);
 
 type Names = (Option<String>, Vec<String>);
 
-static NAME_CACHE: Mutex<Option<HashMap<(u32, u32), (Instant, Names)>>> = Mutex::new(None);
+type NameCache = HashMap<(u32, u32), (Instant, Names)>;
+
+static NAME_CACHE: Mutex<Option<NameCache>> = Mutex::new(None);
 
 /// The peer of a Unix socket connection, named from the host's user and group databases.
 /// Blocking (NSS lookups); answers are cached for a few seconds.

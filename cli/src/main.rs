@@ -19,7 +19,6 @@ use berth_api::system::{DiskUsage, SystemClient, SystemInfo, VersionInfo};
 use clap::{CommandFactory, Parser, Subcommand};
 use serde::Serialize;
 
-use client::{DEFAULT_HOST, Host};
 use output::{Format, human_size};
 
 /// Exit status for errors of the CLI itself or its flags, as docker uses.
@@ -30,29 +29,12 @@ const EXIT_USAGE: u8 = 125;
     name = "berth",
     version,
     about = "A fast container engine with WebAssembly drivers",
-    args_override_self = true
+    args_override_self = true,
+    after_help = client::ENV_HELP
 )]
 struct Cli {
-    /// Daemon to talk to: unix:///path or tcp://host:port.
-    #[arg(short = 'H', long, env = "BERTH_HOST", default_value = DEFAULT_HOST, global = true)]
-    host: String,
-    /// Use TLS and verify berthd's certificate against --tlscacert (tcp:// hosts).
-    #[arg(long, env = "BERTH_TLS_VERIFY", value_parser = clap::builder::BoolishValueParser::new(), num_args = 0..=1, default_missing_value = "true", global = true)]
-    tlsverify: Option<bool>,
-    /// CA certificate (PEM) berthd's certificate must chain to; implies --tlsverify
-    /// [default: $BERTH_CERT_PATH/ca.pem when BERTH_CERT_PATH is set].
-    #[arg(long, value_name = "PATH", global = true)]
-    tlscacert: Option<std::path::PathBuf>,
-    /// Client certificate (PEM) [default: $BERTH_CERT_PATH/cert.pem].
-    #[arg(long, value_name = "PATH", global = true)]
-    tlscert: Option<std::path::PathBuf>,
-    /// Client key (PEM) [default: $BERTH_CERT_PATH/key.pem].
-    #[arg(long, value_name = "PATH", global = true)]
-    tlskey: Option<std::path::PathBuf>,
-    /// Read a bearer token from this file (tcp:// hosts; also $BERTH_TOKEN). On the Unix
-    /// socket berthd knows the caller by its user and ignores tokens.
-    #[arg(long, value_name = "PATH", global = true)]
-    token_file: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    conn: client::ConnectArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -431,53 +413,8 @@ pub(crate) fn describe(e: &anyhow::Error) -> String {
     format!("{e:#}")
 }
 
-/// The daemon address and credentials from the options and the environment (docker's
-/// DOCKER_CERT_PATH and DOCKER_TLS_VERIFY are BERTH_CERT_PATH and BERTH_TLS_VERIFY here).
-fn connection(cli: &Cli) -> anyhow::Result<client::Connection> {
-    let host = Host::parse(&cli.host)?;
-    let cert_dir = std::env::var_os("BERTH_CERT_PATH").map(std::path::PathBuf::from);
-    let from_dir = |name: &str| cert_dir.as_ref().map(|d| d.join(name));
-    let ca = cli.tlscacert.clone().or_else(|| {
-        (cli.tlsverify == Some(true) || cert_dir.is_some())
-            .then(|| from_dir("ca.pem"))
-            .flatten()
-    });
-    let cert = cli
-        .tlscert
-        .clone()
-        .or_else(|| from_dir("cert.pem").filter(|p| p.exists()));
-    let key = cli
-        .tlskey
-        .clone()
-        .or_else(|| from_dir("key.pem").filter(|p| p.exists()));
-    let client = match (cert, key) {
-        (Some(c), Some(k)) => Some((c, k)),
-        (None, None) => None,
-        (Some(_), None) => anyhow::bail!("--tlscert needs --tlskey"),
-        (None, Some(_)) => anyhow::bail!("--tlskey needs --tlscert"),
-    };
-    let tls = match (ca, client) {
-        (Some(ca), client) => Some(client::TlsFiles { ca, client }),
-        (None, Some(_)) => anyhow::bail!("a client certificate needs --tlscacert to verify berthd"),
-        (None, None) if cli.tlsverify == Some(true) => {
-            anyhow::bail!("--tlsverify needs --tlscacert (or BERTH_CERT_PATH)")
-        }
-        (None, None) => None,
-    };
-    let token = match &cli.token_file {
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .map_err(|e| anyhow::anyhow!("cannot read the token file {}: {e}", path.display()))?
-                .trim()
-                .to_owned(),
-        ),
-        None => std::env::var("BERTH_TOKEN").ok().filter(|t| !t.is_empty()),
-    };
-    client::Connection::new(host, tls, token)
-}
-
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let conn = connection(&cli)?;
+    let conn = cli.conn.resolve(&|name| std::env::var_os(name))?;
     let connect = || client::connect(&conn);
     let code = match cli.command {
         Command::Run { detach, create } => {
@@ -769,5 +706,65 @@ mod tests {
     fn command_line_definition_is_consistent() {
         use clap::CommandFactory;
         super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn connection_options_are_global_and_tlsverify_takes_no_word() {
+        use clap::Parser;
+        let cli = super::Cli::try_parse_from(["berth", "--tlsverify", "ps"]).unwrap();
+        assert_eq!(cli.conn.tlsverify, Some(true));
+        assert!(matches!(cli.command, super::Command::Ps(_)));
+        let cli = super::Cli::try_parse_from([
+            "berth",
+            "-H",
+            "tcp://h:1",
+            "ps",
+            "--tls",
+            "--tlscacert",
+            "/ca.pem",
+            "--token-file",
+            "/t",
+        ])
+        .unwrap();
+        assert!(cli.conn.tls);
+        assert_eq!(cli.conn.host, "tcp://h:1");
+        assert_eq!(
+            cli.conn.tlscacert.as_deref(),
+            Some(std::path::Path::new("/ca.pem"))
+        );
+        assert_eq!(
+            cli.conn.token_file.as_deref(),
+            Some(std::path::Path::new("/t"))
+        );
+        let cli = super::Cli::try_parse_from(["berth", "--tlsverify=false", "ps"]).unwrap();
+        assert_eq!(cli.conn.tlsverify, Some(false));
+    }
+
+    #[test]
+    fn help_tells_the_connection_options() {
+        use clap::CommandFactory;
+        let help = super::Cli::command().render_help().to_string();
+        for word in [
+            "--tlsverify",
+            "--tlscacert",
+            "--tlscert",
+            "--tlskey",
+            "--token-file",
+            "BERTH_CERT_PATH",
+            "BERTH_TLS_VERIFY",
+            "BERTH_TOKEN",
+            "peer credentials",
+        ] {
+            assert!(help.contains(word), "{word}");
+        }
+        // Global: in the subcommands' help too.
+        let mut cmd = super::Cli::command();
+        cmd.build();
+        let ps = cmd
+            .find_subcommand_mut("ps")
+            .unwrap()
+            .render_help()
+            .to_string();
+        assert!(ps.contains("--tlscacert"));
     }
 }

@@ -504,6 +504,11 @@ mod tests {
         assert_eq!(cfg.log_level, "warn");
         assert_eq!(cfg.max_batch_len, 5);
         assert_eq!(cfg.listen, vec!["tcp://127.0.0.1:2375"]);
+        let refused = cfg.validate().unwrap_err().to_string();
+        assert!(refused.contains("insecure-tcp"), "{refused}");
+        let args = Args::try_parse_from(["berthd", "--insecure-tcp"]).unwrap();
+        args.apply(&mut cfg);
+        assert!(cfg.insecure_tcp);
         cfg.validate().unwrap();
     }
 

@@ -88,7 +88,6 @@ pub fn authz(
 ) -> anyhow::Result<()> {
     let work = tempfile::tempdir()?;
     let root = work.path().join("root");
-    let socket = work.path().join("berthd.sock");
     let policy = Path::new("plugins/authz/examples/team-labels.rego")
         .canonicalize()
         .context("run from the repository root: plugins/authz/examples/team-labels.rego")?;
@@ -96,16 +95,10 @@ pub fn authz(
     // root is no admin here: its calls take the policy's full path, and its list is
     // filtered (its containers carry team=root, one of its groups).
     std::fs::write(&data, r#"{"admins": [], "admin_groups": []}"#)?;
-    let paths = [
-        "--data-root",
-        root.to_str().context("utf-8")?,
-        "--socket",
-        socket.to_str().context("utf-8")?,
-    ];
     let cli = bin_dir.join("berth");
-    let host = format!("unix://{}", socket.display());
 
-    let plain = Berthd::start_with(bin_dir, &paths)?;
+    let plain = Berthd::start_with(bin_dir, Some(&root), &[])?;
+    let host = format!("unix://{}", plain.socket.display());
     let tarball = busybox_tarball(work.path())?;
     run(Command::new(&cli)
         .args(["-H", &host, "import"])
@@ -127,18 +120,17 @@ pub fn authz(
     let without_policy = pass(&plain.socket, calls)?;
     drop(plain);
 
-    let mut with = paths.to_vec();
     let policy_arg = policy.to_str().context("utf-8")?.to_owned();
     let data_arg = data.to_str().context("utf-8")?.to_owned();
-    with.extend([
+    let with = [
         "--authz-plugins",
         "rego",
         "--authz-policy",
         &policy_arg,
         "--authz-data",
         &data_arg,
-    ]);
-    let gated = Berthd::start_with(bin_dir, &with)?;
+    ];
+    let gated = Berthd::start_with(bin_dir, Some(&root), &with)?;
     let log_path = root.join("authz/decisions.log");
     let logged_before = std::fs::read_to_string(&log_path)
         .unwrap_or_default()

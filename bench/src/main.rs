@@ -211,18 +211,21 @@ struct Berthd {
     child: Child,
     /// The API socket.
     pub socket: PathBuf,
+    root: PathBuf,
     _dir: tempfile::TempDir,
 }
 
 impl Berthd {
     fn start(bin_dir: &Path) -> anyhow::Result<Berthd> {
-        Berthd::start_with(bin_dir, &[])
+        Berthd::start_with(bin_dir, None, &[])
     }
 
-    /// Starts berthd with extra flags.
-    fn start_with(bin_dir: &Path, extra: &[&str]) -> anyhow::Result<Berthd> {
+    /// Starts berthd with extra flags, on `root` (kept after the daemon) or a fresh data
+    /// root; its socket is always in a fresh directory.
+    fn start_with(bin_dir: &Path, root: Option<&Path>, extra: &[&str]) -> anyhow::Result<Berthd> {
         let dir = tempfile::tempdir()?;
         let socket = dir.path().join("berthd.sock");
+        let root = root.map_or_else(|| dir.path().join("root"), Path::to_path_buf);
         let bin = bin_dir.join("berthd");
         if !bin.exists() {
             bail!(
@@ -232,7 +235,7 @@ impl Berthd {
         }
         let child = Command::new(&bin)
             .arg("--data-root")
-            .arg(dir.path().join("root"))
+            .arg(&root)
             .arg("--socket")
             .arg(&socket)
             .arg("--log-level")
@@ -245,6 +248,7 @@ impl Berthd {
         let d = Berthd {
             child,
             socket,
+            root,
             _dir: dir,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -272,8 +276,7 @@ impl Drop for Berthd {
             .stderr(Stdio::null())
             .status();
         use sha2::Digest;
-        let root = self._dir.path().join("root");
-        let digest = sha2::Sha256::digest(root.as_os_str().as_encoded_bytes());
+        let digest = sha2::Sha256::digest(self.root.as_os_str().as_encoded_bytes());
         let table = format!("berth_{}", hex::encode(&digest[..4]));
         let _ = Command::new("nft")
             .args(["delete", "table", "inet", &table])

@@ -11,6 +11,7 @@ use berth_api::MethodKind;
 use jsonrpsee::core::middleware::{Batch, BatchEntry, Notification, RpcServiceT};
 use jsonrpsee::server::{BatchResponseBuilder, MethodResponse, ResponsePayload};
 use jsonrpsee::types::{Id, Request};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::authz::{Caller, Candidate, Gate, ResourceKind, Target, unknown_caller};
@@ -231,32 +232,45 @@ async fn target_of(ctx: &Arc<Context>, method: &str, params: &Map<String, Value>
 }
 
 /// The objects of a list result, as the policies see them.
-fn candidates_of(kind: ResourceKind, items: &[Value]) -> Vec<Candidate> {
-    items
-        .iter()
-        .map(|item| {
-            let s = |key: &str| item.get(key).and_then(Value::as_str).map(str::to_owned);
-            let (id, name) = match kind {
-                ResourceKind::Image => (
-                    s("id").unwrap_or_default(),
-                    item.get("repo_tags")
-                        .and_then(|t| t.get(0))
-                        .and_then(Value::as_str)
-                        .map(str::to_owned),
-                ),
-                ResourceKind::Volume | ResourceKind::Plugin => {
-                    (s("name").unwrap_or_default(), s("name"))
-                }
-                _ => (s("id").unwrap_or_default(), s("name")),
-            };
-            Candidate {
-                kind,
-                id,
-                name,
-                labels: labels_of(item.get("labels")),
-            }
-        })
-        .collect()
+/// What a list item says about the object it describes; everything else in the item is
+/// skipped unparsed.
+#[derive(serde::Deserialize)]
+struct ListItem {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    repo_tags: Option<Vec<String>>,
+    #[serde(default)]
+    labels: Option<Value>,
+}
+
+fn candidate_of(kind: ResourceKind, item: &RawValue) -> Option<Candidate> {
+    let item: ListItem = serde_json::from_str(item.get()).ok()?;
+    let (id, name) = match kind {
+        ResourceKind::Image => (
+            item.id.unwrap_or_default(),
+            item.repo_tags.and_then(|t| t.into_iter().next()),
+        ),
+        ResourceKind::Volume | ResourceKind::Plugin => {
+            (item.name.clone().unwrap_or_default(), item.name)
+        }
+        _ => (item.id.unwrap_or_default(), item.name),
+    };
+    Some(Candidate {
+        kind,
+        id,
+        name,
+        labels: labels_of(item.labels.as_ref()),
+    })
+}
+
+/// The `result` array of a JSON-RPC response, its items left as raw JSON.
+#[derive(serde::Deserialize)]
+struct ListResponse<'a> {
+    #[serde(borrow)]
+    result: Vec<&'a RawValue>,
 }
 
 const LIST_METHODS: &[&str] = &[
@@ -329,40 +343,47 @@ where
                 berth_api::error::rpc_error(berth_api::ErrorKind::PermissionDenied, message),
             )
         };
-        let Ok(mut whole) = serde_json::from_str::<Value>(response.as_json().get()) else {
-            return deny("permission denied: the list result could not be filtered".into());
+        // Items stay raw JSON: only the fields a candidate needs are parsed, and a result
+        // is rebuilt from the kept items' own text only when something is hidden.
+        let unfilterable =
+            || deny("permission denied: the list result could not be filtered".into());
+        let Ok(list) = serde_json::from_str::<ListResponse<'_>>(response.as_json().get()) else {
+            return unfilterable();
         };
-        let Some(Value::Array(items)) = whole.get_mut("result").map(Value::take) else {
-            return deny("permission denied: the list result could not be filtered".into());
-        };
-        if items.is_empty() {
+        if list.result.is_empty() {
             return response;
         }
-        let candidates = candidates_of(request.target.kind, &items);
-        match state.gate.filter(request, &candidates).await {
-            Ok(None) => response,
-            Ok(Some(visible)) => {
-                let mut keep = visible.into_iter().peekable();
-                let kept: Vec<Value> = items
-                    .into_iter()
-                    .enumerate()
-                    .filter_map(|(i, item)| {
-                        if keep.peek() == Some(&(i as u32)) {
-                            keep.next();
-                            Some(item)
-                        } else {
-                            None
-                        }
-                    })
-                    .collect();
-                MethodResponse::response(
-                    id,
-                    ResponsePayload::success(kept),
-                    self.layer.max_response_body_size,
-                )
+        let Some(candidates) = list
+            .result
+            .iter()
+            .map(|item| candidate_of(request.target.kind, item))
+            .collect::<Option<Vec<_>>>()
+        else {
+            return unfilterable();
+        };
+        let visible = match state.gate.filter(request, &candidates).await {
+            Ok(None) => return response,
+            Ok(Some(visible)) if visible.len() == list.result.len() => return response,
+            Ok(Some(visible)) => visible,
+            Err(denied) => return deny(denied.0),
+        };
+        let mut kept = String::with_capacity(response.as_json().get().len());
+        kept.push('[');
+        for item in visible.iter().filter_map(|&i| list.result.get(i as usize)) {
+            if kept.len() > 1 {
+                kept.push(',');
             }
-            Err(denied) => deny(denied.0),
+            kept.push_str(item.get());
         }
+        kept.push(']');
+        let Ok(kept) = RawValue::from_string(kept) else {
+            return unfilterable();
+        };
+        MethodResponse::response(
+            id,
+            ResponsePayload::success(kept),
+            self.layer.max_response_body_size,
+        )
     }
 }
 
@@ -454,18 +475,36 @@ mod tests {
         assert!(!is_unsubscribe("Container.logs_unfollow"));
     }
 
+    fn raw_list(json: &str) -> Vec<Candidate> {
+        let whole = format!(r#"{{"jsonrpc":"2.0","id":1,"result":{json}}}"#);
+        let list: ListResponse<'_> = serde_json::from_str(&whole).unwrap();
+        list.result
+            .iter()
+            .map(|item| {
+                let kind = if item.get().contains("repo_tags") {
+                    ResourceKind::Image
+                } else {
+                    ResourceKind::Container
+                };
+                candidate_of(kind, item).unwrap()
+            })
+            .collect()
+    }
+
     #[test]
     fn list_candidates_carry_ids_names_and_labels() {
-        let items = vec![
-            serde_json::json!({"id": "c1", "name": "web", "labels": {"team": "a"}}),
-            serde_json::json!({"id": "c2", "name": "db"}),
-        ];
-        let c = candidates_of(ResourceKind::Container, &items);
+        let c = raw_list(
+            r#"[{"id": "c1", "name": "web", "labels": {"team": "a", "n": 1}, "other": [1, {"x": 2}]},
+                {"id": "c2", "name": "db"}]"#,
+        );
         assert_eq!(c[0].id, "c1");
         assert_eq!(c[0].labels, vec![("team".to_owned(), "a".to_owned())]);
         assert_eq!(c[1].name.as_deref(), Some("db"));
-        let images = vec![serde_json::json!({"id": "sha256:x", "repo_tags": ["a:1"]})];
-        let c = candidates_of(ResourceKind::Image, &images);
+        let c = raw_list(r#"[{"id": "sha256:x", "repo_tags": ["a:1"]}]"#);
         assert_eq!(c[0].name.as_deref(), Some("a:1"));
+        // An item that is no object cannot be judged, so the list is not filterable.
+        let whole = r#"{"jsonrpc":"2.0","id":1,"result":[1]}"#;
+        let list: ListResponse<'_> = serde_json::from_str(whole).unwrap();
+        assert!(candidate_of(ResourceKind::Container, list.result[0]).is_none());
     }
 }

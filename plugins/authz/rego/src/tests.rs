@@ -101,8 +101,8 @@ fn config(policies: &[&str], data: &[&str]) -> Vec<(String, String)> {
     out
 }
 
-#[test]
-fn example_cases_hold_natively() {
+/// Every case of cases.json under one engine setting.
+fn cases_hold_with(engine: &str) {
     let cases: Vec<Json> =
         serde_json::from_str(&std::fs::read_to_string(examples().join("cases.json")).unwrap())
             .unwrap();
@@ -113,20 +113,22 @@ fn example_cases_hold_natively() {
         let (p, d) = (files("policy"), files("data"));
         let p: Vec<&str> = p.iter().map(String::as_str).collect();
         let d: Vec<&str> = d.iter().map(String::as_str).collect();
-        let mut policy = Policy::load(&config(&p, &d)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mut settings = config(&p, &d);
+        settings.push(("engine".into(), engine.into()));
+        let mut policy = Policy::load(&settings).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(policy.uses_vm(), engine != "interpreter", "{name}");
         let req = request(&case["request"]);
-        let input = input_of(&req).unwrap();
         let (allow, reason) = policy
-            .authorize(regorus::Value::from(Json::Object(input.clone())))
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+            .authorize(input_of(&req, None).unwrap())
+            .unwrap_or_else(|e| panic!("{engine} {name}: {e}"));
         assert_eq!(
             allow,
             case["allow"].as_bool().unwrap(),
-            "{name}: {reason:?}"
+            "{engine} {name}: {reason:?}"
         );
         if let Some(needle) = case["reason_contains"].as_str() {
             let reason = reason.unwrap_or_default();
-            assert!(reason.contains(needle), "{name}: {reason}");
+            assert!(reason.contains(needle), "{engine} {name}: {reason}");
         }
         if let Some(candidates) = case["candidates"].as_array() {
             let list: Vec<Candidate> = candidates
@@ -138,18 +140,25 @@ fn example_cases_hold_natively() {
                     labels: pairs(&c["labels"]),
                 })
                 .collect();
-            let mut input = input;
-            input.insert("candidates".into(), candidates_json(&list));
             let got = policy
-                .filter(regorus::Value::from(Json::Object(input)), list.len())
-                .unwrap_or_else(|e| panic!("{name}: {e}"));
+                .filter(input_of(&req, Some(&list)).unwrap(), list.len())
+                .unwrap_or_else(|e| panic!("{engine} {name}: {e}"));
             let want: Option<Vec<u32>> = match &case["visible"] {
                 Json::String(s) if s == "all" => None,
                 v => Some(serde_json::from_value(v.clone()).unwrap()),
             };
-            assert_eq!(got, want, "{name}");
+            assert_eq!(got, want, "{engine} {name}");
         }
     }
+}
+
+#[test]
+fn example_cases_hold_in_the_vm_and_the_interpreter() {
+    // `vm` refuses a policy the RVM cannot compile, so this also proves every example runs
+    // on the fast path.
+    cases_hold_with("vm");
+    cases_hold_with("interpreter");
+    cases_hold_with("auto");
 }
 
 fn inline(rego: &str) -> Vec<(String, String)> {
@@ -188,36 +197,52 @@ fn configuration_errors_are_refused_by_name() {
     let mut c = inline("package berth.authz\nallow := true\n");
     c.push(("query".into(), "data.x; true".into()));
     assert!(Policy::load(&c).unwrap_err().0.contains("not a rule path"));
+    let mut c = inline("package berth.authz\nallow := true\n");
+    c.push(("engine".into(), "fast".into()));
+    let e = Policy::load(&c).unwrap_err();
+    assert!(e.0.contains("engine \"fast\""), "{e}");
 }
 
 fn input(method: &str) -> regorus::Value {
     regorus::Value::from(serde_json::json!({"method": method, "candidates": [1, 2, 3]}))
 }
 
+/// A policy under both engines.
+fn both(rego: &str) -> [Policy; 2] {
+    ["vm", "interpreter"].map(|engine| {
+        let mut c = inline(rego);
+        c.push(("engine".into(), engine.into()));
+        let p = Policy::load(&c).unwrap_or_else(|e| panic!("{engine}: {e}"));
+        assert_eq!(p.uses_vm(), engine == "vm");
+        p
+    })
+}
+
 #[test]
 fn only_a_true_query_allows_and_reasons_may_be_sets() {
-    let mut p = Policy::load(&inline(
-        "package berth.authz\nimport rego.v1\nallow := \"yes\" if input.method == \"a\"\nallow if input.method == \"b\"\nreason contains \"two\" if input.method == \"c\"\nreason contains \"one\" if input.method == \"c\"\n",
-    ))
-    .unwrap();
-    assert!(!p.authorize(input("a")).unwrap().0, "a string is not true");
-    assert_eq!(p.authorize(input("b")).unwrap(), (true, None));
-    let (allow, reason) = p.authorize(input("c")).unwrap();
-    assert!(!allow);
-    assert_eq!(reason.as_deref(), Some("one; two"));
-    let (_, reason) = p.authorize(input("d")).unwrap();
-    assert!(reason.unwrap().contains("is not true"));
+    for mut p in both(
+        "package berth.authz\nimport rego.v1\nallow := \"yes\" if input.method == \"a\"\nallow if input.method == \"b\"\nreason contains \"two\" if input.method == \"c\"\nreason contains \"one\" if input.method == \"c\"\nreason contains \"allowed\" if input.method == \"b\"\n",
+    ) {
+        assert!(!p.authorize(input("a")).unwrap().0, "a string is not true");
+        // Reasons explain denials only.
+        assert_eq!(p.authorize(input("b")).unwrap(), (true, None));
+        let (allow, reason) = p.authorize(input("c")).unwrap();
+        assert!(!allow);
+        assert_eq!(reason.as_deref(), Some("one; two"));
+        let (_, reason) = p.authorize(input("d")).unwrap();
+        assert!(reason.unwrap().contains("is not true"));
+    }
 }
 
 #[test]
 fn filter_indices_are_checked() {
-    let mut p = Policy::load(&inline(
+    for mut p in both(
         "package berth.authz\nimport rego.v1\nallow := true\nvisible contains i if { some i, _ in input.candidates; i != 1 }\nvisible contains 7 if input.method == \"bad\"\n",
-    ))
-    .unwrap();
-    assert_eq!(p.filter(input("ok"), 3).unwrap(), Some(vec![0, 2]));
-    let e = p.filter(input("bad"), 3).unwrap_err();
-    assert!(e.0.contains("not an index below 3"), "{e}");
+    ) {
+        assert_eq!(p.filter(input("ok"), 3).unwrap(), Some(vec![0, 2]));
+        let e = p.filter(input("bad"), 3).unwrap_err();
+        assert!(e.0.contains("not an index below 3"), "{e}");
+    }
     let mut none = Policy::load(&inline("package berth.authz\nallow := true\n")).unwrap();
     assert_eq!(none.filter(input("x"), 3).unwrap(), None);
 }
@@ -233,4 +258,17 @@ fn a_failed_configure_keeps_the_policy_in_force() {
         Ok(())
     })
     .unwrap();
+}
+
+#[test]
+fn a_policy_the_vm_cannot_compile_falls_back_to_the_interpreter_unless_vm_is_asked() {
+    // The RVM compiler does not take `with` (regorus 0.14).
+    let rego = "package berth.authz\nimport rego.v1\nadmin if input.user == \"root\"\nallow if admin with input.user as \"root\"\n";
+    let mut p = Policy::load(&inline(rego)).unwrap();
+    assert!(!p.uses_vm());
+    assert!(p.authorize(input("x")).unwrap().0);
+    let mut c = inline(rego);
+    c.push(("engine".into(), "vm".into()));
+    let e = Policy::load(&c).unwrap_err();
+    assert!(e.0.contains("does not compile for regorus's VM"), "{e}");
 }

@@ -3,6 +3,8 @@
 //! export call under the deadline (`call!`) and make and configure instances
 //! (`driver_methods!`).
 
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use berth_api::ErrorKind;
@@ -15,6 +17,25 @@ use super::volume::bindings::berth::types::types as wit;
 /// Extra time the host waits beyond a call's deadline: epochs do not count time a plugin
 /// spends blocked in a host call, this outer timeout does.
 pub(super) const GRACE: Duration = Duration::from_millis(500);
+
+/// Runs `call` for at most `limit`; `None` when the limit passed first. The timer is made
+/// only once the call has had to wait (a host call that blocks, an epoch yield): most calls
+/// finish on their first poll, and registering a tokio timer costs each of them a wake-up
+/// of a parked worker thread (tokio unparks its timer driver for any timer earlier than
+/// its next wake-up), a context switch per call on the authorization path.
+pub(super) async fn within<F: Future>(limit: Duration, call: F) -> Option<F::Output> {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut call = std::pin::pin!(call);
+    let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(output) = call.as_mut().poll(cx) {
+            return Poll::Ready(Some(output));
+        }
+        let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        timer.as_mut().poll(cx).map(|()| None)
+    })
+    .await
+}
 
 pub(super) fn kind_of(kind: wit::ErrorKind) -> ErrorKind {
     match kind {
@@ -104,7 +125,7 @@ macro_rules! call {
         );
         let started = Instant::now();
         let outcome = tracing::Instrument::instrument(
-            tokio::time::timeout(
+            $crate::plugin_host::driver::within(
                 $self.limits.call_timeout + $crate::plugin_host::driver::GRACE,
                 async { $call },
             ),
@@ -113,18 +134,18 @@ macro_rules! call {
         .await;
         let elapsed = started.elapsed();
         let result = match outcome {
-            Ok(Ok(Ok(value))) => Ok(value),
-            Ok(Ok(Err(e))) => Err($crate::plugin_host::Error::Plugin {
+            Some(Ok(Ok(value))) => Ok(value),
+            Some(Ok(Err(e))) => Err($crate::plugin_host::Error::Plugin {
                 plugin: $self.name.to_string(),
                 function: $function,
                 kind: $crate::plugin_host::driver::kind_of(e.kind),
                 message: e.message,
             }),
-            Ok(Err(e)) => Err($self.failed(
+            Some(Err(e)) => Err($self.failed(
                 $function,
                 $crate::plugin_host::sandbox::reason(&e, $self.limits.call_timeout),
             )),
-            Err(_) => Err($self.failed(
+            None => Err($self.failed(
                 $function,
                 format!("deadline of {:?} exceeded", $self.limits.call_timeout),
             )),
@@ -239,3 +260,48 @@ macro_rules! driver_methods {
 }
 
 pub(super) use driver_methods;
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::within;
+
+    #[tokio::test]
+    async fn within_returns_what_finishes_in_time() {
+        assert_eq!(within(Duration::from_secs(5), async { 7 }).await, Some(7));
+        let waits_once = async {
+            tokio::task::yield_now().await;
+            8
+        };
+        assert_eq!(within(Duration::from_secs(5), waits_once).await, Some(8));
+    }
+
+    #[tokio::test]
+    async fn within_gives_up_on_a_call_that_blocks_past_its_limit() {
+        let started = std::time::Instant::now();
+        let never = std::future::pending::<()>();
+        assert_eq!(within(Duration::from_millis(50), never).await, None);
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(50),
+            "gave up after {waited:?}"
+        );
+        assert!(waited < Duration::from_secs(5), "gave up after {waited:?}");
+    }
+
+    #[tokio::test]
+    async fn within_counts_the_limit_from_the_start_of_the_call() {
+        // The timer is made late (at the first wait); the deadline must not move with it.
+        let started = std::time::Instant::now();
+        let slow_then_blocked = async {
+            std::thread::sleep(Duration::from_millis(80));
+            std::future::pending::<()>().await
+        };
+        assert_eq!(
+            within(Duration::from_millis(50), slow_then_blocked).await,
+            None
+        );
+        assert!(started.elapsed() < Duration::from_millis(500));
+    }
+}

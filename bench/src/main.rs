@@ -1,11 +1,15 @@
-//! berth-bench: reproducible measurements of berth, written to `bench/results/` as JSON and
-//! Markdown. `berth-bench api` measures the API round trip and berthd's idle memory.
+//! berth-bench: reproducible measurements of berth beside docker, podman and runc, written
+//! to `bench/results/` as JSON and Markdown. Each scenario is a subcommand; `berth-bench all`
+//! runs every one and `berth-bench report` turns their results into one report with plots.
+//! `berth-bench api` measures the API round trip and berthd's idle memory.
 
 mod authz;
 mod net;
 mod plugin;
 mod pull;
+mod report;
 mod run;
+mod starts;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -32,6 +36,34 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Scenario {
+    /// Every scenario in turn (each against docker, podman and runc where it has peers),
+    /// then the report (bench/results/report.md with SVG plots).
+    All {
+        /// Fewer rounds and smaller sizes: the whole run in under 5 minutes.
+        #[arg(long)]
+        quick: bool,
+        /// Only berth (no docker/podman/runc).
+        #[arg(long)]
+        no_peers: bool,
+    },
+    /// The report alone, from the scenario results already in the output directory.
+    Report,
+    /// Detached starts back to back, then `ps -a` with that many containers and with many
+    /// more (created, not started), against docker and podman.
+    Starts {
+        /// Containers started one after another (`run -d`).
+        #[arg(long, default_value_t = 100)]
+        count: usize,
+        /// Containers in all for the second `ps -a` measurement.
+        #[arg(long, default_value_t = 1000)]
+        ps_at: usize,
+        /// Timed `ps -a` calls at each size.
+        #[arg(long, default_value_t = 10)]
+        ps_rounds: usize,
+        /// Only berth (no docker/podman).
+        #[arg(long)]
+        no_peers: bool,
+    },
     /// `system.ping` round trips over the Unix socket with a keep-alive HTTP client, and
     /// berthd's RSS/PSS when idle.
     Api {
@@ -113,6 +145,8 @@ struct Latency {
     p99_us: f64,
     mean_us: f64,
     min_us: f64,
+    /// The distribution, for the report's plots: percentiles 0, 1, ..., 100.
+    percentiles_us: Vec<f64>,
 }
 
 impl Latency {
@@ -128,6 +162,7 @@ impl Latency {
             p99_us: at(0.99),
             mean_us: mean,
             min_us: us(samples[0]),
+            percentiles_us: (0..=100).map(|p| at(f64::from(p) / 100.0)).collect(),
         }
     }
 }
@@ -442,9 +477,73 @@ fn render_api(r: &ApiResult) -> String {
     s
 }
 
+/// Every scenario, then the report. A scenario that fails is reported and the others still
+/// run; the run fails at the end if any did.
+fn all(cli: &Cli, quick: bool, peers: bool) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut failed: Vec<String> = Vec::new();
+    let mut step = |name: &str, result: anyhow::Result<()>| {
+        eprintln!("== {name} done at {:.0} s", started.elapsed().as_secs_f64());
+        if let Err(e) = result {
+            eprintln!("== {name} FAILED: {e:#}");
+            failed.push(format!("{name}: {e:#}"));
+        }
+    };
+    let out = &cli.out_dir;
+    let bin = &cli.bin_dir;
+    if quick {
+        step("api", api(cli, 5_000));
+        step("run", run::run_scenario(bin, out, 10, 10, peers));
+        step("network", net::network_scenario(bin, out, 5, 64, peers));
+        step("starts", starts::starts(bin, out, 20, 100, 3, peers));
+        step("pull", pull::pull(bin, out, 1, 10, 2, peers));
+        step("authz", authz::authz(bin, out, 3_000, 10));
+        step(
+            "plugin",
+            plugin::plugin(Path::new("plugins/dist/local.wasm"), out, 1_000),
+        );
+    } else {
+        step("api", api(cli, 20_000));
+        step("run", run::run_scenario(bin, out, 30, 100, peers));
+        step("network", net::network_scenario(bin, out, 30, 512, peers));
+        step("starts", starts::starts(bin, out, 100, 1000, 10, peers));
+        step("pull", pull::pull(bin, out, 5, 10, 20, peers));
+        step("authz", authz::authz(bin, out, 20_000, 10));
+        step(
+            "plugin",
+            plugin::plugin(Path::new("plugins/dist/local.wasm"), out, 10_000),
+        );
+    }
+    let mode = if quick { "all --quick" } else { "all" };
+    report::write_with(out, mode, started.elapsed(), &failed)?;
+    if !failed.is_empty() {
+        bail!(
+            "{} scenario(s) failed:\n{}",
+            failed.len(),
+            failed.join("\n")
+        );
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.scenario {
+        Scenario::All { quick, no_peers } => all(&cli, quick, !no_peers),
+        Scenario::Report => report::write(&cli.out_dir),
+        Scenario::Starts {
+            count,
+            ps_at,
+            ps_rounds,
+            no_peers,
+        } => starts::starts(
+            &cli.bin_dir,
+            &cli.out_dir,
+            count.max(1),
+            ps_at.max(count),
+            ps_rounds.max(1),
+            !no_peers,
+        ),
         Scenario::Api { iterations } => api(&cli, iterations.max(1)),
         Scenario::Authz { calls, containers } => {
             authz::authz(&cli.bin_dir, &cli.out_dir, calls.max(100), containers)

@@ -1,6 +1,7 @@
 //! `berth-bench run`: `run --rm IMAGE true` end to end (CLI → daemon → exit) for berth,
-//! docker and podman on the same busybox image, interleaved; and the memory (PSS) of the
-//! per-container supervisor with N idle containers (berth-shim vs containerd-shim vs
+//! docker and podman on the same busybox image, interleaved, with `runc run` on a bundle of
+//! the same root filesystem as the floor (no daemon, no image store); and the memory (PSS)
+//! of the per-container supervisor with N idle containers (berth-shim vs containerd-shim vs
 //! conmon).
 
 use std::path::Path;
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use serde::Serialize;
 
-use crate::{Berthd, Latency, Machine, machine};
+use crate::{Berthd, Latency, Machine, Target, machine};
 
 pub(crate) fn run(cmd: &mut Command) -> anyhow::Result<String> {
     let out = cmd
@@ -79,8 +80,9 @@ fn pids_named(comm: &str) -> Vec<u32> {
 struct EngineRun {
     engine: &'static str,
     run_rm_true: Latency,
-    /// The same with `-v benchvol:/data` (a named volume of the default driver).
-    run_rm_volume: Latency,
+    /// The same with `-v benchvol:/data` (a named volume of the default driver); none for
+    /// runc, which has no volumes.
+    run_rm_volume: Option<Latency>,
     supervisor: Option<String>,
     supervisor_pss_kb_each: Option<f64>,
 }
@@ -93,7 +95,25 @@ struct RunReport {
     rounds: usize,
     idle_containers: usize,
     engines: Vec<EngineRun>,
-    targets: Vec<(String, String, bool)>,
+    targets: Vec<Target>,
+}
+
+/// A runc bundle of the busybox root filesystem whose process is `/bin/true`, with runc's
+/// default namespaces (a new network namespace: like `--network none`).
+fn runc_bundle(dir: &Path, rootfs: &Path) -> anyhow::Result<std::path::PathBuf> {
+    let bundle = dir.join("runc-bundle");
+    std::fs::create_dir_all(&bundle)?;
+    run(Command::new("runc")
+        .arg("spec")
+        .arg("--bundle")
+        .arg(&bundle))?;
+    let path = bundle.join("config.json");
+    let mut spec: serde_json::Value = serde_json::from_slice(&std::fs::read(&path)?)?;
+    spec["process"]["terminal"] = false.into();
+    spec["process"]["args"] = serde_json::json!(["/bin/true"]);
+    spec["root"]["path"] = rootfs.to_str().context("utf-8 path")?.into();
+    std::fs::write(&path, serde_json::to_vec_pretty(&spec)?)?;
+    Ok(bundle)
 }
 
 /// Runs the scenario.
@@ -140,6 +160,14 @@ pub fn run_scenario(
             "bench/busybox:latest",
         ])?;
     }
+    let runc = if peers && crate::pull::which("runc") {
+        let state = work.path().join("runc-state");
+        let bundle = runc_bundle(work.path(), &work.path().join("rootfs"))?;
+        Some((state, bundle))
+    } else {
+        None
+    };
+    let runc_runs = std::cell::Cell::new(0u32);
     let image = "bench/busybox:latest";
     // (engine, plain runs, runs with a named volume)
     type Samples = (&'static str, Vec<Duration>, Vec<Duration>);
@@ -150,6 +178,9 @@ pub fn run_scenario(
     if podman.is_some() {
         samples.push(("podman", Vec::new(), Vec::new()));
     }
+    if runc.is_some() {
+        samples.push(("runc", Vec::new(), Vec::new()));
+    }
     // The volume exists beforehand in every engine: what is timed is mounting it.
     berth(&["volume", "create", "benchvol"])?;
     if let Some(d) = &dockerd {
@@ -159,6 +190,21 @@ pub fn run_scenario(
         p.podman(&["volume", "create", "benchvol"])?;
     }
     let time_one = |engine: &str, volume: bool| -> anyhow::Result<Duration> {
+        if engine == "runc" {
+            let (state, bundle) = runc.as_ref().context("runc")?;
+            runc_runs.set(runc_runs.get() + 1);
+            let id = format!("berth-bench-{}", runc_runs.get());
+            let t = Instant::now();
+            // `runc run` creates, starts, waits for and deletes the container.
+            run(Command::new("runc")
+                .arg("--root")
+                .arg(state)
+                .arg("run")
+                .arg("--bundle")
+                .arg(bundle)
+                .arg(&id))?;
+            return Ok(t.elapsed());
+        }
         // Every engine without a network here; the bridge is `berth-bench network`.
         let mut args = vec!["run", "--rm", "--network", "none"];
         if volume {
@@ -175,7 +221,9 @@ pub fn run_scenario(
     };
     for (engine, _, _) in &samples {
         time_one(engine, false)?;
-        time_one(engine, true)?;
+        if *engine != "runc" {
+            time_one(engine, true)?;
+        }
     }
     for round in 0..rounds {
         if round % 10 == 0 {
@@ -183,13 +231,15 @@ pub fn run_scenario(
         }
         for (engine, plain, with_volume) in samples.iter_mut() {
             plain.push(time_one(engine, false)?);
-            with_volume.push(time_one(engine, true)?);
+            if *engine != "runc" {
+                with_volume.push(time_one(engine, true)?);
+            }
         }
     }
 
     // Supervisor memory with `idle` sleeping containers per engine.
     let mut memory: Vec<(&'static str, String, f64)> = Vec::new();
-    for (engine, _, _) in &samples {
+    for (engine, _, _) in samples.iter().filter(|(engine, ..)| *engine != "runc") {
         let (supervisor, start): (&str, Box<dyn Fn() -> anyhow::Result<()>>) = match *engine {
             "berth" => (
                 "berth-shim",
@@ -262,7 +312,7 @@ pub fn run_scenario(
             EngineRun {
                 engine,
                 run_rm_true: Latency::of(plain),
-                run_rm_volume: Latency::of(with_volume),
+                run_rm_volume: (!with_volume.is_empty()).then(|| Latency::of(with_volume)),
                 supervisor: mem.map(|m| m.1.clone()),
                 supervisor_pss_kb_each: mem.map(|m| m.2),
             }
@@ -277,16 +327,18 @@ pub fn run_scenario(
         rounds,
         idle_containers: idle,
         targets: vec![
-            (
-                "run --rm true median ≤ 20 ms".into(),
-                format!("{berth_run:.1} ms"),
-                berth_run <= 20.0,
-            ),
-            (
-                "shim PSS ≤ 0.3 MB per container".into(),
-                format!("{berth_pss:.2} MB"),
-                berth_pss <= 0.3,
-            ),
+            Target {
+                name: "run --rm true median (CLI → daemon → exit, --network none)",
+                target: "≤ 20 ms".into(),
+                measured: format!("{berth_run:.1} ms"),
+                met: berth_run <= 20.0,
+            },
+            Target {
+                name: "shim PSS per idle container",
+                target: "≤ 0.3 MB".into(),
+                measured: format!("{berth_pss:.2} MB"),
+                met: berth_pss <= 0.3,
+            },
         ],
         engines,
     };
@@ -304,25 +356,34 @@ pub fn run_scenario(
 fn render(r: &RunReport) -> String {
     let mut s = String::from("# Run benchmark\n\n");
     s.push_str(&format!(
-        "Machine: {} CPUs ({}), {} MiB RAM, kernel {}.\n\nCommand: `{}` (release build). The same busybox-static image is imported into every engine; each round runs `run --rm IMAGE /bin/true` once per engine (interleaved; every engine with `--network none`; the default bridge is measured by `berth-bench network`). Each round also runs `run --rm -v benchvol:/data IMAGE /bin/true` (a named volume of the default driver, created beforehand; for berth the Wasm `local` driver). Memory: PSS of the per-container supervisor process with {} idle containers per engine.\n\n",
+        "Machine: {} CPUs ({}), {} MiB RAM, kernel {}.\n\nCommand: `{}` (release build). The same busybox-static image is imported into every engine; each round runs `run --rm IMAGE /bin/true` once per engine (interleaved; every engine with `--network none`; the default bridge is measured by `berth-bench network`), and `runc run` once on a bundle of the same root filesystem (the floor: no daemon, no image store, no logs). Each round also runs `run --rm -v benchvol:/data IMAGE /bin/true` (a named volume of the default driver, created beforehand; for berth the Wasm `local` driver). Memory: PSS of the per-container supervisor process with {} idle containers per engine.\n\n",
         r.machine.cpus, r.machine.cpu_model, r.machine.mem_total_kb / 1024, r.machine.kernel, r.command, r.idle_containers
     ));
     s.push_str("| engine | run --rm median | p90 | p99 | with -v median | -v overhead | supervisor | PSS each |\n|---|---|---|---|---|---|---|---|\n");
     let best_peer = r
         .engines
         .iter()
-        .skip(1)
+        .filter(|e| e.engine == "docker" || e.engine == "podman")
         .map(|e| e.run_rm_true.median_us)
         .fold(f64::INFINITY, f64::min);
+    let ms = |us: f64| format!("{:.1} ms", us / 1000.0);
     for e in &r.engines {
         s.push_str(&format!(
-            "| {} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:+.1} ms | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
             e.engine,
-            e.run_rm_true.median_us / 1000.0,
-            e.run_rm_true.p90_us / 1000.0,
-            e.run_rm_true.p99_us / 1000.0,
-            e.run_rm_volume.median_us / 1000.0,
-            (e.run_rm_volume.median_us - e.run_rm_true.median_us) / 1000.0,
+            ms(e.run_rm_true.median_us),
+            ms(e.run_rm_true.p90_us),
+            ms(e.run_rm_true.p99_us),
+            e.run_rm_volume
+                .as_ref()
+                .map_or_else(|| "-".into(), |v| ms(v.median_us)),
+            e.run_rm_volume.as_ref().map_or_else(
+                || "-".into(),
+                |v| format!(
+                    "{:+.1} ms",
+                    (v.median_us - e.run_rm_true.median_us) / 1000.0
+                )
+            ),
             e.supervisor.as_deref().unwrap_or("-"),
             e.supervisor_pss_kb_each
                 .map(|k| format!("{:.2} MB", k / 1024.0))
@@ -331,15 +392,24 @@ fn render(r: &RunReport) -> String {
     }
     if best_peer.is_finite() {
         s.push_str(&format!(
-            "\nberth's median is {:.1}x faster than the best peer.\n",
+            "\nberth's median is {:.1}x faster than the best daemon peer.\n",
             best_peer / r.engines[0].run_rm_true.median_us
         ));
     }
-    s.push_str("\n| target | measured | met |\n|---|---|---|\n");
-    for (t, m, ok) in &r.targets {
+    if let Some(runc) = r.engines.iter().find(|e| e.engine == "runc") {
         s.push_str(&format!(
-            "| {t} | {m} | {} |\n",
-            if *ok { "yes" } else { "no" }
+            "berth's median is {:.1}x runc's (`runc run` alone).\n",
+            r.engines[0].run_rm_true.median_us / runc.run_rm_true.median_us
+        ));
+    }
+    s.push_str("\n| target | goal | measured | met |\n|---|---|---|---|\n");
+    for t in &r.targets {
+        s.push_str(&format!(
+            "| {} | {} | {} | {} |\n",
+            t.name,
+            t.target,
+            t.measured,
+            if t.met { "yes" } else { "no" }
         ));
     }
     s

@@ -289,6 +289,16 @@ pub(crate) struct Podman {
     root: PathBuf,
     runroot: PathBuf,
     _dir: tempfile::TempDir,
+    /// podman's default bridges that did not exist before (removed on drop: podman leaves
+    /// them behind, and `system reset` does not take them).
+    new_bridges: Vec<&'static str>,
+}
+
+/// The bridges podman's default network makes (CNI and netavark backends).
+const PODMAN_BRIDGES: [&str; 2] = ["cni-podman0", "podman0"];
+
+fn link_exists(name: &str) -> bool {
+    Path::new("/sys/class/net").join(name).exists()
 }
 
 impl Podman {
@@ -304,6 +314,10 @@ impl Podman {
             root: dir.path().join("root"),
             runroot: dir.path().join("run"),
             _dir: dir,
+            new_bridges: PODMAN_BRIDGES
+                .into_iter()
+                .filter(|b| !link_exists(b))
+                .collect(),
         })
     }
 
@@ -328,6 +342,14 @@ impl Podman {
 impl Drop for Podman {
     fn drop(&mut self) {
         let _ = self.podman(&["system", "reset", "--force"]);
+        for bridge in &self.new_bridges {
+            if link_exists(bridge) {
+                let _ = Command::new("ip")
+                    .args(["link", "del", bridge])
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
     }
 }
 

@@ -5,6 +5,7 @@ mod attach;
 mod auth;
 mod client;
 mod container;
+mod events;
 mod image;
 mod network;
 mod output;
@@ -48,6 +49,8 @@ enum Command {
     /// Daemon-wide commands.
     #[command(subcommand)]
     System(SystemCommand),
+    /// Stream what happens to containers, images, volumes, networks and plugins.
+    Events(events::EventsArgs),
     /// Create and run a container.
     Run {
         /// Run in the background and print the container id.
@@ -426,6 +429,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             container::ps(&connect().await?, a).await?
         }
         Command::Logs(a) => container::logs(&connect().await?, a).await?,
+        Command::Events(a) => events::events(&connect().await?, a).await?,
         Command::Wait { ids } => container::wait(&connect().await?, ids).await?,
         Command::Kill { signal, ids } => {
             let c = connect().await?;

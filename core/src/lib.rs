@@ -9,6 +9,7 @@ pub mod authz;
 pub mod container;
 pub mod content;
 pub mod daemon;
+pub mod events;
 pub mod fsutil;
 pub mod host;
 pub mod image;

@@ -165,6 +165,14 @@ fn migrations() -> Migrations<'static> {
                 PRIMARY KEY (driver, rule)
             );",
         ),
+        // The event history behind `events.subscribe --since` (the last events.rs HISTORY).
+        M::up(
+            "CREATE TABLE events (
+                seq       INTEGER PRIMARY KEY,
+                time_nano INTEGER NOT NULL,
+                doc       TEXT NOT NULL
+            );",
+        ),
     ])
 }
 

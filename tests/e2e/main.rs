@@ -6,6 +6,7 @@ mod authz;
 mod cli;
 mod container;
 mod daemon;
+mod events;
 mod image;
 mod network;
 mod volume;

@@ -314,7 +314,9 @@ impl ContainerServer for ContainerApi {
                 c.stop(&id, Duration::from_secs(secs))?;
                 let exit = c.wait_exit(&id)?;
                 c.mark_exited(&id, &exit)?;
-                c.start(&id)
+                let started = c.start(&id)?;
+                c.emit_event(&id, "restart", &[]);
+                Ok(started)
             })
             .await?;
         if started {
@@ -331,6 +333,8 @@ impl ContainerServer for ContainerApi {
     ) -> SubscriptionResult {
         let wants_stdin = request.stdin;
         let wants_tty = request.tty;
+        let command_line = request.cmd.join(" ");
+        let container_key = id.clone();
         let (program, args) = match self.blocking(move |c| c.exec_command(&id, &request)).await {
             Ok(v) => v,
             Err(e) => {
@@ -389,6 +393,17 @@ impl ContainerServer for ContainerApi {
         };
         let sink = pending.accept().await?;
         let exec_id = crate::store::random_hex(16)?;
+        let exec_event = |action: &'static str, extra: Option<(&'static str, String)>| {
+            let containers = Arc::clone(&self.ctx.containers);
+            let (key, exec_id, command_line) =
+                (container_key.clone(), exec_id.clone(), command_line.clone());
+            tokio::task::spawn_blocking(move || {
+                let mut attributes = vec![("execID", exec_id), ("command", command_line)];
+                attributes.extend(extra);
+                containers.emit_event(&key, action, &attributes);
+            })
+        };
+        let _ = exec_event("exec_start", None).await;
         let resizer = resize_pipe.map(|(read, write)| {
             drop(read);
             self.exec_resizers
@@ -420,6 +435,11 @@ impl ContainerServer for ContainerApi {
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&exec_id);
         }
+        let _ = exec_event(
+            "exec_die",
+            outcome.map(|code| ("exitCode", code.to_string())),
+        )
+        .await;
         // A caller that left gets nothing more; the process is killed with its shim.
         if let Some(exit_code) = outcome {
             let _ = sink

@@ -34,6 +34,12 @@ impl ApiError for crate::store::Error {
     }
 }
 
+impl ApiError for crate::events::Error {
+    fn kind(&self) -> ErrorKind {
+        crate::events::Error::kind(self)
+    }
+}
+
 impl ApiError for crate::daemon::Error {
     fn kind(&self) -> ErrorKind {
         crate::daemon::Error::kind(self)

@@ -46,6 +46,14 @@ impl ImageApi {
             .map_err(|e| e.to_rpc())
     }
 
+    fn emit(&self, action: &str, id: &str, name: Option<&str>) {
+        let mut attributes = std::collections::BTreeMap::new();
+        if let Some(name) = name {
+            attributes.insert("name".to_owned(), name.to_owned());
+        }
+        self.ctx.events.emit("image", action, id, attributes);
+    }
+
     fn unpack_options(&self) -> UnpackOptions {
         UnpackOptions {
             allow_device_nodes: self.ctx.config.allow_layer_device_nodes,
@@ -58,14 +66,16 @@ impl ImageApi {
         progress: impl Fn(PullEvent) + Send + Sync + 'static,
     ) -> image::Result<PullResult> {
         let config = &self.ctx.config;
-        image::pull::pull(
+        let pulled = image::pull::pull(
             Arc::clone(&self.ctx.images),
             request,
             self.unpack_options(),
             config.max_concurrent_downloads as usize,
             progress,
         )
-        .await
+        .await?;
+        self.emit("pull", &pulled.id, Some(&pulled.reference));
+        Ok(pulled)
     }
 }
 
@@ -91,9 +101,11 @@ impl ImageServer for ImageApi {
     }
 
     async fn push(&self, request: PushRequest) -> RpcResult<PushResult> {
-        image::push::push(Arc::clone(&self.ctx.images), request, |_| {})
+        let pushed = image::push::push(Arc::clone(&self.ctx.images), request, |_| {})
             .await
-            .map_err(|e| e.to_rpc())
+            .map_err(|e| e.to_rpc())?;
+        self.emit("push", &pushed.digest, Some(&pushed.reference));
+        Ok(pushed)
     }
 
     async fn push_follow(
@@ -102,9 +114,15 @@ impl ImageServer for ImageApi {
         request: PushRequest,
     ) -> SubscriptionResult {
         let images = Arc::clone(&self.ctx.images);
+        let events = Arc::clone(&self.ctx.events);
         follow(
             pending,
-            |progress| image::push::push(images, request, progress),
+            |progress| async move {
+                let pushed = image::push::push(images, request, progress).await?;
+                let name = [("name".to_owned(), pushed.reference.clone())];
+                events.emit("image", "push", &pushed.digest, name.into_iter().collect());
+                Ok(pushed)
+            },
             |e| matches!(e, PushEvent::Done(_)),
             PushEvent::Done,
             |message| PushEvent::Failed { message },
@@ -136,8 +154,13 @@ impl ImageServer for ImageApi {
 
     async fn load(&self, path: String) -> RpcResult<Vec<String>> {
         let unpack = self.unpack_options();
-        self.blocking(move |i| i.load(std::path::Path::new(&path), unpack))
-            .await
+        let loaded = self
+            .blocking(move |i| i.load(std::path::Path::new(&path), unpack))
+            .await?;
+        for name in &loaded {
+            self.emit("load", name, Some(name));
+        }
+        Ok(loaded)
     }
 
     async fn import(
@@ -148,16 +171,20 @@ impl ImageServer for ImageApi {
         message: Option<String>,
     ) -> RpcResult<String> {
         let unpack = self.unpack_options();
-        self.blocking(move |i| {
-            i.import(
-                std::path::Path::new(&path),
-                reference.as_deref(),
-                &changes.unwrap_or_default(),
-                message.as_deref(),
-                unpack,
-            )
-        })
-        .await
+        let name = reference.clone();
+        let id = self
+            .blocking(move |i| {
+                i.import(
+                    std::path::Path::new(&path),
+                    reference.as_deref(),
+                    &changes.unwrap_or_default(),
+                    message.as_deref(),
+                    unpack,
+                )
+            })
+            .await?;
+        self.emit("import", &id, name.as_deref());
+        Ok(id)
     }
 
     async fn list(&self, filter: Option<ImageFilter>) -> RpcResult<Vec<ImageSummary>> {
@@ -170,12 +197,28 @@ impl ImageServer for ImageApi {
     }
 
     async fn tag(&self, source: String, target: String) -> RpcResult<()> {
-        self.blocking(move |i| i.tag(&source, &target)).await
+        let (from, to) = (source.clone(), target.clone());
+        self.blocking(move |i| i.tag(&from, &to)).await?;
+        let name = target.clone();
+        let id = self
+            .blocking(move |i| i.resolve(&target).map(|image| image.id))
+            .await
+            .unwrap_or(source);
+        self.emit("tag", &id, Some(&name));
+        Ok(())
     }
 
     async fn remove(&self, name: String, force: Option<bool>) -> RpcResult<Vec<RemovedImage>> {
-        self.blocking(move |i| i.remove(&name, force.unwrap_or(false)))
-            .await
+        let removed = self
+            .blocking(move |i| i.remove(&name, force.unwrap_or(false)))
+            .await?;
+        for r in &removed {
+            match r {
+                RemovedImage::Untagged(name) => self.emit("untag", name, Some(name)),
+                RemovedImage::Deleted(id) => self.emit("delete", id, None),
+            }
+        }
+        Ok(removed)
     }
 }
 

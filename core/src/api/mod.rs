@@ -5,6 +5,7 @@
 mod authz;
 mod container;
 mod error;
+mod events;
 mod http;
 mod image;
 mod network;
@@ -16,6 +17,7 @@ mod volume;
 use std::sync::Arc;
 
 use berth_api::container::ContainerServer;
+use berth_api::events::EventsServer;
 use berth_api::image::ImageServer;
 use berth_api::network::NetworkServer;
 use berth_api::openrpc;
@@ -45,6 +47,7 @@ pub fn rpc_module(
     module.merge(VolumeServer::into_rpc(volumes.clone()))?;
     module.merge(PluginServer::into_rpc(volumes))?;
     module.merge(network::NetworkApi::new(Arc::clone(&ctx)).into_rpc())?;
+    module.merge(events::EventsApi::new(Arc::clone(&ctx)).into_rpc())?;
     let doc = Arc::new(openrpc::document(
         &berth_api::all_methods(),
         env!("CARGO_PKG_VERSION"),

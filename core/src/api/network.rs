@@ -30,6 +30,14 @@ impl NetworkApi {
         NetworkApi { ctx }
     }
 
+    fn emit(&self, action: &str, id: &str, attributes: &[(&str, &str)]) {
+        let attributes = attributes
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        self.ctx.events.emit("network", action, id, attributes);
+    }
+
     async fn container(&self, key: String) -> RpcResult<crate::container::ContainerRecord> {
         let containers = Arc::clone(&self.ctx.containers);
         tokio::task::spawn_blocking(move || containers.resolve(&key))
@@ -47,12 +55,18 @@ impl NetworkServer for NetworkApi {
         let ctx = Arc::clone(&self.ctx);
         // Run to the end even if the caller goes away: the driver's bridge and the record
         // must not part ways.
-        tokio::spawn(async move { ctx.networks.create(request).await })
+        let info = tokio::spawn(async move { ctx.networks.create(request).await })
             .await
             .map_err(|e| {
                 berth_api::error::rpc_error(berth_api::ErrorKind::Internal, e.to_string())
             })?
-            .map_err(|e| e.to_rpc())
+            .map_err(|e| e.to_rpc())?;
+        self.emit(
+            "create",
+            &info.id,
+            &[("name", info.name.as_str()), ("type", info.driver.as_str())],
+        );
+        Ok(info)
     }
 
     async fn list(&self, request: Option<NetworkListRequest>) -> RpcResult<Vec<NetworkInfo>> {
@@ -77,22 +91,31 @@ impl NetworkServer for NetworkApi {
 
     async fn remove(&self, name: String) -> RpcResult<()> {
         let ctx = Arc::clone(&self.ctx);
+        let found = self.ctx.networks.inspect(&name).await.ok();
         tokio::spawn(async move { ctx.networks.remove(&name).await })
             .await
             .map_err(|e| {
                 berth_api::error::rpc_error(berth_api::ErrorKind::Internal, e.to_string())
             })?
-            .map_err(|e| e.to_rpc())
+            .map_err(|e| e.to_rpc())?;
+        if let Some(info) = found {
+            self.emit("destroy", &info.id, &[("name", info.name.as_str())]);
+        }
+        Ok(())
     }
 
     async fn prune(&self) -> RpcResult<NetworkPruneReport> {
         let ctx = Arc::clone(&self.ctx);
-        tokio::spawn(async move { ctx.networks.prune().await })
+        let report = tokio::spawn(async move { ctx.networks.prune().await })
             .await
             .map_err(|e| {
                 berth_api::error::rpc_error(berth_api::ErrorKind::Internal, e.to_string())
             })?
-            .map_err(|e| e.to_rpc())
+            .map_err(|e| e.to_rpc())?;
+        for name in &report.networks_deleted {
+            self.emit("destroy", name, &[("name", name.as_str())]);
+        }
+        Ok(report)
     }
 
     async fn connect(
@@ -108,6 +131,7 @@ impl NetworkServer for NetworkApi {
             ContainerStatus::Running | ContainerStatus::Paused
         );
         let ctx = Arc::clone(&self.ctx);
+        let (container_id, network_name) = (record.id.clone(), network.clone());
         tokio::spawn(async move {
             ctx.networks
                 .connect(
@@ -121,12 +145,22 @@ impl NetworkServer for NetworkApi {
         })
         .await
         .map_err(|e| berth_api::error::rpc_error(berth_api::ErrorKind::Internal, e.to_string()))?
-        .map_err(|e| e.to_rpc())
+        .map_err(|e| e.to_rpc())?;
+        self.emit(
+            "connect",
+            &network_name,
+            &[
+                ("name", network_name.as_str()),
+                ("container", container_id.as_str()),
+            ],
+        );
+        Ok(())
     }
 
     async fn disconnect(&self, network: String, container: String) -> RpcResult<()> {
         let record = self.container(container).await?;
         let ctx = Arc::clone(&self.ctx);
+        let (container_id, network_name) = (record.id.clone(), network.clone());
         tokio::spawn(async move {
             ctx.networks
                 .disconnect(&network, &record.id, &record.name)
@@ -134,6 +168,15 @@ impl NetworkServer for NetworkApi {
         })
         .await
         .map_err(|e| berth_api::error::rpc_error(berth_api::ErrorKind::Internal, e.to_string()))?
-        .map_err(|e| e.to_rpc())
+        .map_err(|e| e.to_rpc())?;
+        self.emit(
+            "disconnect",
+            &network_name,
+            &[
+                ("name", network_name.as_str()),
+                ("container", container_id.as_str()),
+            ],
+        );
+        Ok(())
     }
 }

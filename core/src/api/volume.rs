@@ -37,16 +37,33 @@ impl VolumeApi {
     pub fn new(ctx: Arc<Context>) -> VolumeApi {
         VolumeApi { ctx }
     }
+
+    fn emit(&self, kind: &str, action: &str, name: &str, extra: &[(&str, &str)]) {
+        let mut attributes: std::collections::BTreeMap<String, String> = extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        attributes.insert("name".to_owned(), name.to_owned());
+        self.ctx.events.emit(kind, action, name, attributes);
+    }
 }
 
 #[async_trait]
 impl VolumeServer for VolumeApi {
     async fn create(&self, request: VolumeCreateRequest) -> RpcResult<VolumeInfo> {
-        self.ctx
+        let info = self
+            .ctx
             .volumes
             .create(request)
             .await
-            .map_err(|e| e.to_rpc())
+            .map_err(|e| e.to_rpc())?;
+        self.emit(
+            "volume",
+            "create",
+            &info.name,
+            &[("driver", info.driver.as_str())],
+        );
+        Ok(info)
     }
 
     async fn list(&self, request: Option<VolumeListRequest>) -> RpcResult<Vec<VolumeInfo>> {
@@ -74,26 +91,41 @@ impl VolumeServer for VolumeApi {
             .volumes
             .remove(&name, force.unwrap_or(false))
             .await
-            .map_err(|e| e.to_rpc())
+            .map_err(|e| e.to_rpc())?;
+        self.emit("volume", "destroy", &name, &[]);
+        Ok(())
     }
 
     async fn prune(&self, all: Option<bool>) -> RpcResult<VolumePruneReport> {
-        self.ctx
+        let report = self
+            .ctx
             .volumes
             .prune(all.unwrap_or(false))
             .await
-            .map_err(|e| e.to_rpc())
+            .map_err(|e| e.to_rpc())?;
+        for name in &report.volumes_deleted {
+            self.emit("volume", "destroy", name, &[]);
+        }
+        Ok(report)
     }
 }
 
 #[async_trait]
 impl PluginServer for VolumeApi {
     async fn install(&self, request: PluginInstallRequest) -> RpcResult<PluginInfo> {
-        self.ctx
+        let info = self
+            .ctx
             .plugins
             .install(request)
             .await
-            .map_err(|e| e.to_rpc())
+            .map_err(|e| e.to_rpc())?;
+        self.emit(
+            "plugin",
+            "install",
+            &info.name,
+            &[("kind", info.kind.as_str())],
+        );
+        Ok(info)
     }
 
     async fn list(&self) -> RpcResult<Vec<PluginInfo>> {
@@ -109,7 +141,13 @@ impl PluginServer for VolumeApi {
     }
 
     async fn enable(&self, name: String) -> RpcResult<()> {
-        self.ctx.plugins.enable(&name).await.map_err(|e| e.to_rpc())
+        self.ctx
+            .plugins
+            .enable(&name)
+            .await
+            .map_err(|e| e.to_rpc())?;
+        self.emit("plugin", "enable", &name, &[]);
+        Ok(())
     }
 
     async fn disable(&self, name: String) -> RpcResult<()> {
@@ -119,7 +157,9 @@ impl PluginServer for VolumeApi {
             .plugins
             .disable(&name)
             .await
-            .map_err(|e| e.to_rpc())
+            .map_err(|e| e.to_rpc())?;
+        self.emit("plugin", "disable", &name, &[]);
+        Ok(())
     }
 
     async fn set(&self, name: String, settings: Vec<String>) -> RpcResult<()> {
@@ -135,7 +175,13 @@ impl PluginServer for VolumeApi {
     async fn remove(&self, name: String) -> RpcResult<()> {
         // No volume operation may be using the driver while it changes or goes.
         let _volumes = self.ctx.volumes.exclusive().await;
-        self.ctx.plugins.remove(&name).await.map_err(|e| e.to_rpc())
+        self.ctx
+            .plugins
+            .remove(&name)
+            .await
+            .map_err(|e| e.to_rpc())?;
+        self.emit("plugin", "remove", &name, &[]);
+        Ok(())
     }
 
     async fn push(

@@ -481,6 +481,7 @@ pub struct Containers {
     data_root: PathBuf,
     snapshots_dir: PathBuf,
     shim_binary: PathBuf,
+    events: Arc<crate::events::Events>,
     network_hooks: std::sync::OnceLock<Arc<dyn NetworkHooks>>,
     /// Containers whose restart policy wanted them started at daemon start before
     /// networking was up.
@@ -503,6 +504,7 @@ impl Containers {
         store: Arc<Store>,
         images: Arc<Images>,
         shim_binary: PathBuf,
+        events: Arc<crate::events::Events>,
     ) -> Result<Containers> {
         let dir = data_root.join("containers");
         std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
@@ -517,9 +519,30 @@ impl Containers {
             data_root: data_root.to_owned(),
             snapshots_dir: data_root.join("snapshots"),
             shim_binary,
+            events,
             network_hooks: std::sync::OnceLock::new(),
             deferred_restarts: std::sync::Mutex::default(),
         })
+    }
+
+    /// Records a container event: its name, image and labels, and `extra`.
+    fn emit(&self, action: &str, record: &ContainerRecord, extra: &[(&str, String)]) {
+        let mut attributes = record.config.labels.clone();
+        attributes.insert("name".into(), record.name.clone());
+        attributes.insert("image".into(), record.image.clone());
+        for (key, value) in extra {
+            attributes.insert((*key).to_owned(), value.clone());
+        }
+        self.events
+            .emit("container", action, &record.id, attributes);
+    }
+
+    /// Records an event of this container that happened outside this module (`exec_start`,
+    /// `exec_die`, `restart`).
+    pub fn emit_event(&self, key: &str, action: &str, extra: &[(&str, String)]) {
+        if let Ok(record) = self.resolve(key) {
+            self.emit(action, &record, extra);
+        }
     }
 
     /// Connects the lifecycle to networking (once, when networking has started).
@@ -868,6 +891,7 @@ impl Containers {
                 .collect::<Vec<_>>(),
         )?;
         self.insert(&record)?;
+        self.emit("create", &record, &[]);
         Ok(record)
     }
 
@@ -1071,6 +1095,7 @@ impl Containers {
             record.state.started_at = Some(now());
             record.state.finished_at = None;
             self.save(&record)?;
+            self.emit("start", &record, &[]);
             if stopped_meanwhile {
                 let _ = self.kill(&record.id, libc::SIGKILL);
             }
@@ -1108,6 +1133,10 @@ impl Containers {
         {
             return Ok(record);
         }
+        let was_live = matches!(
+            record.state.status,
+            ContainerStatus::Running | ContainerStatus::Paused
+        );
         record.state.status = ContainerStatus::Exited;
         record.state.pid = None;
         record.state.exit_code = Some(exit.exit_code);
@@ -1116,6 +1145,13 @@ impl Containers {
         record.state.finished_at = Some(exit.finished_at.clone());
         self.save(&record)?;
         self.network_detach(&record.id);
+        // Once per run, whichever of the monitor, `rm -f` or reconcile records it first.
+        if was_live {
+            if exit.oom_killed {
+                self.emit("oom", &record, &[]);
+            }
+            self.emit("die", &record, &[("exitCode", exit.exit_code.to_string())]);
+        }
         Ok(record)
     }
 
@@ -1206,6 +1242,9 @@ impl Containers {
             // Frozen processes only act on the signal once thawed.
             self.unpause(&record.id)?;
         }
+        if sent.is_ok() {
+            self.emit("kill", &record, &[("signal", signal.to_string())]);
+        }
         match sent {
             Ok(Response::Ok | Response::Exited(_)) => Ok(()),
             Ok(Response::Error { message }) => Err(Error::Invalid(message)),
@@ -1237,13 +1276,14 @@ impl Containers {
             &Request::Wait,
             Some(timeout.max(std::time::Duration::from_millis(1))),
         ) {
-            Ok(Response::Exited(_)) => Ok(()),
+            Ok(Response::Exited(_)) => {}
             _ => {
                 let _ = self.kill(&record.id, libc::SIGKILL);
                 let _ = self.wait_exit(&record.id);
-                Ok(())
             }
         }
+        self.emit("stop", &record, &[]);
+        Ok(())
     }
 
     /// `docker rm`: refuses running containers unless `force`.
@@ -1281,6 +1321,7 @@ impl Containers {
             what: "remove its files",
             source,
         })?;
+        self.emit("destroy", &record, &[]);
         Ok(())
     }
 
@@ -1449,7 +1490,9 @@ impl Containers {
         }
         self.running_cgroup(&record)?.freeze()?;
         record.state.status = ContainerStatus::Paused;
-        self.save(&record)
+        self.save(&record)?;
+        self.emit("pause", &record, &[]);
+        Ok(())
     }
 
     /// `docker unpause`.
@@ -1469,6 +1512,7 @@ impl Containers {
             record = now;
             self.save(&record)?;
         }
+        self.emit("unpause", &record, &[]);
         Ok(())
     }
 
@@ -1511,8 +1555,10 @@ impl Containers {
         if self.resolve(name).is_ok() {
             return Err(Error::NameInUse(name.to_owned()));
         }
-        record.name = name.to_owned();
-        self.save(&record)
+        let old_name = std::mem::replace(&mut record.name, name.to_owned());
+        self.save(&record)?;
+        self.emit("rename", &record, &[("oldName", old_name)]);
+        Ok(())
     }
 
     /// `docker container prune`: removes every container that is not running.

@@ -88,6 +88,9 @@ pub enum Error {
     /// The state database failed.
     #[error(transparent)]
     Store(#[from] store::Error),
+    /// The event log could not start.
+    #[error(transparent)]
+    Events(#[from] crate::events::Error),
     /// The image subsystem could not start.
     #[error(transparent)]
     Image(Box<crate::image::Error>),
@@ -135,6 +138,7 @@ impl Error {
             | Error::SocketPathTaken { .. } => ErrorKind::FailedPrecondition,
             Error::Io { .. } | Error::Bind { .. } => ErrorKind::Unavailable,
             Error::Store(e) => e.kind(),
+            Error::Events(e) => e.kind(),
             Error::Image(e) => e.kind(),
             Error::Container(e) => e.kind(),
             Error::Plugin(e) => e.kind(),
@@ -151,6 +155,8 @@ pub struct Context {
     pub config: Config,
     /// The state database.
     pub store: Arc<Store>,
+    /// The event log (`events.subscribe`).
+    pub events: Arc<crate::events::Events>,
     /// Host facts probed at start-up.
     pub host: HostFacts,
     /// Images, their content and snapshots.
@@ -269,6 +275,7 @@ pub fn prepare(config: Config) -> Result<Prepared, Error> {
     let lock = DataRootLock::acquire(&config.data_root)?;
     let store = Arc::new(Store::open(&config.data_root)?);
     let daemon_id = store.daemon_id()?;
+    let events = crate::events::Events::open(Arc::clone(&store))?;
     // One TLS crypto provider for every registry client (ring: no C toolchain beyond cc).
     let _ = rustls::crypto::ring::default_provider().install_default();
     let images = Arc::new(crate::image::Images::open(
@@ -289,6 +296,7 @@ pub fn prepare(config: Config) -> Result<Prepared, Error> {
         Arc::clone(&store),
         Arc::clone(&images),
         shim_binary,
+        Arc::clone(&events),
     )?);
     let plugins = Arc::new(crate::plugin::Plugins::open(
         &config.data_root,
@@ -403,6 +411,7 @@ pub fn prepare(config: Config) -> Result<Prepared, Error> {
         ctx: Arc::new(Context {
             config,
             store,
+            events,
             host,
             images,
             containers,
@@ -524,6 +533,13 @@ impl Prepared {
         };
         info!(listeners = ?ctx.listeners, data_root = %ctx.config.data_root.display(), "berthd serving");
         api::serve(async_listeners, module, settings, security, shutdown).await;
+        let events = Arc::clone(&ctx.events);
+        let flushed = tokio::task::spawn_blocking(move || events.flush(Duration::from_secs(5)))
+            .await
+            .unwrap_or(false);
+        if !flushed {
+            tracing::warn!("the last events may not be in the history: its writer did not finish");
+        }
         if let Some(path) = remove_socket {
             let _ = std::fs::remove_file(path);
         }

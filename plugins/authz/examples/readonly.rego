@@ -22,6 +22,7 @@ read_methods := {
 	"volume.list", "volume.inspect",
 	"network.list", "network.inspect",
 	"plugin.list", "plugin.inspect",
+	"events.subscribe",
 }
 
 allow if admin

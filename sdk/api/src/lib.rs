@@ -8,6 +8,7 @@
 pub mod archive;
 pub mod container;
 pub mod error;
+pub mod events;
 pub mod image;
 pub mod network;
 pub mod openrpc;
@@ -47,6 +48,7 @@ pub fn all_methods() -> Vec<&'static MethodSpec> {
         .chain(volume::SPECS)
         .chain(network::SPECS)
         .chain(plugin::SPECS)
+        .chain(events::SPECS)
         .collect()
 }
 

@@ -1,0 +1,127 @@
+//! `events.*` handlers: a subscription that replays the history from `since`, then follows
+//! the live stream until `until` or the caller leaves.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use berth_api::events::{EventsItem, EventsRequest, EventsServer};
+use jsonrpsee::core::{SubscriptionResult, async_trait};
+use jsonrpsee::{PendingSubscriptionSink, SubscriptionSink};
+use tokio::sync::broadcast::error::RecvError;
+
+use super::ApiError;
+use crate::daemon::Context;
+use crate::events::{Filter, parse_time};
+
+/// Implements [`EventsServer`].
+#[derive(Debug)]
+pub struct EventsApi {
+    ctx: Arc<Context>,
+}
+
+impl EventsApi {
+    /// Handlers over the shared daemon context.
+    pub fn new(ctx: Arc<Context>) -> EventsApi {
+        EventsApi { ctx }
+    }
+}
+
+/// Sends one item; false once the caller has gone.
+async fn send(sink: &SubscriptionSink, item: &EventsItem) -> bool {
+    match serde_json::value::to_raw_value(item) {
+        Ok(raw) => sink.send(raw).await.is_ok(),
+        Err(_) => false,
+    }
+}
+
+fn now_nanos() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+#[async_trait]
+impl EventsServer for EventsApi {
+    async fn watch(
+        &self,
+        pending: PendingSubscriptionSink,
+        request: Option<EventsRequest>,
+    ) -> SubscriptionResult {
+        let request = request.unwrap_or_default();
+        let now = SystemTime::now();
+        let parsed = (|| -> crate::events::Result<_> {
+            let since = request
+                .since
+                .as_deref()
+                .map(|s| parse_time(s, now))
+                .transpose()?;
+            let until = request
+                .until
+                .as_deref()
+                .map(|s| parse_time(s, now))
+                .transpose()?;
+            Ok((since, until, Filter::parse(&request.filters)?))
+        })();
+        let (since, until, filter) = match parsed {
+            Ok(v) => v,
+            Err(e) => {
+                pending.reject(e.to_rpc()).await;
+                return Ok(());
+            }
+        };
+        let sink = pending.accept().await?;
+        let (past, mut live) = self.ctx.events.subscribe(since);
+        let mut last_seq = 0;
+        for event in past {
+            if until.is_some_and(|u| event.time_nano > u) {
+                let _ = send(&sink, &EventsItem::End).await;
+                return Ok(());
+            }
+            last_seq = event.seq;
+            if filter.matches(&event) && !send(&sink, &EventsItem::Event((*event).clone())).await {
+                return Ok(());
+            }
+        }
+        let deadline = until.map(|u| {
+            let wait = u.saturating_sub(now_nanos()).max(0);
+            tokio::time::Instant::now() + Duration::from_nanos(wait as u64)
+        });
+        let until_passed = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(until_passed);
+        loop {
+            tokio::select! {
+                received = live.recv() => match received {
+                    Ok(event) => {
+                        if event.seq <= last_seq {
+                            continue;
+                        }
+                        if until.is_some_and(|u| event.time_nano > u) {
+                            break;
+                        }
+                        last_seq = event.seq;
+                        if filter.matches(&event)
+                            && !send(&sink, &EventsItem::Event((*event).clone())).await
+                        {
+                            return Ok(());
+                        }
+                    }
+                    Err(RecvError::Lagged(missed)) => {
+                        if !send(&sink, &EventsItem::Lagged { missed }).await {
+                            return Ok(());
+                        }
+                    }
+                    Err(RecvError::Closed) => return Ok(()),
+                },
+                () = &mut until_passed => break,
+                () = sink.closed() => return Ok(()),
+            }
+        }
+        let _ = send(&sink, &EventsItem::End).await;
+        Ok(())
+    }
+}

@@ -359,6 +359,10 @@ fn plugin_management() {
     assert_eq!(p[0]["state"], "running");
     assert!(p[0]["digest"].as_str().unwrap().starts_with("sha256:"));
     ok(&d, &["volume", "create", "--driver", "spinner", "v1"]);
+    // A call that misses its deadline fails with that reason, and the event log records
+    // the trap.
+    let e = fails(&d, &["volume", "create", "--driver", "spinner", "spin"]);
+    assert!(e.contains("deadline"), "{e}");
     let ls = ok(&d, &["volume", "ls", "--filter", "driver=spinner"]);
     assert!(ls.contains("spinner") && ls.contains("v1"), "{ls}");
 
@@ -410,6 +414,59 @@ fn plugin_management() {
     let e = fails(&d, &["plugin", "inspect", "nosuch"]);
     assert!(e.contains("no such plugin"), "{e}");
     assert_eq!(ok(&d, &["plugin", "ls", "-q"]), "bridge\nlocal\n");
+
+    // Everything above is in the event log, in order.
+    let until = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        + 0.5;
+    let until = format!("{until:.3}");
+    let events = ok(
+        &d,
+        &[
+            "events",
+            "--since",
+            "0",
+            "--until",
+            &until,
+            "--format",
+            "json",
+            "-f",
+            "plugin=spinner",
+        ],
+    );
+    let seen: Vec<String> = events
+        .lines()
+        .map(|l| {
+            let e: serde_json::Value = serde_json::from_str(l).unwrap();
+            e["action"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        ["install", "trap", "disable", "enable", "remove"],
+        "{events}"
+    );
+    assert!(events.contains("deadline"), "{events}");
+    let volumes = ok(
+        &d,
+        &[
+            "events",
+            "--since",
+            "0",
+            "--until",
+            &until,
+            "-f",
+            "type=volume",
+            "-f",
+            "volume=v1",
+        ],
+    );
+    assert!(
+        volumes.contains("volume create v1") && volumes.contains("volume destroy v1"),
+        "{volumes}"
+    );
 }
 
 #[test]

@@ -537,6 +537,29 @@ impl Containers {
             .emit("container", action, &record.id, attributes);
     }
 
+    /// Records a volume event for each volume the container holds: volumes are mounted
+    /// by their driver when the container is made and released when it is removed.
+    fn emit_volumes(&self, action: &str, record: &ContainerRecord) {
+        for volume in &record.volumes {
+            let attributes = [
+                ("name", volume.name.clone()),
+                ("driver", volume.driver.clone()),
+                ("container", record.id.clone()),
+                ("destination", volume.target.clone()),
+                ("read_write", (!volume.read_only).to_string()),
+            ];
+            self.events.emit(
+                "volume",
+                action,
+                &volume.name,
+                attributes
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v))
+                    .collect(),
+            );
+        }
+    }
+
     /// Records an event of this container that happened outside this module (`exec_start`,
     /// `exec_die`, `restart`).
     pub fn emit_event(&self, key: &str, action: &str, extra: &[(&str, String)]) {
@@ -892,6 +915,7 @@ impl Containers {
         )?;
         self.insert(&record)?;
         self.emit("create", &record, &[]);
+        self.emit_volumes("mount", &record);
         Ok(record)
     }
 
@@ -1321,6 +1345,7 @@ impl Containers {
             what: "remove its files",
             source,
         })?;
+        self.emit_volumes("unmount", &record);
         self.emit("destroy", &record, &[]);
         Ok(())
     }

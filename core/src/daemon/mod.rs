@@ -320,6 +320,14 @@ pub fn prepare(config: Config) -> Result<Prepared, Error> {
             pool_size: config.default_address_pool_size,
         },
     ));
+    let trap_events = Arc::clone(&events);
+    plugins.on_failure(Arc::new(move |plugin, function, reason| {
+        let attributes = [("name", plugin), ("function", function), ("reason", reason)]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        trap_events.emit("plugin", "trap", plugin, attributes);
+    }));
     let auth = prepare_auth(&config)?;
     plugins.set_authz(crate::plugin::AuthzSetup {
         chain: config.authz_plugins.clone(),

@@ -292,6 +292,11 @@ impl Plugins {
         let _ = self.network_host.set((host, bridge_defaults));
     }
 
+    /// Sets who is told of every plugin failure (trap, deadline, limit) from now on.
+    pub fn on_failure(&self, observer: plugin_host::FailureObserver) {
+        self.host.on_failure(observer);
+    }
+
     /// Sets the authorization chain (once, before [`Self::start`]).
     pub fn set_authz(&self, setup: AuthzSetup) {
         let _ = self.authz.set(setup);

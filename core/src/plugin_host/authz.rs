@@ -255,6 +255,7 @@ pub struct Authorizer {
     pre: AuthzPolicyPre<PluginState>,
     config: Vec<(String, String)>,
     limits: Limits,
+    failures: super::FailureReport,
     instance: tokio::sync::Mutex<Option<Instance<Bindings>>>,
     stats: std::sync::Mutex<CallStats>,
 }
@@ -274,6 +275,7 @@ impl Authorizer {
         component: &Component,
         config: Vec<(String, String)>,
         limits: Limits,
+        failures: super::FailureReport,
     ) -> Result<Authorizer> {
         let link_error = |e: wasmtime::Error| Error::Link {
             plugin: name.to_string(),
@@ -291,6 +293,7 @@ impl Authorizer {
             pre,
             config,
             limits,
+            failures,
             instance: tokio::sync::Mutex::new(None),
             stats: std::sync::Mutex::new(CallStats::default()),
         })

@@ -164,7 +164,8 @@ macro_rules! call {
 pub(super) use call;
 
 /// The methods every driver handle shares (instantiate, configure, count, stats), for a
-/// handle with fields `name`, `engine`, `pre`, `config`, `limits`, `instance` and `stats`,
+/// handle with fields `name`, `engine`, `pre`, `config`, `limits`, `failures`, `instance`
+/// and `stats`,
 /// methods `preopen` and `net_host`, and a store made by `new_store`.
 macro_rules! driver_methods {
     () => {
@@ -173,6 +174,8 @@ macro_rules! driver_methods {
             stats.failures += 1;
             stats.last_error = Some(format!("{function}: {reason}"));
             tracing::warn!(plugin = &*self.name, function, "plugin failed: {reason}");
+            drop(stats);
+            self.failures.report(&self.name, function, &reason);
             $crate::plugin_host::Error::Failed {
                 plugin: self.name.to_string(),
                 function,

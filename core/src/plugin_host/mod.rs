@@ -222,12 +222,38 @@ impl std::fmt::Debug for LoadedComponent {
     }
 }
 
+/// Told of every plugin failure (a trap, a deadline, a limit hit): the plugin, the
+/// function and the reason.
+pub type FailureObserver = Arc<dyn Fn(&str, &str, &str) + Send + Sync>;
+
+/// Where driver handles report their failures; the observer is set once, later than the
+/// host is made (the event log comes after the plugins).
+#[derive(Clone, Default)]
+pub(crate) struct FailureReport(Arc<std::sync::OnceLock<FailureObserver>>);
+
+impl std::fmt::Debug for FailureReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("FailureReport")
+            .field(&self.0.get().is_some())
+            .finish()
+    }
+}
+
+impl FailureReport {
+    pub(crate) fn report(&self, plugin: &str, function: &str, reason: &str) {
+        if let Some(observer) = self.0.get() {
+            observer(plugin, function, reason);
+        }
+    }
+}
+
 /// The engine, its epoch ticker and the component cache.
 #[derive(Clone)]
 pub struct PluginHost {
     engine: Engine,
     cache_dir: PathBuf,
     limits: Limits,
+    failures: FailureReport,
 }
 
 impl std::fmt::Debug for PluginHost {
@@ -268,7 +294,14 @@ impl PluginHost {
             engine,
             cache_dir: cache_dir.to_path_buf(),
             limits,
+            failures: FailureReport::default(),
         })
+    }
+
+    /// Sets who is told of every failure of every driver this host makes (once; later
+    /// calls are ignored).
+    pub fn on_failure(&self, observer: FailureObserver) {
+        let _ = self.failures.0.set(observer);
     }
 
     /// Compiles `wasm` (or loads it from the cache) and finds its world and version.
@@ -351,6 +384,7 @@ impl PluginHost {
             state_dir.to_path_buf(),
             config,
             self.limits,
+            self.failures.clone(),
         )?;
         driver.warm_up().await?;
         Ok(driver)
@@ -381,6 +415,7 @@ impl PluginHost {
             state_dir.to_path_buf(),
             config,
             self.limits,
+            self.failures.clone(),
             net,
         )?;
         driver.warm_up().await?;
@@ -412,6 +447,7 @@ impl PluginHost {
             &component.component,
             config,
             self.limits,
+            self.failures.clone(),
         )?;
         policy.warm_up().await?;
         Ok(policy)

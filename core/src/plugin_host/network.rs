@@ -617,6 +617,7 @@ pub struct NetworkDriver {
     state_dir: PathBuf,
     config: Vec<(String, String)>,
     limits: Limits,
+    failures: super::FailureReport,
     net: Arc<dyn NetHost>,
     instance: tokio::sync::Mutex<Option<Instance<Bindings>>>,
     stats: std::sync::Mutex<CallStats>,
@@ -651,6 +652,7 @@ impl NetworkDriver {
         state_dir: PathBuf,
         config: Vec<(String, String)>,
         limits: Limits,
+        failures: super::FailureReport,
         net: Arc<dyn NetHost>,
     ) -> Result<NetworkDriver> {
         let link_error = |e: wasmtime::Error| Error::Link {
@@ -674,6 +676,7 @@ impl NetworkDriver {
             state_dir,
             config,
             limits,
+            failures,
             net,
             instance: tokio::sync::Mutex::new(None),
             stats: std::sync::Mutex::new(CallStats::default()),

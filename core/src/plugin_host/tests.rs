@@ -117,7 +117,14 @@ fn assert_failed(result: Result<impl std::fmt::Debug>, needle: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endless_loop_misses_its_deadline_and_the_next_call_works() {
     let dir = tempfile::tempdir().unwrap();
-    let (_host, driver) = hostile("spin", dir.path()).await;
+    let (host, driver) = hostile("spin", dir.path()).await;
+    let reported = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let sink = Arc::clone(&reported);
+    host.on_failure(Arc::new(move |plugin, function, reason| {
+        sink.lock()
+            .unwrap()
+            .push(format!("{plugin} {function}: {reason}"));
+    }));
     driver.create("fine", &[]).await.unwrap();
     let started = std::time::Instant::now();
     assert_failed(driver.create("spin", &[]).await, "deadline");
@@ -132,6 +139,13 @@ async fn an_endless_loop_misses_its_deadline_and_the_next_call_works() {
     let stats = driver.stats();
     assert_eq!(stats.failures, 2);
     assert!(stats.last_error.unwrap().contains("create"));
+    // The event log hears of each failure (as `plugin trap` events).
+    let reported = reported.lock().unwrap();
+    assert_eq!(reported.len(), 2, "{reported:?}");
+    assert!(
+        reported[0].starts_with("spin create: deadline"),
+        "{reported:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -79,6 +79,7 @@ pub struct VolumeDriver {
     state_dir: PathBuf,
     config: Vec<(String, String)>,
     limits: Limits,
+    failures: super::FailureReport,
     instance: tokio::sync::Mutex<Option<Instance<Bindings>>>,
     stats: std::sync::Mutex<CallStats>,
 }
@@ -100,6 +101,7 @@ impl VolumeDriver {
         state_dir: PathBuf,
         config: Vec<(String, String)>,
         limits: Limits,
+        failures: super::FailureReport,
     ) -> Result<VolumeDriver> {
         let link_error = |e: wasmtime::Error| Error::Link {
             plugin: name.to_string(),
@@ -122,6 +124,7 @@ impl VolumeDriver {
             state_dir,
             config,
             limits,
+            failures,
             instance: tokio::sync::Mutex::new(None),
             stats: std::sync::Mutex::new(CallStats::default()),
         })

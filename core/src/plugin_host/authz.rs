@@ -274,8 +274,7 @@ impl Authorizer {
         name: Arc<str>,
         component: &Component,
         config: Vec<(String, String)>,
-        limits: Limits,
-        failures: super::FailureReport,
+        oversight: super::Oversight,
     ) -> Result<Authorizer> {
         let link_error = |e: wasmtime::Error| Error::Link {
             plugin: name.to_string(),
@@ -292,8 +291,8 @@ impl Authorizer {
             engine,
             pre,
             config,
-            limits,
-            failures,
+            limits: oversight.limits,
+            failures: oversight.failures,
             instance: tokio::sync::Mutex::new(None),
             stats: std::sync::Mutex::new(CallStats::default()),
         })

@@ -247,6 +247,13 @@ impl FailureReport {
     }
 }
 
+/// What every driver handle is held to: its limits, and where its failures are reported.
+#[derive(Debug, Clone)]
+pub(crate) struct Oversight {
+    pub(crate) limits: Limits,
+    pub(crate) failures: FailureReport,
+}
+
 /// The engine, its epoch ticker and the component cache.
 #[derive(Clone)]
 pub struct PluginHost {
@@ -383,8 +390,10 @@ impl PluginHost {
             &component.component,
             state_dir.to_path_buf(),
             config,
-            self.limits,
-            self.failures.clone(),
+            Oversight {
+                limits: self.limits,
+                failures: self.failures.clone(),
+            },
         )?;
         driver.warm_up().await?;
         Ok(driver)
@@ -414,8 +423,10 @@ impl PluginHost {
             &component.component,
             state_dir.to_path_buf(),
             config,
-            self.limits,
-            self.failures.clone(),
+            Oversight {
+                limits: self.limits,
+                failures: self.failures.clone(),
+            },
             net,
         )?;
         driver.warm_up().await?;
@@ -446,8 +457,10 @@ impl PluginHost {
             Arc::from(name),
             &component.component,
             config,
-            self.limits,
-            self.failures.clone(),
+            Oversight {
+                limits: self.limits,
+                failures: self.failures.clone(),
+            },
         )?;
         policy.warm_up().await?;
         Ok(policy)

@@ -651,8 +651,7 @@ impl NetworkDriver {
         component: &Component,
         state_dir: PathBuf,
         config: Vec<(String, String)>,
-        limits: Limits,
-        failures: super::FailureReport,
+        oversight: super::Oversight,
         net: Arc<dyn NetHost>,
     ) -> Result<NetworkDriver> {
         let link_error = |e: wasmtime::Error| Error::Link {
@@ -675,8 +674,8 @@ impl NetworkDriver {
             pre,
             state_dir,
             config,
-            limits,
-            failures,
+            limits: oversight.limits,
+            failures: oversight.failures,
             net,
             instance: tokio::sync::Mutex::new(None),
             stats: std::sync::Mutex::new(CallStats::default()),

@@ -100,8 +100,7 @@ impl VolumeDriver {
         component: &Component,
         state_dir: PathBuf,
         config: Vec<(String, String)>,
-        limits: Limits,
-        failures: super::FailureReport,
+        oversight: super::Oversight,
     ) -> Result<VolumeDriver> {
         let link_error = |e: wasmtime::Error| Error::Link {
             plugin: name.to_string(),
@@ -123,8 +122,8 @@ impl VolumeDriver {
             pre,
             state_dir,
             config,
-            limits,
-            failures,
+            limits: oversight.limits,
+            failures: oversight.failures,
             instance: tokio::sync::Mutex::new(None),
             stats: std::sync::Mutex::new(CallStats::default()),
         })

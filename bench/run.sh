@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The benchmark report from a clean checkout, in one command (as root):
-#   bench/run.sh            every scenario, full size (about 25 minutes with the peers)
-#   bench/run.sh --quick    fewer rounds and smaller sizes (under 5 minutes once built)
+#   bench/run.sh            every scenario, full size (about 10 minutes with the peers, once built)
+#   bench/run.sh --quick    fewer rounds and smaller sizes (about 2 minutes once built)
 #   bench/run.sh --no-peers berth alone
 # Installs the peers from Debian (docker.io, podman, runc) and what the scenarios use
 # (docker-registry, busybox-static, iptables, nftables), builds the Wasm drivers and the

@@ -256,15 +256,7 @@ fn render(r: &AuthzReport) -> String {
         "The gate's decision time inside the call (target lookup, the Wasm policy call, logging; from the decision log's `latency_us`, {} allowed calls): median {:.1} µs, p99 {:.1} µs.\n\n",
         r.decisions_logged, r.decision_us_p50, r.decision_us_p99
     ));
-    s.push_str("## Targets\n\n| target | goal | measured | met |\n|---|---|---|---|\n");
-    for t in &r.targets {
-        s.push_str(&format!(
-            "| {} | {} | {} | {} |\n",
-            t.name,
-            t.target,
-            t.measured,
-            if t.met { "yes" } else { "no" }
-        ));
-    }
+    s.push_str("## Targets\n\n");
+    s.push_str(&crate::targets_table(&r.targets));
     s
 }

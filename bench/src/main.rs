@@ -209,6 +209,21 @@ struct Target {
     met: bool,
 }
 
+/// A Markdown table of `targets`, for a scenario's report.
+fn targets_table(targets: &[Target]) -> String {
+    let mut s = String::from("| target | goal | measured | met |\n|---|---|---|---|\n");
+    for t in targets {
+        s.push_str(&format!(
+            "| {} | {} | {} | {} |\n",
+            t.name,
+            t.target,
+            t.measured,
+            if t.met { "yes" } else { "no" }
+        ));
+    }
+    s
+}
+
 #[derive(Debug, Serialize)]
 struct Machine {
     cpus: usize,
@@ -464,16 +479,8 @@ fn render_api(r: &ApiResult) -> String {
             m.pss_kb as f64 / 1024.0
         ));
     }
-    s.push_str("\n## Targets\n\n| target | goal | measured | met |\n|---|---|---|---|\n");
-    for t in &r.targets {
-        s.push_str(&format!(
-            "| {} | {} | {} | {} |\n",
-            t.name,
-            t.target,
-            t.measured,
-            if t.met { "yes" } else { "no" }
-        ));
-    }
+    s.push_str("\n## Targets\n\n");
+    s.push_str(&targets_table(&r.targets));
     s
 }
 

@@ -150,16 +150,8 @@ pub fn plugin(wasm_path: &Path, out_dir: &Path, calls: usize) -> anyhow::Result<
     );
     md += &row("call: capabilities", &result.call_capabilities);
     md += &row("call: get (WASI file reads)", &result.call_get);
-    md += "\n| target | measured | met |\n|---|---|---|\n";
-    for t in &result.targets {
-        md += &format!(
-            "| {} {} | {} | {} |\n",
-            t.name,
-            t.target,
-            t.measured,
-            if t.met { "yes" } else { "no" }
-        );
-    }
+    md += "\n";
+    md += &crate::targets_table(&result.targets);
     std::fs::write(out_dir.join("plugin.md"), &md)?;
     print!("{md}");
     Ok(())

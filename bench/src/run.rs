@@ -402,15 +402,7 @@ fn render(r: &RunReport) -> String {
             r.engines[0].run_rm_true.median_us / runc.run_rm_true.median_us
         ));
     }
-    s.push_str("\n| target | goal | measured | met |\n|---|---|---|---|\n");
-    for t in &r.targets {
-        s.push_str(&format!(
-            "| {} | {} | {} | {} |\n",
-            t.name,
-            t.target,
-            t.measured,
-            if t.met { "yes" } else { "no" }
-        ));
-    }
+    s.push('\n');
+    s.push_str(&crate::targets_table(&r.targets));
     s
 }

@@ -277,16 +277,8 @@ fn render(r: &StartsReport) -> String {
         ));
     }
     if !r.targets.is_empty() {
-        s.push_str("\n| target | goal | measured | met |\n|---|---|---|---|\n");
-        for t in &r.targets {
-            s.push_str(&format!(
-                "| {} | {} | {} | {} |\n",
-                t.name,
-                t.target,
-                t.measured,
-                if t.met { "yes" } else { "no" }
-            ));
-        }
+        s.push('\n');
+        s.push_str(&crate::targets_table(&r.targets));
     }
     s
 }

@@ -97,7 +97,8 @@ impl EventsServer for EventsApi {
             tokio::select! {
                 received = live.recv() => match received {
                     Ok(event) => {
-                        if event.seq <= last_seq {
+                        // Already sent from the history, or before a `since` still ahead.
+                        if event.seq <= last_seq || since.is_some_and(|s| event.time_nano < s) {
                             continue;
                         }
                         if until.is_some_and(|u| event.time_nano > u) {

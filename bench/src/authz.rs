@@ -198,15 +198,7 @@ pub fn authz(
         without_policy,
         with_policy,
     };
-    std::fs::create_dir_all(out_dir)?;
-    let json_path = out_dir.join("authz.json");
-    std::fs::write(&json_path, serde_json::to_string_pretty(&report)?)?;
-    let md = render(&report);
-    let md_path = out_dir.join("authz.md");
-    std::fs::write(&md_path, &md)?;
-    print!("{md}");
-    eprintln!("wrote {} and {}", json_path.display(), md_path.display());
-    Ok(())
+    crate::write_results(out_dir, "authz", &report, &render(&report))
 }
 
 fn render(r: &AuthzReport) -> String {

@@ -209,6 +209,24 @@ struct Target {
     met: bool,
 }
 
+/// Writes a scenario's results as `STEM.json` and `STEM.md` in `out_dir`, and prints the
+/// Markdown.
+fn write_results(
+    out_dir: &Path,
+    stem: &str,
+    result: &impl Serialize,
+    markdown: &str,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out_dir)?;
+    let json = out_dir.join(format!("{stem}.json"));
+    std::fs::write(&json, serde_json::to_string_pretty(result)?)?;
+    let md = out_dir.join(format!("{stem}.md"));
+    std::fs::write(&md, markdown)?;
+    print!("{markdown}");
+    eprintln!("wrote {} and {}", json.display(), md.display());
+    Ok(())
+}
+
 /// A Markdown table of `targets`, for a scenario's report.
 fn targets_table(targets: &[Target]) -> String {
     let mut s = String::from("| target | goal | measured | met |\n|---|---|---|---|\n");
@@ -437,15 +455,7 @@ fn api(cli: &Cli, iterations: usize) -> anyhow::Result<()> {
         berthd_idle_at_start: idle_start,
         berthd_idle_after_load: idle_after,
     };
-    std::fs::create_dir_all(&cli.out_dir)?;
-    let json_path = cli.out_dir.join("api.json");
-    std::fs::write(&json_path, serde_json::to_string_pretty(&result)?)?;
-    let md = render_api(&result);
-    let md_path = cli.out_dir.join("api.md");
-    std::fs::write(&md_path, &md)?;
-    print!("{md}");
-    eprintln!("wrote {} and {}", json_path.display(), md_path.display());
-    Ok(())
+    write_results(&cli.out_dir, "api", &result, &render_api(&result))
 }
 
 fn render_api(r: &ApiResult) -> String {
@@ -484,6 +494,56 @@ fn render_api(r: &ApiResult) -> String {
     s
 }
 
+/// How big each scenario of `all` is.
+struct Sizes {
+    api_calls: usize,
+    run_rounds: usize,
+    idle: usize,
+    network_rounds: usize,
+    network_mib: usize,
+    starts: usize,
+    ps_at: usize,
+    ps_rounds: usize,
+    pull_rounds: usize,
+    pull_layer_mb: usize,
+    authz_calls: usize,
+    plugin_calls: usize,
+}
+
+impl Sizes {
+    /// What the issues' targets are stated for (100 idle containers, ps at 1000, a
+    /// 200 MB image).
+    const FULL: Sizes = Sizes {
+        api_calls: 20_000,
+        run_rounds: 30,
+        idle: 100,
+        network_rounds: 30,
+        network_mib: 512,
+        starts: 100,
+        ps_at: 1000,
+        ps_rounds: 10,
+        pull_rounds: 5,
+        pull_layer_mb: 20,
+        authz_calls: 20_000,
+        plugin_calls: 10_000,
+    };
+    /// Every scenario in about two minutes.
+    const QUICK: Sizes = Sizes {
+        api_calls: 5_000,
+        run_rounds: 10,
+        idle: 10,
+        network_rounds: 5,
+        network_mib: 64,
+        starts: 20,
+        ps_at: 100,
+        ps_rounds: 3,
+        pull_rounds: 1,
+        pull_layer_mb: 2,
+        authz_calls: 3_000,
+        plugin_calls: 1_000,
+    };
+}
+
 /// Every scenario, then the report. A scenario that fails is reported and the others still
 /// run; the run fails at the end if any did.
 fn all(cli: &Cli, quick: bool, peers: bool) -> anyhow::Result<()> {
@@ -498,29 +558,29 @@ fn all(cli: &Cli, quick: bool, peers: bool) -> anyhow::Result<()> {
     };
     let out = &cli.out_dir;
     let bin = &cli.bin_dir;
-    if quick {
-        step("api", api(cli, 5_000));
-        step("run", run::run_scenario(bin, out, 10, 10, peers));
-        step("network", net::network_scenario(bin, out, 5, 64, peers));
-        step("starts", starts::starts(bin, out, 20, 100, 3, peers));
-        step("pull", pull::pull(bin, out, 1, 10, 2, peers));
-        step("authz", authz::authz(bin, out, 3_000, 10));
-        step(
-            "plugin",
-            plugin::plugin(Path::new("plugins/dist/local.wasm"), out, 1_000),
-        );
-    } else {
-        step("api", api(cli, 20_000));
-        step("run", run::run_scenario(bin, out, 30, 100, peers));
-        step("network", net::network_scenario(bin, out, 30, 512, peers));
-        step("starts", starts::starts(bin, out, 100, 1000, 10, peers));
-        step("pull", pull::pull(bin, out, 5, 10, 20, peers));
-        step("authz", authz::authz(bin, out, 20_000, 10));
-        step(
-            "plugin",
-            plugin::plugin(Path::new("plugins/dist/local.wasm"), out, 10_000),
-        );
-    }
+    let z = if quick { Sizes::QUICK } else { Sizes::FULL };
+    step("api", api(cli, z.api_calls));
+    step(
+        "run",
+        run::run_scenario(bin, out, z.run_rounds, z.idle, peers),
+    );
+    step(
+        "network",
+        net::network_scenario(bin, out, z.network_rounds, z.network_mib, peers),
+    );
+    step(
+        "starts",
+        starts::starts(bin, out, z.starts, z.ps_at, z.ps_rounds, peers),
+    );
+    step(
+        "pull",
+        pull::pull(bin, out, z.pull_rounds, 10, z.pull_layer_mb, peers),
+    );
+    step("authz", authz::authz(bin, out, z.authz_calls, 10));
+    step(
+        "plugin",
+        plugin::plugin(Path::new("plugins/dist/local.wasm"), out, z.plugin_calls),
+    );
     let mode = if quick { "all --quick" } else { "all" };
     report::write_with(out, mode, started.elapsed(), &failed)?;
     if !failed.is_empty() {

@@ -205,15 +205,7 @@ pub fn network_scenario(
         host_loopback_mib_s: host_loopback,
         engines: report,
     };
-    std::fs::create_dir_all(out_dir)?;
-    std::fs::write(
-        out_dir.join("network.json"),
-        serde_json::to_string_pretty(&report)?,
-    )?;
-    let md = render(&report);
-    std::fs::write(out_dir.join("network.md"), &md)?;
-    print!("{md}");
-    Ok(())
+    crate::write_results(out_dir, "network", &report, &render(&report))
 }
 
 fn render(r: &NetReport) -> String {

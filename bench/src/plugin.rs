@@ -119,11 +119,6 @@ pub fn plugin(wasm_path: &Path, out_dir: &Path, calls: usize) -> anyhow::Result<
         call_get: get,
         targets,
     };
-    std::fs::create_dir_all(out_dir)?;
-    std::fs::write(
-        out_dir.join("plugin.json"),
-        serde_json::to_string_pretty(&result)?,
-    )?;
     let m = &result.machine;
     let row = |name: &str, l: &Latency| {
         format!(
@@ -152,7 +147,5 @@ pub fn plugin(wasm_path: &Path, out_dir: &Path, calls: usize) -> anyhow::Result<
     md += &row("call: get (WASI file reads)", &result.call_get);
     md += "\n";
     md += &crate::targets_table(&result.targets);
-    std::fs::write(out_dir.join("plugin.md"), &md)?;
-    print!("{md}");
-    Ok(())
+    crate::write_results(out_dir, "plugin", &result, &md)
 }

@@ -496,15 +496,7 @@ pub fn pull(
             met: vs_docker.is_some_and(|r| r >= 2.5),
         }],
     };
-    std::fs::create_dir_all(out_dir)?;
-    std::fs::write(
-        out_dir.join("pull.json"),
-        serde_json::to_string_pretty(&report)?,
-    )?;
-    let md = render(&report);
-    std::fs::write(out_dir.join("pull.md"), &md)?;
-    print!("{md}");
-    Ok(())
+    crate::write_results(out_dir, "pull", &report, &render(&report))
 }
 
 pub(crate) fn which(tool: &str) -> bool {

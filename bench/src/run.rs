@@ -342,15 +342,7 @@ pub fn run_scenario(
         ],
         engines,
     };
-    std::fs::create_dir_all(out_dir)?;
-    std::fs::write(
-        out_dir.join("run.json"),
-        serde_json::to_string_pretty(&report)?,
-    )?;
-    let md = render(&report);
-    std::fs::write(out_dir.join("run.md"), &md)?;
-    print!("{md}");
-    Ok(())
+    crate::write_results(out_dir, "run", &report, &render(&report))
 }
 
 fn render(r: &RunReport) -> String {

@@ -23,8 +23,9 @@ struct EngineStarts {
     all_starts_s: f64,
     /// `ps -a` with the started containers.
     ps_at_count: Latency,
-    /// One `create --network none IMAGE sleep` each, up to the second size.
-    create: Latency,
+    /// One `create --network none IMAGE sleep` each, up to the second size (none when
+    /// the second size is the first).
+    create: Option<Latency>,
     /// `ps -a` with every container.
     ps_at_total: Latency,
 }
@@ -177,15 +178,7 @@ pub fn starts(
         engines: results,
         targets,
     };
-    std::fs::create_dir_all(out_dir)?;
-    std::fs::write(
-        out_dir.join("starts.json"),
-        serde_json::to_string_pretty(&report)?,
-    )?;
-    let md = render(&report);
-    std::fs::write(out_dir.join("starts.md"), &md)?;
-    print!("{md}");
-    Ok(())
+    crate::write_results(out_dir, "starts", &report, &render(&report))
 }
 
 fn measure(
@@ -241,11 +234,7 @@ fn measure(
             start_detached: Latency::of(std::mem::take(&mut starts[e])),
             all_starts_s,
             ps_at_count: Latency::of(std::mem::take(&mut ps_small[e])),
-            create: if creates[e].is_empty() {
-                Latency::of(vec![Duration::ZERO])
-            } else {
-                Latency::of(std::mem::take(&mut creates[e]))
-            },
+            create: (!creates[e].is_empty()).then(|| Latency::of(std::mem::take(&mut creates[e]))),
             ps_at_total: Latency::of(std::mem::take(&mut ps_large[e])),
         });
     }
@@ -272,7 +261,9 @@ fn render(r: &StartsReport) -> String {
             ms(e.start_detached.p90_us),
             e.all_starts_s,
             ms(e.ps_at_count.median_us),
-            ms(e.create.median_us),
+            e.create
+                .as_ref()
+                .map_or_else(|| "-".into(), |c| ms(c.median_us)),
             ms(e.ps_at_total.median_us),
         ));
     }

@@ -131,12 +131,21 @@ impl Events {
         }))
     }
 
-    /// Records that `action` happened to the `kind` object `id`. Never blocks on disk.
-    pub fn emit(&self, kind: &str, action: &str, id: &str, attributes: BTreeMap<String, String>) {
+    /// Records that `action` happened to the `kind` object `id`, with `attributes` (pairs
+    /// or a map). Never blocks on disk.
+    pub fn emit<K: Into<String>, V: Into<String>>(
+        &self,
+        kind: &str,
+        action: &str,
+        id: &str,
+        attributes: impl IntoIterator<Item = (K, V)>,
+    ) {
+        let attributes = attributes
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
         let now = SystemTime::now();
-        let time_nano = now
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+        let time_nano = unix_nanos(now);
         let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
         let event = Arc::new(Event {
             seq: history.next_seq,
@@ -277,6 +286,12 @@ fn send_within<T>(sender: &std::sync::mpsc::SyncSender<T>, mut value: T, limit: 
             }
         }
     }
+}
+
+/// Nanoseconds since the Unix epoch (0 before it, saturating far after it).
+pub fn unix_nanos(at: SystemTime) -> i64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
 /// Parses a `since`/`until` value into nanoseconds since the epoch: RFC 3339, Unix seconds
@@ -461,7 +476,7 @@ mod tests {
         events.emit("container", "create", "c1", attrs(&[("name", "one")]));
         let (past, mut live) = events.subscribe(Some(0));
         assert_eq!(past.len(), 1);
-        events.emit("container", "start", "c1", BTreeMap::new());
+        events.emit("container", "start", "c1", attrs(&[]));
         let next = live.try_recv().unwrap();
         assert_eq!((next.seq, next.action.as_str()), (2, "start"));
         assert!(events.flush(Duration::from_secs(10)), "events not written");
@@ -480,7 +495,7 @@ mod tests {
         let (past, _) = reopened.subscribe(Some(0));
         let seen: Vec<(u64, &str)> = past.iter().map(|e| (e.seq, e.action.as_str())).collect();
         assert_eq!(seen, vec![(1, "create"), (2, "start")]);
-        reopened.emit("container", "die", "c1", BTreeMap::new());
+        reopened.emit("container", "die", "c1", attrs(&[]));
         let (past, _) = reopened.subscribe(Some(0));
         assert_eq!(past.last().map(|e| e.seq), Some(3), "numbering goes on");
         let (recent, _) = reopened.subscribe(Some(past[2].time_nano));

@@ -2,7 +2,7 @@
 //! the live stream until `until` or the caller leaves.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use berth_api::events::{EventsItem, EventsRequest, EventsServer};
 use jsonrpsee::core::{SubscriptionResult, async_trait};
@@ -11,7 +11,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::ApiError;
 use crate::daemon::Context;
-use crate::events::{Filter, parse_time};
+use crate::events::{Filter, parse_time, unix_nanos};
 
 /// Implements [`EventsServer`].
 #[derive(Debug)]
@@ -32,12 +32,6 @@ async fn send(sink: &SubscriptionSink, item: &EventsItem) -> bool {
         Ok(raw) => sink.send(raw).await.is_ok(),
         Err(_) => false,
     }
-}
-
-fn now_nanos() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
 #[async_trait]
@@ -83,7 +77,7 @@ impl EventsServer for EventsApi {
             }
         }
         let deadline = until.map(|u| {
-            let wait = u.saturating_sub(now_nanos()).max(0);
+            let wait = u.saturating_sub(unix_nanos(SystemTime::now())).max(0);
             tokio::time::Instant::now() + Duration::from_nanos(wait as u64)
         });
         let until_passed = async {

@@ -47,11 +47,9 @@ impl ImageApi {
     }
 
     fn emit(&self, action: &str, id: &str, name: Option<&str>) {
-        let mut attributes = std::collections::BTreeMap::new();
-        if let Some(name) = name {
-            attributes.insert("name".to_owned(), name.to_owned());
-        }
-        self.ctx.events.emit("image", action, id, attributes);
+        self.ctx
+            .events
+            .emit("image", action, id, name.map(|n| ("name", n)));
     }
 
     fn unpack_options(&self) -> UnpackOptions {
@@ -119,8 +117,8 @@ impl ImageServer for ImageApi {
             pending,
             |progress| async move {
                 let pushed = image::push::push(images, request, progress).await?;
-                let name = [("name".to_owned(), pushed.reference.clone())];
-                events.emit("image", "push", &pushed.digest, name.into_iter().collect());
+                let name = [("name", pushed.reference.as_str())];
+                events.emit("image", "push", &pushed.digest, name);
                 Ok(pushed)
             },
             |e| matches!(e, PushEvent::Done(_)),

@@ -31,11 +31,9 @@ impl NetworkApi {
     }
 
     fn emit(&self, action: &str, id: &str, attributes: &[(&str, &str)]) {
-        let attributes = attributes
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        self.ctx.events.emit("network", action, id, attributes);
+        self.ctx
+            .events
+            .emit("network", action, id, attributes.iter().copied());
     }
 
     async fn container(&self, key: String) -> RpcResult<crate::container::ContainerRecord> {

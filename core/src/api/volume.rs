@@ -39,11 +39,7 @@ impl VolumeApi {
     }
 
     fn emit(&self, kind: &str, action: &str, name: &str, extra: &[(&str, &str)]) {
-        let mut attributes: std::collections::BTreeMap<String, String> = extra
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        attributes.insert("name".to_owned(), name.to_owned());
+        let attributes = extra.iter().copied().chain([("name", name)]);
         self.ctx.events.emit(kind, action, name, attributes);
     }
 }

@@ -542,21 +542,16 @@ impl Containers {
     fn emit_volumes(&self, action: &str, record: &ContainerRecord) {
         for volume in &record.volumes {
             let attributes = [
-                ("name", volume.name.clone()),
-                ("driver", volume.driver.clone()),
-                ("container", record.id.clone()),
-                ("destination", volume.target.clone()),
-                ("read_write", (!volume.read_only).to_string()),
+                ("name", volume.name.as_str()),
+                ("driver", &volume.driver),
+                ("container", &record.id),
+                ("destination", &volume.target),
+                (
+                    "read_write",
+                    if volume.read_only { "false" } else { "true" },
+                ),
             ];
-            self.events.emit(
-                "volume",
-                action,
-                &volume.name,
-                attributes
-                    .into_iter()
-                    .map(|(k, v)| (k.to_owned(), v))
-                    .collect(),
-            );
+            self.events.emit("volume", action, &volume.name, attributes);
         }
     }
 

@@ -322,10 +322,7 @@ pub fn prepare(config: Config) -> Result<Prepared, Error> {
     ));
     let trap_events = Arc::clone(&events);
     plugins.on_failure(Arc::new(move |plugin, function, reason| {
-        let attributes = [("name", plugin), ("function", function), ("reason", reason)]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
+        let attributes = [("name", plugin), ("function", function), ("reason", reason)];
         trap_events.emit("plugin", "trap", plugin, attributes);
     }));
     let auth = prepare_auth(&config)?;

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use berth_tests::{Daemon, bin, import_busybox, require_root};
+use berth_tests::{Daemon, bin, import_busybox, require_root, until_now};
 
 fn out(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -35,14 +35,6 @@ fn actions(events: &[serde_json::Value], kind: &str, name: &str) -> Vec<String> 
         .filter(|e| e["type"] == kind && e["attributes"]["name"] == name)
         .map(|e| e["action"].as_str().unwrap_or_default().to_owned())
         .collect()
-}
-
-/// Unix seconds a little ahead of now: an `--until` that includes what just happened.
-fn until_now() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap();
-    format!("{:.3}", now.as_secs_f64() + 0.5)
 }
 
 #[test]

@@ -416,12 +416,7 @@ fn plugin_management() {
     assert_eq!(ok(&d, &["plugin", "ls", "-q"]), "bridge\nlocal\n");
 
     // Everything above is in the event log, in order.
-    let until = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-        + 0.5;
-    let until = format!("{until:.3}");
+    let until = berth_tests::until_now();
     let events = ok(
         &d,
         &[

@@ -630,3 +630,12 @@ pub fn ensure_user(user: &str, groups: &[&str]) {
         assert!(ok.success(), "usermod {user}");
     }
 }
+
+/// Unix seconds a little ahead of now: a `berth events --until` that includes what just
+/// happened and ends the stream by itself.
+pub fn until_now() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970");
+    format!("{:.3}", now.as_secs_f64() + 0.5)
+}

@@ -532,14 +532,7 @@ fn render(r: &PullReport) -> String {
         }
         s.push_str(".\n");
     }
-    for t in &r.targets {
-        s.push_str(&format!(
-            "Target: {} {} — {} ({}).\n",
-            t.name,
-            t.target,
-            t.measured,
-            if t.met { "met" } else { "NOT met" }
-        ));
-    }
+    s.push('\n');
+    s.push_str(&crate::targets_table(&r.targets));
     s
 }

@@ -1,6 +1,7 @@
 //! Embeds the default drivers into berthd, which installs them on first start: the `local`
 //! volume driver (plugins/dist/local.wasm), the `bridge` network driver
-//! (plugins/dist/bridge.wasm) and the `rego` authorization policy (plugins/dist/rego.wasm),
+//! (plugins/dist/bridge.wasm), the `rego` authorization policy (plugins/dist/rego.wasm) and
+//! the `json-file` and `syslog` logging drivers (plugins/dist/json-file.wasm, syslog.wasm),
 //! all made by plugins/build.sh. Without a file berthd still
 //! builds, and says at start that the driver needs installing by hand.
 
@@ -9,6 +10,12 @@ fn main() {
         ("local", "berth_embedded_local", "BERTH_LOCAL_WASM"),
         ("bridge", "berth_embedded_bridge", "BERTH_BRIDGE_WASM"),
         ("rego", "berth_embedded_rego", "BERTH_REGO_WASM"),
+        (
+            "json-file",
+            "berth_embedded_json_file",
+            "BERTH_JSON_FILE_WASM",
+        ),
+        ("syslog", "berth_embedded_syslog", "BERTH_SYSLOG_WASM"),
     ] {
         let wasm = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join(format!("../plugins/dist/{name}.wasm"));

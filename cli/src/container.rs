@@ -124,6 +124,13 @@ pub struct CreateArgs {
     /// Add a line to /etc/hosts: NAME:IP.
     #[arg(long = "add-host")]
     pub add_host: Vec<String>,
+    /// Logging driver: `local` (the local log only), `json-file`, `syslog` or another
+    /// installed logging plugin.
+    #[arg(long, value_name = "DRIVER")]
+    pub log_driver: Option<String>,
+    /// Logging driver option KEY=VALUE (repeatable).
+    #[arg(long = "log-opt", value_name = "KEY=VALUE")]
+    pub log_opt: Vec<String>,
     /// Mount: type=volume[,source=NAME],target=/path[,readonly][,volume-driver=D][,volume-opt=K=V],
     /// type=bind,source=/host,target=/path[,readonly] or
     /// type=tmpfs,target=/path[,tmpfs-size=64m][,tmpfs-mode=1777].
@@ -253,6 +260,15 @@ fn request(args: &CreateArgs) -> anyhow::Result<CreateRequest> {
         dns: args.dns.clone(),
         dns_search: args.dns_search.clone(),
         add_hosts: args.add_host.clone(),
+        log_driver: args.log_driver.clone(),
+        log_opts: args
+            .log_opt
+            .iter()
+            .map(|o| match o.split_once('=') {
+                Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+                _ => bail!("invalid --log-opt {o:?}: use KEY=VALUE"),
+            })
+            .collect::<anyhow::Result<_>>()?,
     })
 }
 

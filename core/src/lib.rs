@@ -2,7 +2,7 @@
 //! (`authz`), wiring and lifecycle (`daemon`), the
 //! state database (`store`) and host facts (`host`); images (`image`, `content`), snapshots,
 //! containers and their runtime, the WebAssembly plugin host (`plugin_host`), installed plugins (`plugin`),
-//! volumes (`volume`) and networks (`network`).
+//! volumes (`volume`), networks (`network`) and log delivery to logging drivers (`logs`).
 
 pub mod api;
 pub mod authz;
@@ -13,6 +13,7 @@ pub mod events;
 pub mod fsutil;
 pub mod host;
 pub mod image;
+pub mod logs;
 pub mod network;
 pub mod plugin;
 pub mod plugin_host;

@@ -207,7 +207,27 @@ fn read_from(path: &PathBuf, offset: &mut u64) -> Vec<logfile::Record> {
 
 #[async_trait]
 impl ContainerServer for ContainerApi {
-    async fn create(&self, request: CreateRequest) -> RpcResult<CreateResult> {
+    async fn create(&self, mut request: CreateRequest) -> RpcResult<CreateResult> {
+        // The daemon's default logging driver is recorded in the container, as docker does,
+        // so a later change of the default does not change existing containers.
+        if request.log_driver.is_none() {
+            request.log_driver = Some(self.ctx.config.log_driver.clone());
+            if request.log_opts.is_empty() {
+                request.log_opts = self
+                    .ctx
+                    .config
+                    .log_opts
+                    .iter()
+                    .filter_map(|o| o.split_once('='))
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect();
+            }
+        }
+        self.ctx
+            .logs
+            .check(&request)
+            .await
+            .map_err(|e| berth_api::error::rpc_error(e.kind(), e.to_string()))?;
         // Volumes are made and mounted, then the container is written: run to the end even
         // if the caller goes away, so no volume is left mounted for nobody.
         let ctx = Arc::clone(&self.ctx);
@@ -855,6 +875,7 @@ impl ContainerServer for ContainerApi {
             .blocking(move |c| Ok((c.inspect(&id)?, c.resolve(&id)?)))
             .await?;
         details.network_settings = self.ctx.networks.settings(&record).await;
+        details.log_delivery = self.ctx.logs.status(&record.id);
         Ok(details)
     }
 
@@ -865,6 +886,17 @@ impl ContainerServer for ContainerApi {
 
     async fn logs(&self, id: String, request: Option<LogsRequest>) -> RpcResult<Vec<LogLine>> {
         let request = request.unwrap_or_default();
+        let key = id.clone();
+        let record = self.blocking(move |c| c.resolve(&key)).await?;
+        if let Some(lines) = self
+            .ctx
+            .logs
+            .read_back(&record, &request)
+            .await
+            .map_err(|e| berth_api::error::rpc_error(e.kind(), e.to_string()))?
+        {
+            return Ok(lines);
+        }
         self.blocking(move |c| {
             let (_, path) = c.log_path(&id)?;
             let records = logfile::read_all(&path).map_err(|source| container::Error::Io {
@@ -893,7 +925,21 @@ impl ContainerServer for ContainerApi {
                 return Ok(());
             }
         };
+        let reader = match self.ctx.logs.open_reader(&record, &request, true).await {
+            Ok(r) => r,
+            Err(e) => {
+                pending
+                    .reject(berth_api::error::rpc_error(e.kind(), e.to_string()))
+                    .await;
+                return Ok(());
+            }
+        };
         let sink = pending.accept().await?;
+        if let Some((driver, reader)) = reader {
+            self.follow_driver(&sink, &record.id, driver, reader, &path)
+                .await?;
+            return Ok(());
+        }
         let (tx, mut rx) = tokio::sync::mpsc::channel::<LogLine>(1024);
         let containers = Arc::clone(&self.ctx.containers);
         let container_dir = path.parent().map(|p| p.to_path_buf()).unwrap_or_default();
@@ -904,6 +950,86 @@ impl ContainerServer for ContainerApi {
             if sink.send(msg).await.is_err() {
                 return Ok(());
             }
+        }
+        let _ = sink
+            .send(serde_json::value::to_raw_value(&LogEvent::End)?)
+            .await;
+        Ok(())
+    }
+}
+
+impl ContainerApi {
+    /// `logs -f` served by a logging driver that reads back: its records until the
+    /// container has stopped and its delivery has finished, then `End`.
+    async fn follow_driver(
+        &self,
+        sink: &jsonrpsee::SubscriptionSink,
+        id: &str,
+        driver: Arc<crate::plugin_host::LoggingDriver>,
+        reader: Option<crate::plugin_host::ReaderId>,
+        log_path: &std::path::Path,
+    ) -> Result<(), serde_json::Error> {
+        let bundle = self.ctx.containers.bundle_dir(id);
+        let container_dir = log_path
+            .parent()
+            .map(|p| p.to_path_buf())
+            .unwrap_or_default();
+        let mut reader = reader;
+        let mut last_round = false;
+        loop {
+            let stopped =
+                bundle.join(crate::runtime::files::EXIT).exists() || !container_dir.exists();
+            let finished = stopped && !self.ctx.logs.is_active(id);
+            if reader.is_none() && !finished {
+                // Nothing stored yet: open again once the first records arrive.
+                let key = id.to_owned();
+                if let Ok(record) = self.blocking(move |c| c.resolve(&key)).await
+                    && let Ok(Some((_, r))) = self
+                        .ctx
+                        .logs
+                        .open_reader(&record, &LogsRequest::default(), true)
+                        .await
+                {
+                    reader = r;
+                }
+            }
+            let batch = match reader {
+                Some(r) => match driver.next(r, 1024).await {
+                    Ok(batch) => batch,
+                    Err(e) => {
+                        tracing::warn!(container = %id, "logs -f: {e}");
+                        break;
+                    }
+                },
+                None => Vec::new(),
+            };
+            if batch.is_empty() {
+                if last_round {
+                    break;
+                }
+                // One more read after delivery finished: the records it closed with.
+                last_round = finished;
+                if !last_round {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                        _ = sink.closed() => break,
+                    }
+                }
+                continue;
+            }
+            for entry in batch {
+                let msg =
+                    serde_json::value::to_raw_value(&LogEvent::Line(crate::logs::to_line(entry)))?;
+                if sink.send(msg).await.is_err() {
+                    if let Some(r) = reader {
+                        driver.close_reader(r).await;
+                    }
+                    return Ok(());
+                }
+            }
+        }
+        if let Some(r) = reader {
+            driver.close_reader(r).await;
         }
         let _ = sink
             .send(serde_json::value::to_raw_value(&LogEvent::End)?)

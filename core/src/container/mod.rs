@@ -483,9 +483,24 @@ pub struct Containers {
     shim_binary: PathBuf,
     events: Arc<crate::events::Events>,
     network_hooks: std::sync::OnceLock<Arc<dyn NetworkHooks>>,
+    log_hooks: std::sync::OnceLock<Arc<dyn LogHooks>>,
+    /// Rotation of each container's local log: bytes per file, files kept.
+    local_log: (u64, u32),
     /// Containers whose restart policy wanted them started at daemon start before
     /// networking was up.
     deferred_restarts: std::sync::Mutex<Vec<String>>,
+}
+
+/// What the container lifecycle asks of log delivery (to logging drivers), which lives
+/// above this module. Called on blocking threads.
+pub trait LogHooks: Send + Sync + std::fmt::Debug {
+    /// Opens the container's log with its driver, before its shim starts: an error (bad
+    /// `--log-opt`, unknown driver) fails the start.
+    fn open(&self, record: &ContainerRecord) -> std::result::Result<(), String>;
+    /// The container's process ended (or never started): deliver what is left, then close.
+    fn exited(&self, container_id: &str);
+    /// The container is gone: stop delivering and remove what its driver stored.
+    fn removed(&self, record: &ContainerRecord);
 }
 
 /// What the container lifecycle asks of networking, which lives above this module.
@@ -505,6 +520,7 @@ impl Containers {
         images: Arc<Images>,
         shim_binary: PathBuf,
         events: Arc<crate::events::Events>,
+        local_log: (u64, u32),
     ) -> Result<Containers> {
         let dir = data_root.join("containers");
         std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
@@ -521,6 +537,8 @@ impl Containers {
             shim_binary,
             events,
             network_hooks: std::sync::OnceLock::new(),
+            log_hooks: std::sync::OnceLock::new(),
+            local_log,
             deferred_restarts: std::sync::Mutex::default(),
         })
     }
@@ -585,6 +603,17 @@ impl Containers {
             }
         }
         live
+    }
+
+    /// Connects the lifecycle to log delivery (once, when the plugins have started).
+    pub fn set_log_hooks(&self, hooks: Arc<dyn LogHooks>) {
+        let _ = self.log_hooks.set(hooks);
+    }
+
+    fn log_exited(&self, id: &str) {
+        if let Some(h) = self.log_hooks.get() {
+            h.exited(id);
+        }
     }
 
     fn network_detach(&self, id: &str) {
@@ -1004,7 +1033,8 @@ impl Containers {
             work_dir: dir.join("work"),
             rootfs: dir.join("rootfs"),
             log_path: dir.join("container.log"),
-            log_max_bytes: 100 * 1024 * 1024,
+            log_max_bytes: self.local_log.0,
+            log_max_files: self.local_log.1,
             tty: record.config.tty,
             open_stdin: record.config.open_stdin,
             etc_files: vec![
@@ -1082,6 +1112,15 @@ impl Containers {
                 });
             }
         }
+        if let Some(hooks) = self.log_hooks.get()
+            && let Err(message) = hooks.open(&record)
+        {
+            self.network_detach(&record.id);
+            return Err(Error::StartFailed {
+                message: format!("logging driver: {message}"),
+                exit_code: 125,
+            });
+        }
         let mut command = std::process::Command::new(&self.shim_binary);
         command.arg("start").arg(&bundle);
         if await_attach {
@@ -1092,6 +1131,7 @@ impl Containers {
             .output()
             .map_err(|source| {
                 self.network_detach(&record.id);
+                self.log_exited(&record.id);
                 Error::Io {
                     id: record.id.clone(),
                     what: "run berth-shim",
@@ -1129,6 +1169,7 @@ impl Containers {
             record.state.finished_at = Some(now());
             self.save(&record)?;
             self.network_detach(&record.id);
+            self.log_exited(&record.id);
             Err(Error::StartFailed { message, exit_code })
         }
     }
@@ -1164,6 +1205,7 @@ impl Containers {
         record.state.finished_at = Some(exit.finished_at.clone());
         self.save(&record)?;
         self.network_detach(&record.id);
+        self.log_exited(&record.id);
         // Once per run, whichever of the monitor, `rm -f` or reconcile records it first.
         if was_live {
             if exit.oom_killed {
@@ -1340,6 +1382,9 @@ impl Containers {
             what: "remove its files",
             source,
         })?;
+        if let Some(h) = self.log_hooks.get() {
+            h.removed(&record);
+        }
         self.emit_volumes("unmount", &record);
         self.emit("destroy", &record, &[]);
         Ok(())
@@ -1638,6 +1683,7 @@ impl Containers {
             bundle: self.bundle(&r.id).display().to_string(),
             mounts: mount_points(&r),
             network_settings: Default::default(),
+            log_delivery: None,
         })
     }
 

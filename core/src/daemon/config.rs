@@ -82,6 +82,16 @@ pub struct Config {
     /// Where authorization decisions are logged (JSON lines) [default:
     /// DATA_ROOT/authz/decisions.log].
     pub authz_decision_log: Option<PathBuf>,
+    /// Logging driver of containers that name none: `local` (the local log only) or an
+    /// installed logging plugin (`json-file`, `syslog`, ...).
+    pub log_driver: String,
+    /// `KEY=VALUE` options for that default driver (`--log-opt`s of containers that name no
+    /// driver).
+    pub log_opts: Vec<String>,
+    /// Size at which a container's local log is rotated, in bytes.
+    pub local_log_max_size: u64,
+    /// Local log files kept per container, the live one included.
+    pub local_log_max_files: u32,
 }
 
 impl Default for Config {
@@ -114,6 +124,10 @@ impl Default for Config {
             authz_policy: Vec::new(),
             authz_data: Vec::new(),
             authz_decision_log: None,
+            log_driver: "local".to_owned(),
+            log_opts: Vec::new(),
+            local_log_max_size: 100 * 1024 * 1024,
+            local_log_max_files: 2,
         }
     }
 }
@@ -214,6 +228,18 @@ pub struct Args {
     /// Authorization decision log (JSON lines).
     #[arg(long, value_name = "PATH")]
     pub authz_decision_log: Option<PathBuf>,
+    /// Default logging driver of containers [default: local].
+    #[arg(long, value_name = "DRIVER")]
+    pub log_driver: Option<String>,
+    /// Option of the default logging driver, KEY=VALUE (repeatable; replaces the file's list).
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub log_opts: Vec<String>,
+    /// Size in bytes at which a container's local log rotates [default: 104857600].
+    #[arg(long, value_name = "BYTES")]
+    pub local_log_max_size: Option<u64>,
+    /// Local log files kept per container [default: 2].
+    #[arg(long, value_name = "N")]
+    pub local_log_max_files: Option<u32>,
 }
 
 impl Args {
@@ -263,6 +289,10 @@ impl Args {
             authz_policy,
             authz_data,
             authz_decision_log,
+            log_driver,
+            log_opts,
+            local_log_max_size,
+            local_log_max_files,
         } = self.clone();
         macro_rules! over {
             ($($field:ident),*) => { $( if let Some(v) = $field { cfg.$field = v; } )* };
@@ -282,7 +312,10 @@ impl Args {
             bridge_subnet,
             default_address_pool,
             default_address_pool_size,
-            insecure_tcp
+            insecure_tcp,
+            log_driver,
+            local_log_max_size,
+            local_log_max_files
         );
         for (flag, field) in [
             (tls_cert, &mut cfg.tls_cert),
@@ -310,6 +343,7 @@ impl Args {
             (listen, &mut cfg.listen),
             (registry_mirrors, &mut cfg.registry_mirrors),
             (insecure_registries, &mut cfg.insecure_registries),
+            (log_opts, &mut cfg.log_opts),
         ] {
             if !flag.is_empty() {
                 *field = flag;
@@ -369,6 +403,18 @@ impl Config {
         }
         if self.max_batch_len == 0 {
             return bad("max-batch-len", "must be at least 1".to_owned());
+        }
+        if let Some(opt) = self.log_opts.iter().find(|o| !o.contains('=')) {
+            return bad("log-opts", format!("{opt:?} is not KEY=VALUE"));
+        }
+        if self.local_log_max_size < 4096 {
+            return bad(
+                "local-log-max-size",
+                "must be at least 4096 bytes".to_owned(),
+            );
+        }
+        if !(1..=100).contains(&self.local_log_max_files) {
+            return bad("local-log-max-files", "must be from 1 to 100".to_owned());
         }
         if !self.bridge_name.starts_with("berth")
             || self.bridge_name.len() > 15

@@ -169,6 +169,8 @@ pub struct Context {
     pub volumes: Arc<crate::volume::Volumes>,
     /// Networks.
     pub networks: Arc<crate::network::Networks>,
+    /// Delivery of container logs to logging drivers.
+    pub logs: Arc<crate::logs::Delivery>,
     /// This data root's id.
     pub daemon_id: String,
     /// When berthd started.
@@ -297,6 +299,7 @@ pub fn prepare(config: Config) -> Result<Prepared, Error> {
         Arc::clone(&images),
         shim_binary,
         Arc::clone(&events),
+        (config.local_log_max_size, config.local_log_max_files),
     )?);
     let plugins = Arc::new(crate::plugin::Plugins::open(
         &config.data_root,
@@ -412,6 +415,10 @@ pub fn prepare(config: Config) -> Result<Prepared, Error> {
             source,
         })?;
     }
+    let logs = Arc::new(crate::logs::Delivery::new(
+        Arc::clone(&plugins),
+        &config.data_root,
+    ));
     Ok(Prepared {
         ctx: Arc::new(Context {
             config,
@@ -422,6 +429,7 @@ pub fn prepare(config: Config) -> Result<Prepared, Error> {
             containers,
             plugins,
             volumes,
+            logs,
             networks,
             daemon_id,
             started: Instant::now(),
@@ -496,6 +504,26 @@ impl Prepared {
                 Arc::clone(&ctx.networks),
                 Arc::clone(&ctx.images),
             )));
+        // Delivery resumes for the containers that ran on while berthd was down.
+        ctx.logs.start(tokio::runtime::Handle::current());
+        let (containers, logs, ids) = (
+            Arc::clone(&ctx.containers),
+            Arc::clone(&ctx.logs),
+            running.clone(),
+        );
+        let resumed = tokio::task::spawn_blocking(move || {
+            let records: Vec<_> = ids
+                .iter()
+                .filter_map(|id| containers.resolve(id).ok())
+                .collect();
+            logs.resume(&records);
+        })
+        .await;
+        if let Err(e) = resumed {
+            warn!("resuming log delivery failed: {e}");
+        }
+        ctx.containers
+            .set_log_hooks(Arc::clone(&ctx.logs) as Arc<dyn crate::container::LogHooks>);
         let containers = Arc::clone(&ctx.containers);
         let mut running = running;
         match tokio::task::spawn_blocking(move || containers.start_deferred()).await {

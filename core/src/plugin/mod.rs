@@ -17,7 +17,8 @@ use tracing::{info, warn};
 
 use crate::image::Images;
 use crate::plugin_host::{
-    self, Authorizer, LoadedComponent, NetworkDriver, PluginHost, PluginKind, VolumeDriver,
+    self, Authorizer, LoadedComponent, LoggingDriver, NetworkDriver, PluginHost, PluginKind,
+    VolumeDriver,
 };
 use crate::store::{self, Store, q};
 
@@ -53,6 +54,21 @@ pub const REGO_POLICY: &str = "rego";
 const EMBEDDED_REGO: Option<&[u8]> = Some(include_bytes!(env!("BERTH_REGO_WASM")));
 #[cfg(not(berth_embedded_rego))]
 const EMBEDDED_REGO: Option<&[u8]> = None;
+
+/// Names of the built-in logging drivers, installed on first start.
+pub const JSON_FILE_LOG_DRIVER: &str = "json-file";
+/// See [`JSON_FILE_LOG_DRIVER`].
+pub const SYSLOG_LOG_DRIVER: &str = "syslog";
+
+/// The `json-file` and `syslog` logging drivers, built into berthd (see build.rs).
+#[cfg(berth_embedded_json_file)]
+const EMBEDDED_JSON_FILE: Option<&[u8]> = Some(include_bytes!(env!("BERTH_JSON_FILE_WASM")));
+#[cfg(not(berth_embedded_json_file))]
+const EMBEDDED_JSON_FILE: Option<&[u8]> = None;
+#[cfg(berth_embedded_syslog)]
+const EMBEDDED_SYSLOG: Option<&[u8]> = Some(include_bytes!(env!("BERTH_SYSLOG_WASM")));
+#[cfg(not(berth_embedded_syslog))]
+const EMBEDDED_SYSLOG: Option<&[u8]> = None;
 
 /// Largest policy or data file an authz plugin's `policy`/`data` setting may name.
 const MAX_POLICY_FILE_BYTES: u64 = 8 << 20;
@@ -164,6 +180,7 @@ enum Live {
     Volume(Arc<VolumeDriver>),
     Network(Arc<NetworkDriver>),
     Authz(Arc<Authorizer>),
+    Logging(Arc<LoggingDriver>),
 }
 
 /// berthd's authorization set-up: the chain of policy plugins (from its configuration, never
@@ -316,6 +333,8 @@ impl Plugins {
             (DEFAULT_VOLUME_DRIVER, EMBEDDED_LOCAL),
             (DEFAULT_NETWORK_DRIVER, EMBEDDED_BRIDGE),
             (REGO_POLICY, EMBEDDED_REGO),
+            (JSON_FILE_LOG_DRIVER, EMBEDDED_JSON_FILE),
+            (SYSLOG_LOG_DRIVER, EMBEDDED_SYSLOG),
         ] {
             // Compiling the policy engine costs most of a second: only when it is used.
             if name == REGO_POLICY
@@ -445,10 +464,13 @@ impl Plugins {
                 let policy = self.host.authorizer(name, loaded, config).await?;
                 Ok(Live::Authz(Arc::new(policy)))
             }
-            other => Err(Error::Invalid(format!(
-                "plugin {name} is a {} plugin: this berthd runs volume, network and authz plugins only (logging plugins arrive with their subsystem)",
-                other.name()
-            ))),
+            PluginKind::Logging => {
+                let driver = self
+                    .host
+                    .logging_driver(name, loaded, &self.state_dir(name), config)
+                    .await?;
+                Ok(Live::Logging(Arc::new(driver)))
+            }
         }
     }
 
@@ -639,6 +661,7 @@ impl Plugins {
             Some(Live::Volume(d)) => d.stats(),
             Some(Live::Network(d)) => d.stats(),
             Some(Live::Authz(p)) => p.stats(),
+            Some(Live::Logging(d)) => d.stats(),
             None => Default::default(),
         };
         let state = match (&live, record.enabled) {
@@ -696,12 +719,6 @@ impl Plugins {
             return Err(Error::Exists(name));
         }
         let loaded = self.load(&name, bytes.clone()).await?;
-        if loaded.kind == PluginKind::Logging {
-            return Err(Error::Invalid(format!(
-                "plugin {name} is a {} plugin: this berthd runs volume, network and authz plugins only (logging plugins arrive with their subsystem)",
-                loaded.kind.name()
-            )));
-        }
         // A stale directory (an install interrupted before its record was written) goes.
         self.remove_dir(&name).await;
         self.write_component(&name, &bytes).await?;
@@ -908,6 +925,15 @@ impl Plugins {
     pub async fn network_driver(&self, name: &str) -> Result<Arc<NetworkDriver>> {
         self.live_driver(name, PluginKind::Network, |live| match live {
             Live::Network(d) => Some(Arc::clone(d)),
+            _ => None,
+        })
+        .await
+    }
+
+    /// The running logging driver `name`.
+    pub async fn logging_driver(&self, name: &str) -> Result<Arc<LoggingDriver>> {
+        self.live_driver(name, PluginKind::Logging, |live| match live {
+            Live::Logging(d) => Some(Arc::clone(d)),
             _ => None,
         })
         .await

@@ -308,6 +308,10 @@ impl Authorizer {
         None
     }
 
+    fn connect_grant(&self) -> Option<Arc<super::logging::ConnectGrant>> {
+        None
+    }
+
     /// `authorize`. An error (the policy's own, a trap, a deadline) is the caller's to turn
     /// into a denial.
     pub async fn authorize(&self, request: &AuthzRequest) -> Result<Decision> {

@@ -166,7 +166,7 @@ pub(super) use call;
 /// The methods every driver handle shares (instantiate, configure, count, stats), for a
 /// handle with fields `name`, `engine`, `pre`, `config`, `limits`, `failures`, `instance`
 /// and `stats`,
-/// methods `preopen` and `net_host`, and a store made by `new_store`.
+/// methods `preopen`, `net_host` and `connect_grant`, and a store made by `new_store`.
 macro_rules! driver_methods {
     () => {
         fn failed(&self, function: &'static str, reason: String) -> $crate::plugin_host::Error {
@@ -193,6 +193,7 @@ macro_rules! driver_methods {
                 self.preopen(),
                 &self.limits,
                 self.net_host(),
+                self.connect_grant(),
             )
             .map_err(|e| self.failed("instantiate", format!("{e:#}")))?;
             $crate::plugin_host::sandbox::arm_deadline(&mut store, self.limits.call_timeout);

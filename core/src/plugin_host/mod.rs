@@ -1,7 +1,7 @@
 //! The plugin host: one wasmtime engine with an epoch ticker, compiled components cached on
 //! disk, and per-world sandboxes. A plugin is a WebAssembly component implementing one world
 //! of `plugins-api/wit`; it gets only its world's imports (WASI without sockets, `host-log`,
-//! one preopened state directory), a memory cap, a handle cap, a per-call byte cap and a
+//! one preopened state directory; logging drivers get sockets to the addresses they are granted), a memory cap, a handle cap, a per-call byte cap and a
 //! deadline per call. A trap, a missed deadline or a hit limit fails that call with a clean
 //! error and discards the instance; the next call gets a fresh one. Nothing from wasmtime
 //! leaves this module: the rest of core sees typed handles such as [`VolumeDriver`].
@@ -9,6 +9,7 @@
 mod authz;
 mod cache;
 mod driver;
+mod logging;
 mod network;
 mod sandbox;
 mod volume;
@@ -24,6 +25,10 @@ use wasmtime::{Config, Engine};
 pub use authz::{
     Authorizer, AuthzRequest, Candidate, Decision, FILTER_CHUNK, Identity, ResourceKind, Target,
     TlsClient, Transport, UnixPeer, Visibility,
+};
+pub use logging::{
+    ALLOW_CONNECT_KEY, ConnectGrant, LogContainer, LogEntry, LoggingCapabilities, LoggingDriver,
+    ReadRequest, ReaderId, StreamId,
 };
 pub use network::{
     Cidr, EndpointFacts, Forward, JoinFacts, LinkKind, LinkName, Namespace, NetError, NetFuture,
@@ -435,6 +440,38 @@ impl PluginHost {
 }
 
 impl PluginHost {
+    /// A logging driver running `component`, with `state_dir` as its `/state`.
+    pub async fn logging_driver(
+        &self,
+        name: &str,
+        component: &LoadedComponent,
+        state_dir: &Path,
+        config: Vec<(String, String)>,
+    ) -> Result<LoggingDriver> {
+        if component.kind != PluginKind::Logging {
+            return Err(Error::UnknownWorld {
+                plugin: name.to_owned(),
+                message: format!(
+                    "it is a {} plugin, not a logging driver",
+                    component.kind.name()
+                ),
+            });
+        }
+        let driver = LoggingDriver::new(
+            self.engine.clone(),
+            Arc::from(name),
+            &component.component,
+            state_dir.to_path_buf(),
+            config,
+            Oversight {
+                limits: self.limits,
+                failures: self.failures.clone(),
+            },
+        )?;
+        driver.warm_up().await?;
+        Ok(driver)
+    }
+
     /// An authorization policy running `component`, configured with `config`. The first
     /// instance is made now, so a policy that does not compile fails here.
     pub async fn authorizer(

@@ -692,6 +692,10 @@ impl NetworkDriver {
         Some(Arc::clone(&self.net))
     }
 
+    fn connect_grant(&self) -> Option<Arc<super::logging::ConnectGrant>> {
+        None
+    }
+
     /// `create-network`.
     pub async fn create_network(&self, r: &NetworkRequest) -> Result<NetworkFacts> {
         self.count();

@@ -15,6 +15,7 @@ use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, io, random};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::Limits;
+use super::logging::ConnectGrant;
 use super::network::NetHost;
 
 /// A limit an instance ran into, kept typed so the error says which.
@@ -142,17 +143,27 @@ impl PluginState {
 }
 
 /// Makes a store for one instance of `plugin`: `state_dir` (if any) preopened read-write
-/// as `/state`, nothing else of the host's filesystem, no network, the caps in `limits`.
+/// as `/state`, nothing else of the host's filesystem, no network but the addresses of
+/// `connect` (if any), the caps in `limits`.
 pub(super) fn new_store(
     engine: &Engine,
     plugin: Arc<str>,
     state_dir: Option<&Path>,
     limits: &Limits,
     net: Option<Arc<dyn NetHost>>,
+    connect: Option<Arc<ConnectGrant>>,
 ) -> wasmtime::Result<Store<PluginState>> {
     let mut wasi = WasiCtxBuilder::new();
     if let Some(state_dir) = state_dir {
         wasi.preopened_dir(state_dir, "/state", FsPerms::ReadWrite)?;
+    }
+    if let Some(grant) = connect {
+        wasi.allow_tcp(grant.grants_tcp())
+            .allow_udp(grant.grants_udp())
+            .socket_addr_check(move |address, usage| {
+                let allowed = grant.allows(address, usage);
+                Box::pin(async move { allowed })
+            });
     }
     let mut table = ResourceTable::new();
     table.set_max_capacity(limits.handles);
@@ -257,5 +268,22 @@ pub(super) fn add_wasi(linker: &mut Linker<PluginState>) -> wasmtime::Result<()>
     cli::terminal_stdin::add_to_linker::<S, WasiCli>(linker, S::cli)?;
     cli::terminal_stdout::add_to_linker::<S, WasiCli>(linker, S::cli)?;
     cli::terminal_stderr::add_to_linker::<S, WasiCli>(linker, S::cli)?;
+    Ok(())
+}
+
+/// Adds WASI 0.2 sockets to `linker`, for worlds whose plugins may be granted addresses
+/// (logging drivers). What a store may reach is its [`ConnectGrant`]: without one every
+/// socket operation is refused; name lookups always are.
+pub(super) fn add_sockets(linker: &mut Linker<PluginState>) -> wasmtime::Result<()> {
+    use wasmtime_wasi::p2::bindings::sockets;
+    use wasmtime_wasi::sockets::{WasiSockets, WasiSocketsView};
+    type S = PluginState;
+    sockets::tcp_create_socket::add_to_linker::<S, WasiSockets>(linker, S::sockets)?;
+    sockets::tcp::add_to_linker::<S, WasiSockets>(linker, S::sockets)?;
+    sockets::udp_create_socket::add_to_linker::<S, WasiSockets>(linker, S::sockets)?;
+    sockets::udp::add_to_linker::<S, WasiSockets>(linker, S::sockets)?;
+    sockets::instance_network::add_to_linker::<S, WasiSockets>(linker, S::sockets)?;
+    sockets::network::add_to_linker::<S, WasiSockets>(linker, &Default::default(), S::sockets)?;
+    sockets::ip_name_lookup::add_to_linker::<S, WasiSockets>(linker, S::sockets)?;
     Ok(())
 }

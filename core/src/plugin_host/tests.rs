@@ -334,3 +334,229 @@ async fn example_policy_cases_hold_through_the_wasm_component() {
         }
     }
 }
+
+/// A reference plugin from `plugins/dist`, built by `plugins/build.sh`.
+fn dist(name: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../plugins/dist/{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}: build the plugins first (plugins/build.sh)",
+            path.display()
+        )
+    })
+}
+
+fn log_container() -> LogContainer {
+    LogContainer {
+        id: "ab".repeat(32),
+        name: "web".into(),
+        image: "busybox:latest".into(),
+        image_id: format!("sha256:{}", "cd".repeat(32)),
+        labels: vec![("tier".into(), "front".into())],
+    }
+}
+
+fn entries(range: std::ops::Range<u64>) -> Vec<LogEntry> {
+    range
+        .map(|n| LogEntry {
+            stderr: n % 3 == 0,
+            nanos: 1_800_000_000_000_000_000 + n,
+            line: format!("line {n}").into_bytes(),
+            partial: false,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_file_driver_stores_rotates_reads_back_and_survives_a_recycle() {
+    let dir = tempfile::tempdir().unwrap();
+    // A small memory cap, so one oversized batch kills the instance.
+    let limits = Limits {
+        memory_bytes: 4 << 20,
+        ..Limits::default()
+    };
+    let host = PluginHost::new(&dir.path().join("cache"), limits).unwrap();
+    let loaded = host.load("json-file", &dist("json-file")).unwrap();
+    assert_eq!(loaded.kind, PluginKind::Logging);
+    let state = dir.path().join("state");
+    let driver = host
+        .logging_driver("json-file", &loaded, &state, Vec::new())
+        .await
+        .unwrap();
+    assert!(driver.capabilities().await.unwrap().can_read_back);
+    let container = log_container();
+    let bad = driver
+        .open(&container, vec![("max-sise".into(), "1k".into())])
+        .await
+        .unwrap_err();
+    assert_eq!(bad.kind(), ErrorKind::InvalidArgument, "{bad}");
+    assert!(bad.to_string().contains("max-sise"), "{bad}");
+    let options = vec![
+        ("max-size".into(), "2k".into()),
+        ("max-file".into(), "3".into()),
+        ("compress".into(), "true".into()),
+    ];
+    let stream = driver.open(&container, options).await.unwrap();
+    driver.write(stream, &entries(0..100)).await.unwrap();
+    let files: Vec<String> = std::fs::read_dir(state.join(&container.id))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(
+        files.contains(&"container.log.1.gz".to_owned()),
+        "{files:?}"
+    );
+
+    // A batch past the memory cap fails and discards the instance with every stream in it;
+    // the next write opens the stream again on the fresh instance.
+    let huge = vec![LogEntry {
+        stderr: false,
+        nanos: 1_800_000_000_000_000_100,
+        line: vec![b'x'; 6 << 20],
+        partial: false,
+    }];
+    let failed = driver.write(stream, &huge).await.unwrap_err();
+    assert!(matches!(failed, Error::Failed { .. }), "{failed}");
+    driver.write(stream, &entries(101..110)).await.unwrap();
+    driver.close(stream).await.unwrap();
+
+    let tail = ReadRequest {
+        tail: Some(5),
+        ..ReadRequest::default()
+    };
+    let reader = driver.read(&container.id, tail).await.unwrap();
+    let got = driver.next(reader, 1024).await.unwrap();
+    assert_eq!(got, entries(105..110));
+    assert!(driver.next(reader, 1024).await.unwrap().is_empty());
+    driver.close_reader(reader).await;
+
+    driver.remove_logs(&container.id).await.unwrap();
+    assert!(!state.join(&container.id).exists());
+    let none = driver.read(&container.id, ReadRequest::default()).await;
+    assert_eq!(none.unwrap_err().kind(), ErrorKind::NotFound);
+    // Removing twice is not an error.
+    driver.remove_logs(&container.id).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn syslog_driver_reaches_only_the_granted_addresses() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let host = PluginHost::new(&dir.path().join("cache"), Limits::default()).unwrap();
+    let loaded = host.load("syslog", &dist("syslog")).unwrap();
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let udp_addr = udp.local_addr().unwrap();
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let tcp_addr = tcp.local_addr().unwrap();
+    let grant = format!("udp:{udp_addr},tcp:{tcp_addr}");
+    let driver = host
+        .logging_driver(
+            "syslog",
+            &loaded,
+            &dir.path().join("state"),
+            vec![
+                (ALLOW_CONNECT_KEY.into(), grant),
+                ("hostname".into(), "node1".into()),
+            ],
+        )
+        .await
+        .unwrap();
+    assert!(!driver.capabilities().await.unwrap().can_read_back);
+    let container = log_container();
+
+    let stream = driver
+        .open(
+            &container,
+            vec![
+                ("syslog-address".into(), format!("udp://{udp_addr}")),
+                ("tag".into(), "{{.Name}}".into()),
+            ],
+        )
+        .await
+        .unwrap();
+    driver.write(stream, &entries(0..3)).await.unwrap();
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let mut buf = [0u8; 2048];
+        let n = udp.recv(&mut buf).unwrap();
+        got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert_eq!(
+        got[0],
+        "<27>1 2027-01-15T08:00:00Z node1 web - stderr - line 0"
+    );
+    assert_eq!(
+        got[1],
+        "<30>1 2027-01-15T08:00:00Z node1 web - stdout - line 1"
+    );
+    driver.close(stream).await.unwrap();
+
+    let stream = driver
+        .open(
+            &container,
+            vec![("syslog-address".into(), format!("tcp://{tcp_addr}"))],
+        )
+        .await
+        .unwrap();
+    let accept = std::thread::spawn(move || {
+        let (mut conn, _) = tcp.accept().unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut all = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = conn.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            all.extend_from_slice(&buf[..n]);
+        }
+        all
+    });
+    driver.write(stream, &entries(3..5)).await.unwrap();
+    driver.close(stream).await.unwrap();
+    let framed = String::from_utf8(accept.join().unwrap()).unwrap();
+    let first = "<27>1 2027-01-15T08:00:00Z node1 abababababab - stderr - line 3";
+    assert!(
+        framed.starts_with(&format!("{} {first}", first.len())),
+        "{framed}"
+    );
+
+    // Any address not granted is refused, with the setting that would grant it.
+    let other = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let other_addr = other.local_addr().unwrap();
+    let stream = driver
+        .open(
+            &container,
+            vec![("syslog-address".into(), format!("udp://{other_addr}"))],
+        )
+        .await
+        .unwrap();
+    let denied = driver.write(stream, &entries(0..1)).await.unwrap_err();
+    assert_eq!(denied.kind(), ErrorKind::PermissionDenied, "{denied}");
+    assert!(denied.to_string().contains(ALLOW_CONNECT_KEY), "{denied}");
+
+    // Without any grant, nothing is reachable.
+    let closed = host
+        .logging_driver("syslog", &loaded, &dir.path().join("state2"), Vec::new())
+        .await
+        .unwrap();
+    let stream = closed
+        .open(
+            &container,
+            vec![("syslog-address".into(), format!("udp://{udp_addr}"))],
+        )
+        .await
+        .unwrap();
+    let denied = closed.write(stream, &entries(0..1)).await.unwrap_err();
+    assert_eq!(denied.kind(), ErrorKind::PermissionDenied, "{denied}");
+    let bad = host
+        .logging_driver(
+            "syslog",
+            &loaded,
+            &dir.path().join("state3"),
+            vec![(ALLOW_CONNECT_KEY.into(), "udp:example.com:514".into())],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(bad.kind(), ErrorKind::InvalidArgument, "{bad}");
+}

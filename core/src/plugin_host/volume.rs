@@ -139,6 +139,10 @@ impl VolumeDriver {
         None
     }
 
+    fn connect_grant(&self) -> Option<Arc<super::logging::ConnectGrant>> {
+        None
+    }
+
     /// The driver's state directory on the host (its `/state`).
     pub fn state_dir(&self) -> &std::path::Path {
         &self.state_dir

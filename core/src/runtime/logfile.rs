@@ -43,7 +43,15 @@ pub struct LogWriter {
     path: PathBuf,
     written: u64,
     max_bytes: u64,
+    max_files: u32,
     pending: [Vec<u8>; 2],
+}
+
+/// The `n`th rotated file of the log at `path` (`container.log.1` is the newest).
+pub fn rotated(path: &Path, n: u32) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{n}"));
+    PathBuf::from(name)
 }
 
 fn open(path: &Path) -> std::io::Result<File> {
@@ -56,9 +64,9 @@ fn open(path: &Path) -> std::io::Result<File> {
 }
 
 impl LogWriter {
-    /// Opens (appending to) the log at `path`; rotates to `<path>.1` past `max_bytes` (0:
-    /// never).
-    pub fn open(path: &Path, max_bytes: u64) -> std::io::Result<LogWriter> {
+    /// Opens (appending to) the log at `path`; past `max_bytes` (0: never) it rotates to
+    /// `<path>.1`, keeping `max_files` files in all (the oldest go).
+    pub fn open(path: &Path, max_bytes: u64, max_files: u32) -> std::io::Result<LogWriter> {
         let file = open(path)?;
         let written = file.metadata()?.len();
         Ok(LogWriter {
@@ -66,6 +74,7 @@ impl LogWriter {
             path: path.to_owned(),
             written,
             max_bytes,
+            max_files: max_files.max(1),
             pending: [Vec::new(), Vec::new()],
         })
     }
@@ -80,13 +89,27 @@ impl LogWriter {
         let mut line = serde_json::to_vec(&record).map_err(std::io::Error::other)?;
         line.push(b'\n');
         if self.max_bytes > 0 && self.written + line.len() as u64 > self.max_bytes {
-            let rotated = self.path.with_extension("log.1");
-            std::fs::rename(&self.path, rotated)?;
-            self.file = open(&self.path)?;
+            self.rotate()?;
             self.written = 0;
         }
         self.file.write_all(&line)?;
         self.written += line.len() as u64;
+        Ok(())
+    }
+
+    fn rotate(&mut self) -> std::io::Result<()> {
+        if self.max_files <= 1 {
+            File::create(&self.path)?;
+        } else {
+            for n in (1..self.max_files - 1).rev() {
+                match std::fs::rename(rotated(&self.path, n), rotated(&self.path, n + 1)) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
+            std::fs::rename(&self.path, rotated(&self.path, 1))?;
+        }
+        self.file = open(&self.path)?;
         Ok(())
     }
 
@@ -127,10 +150,18 @@ impl LogWriter {
     }
 }
 
-/// Reads every record of a log file (the rotated one first). Malformed lines are skipped.
+/// Most rotated files a log keeps (`local-log-max-files` is at most this).
+const MAX_FILES: u32 = 100;
+
+/// Reads every record of a log file (the rotated ones first, oldest first). Malformed lines
+/// are skipped.
 pub fn read_all(path: &Path) -> std::io::Result<Vec<Record>> {
     let mut out = Vec::new();
-    for p in [path.with_extension("log.1"), path.to_owned()] {
+    let files = (1..MAX_FILES)
+        .rev()
+        .map(|n| rotated(path, n))
+        .chain([path.to_owned()]);
+    for p in files {
         match std::fs::read_to_string(&p) {
             Ok(text) => out.extend(text.lines().filter_map(|l| serde_json::from_str(l).ok())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -148,7 +179,7 @@ mod tests {
     fn lines_partials_and_rotation() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.log");
-        let mut w = LogWriter::open(&path, 0).unwrap();
+        let mut w = LogWriter::open(&path, 0, 1).unwrap();
         w.push(Stream::Stdout, b"hel").unwrap();
         w.push(Stream::Stderr, b"oops\n").unwrap();
         w.push(Stream::Stdout, b"lo\nwor").unwrap();
@@ -169,7 +200,7 @@ mod tests {
         let records = read_all(&path).unwrap();
         assert_eq!(records.iter().filter(|r| r.partial).count(), 2);
         assert_eq!(records.last().unwrap().log.len(), 11);
-        let mut small = LogWriter::open(&dir.path().join("r.log"), 200).unwrap();
+        let mut small = LogWriter::open(&dir.path().join("r.log"), 200, 2).unwrap();
         for _ in 0..5 {
             small
                 .push(

@@ -54,6 +54,9 @@ pub struct ShimConfig {
     pub log_path: PathBuf,
     /// Largest log file before it is rotated to `<log>.1` (0: never).
     pub log_max_bytes: u64,
+    /// Log files kept, the live one included (configs written before this existed: 2).
+    #[serde(default = "two_log_files")]
+    pub log_max_files: u32,
     /// Files bind-mounted over the image's `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf`.
     pub etc_files: Vec<(PathBuf, String)>,
     /// Give the container a pseudo-terminal as its stdio (`-t`).
@@ -62,4 +65,8 @@ pub struct ShimConfig {
     /// Keep the container's stdin open for attached clients (`-i`).
     #[serde(default)]
     pub open_stdin: bool,
+}
+
+fn two_log_files() -> u32 {
+    2
 }

@@ -203,7 +203,7 @@ fn supervise(
             return 125;
         }
     };
-    let log = match LogWriter::open(&config.log_path, config.log_max_bytes) {
+    let log = match LogWriter::open(&config.log_path, config.log_max_bytes, config.log_max_files) {
         Ok(l) => l,
         Err(e) => {
             report(

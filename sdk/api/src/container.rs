@@ -113,6 +113,15 @@ pub struct CreateRequest {
     /// `--add-host NAME:IP`: extra /etc/hosts lines.
     #[serde(default)]
     pub add_hosts: Vec<String>,
+    /// `--log-driver`: `local` (only the local log) or an installed logging plugin such
+    /// as `json-file` or `syslog` (default: berthd's `log-driver`).
+    #[serde(default)]
+    pub log_driver: Option<String>,
+    /// `--log-opt KEY=VALUE`: options of the logging driver; `mode`
+    /// (`blocking`/`non-blocking`) and `max-buffer-size` are berthd's own, the rest go to
+    /// the driver.
+    #[serde(default)]
+    pub log_opts: BTreeMap<String, String>,
 }
 
 /// One published port: `-p [host_ip:][host_port:]container_port[/protocol]`.
@@ -389,6 +398,30 @@ pub struct ContainerDetails {
     /// Its networks and published ports.
     #[serde(default)]
     pub network_settings: NetworkSettings,
+    /// Delivery to its logging driver, when it has one other than `local`.
+    #[serde(default)]
+    pub log_delivery: Option<LogDelivery>,
+}
+
+/// How a container's log records reach its logging driver.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct LogDelivery {
+    /// The driver.
+    pub driver: String,
+    /// `blocking` or `non-blocking`.
+    pub mode: String,
+    /// Records the driver accepted.
+    pub delivered: u64,
+    /// Records dropped: the buffer overflowed (non-blocking), the driver refused a batch,
+    /// or the local log rotated past records not yet read.
+    pub dropped: u64,
+    /// Bytes waiting in the buffer now.
+    pub buffered_bytes: u64,
+    /// Whether records are being delivered now (false once the container stopped and its
+    /// log was closed).
+    pub active: bool,
+    /// The last delivery error.
+    pub last_error: Option<String>,
 }
 
 /// Which containers `container.list` shows.

@@ -98,8 +98,8 @@ impl Options {
                         .ok()
                         .filter(|n| (1..=MAX_FILES).contains(n))
                         .ok_or_else(|| {
-                            format!("max-file {value:?}: expected a number from 1 to {MAX_FILES}")
-                        })?;
+                        format!("max-file {value:?}: expected a number from 1 to {MAX_FILES}")
+                    })?;
                 }
                 "compress" => {
                     options.compress = match value.as_str() {
@@ -115,7 +115,9 @@ impl Options {
             return Err("max-file needs max-size: without a size the log never rotates".into());
         }
         if options.compress && options.max_file < 2 {
-            return Err("compress needs max-file of 2 or more: only rotated files are compressed".into());
+            return Err(
+                "compress needs max-file of 2 or more: only rotated files are compressed".into(),
+            );
         }
         Ok(options)
     }
@@ -143,7 +145,10 @@ pub fn parse_size(text: &str) -> Option<u64> {
 
 /// A container's directory: ids are 64 lowercase hex digits, so no id names another path.
 fn container_dir(root: &Path, id: &str) -> io::Result<PathBuf> {
-    let valid = id.len() == 64 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let valid = id.len() == 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
     if !valid {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -398,9 +403,9 @@ fn open_any(path: &Path) -> io::Result<Option<Box<dyn BufRead>>> {
         Err(e) => return Err(e),
     };
     if path.extension().is_some_and(|e| e == "gz") {
-        Ok(Some(Box::new(BufReader::new(flate2::read::GzDecoder::new(
-            file,
-        )))))
+        Ok(Some(Box::new(BufReader::new(
+            flate2::read::GzDecoder::new(file),
+        ))))
     } else {
         Ok(Some(Box::new(BufReader::new(file))))
     }
@@ -533,7 +538,11 @@ mod tests {
 
     fn entry(n: u64, text: &str) -> Entry {
         Entry {
-            stream: if n % 2 == 0 { Stream::Stdout } else { Stream::Stderr },
+            stream: if n % 2 == 0 {
+                Stream::Stdout
+            } else {
+                Stream::Stderr
+            },
             nanos: 1_700_000_000_000_000_000 + n,
             line: text.as_bytes().to_vec(),
             partial: false,
@@ -566,7 +575,12 @@ mod tests {
         let mut partial = entry(2, "frag");
         partial.partial = true;
         writer
-            .write(&[entry(0, "hello"), entry(1, "oops \"quoted\""), partial, entry(4, "ment")])
+            .write(&[
+                entry(0, "hello"),
+                entry(1, "oops \"quoted\""),
+                partial,
+                entry(4, "ment"),
+            ])
             .unwrap();
         let text = std::fs::read_to_string(root.path().join(ID).join(LIVE)).unwrap();
         let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
@@ -589,7 +603,9 @@ mod tests {
         ])
         .unwrap();
         let mut writer = Writer::open(root.path(), ID, options).unwrap();
-        let all: Vec<Entry> = (0..200).map(|n| entry(n, &format!("line {n:04}"))).collect();
+        let all: Vec<Entry> = (0..200)
+            .map(|n| entry(n, &format!("line {n:04}")))
+            .collect();
         for chunk in all.chunks(9) {
             writer.write(chunk).unwrap();
         }
@@ -599,10 +615,16 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         names.sort();
-        assert_eq!(names, ["container.log", "container.log.1.gz", "container.log.2.gz"]);
+        assert_eq!(
+            names,
+            ["container.log", "container.log.1.gz", "container.log.2.gz"]
+        );
         for name in &names {
             let len = std::fs::metadata(dir.join(name)).unwrap().len();
-            assert!(name.ends_with(".gz") || len <= 1024, "{name} is {len} bytes");
+            assert!(
+                name.ends_with(".gz") || len <= 1024,
+                "{name} is {len} bytes"
+            );
         }
         // What is kept is the newest records, in order, without gaps.
         let back = read_all(root.path(), Selection::default());
@@ -632,7 +654,9 @@ mod tests {
         for n in 0..20 {
             writer.write(&[entry(n, "0123456789")]).unwrap();
         }
-        let len = std::fs::metadata(root.path().join(ID).join(LIVE)).unwrap().len();
+        let len = std::fs::metadata(root.path().join(ID).join(LIVE))
+            .unwrap()
+            .len();
         assert!(len <= 300);
         let back = read_all(root.path(), Selection::default());
         assert_eq!(back.last().unwrap(), &entry(19, "0123456789"));
@@ -647,7 +671,9 @@ mod tests {
             compress: false,
         };
         let mut writer = Writer::open(root.path(), ID, options).unwrap();
-        writer.write(&[entry(0, "a"), entry(1, "b"), entry(2, "c")]).unwrap();
+        writer
+            .write(&[entry(0, "a"), entry(1, "b"), entry(2, "c")])
+            .unwrap();
         let window = read_all(
             root.path(),
             Selection {
@@ -676,7 +702,10 @@ mod tests {
         for _ in 0..4 {
             got.extend(follower.next(100).unwrap());
         }
-        assert_eq!(texts(&got), ["more 3", "more 4", "more 5", "more 6", "more 7"]);
+        assert_eq!(
+            texts(&got),
+            ["more 3", "more 4", "more 5", "more 6", "more 7"]
+        );
     }
 
     #[test]

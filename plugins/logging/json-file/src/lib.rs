@@ -15,8 +15,8 @@ use std::cell::RefCell;
 use std::io;
 
 use berth_plugin::logging::exports::berth::logging::driver::{
-    self, ContainerInfo, GuestLogReader, GuestLogStream, LogRecord, LogSource,
-    LoggingCapabilities, ReadOptions,
+    self, ContainerInfo, GuestLogReader, GuestLogStream, LogRecord, LogSource, LoggingCapabilities,
+    ReadOptions,
 };
 use berth_plugin::plugin::{self, PluginInfo};
 use berth_plugin::{Error, config, fs::STATE_DIR};
@@ -148,11 +148,12 @@ impl driver::Guest for JsonFile {
             tail: options.tail,
             follow: options.follow,
         };
-        let reader = files::Reader::open(STATE_DIR.as_ref(), &container_id, selection)
-            .map_err(|e| match e.kind() {
+        let reader = files::Reader::open(STATE_DIR.as_ref(), &container_id, selection).map_err(
+            |e| match e.kind() {
                 io::ErrorKind::NotFound => Error::not_found(e.to_string()),
                 _ => io_error("read the log", &container_id, &e),
-            })?;
+            },
+        )?;
         Ok(driver::LogReader::new(LogReader {
             id: container_id,
             reader: RefCell::new(reader),

@@ -57,9 +57,30 @@ pub struct Container {
 }
 
 const FACILITIES: &[&str] = &[
-    "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron",
-    "authpriv", "ftp", "ntp", "security", "console", "solaris-cron", "local0", "local1",
-    "local2", "local3", "local4", "local5", "local6", "local7",
+    "kern",
+    "user",
+    "mail",
+    "daemon",
+    "auth",
+    "syslog",
+    "lpr",
+    "news",
+    "uucp",
+    "cron",
+    "authpriv",
+    "ftp",
+    "ntp",
+    "security",
+    "console",
+    "solaris-cron",
+    "local0",
+    "local1",
+    "local2",
+    "local3",
+    "local4",
+    "local5",
+    "local6",
+    "local7",
 ];
 
 fn parse_address(text: &str) -> Result<(Transport, SocketAddr), String> {
@@ -120,7 +141,12 @@ fn expand_tag(template: &str, c: &Container) -> Result<String, String> {
 impl Options {
     /// Parses `--log-opt` pairs (keys already checked against [`OPTION_KEYS`]).
     pub fn parse(pairs: &[(String, String)], container: &Container) -> Result<Options, String> {
-        let get = |key: &str| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+        let get = |key: &str| {
+            pairs
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.as_str())
+        };
         let Some(address) = get("syslog-address") else {
             return Err("syslog-address is required (for example udp://192.0.2.10:514): this driver cannot reach /dev/log".into());
         };
@@ -210,7 +236,11 @@ pub fn message(
             let stamp = humantime::format_rfc3339_seconds(time).to_string();
             let month: usize = stamp[5..7].parse().unwrap_or(1);
             let day: u32 = stamp[8..10].parse().unwrap_or(1);
-            let host = if hostname == "-" { "localhost" } else { hostname };
+            let host = if hostname == "-" {
+                "localhost"
+            } else {
+                hostname
+            };
             format!(
                 "<{pri}>{} {day:>2} {} {} {}: ",
                 MONTHS[month.clamp(1, 12) - 1],
@@ -296,8 +326,16 @@ mod tests {
     #[test]
     fn bad_options_are_refused_with_a_reason() {
         assert!(opts(&[]).unwrap_err().contains("required"));
-        assert!(opts(&[("syslog-address", "unix:///dev/log")]).unwrap_err().contains("udp://"));
-        assert!(opts(&[("syslog-address", "udp://logs.example:514")]).unwrap_err().contains("IP address"));
+        assert!(
+            opts(&[("syslog-address", "unix:///dev/log")])
+                .unwrap_err()
+                .contains("udp://")
+        );
+        assert!(
+            opts(&[("syslog-address", "udp://logs.example:514")])
+                .unwrap_err()
+                .contains("IP address")
+        );
         let bad = |k: &str, v: &str| {
             opts(&[("syslog-address", "udp://127.0.0.1:514"), (k, v)]).unwrap_err()
         };

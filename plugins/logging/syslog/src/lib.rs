@@ -20,8 +20,8 @@ use std::io::{self, Write};
 use std::net::{TcpStream, UdpSocket};
 
 use berth_plugin::logging::exports::berth::logging::driver::{
-    self, ContainerInfo, GuestLogReader, GuestLogStream, LogRecord, LogSource,
-    LoggingCapabilities, ReadOptions,
+    self, ContainerInfo, GuestLogReader, GuestLogStream, LogRecord, LogSource, LoggingCapabilities,
+    ReadOptions,
 };
 use berth_plugin::plugin::{self, PluginInfo};
 use berth_plugin::{Error, config};
@@ -92,7 +92,11 @@ impl LogStream {
         let address = self.options.address;
         match self.options.transport {
             Transport::Udp => {
-                let local = if address.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+                let local = if address.is_ipv4() {
+                    "0.0.0.0:0"
+                } else {
+                    "[::]:0"
+                };
                 let socket = UdpSocket::bind(local)?;
                 socket.connect(address)?;
                 Ok(Link::Udp(socket))

@@ -199,6 +199,8 @@ struct Shipment {
     data: tokio::sync::Notify,
     exited: AtomicBool,
     cancelled: AtomicBool,
+    /// berthd is stopping: save the cursor and leave the stream open.
+    stopping: AtomicBool,
     finished: Mutex<bool>,
     finished_signal: Condvar,
     delivered: AtomicU64,
@@ -215,6 +217,7 @@ impl Shipment {
             data: tokio::sync::Notify::new(),
             exited: AtomicBool::new(false),
             cancelled: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
             finished: Mutex::new(false),
             finished_signal: Condvar::new(),
             delivered: AtomicU64::new(0),
@@ -484,7 +487,7 @@ impl Tail {
 
 fn read_loop(shipment: Arc<Shipment>, mut tail: Tail) {
     loop {
-        if shipment.cancelled() {
+        if shipment.cancelled() || shipment.stopping.load(Ordering::SeqCst) {
             break;
         }
         // Read `exited` before reading: everything the container wrote is in the file by
@@ -545,7 +548,7 @@ async fn send_loop(
     let mut backoff = Duration::from_millis(50);
     let mut give_up_at: Option<Instant> = None;
     loop {
-        if shipment.cancelled() {
+        if shipment.cancelled() || shipment.stopping.load(Ordering::SeqCst) {
             break;
         }
         let (batch, last, reader_done) = shipment.peek_batch();
@@ -619,7 +622,11 @@ async fn send_loop(
         let path = cursor_path.clone();
         let _ = tokio::task::spawn_blocking(move || save_cursor(&path, cursor)).await;
     }
-    if let Err(e) = driver.close(stream).await {
+    // At daemon shutdown the stream is dropped without `close`: the container runs on, and
+    // the next berthd resumes from the cursor.
+    if !shipment.stopping.load(Ordering::SeqCst)
+        && let Err(e) = driver.close(stream).await
+    {
         shipment.note_error(e.to_string());
     }
     shipment.finish();
@@ -686,6 +693,27 @@ impl Delivery {
             self.plugins.logging_driver(&settings.driver).await?;
         }
         Ok(())
+    }
+
+    /// At daemon shutdown: every sender saves its cursor after the batch in flight and
+    /// stops, so the next berthd delivers each record once. Waits up to `limit`. Blocking.
+    pub fn shutdown(&self, limit: Duration) {
+        let shipments: Vec<Arc<Shipment>> = self.shipments().values().cloned().collect();
+        for shipment in &shipments {
+            shipment.stopping.store(true, Ordering::SeqCst);
+            shipment.room.notify_all();
+            shipment.data.notify_one();
+        }
+        let deadline = Instant::now() + limit;
+        for shipment in &shipments {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !shipment.wait_finished(left) {
+                warn!(
+                    "log delivery did not stop in time: records may be delivered twice after the restart"
+                );
+                return;
+            }
+        }
     }
 
     /// Delivery figures of container `id`, if it has a driver and has run.

@@ -8,5 +8,6 @@ mod container;
 mod daemon;
 mod events;
 mod image;
+mod logging;
 mod network;
 mod volume;

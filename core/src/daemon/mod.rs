@@ -566,6 +566,8 @@ impl Prepared {
         };
         info!(listeners = ?ctx.listeners, data_root = %ctx.config.data_root.display(), "berthd serving");
         api::serve(async_listeners, module, settings, security, shutdown).await;
+        let logs = Arc::clone(&ctx.logs);
+        let _ = tokio::task::spawn_blocking(move || logs.shutdown(Duration::from_secs(3))).await;
         let events = Arc::clone(&ctx.events);
         let flushed = tokio::task::spawn_blocking(move || events.flush(Duration::from_secs(5)))
             .await

@@ -1,0 +1,472 @@
+//! Logging drivers end to end (root): the built-in `json-file` driver stores, rotates,
+//! compresses and serves `berth logs`, resumes across a berthd restart without losing or
+//! repeating a line, and its log goes with the container; the `syslog` driver delivers
+//! every line to a real rsyslogd on loopback over UDP and TCP, through sockets granted for
+//! those addresses only; a driver that cannot deliver never holds a container up, and its
+//! drops are counted; bad drivers and options are refused.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use berth_tests::{Daemon, import_busybox, require_root};
+
+fn ok(o: &std::process::Output) -> String {
+    assert!(
+        o.status.success(),
+        "exit {:?}: {}{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn err(o: &std::process::Output) -> String {
+    assert!(!o.status.success(), "unexpected success");
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A shell command printing `line 0` to `line N-1`, then `done` on stderr.
+fn printer(n: usize, pause: Option<&str>) -> String {
+    let pause = pause.map(|p| format!("sleep {p}; ")).unwrap_or_default();
+    format!(
+        "i=0; while [ $i -lt {n} ]; do echo \"line $i\"; {pause}i=$((i+1)); done; echo done >&2"
+    )
+}
+
+fn inspect(d: &Daemon, name: &str) -> serde_json::Value {
+    let o = d.cli(&["container", "inspect", name]);
+    serde_json::from_str::<serde_json::Value>(&ok(&o)).unwrap()[0].clone()
+}
+
+/// Waits until the container's delivery has finished (stream closed), returning its figures.
+fn delivered(d: &Daemon, name: &str, limit: Duration) -> serde_json::Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        let v = inspect(d, name);
+        let delivery = v["log_delivery"].clone();
+        if delivery["active"] == false {
+            return delivery;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "delivery of {name} did not finish: {delivery}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `berth logs ARGS`: its stdout lines and its stderr lines (it writes each record to the
+/// stream the container wrote it to).
+fn log_lines(d: &Daemon, args: &[&str]) -> (Vec<String>, Vec<String>) {
+    let mut all = vec!["logs"];
+    all.extend(args);
+    let o = d.cli(&all);
+    let out = ok(&o).lines().map(str::to_owned).collect();
+    let err = String::from_utf8_lossy(&o.stderr)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    (out, err)
+}
+
+#[test]
+fn json_file_driver_rotates_reads_back_resumes_and_is_removed() {
+    require_root!();
+    let mut d = Daemon::start();
+    import_busybox(&d, "busybox");
+    let driver_state = d.data_root.join("plugins/json-file/state");
+
+    let cmd = printer(600, None);
+    ok(&d.cli(&[
+        "run",
+        "--name",
+        "rotated",
+        "--log-driver",
+        "json-file",
+        "--log-opt",
+        "max-size=4k",
+        "--log-opt",
+        "max-file=3",
+        "--log-opt",
+        "compress=true",
+        "busybox",
+        "sh",
+        "-c",
+        &cmd,
+    ]));
+    let delivery = delivered(&d, "rotated", Duration::from_secs(20));
+    assert_eq!(delivery["driver"], "json-file");
+    assert_eq!(delivery["delivered"], 601, "{delivery}");
+    assert_eq!(delivery["dropped"], 0, "{delivery}");
+    let id = inspect(&d, "rotated")["id"].as_str().unwrap().to_owned();
+    let files: Vec<String> = std::fs::read_dir(driver_state.join(&id))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(
+        files.contains(&"container.log.1.gz".into())
+            && files.contains(&"container.log.2.gz".into()),
+        "{files:?}"
+    );
+    // `berth logs` is served by the driver: only what its rotation kept, newest last.
+    let (kept, kept_err) = log_lines(&d, &["rotated"]);
+    assert!(kept.len() > 20 && kept.len() < 600, "{} lines", kept.len());
+    assert_eq!(kept_err, ["done"]);
+    let first: usize = kept[0].strip_prefix("line ").unwrap().parse().unwrap();
+    let expected: Vec<String> = (first..600).map(|n| format!("line {n}")).collect();
+    assert_eq!(kept, expected, "the kept lines have a gap");
+    let (tail, tail_err) = log_lines(&d, &["--tail", "3", "rotated"]);
+    assert_eq!(
+        (tail, tail_err),
+        (
+            vec!["line 598".to_owned(), "line 599".to_owned()],
+            vec!["done".to_owned()]
+        )
+    );
+    // The local log still has everything.
+    let local = std::fs::read_to_string(
+        d.data_root
+            .join("containers")
+            .join(&id)
+            .join("container.log"),
+    )
+    .unwrap();
+    assert_eq!(local.lines().count(), 601);
+
+    // A berthd restart in the middle of a run: delivery goes on from where it was, and
+    // every line reaches the driver exactly once.
+    let cmd = printer(60, Some("0.05"));
+    ok(&d.cli(&[
+        "run",
+        "-d",
+        "--name",
+        "steady",
+        "--log-driver",
+        "json-file",
+        "busybox",
+        "sh",
+        "-c",
+        &cmd,
+    ]));
+    std::thread::sleep(Duration::from_millis(1200));
+    d.stop();
+    std::thread::sleep(Duration::from_millis(500));
+    d.restart();
+    ok(&d.cli(&["wait", "steady"]));
+    let delivery = delivered(&d, "steady", Duration::from_secs(20));
+    assert_eq!(delivery["dropped"], 0, "{delivery}");
+    let (lines, errors) = log_lines(&d, &["steady"]);
+    let expected: Vec<String> = (0..60).map(|n| format!("line {n}")).collect();
+    assert_eq!(lines, expected);
+    assert_eq!(errors, ["done"]);
+
+    // `logs -f` from the driver ends when the container has ended.
+    let (lines, errors) = log_lines(&d, &["-f", "--tail", "2", "steady"]);
+    assert_eq!(
+        (lines, errors),
+        (vec!["line 59".to_owned()], vec!["done".to_owned()])
+    );
+
+    // Its stored log goes with the container.
+    ok(&d.cli(&["rm", "rotated"]));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while driver_state.join(&id).exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the driver kept the log of a removed container"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Bad drivers and options are refused, naming what is wrong.
+    let e = err(&d.cli(&["run", "--rm", "--log-driver", "nope", "busybox", "true"]));
+    assert!(e.contains("nope"), "{e}");
+    let e = err(&d.cli(&["run", "--rm", "--log-driver", "bridge", "busybox", "true"]));
+    assert!(e.contains("not a logging driver"), "{e}");
+    let o = d.cli(&[
+        "run",
+        "--rm",
+        "--log-driver",
+        "json-file",
+        "--log-opt",
+        "max-sise=1k",
+        "busybox",
+        "true",
+    ]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(err(&o).contains("max-sise"));
+    let e = err(&d.cli(&[
+        "run",
+        "--rm",
+        "--log-driver",
+        "json-file",
+        "--log-opt",
+        "mode=fast",
+        "busybox",
+        "true",
+    ]));
+    assert!(e.contains("mode"), "{e}");
+    let e = err(&d.cli(&["run", "--rm", "--log-opt", "max-size=1k", "busybox", "true"]));
+    assert!(e.contains("local"), "{e}");
+}
+
+/// A real syslog receiver: rsyslogd in the foreground on loopback, UDP and TCP, writing
+/// every message as `APP-NAME MSGID SEVERITY MSG` lines to a file. Its UDP socket gets a
+/// large receive buffer: a burst of datagrams beyond the default one is dropped by the
+/// kernel before rsyslogd reads it.
+struct Rsyslog {
+    child: Child,
+    output: PathBuf,
+    udp: u16,
+    tcp: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Rsyslog {
+    fn start() -> Option<Rsyslog> {
+        if Command::new("rsyslogd").arg("-v").output().is_err() {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("rsyslogd is missing: .ci/run installs rsyslog");
+            }
+            eprintln!("skipped: rsyslogd is not installed (apt-get install rsyslog)");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let free = || {
+            let s = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            s.local_addr().unwrap().port()
+        };
+        let (udp, tcp) = (free(), free());
+        let output = dir.path().join("received.log");
+        let config = dir.path().join("rsyslog.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "global(workDirectory=\"{work}\")\n\
+                 module(load=\"imudp\")\n\
+                 module(load=\"imtcp\")\n\
+                 input(type=\"imudp\" address=\"127.0.0.1\" port=\"{udp}\" rcvbufSize=\"16m\")\n\
+                 input(type=\"imtcp\" address=\"127.0.0.1\" port=\"{tcp}\")\n\
+                 template(name=\"lines\" type=\"string\" string=\"%app-name% %msgid% %syslogseverity% %msg%\\n\")\n\
+                 *.* action(type=\"omfile\" file=\"{out}\" template=\"lines\" flushOnTXEnd=\"on\" asyncWriting=\"off\")\n",
+                work = dir.path().display(),
+                out = output.display(),
+            ),
+        )
+        .unwrap();
+        let child = Command::new("rsyslogd")
+            .arg("-n")
+            .arg("-f")
+            .arg(&config)
+            .arg("-i")
+            .arg(dir.path().join("rsyslogd.pid"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start rsyslogd");
+        let receiver = Rsyslog {
+            child,
+            output,
+            udp,
+            tcp,
+            _dir: dir,
+        };
+        // Ready once its TCP port answers.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", tcp)).is_err() {
+            assert!(Instant::now() < deadline, "rsyslogd did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(receiver)
+    }
+
+    /// The received lines of app `tag`, once `count` of them arrived.
+    fn wait_for(&self, tag: &str, count: usize) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = std::fs::read_to_string(&self.output).unwrap_or_default();
+            let lines: Vec<String> = text
+                .lines()
+                .filter(|l| l.split(' ').next() == Some(tag))
+                .map(str::to_owned)
+                .collect();
+            if lines.len() >= count || Instant::now() > deadline {
+                return lines;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Rsyslog {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn message_texts(received: &[String]) -> Vec<String> {
+    received
+        .iter()
+        .map(|l| {
+            l.splitn(4, ' ')
+                .nth(3)
+                .unwrap_or_default()
+                .trim()
+                .to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn syslog_driver_delivers_every_line_to_rsyslog_over_udp_and_tcp() {
+    require_root!();
+    let Some(rsyslog) = Rsyslog::start() else {
+        return;
+    };
+    let d = Daemon::start();
+    import_busybox(&d, "busybox");
+    let (udp, tcp) = (rsyslog.udp, rsyslog.tcp);
+
+    // Before the grant, the plugin may not reach the receiver: nothing arrives, the
+    // refusal is in inspect, and the container is not held up.
+    let address = format!("syslog-address=udp://127.0.0.1:{udp}");
+    ok(&d.cli(&[
+        "run",
+        "--name",
+        "early",
+        "--log-driver",
+        "syslog",
+        "--log-opt",
+        &address,
+        "--log-opt",
+        "tag=early",
+        "busybox",
+        "echo",
+        "hello",
+    ]));
+    let delivery = delivered(&d, "early", Duration::from_secs(20));
+    assert_eq!(delivery["delivered"], 0, "{delivery}");
+    assert_eq!(delivery["dropped"], 1, "{delivery}");
+    assert!(
+        delivery["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("berth.allow-connect"),
+        "{delivery}"
+    );
+
+    let grant = format!("berth.allow-connect=udp:127.0.0.1:{udp},tcp:127.0.0.1:{tcp}");
+    ok(&d.cli(&["plugin", "set", "syslog", &grant]));
+
+    let cmd = printer(300, None);
+    ok(&d.cli(&[
+        "run",
+        "--name",
+        "over-udp",
+        "--log-driver",
+        "syslog",
+        "--log-opt",
+        &address,
+        "--log-opt",
+        "tag=udpapp",
+        "busybox",
+        "sh",
+        "-c",
+        &cmd,
+    ]));
+    let delivery = delivered(&d, "over-udp", Duration::from_secs(20));
+    assert_eq!(delivery["delivered"], 301, "{delivery}");
+    let received = rsyslog.wait_for("udpapp", 301);
+    let expected: Vec<String> = (0..300)
+        .map(|n| format!("line {n}"))
+        .chain(["done".to_owned()])
+        .collect();
+    assert_eq!(message_texts(&received), expected);
+    // RFC 5424 fields as rsyslog parsed them: MSGID is the stream, severity info or err.
+    assert_eq!(received[0], "udpapp stdout 6 line 0");
+    assert_eq!(received[300], "udpapp stderr 3 done");
+    // syslog stores nothing to read back: `berth logs` reads the local log.
+    assert_eq!(log_lines(&d, &["over-udp"]).0.len(), 300);
+
+    let tcp_address = format!("syslog-address=tcp://127.0.0.1:{tcp}");
+    let cmd = printer(3000, None);
+    ok(&d.cli(&[
+        "run",
+        "--name",
+        "over-tcp",
+        "--log-driver",
+        "syslog",
+        "--log-opt",
+        &tcp_address,
+        "--log-opt",
+        "tag=tcpapp",
+        "busybox",
+        "sh",
+        "-c",
+        &cmd,
+    ]));
+    let delivery = delivered(&d, "over-tcp", Duration::from_secs(30));
+    assert_eq!(delivery["delivered"], 3001, "{delivery}");
+    let received = rsyslog.wait_for("tcpapp", 3001);
+    let expected: Vec<String> = (0..3000)
+        .map(|n| format!("line {n}"))
+        .chain(["done".to_owned()])
+        .collect();
+    assert_eq!(message_texts(&received), expected);
+}
+
+#[test]
+fn an_unreachable_driver_never_holds_a_container_and_its_drops_are_counted() {
+    require_root!();
+    let d = Daemon::start();
+    import_busybox(&d, "busybox");
+    // A granted TCP address where nobody listens: every batch is `unavailable`.
+    let port = {
+        let s = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap().port()
+    };
+    let grant = format!("berth.allow-connect=tcp:127.0.0.1:{port}");
+    ok(&d.cli(&["plugin", "set", "syslog", &grant]));
+    let address = format!("syslog-address=tcp://127.0.0.1:{port}");
+    let cmd = printer(2000, None);
+    let started = Instant::now();
+    ok(&d.cli(&[
+        "run",
+        "--name",
+        "nowhere",
+        "--log-driver",
+        "syslog",
+        "--log-opt",
+        &address,
+        "--log-opt",
+        "mode=non-blocking",
+        "--log-opt",
+        "max-buffer-size=8k",
+        "busybox",
+        "sh",
+        "-c",
+        &cmd,
+    ]));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the container took {:?}",
+        started.elapsed()
+    );
+    // The local log has every line at once.
+    assert_eq!(log_lines(&d, &["nowhere"]).0.len(), 2000);
+    let delivery = delivered(&d, "nowhere", Duration::from_secs(30));
+    assert_eq!(delivery["mode"], "non-blocking");
+    assert_eq!(delivery["delivered"], 0, "{delivery}");
+    assert_eq!(delivery["dropped"], 2001, "{delivery}");
+    assert!(
+        delivery["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&port.to_string()),
+        "{delivery}"
+    );
+}

@@ -392,7 +392,7 @@ fn history(dir: &Path) -> io::Result<Vec<PathBuf>> {
             None => found.push((n, entry.path())),
         }
     }
-    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found.sort_by_key(|f| std::cmp::Reverse(f.0));
     Ok(found.into_iter().map(|(_, p)| p).collect())
 }
 
@@ -538,7 +538,7 @@ mod tests {
 
     fn entry(n: u64, text: &str) -> Entry {
         Entry {
-            stream: if n % 2 == 0 {
+            stream: if n.is_multiple_of(2) {
                 Stream::Stdout
             } else {
                 Stream::Stderr

@@ -4,6 +4,7 @@
 //! `berth-bench api` measures the API round trip and berthd's idle memory.
 
 mod authz;
+mod logs;
 mod net;
 mod plugin;
 mod pull;
@@ -61,6 +62,19 @@ enum Scenario {
         #[arg(long, default_value_t = 10)]
         ps_rounds: usize,
         /// Only berth (no docker/podman).
+        #[arg(long)]
+        no_peers: bool,
+    },
+    /// Log throughput: lines per second from a container printing as fast as it can,
+    /// through berth's local log, its json-file and syslog drivers, and docker's json-file.
+    Logs {
+        /// Lines the container prints per round.
+        #[arg(long, default_value_t = 200_000)]
+        lines: usize,
+        /// Rounds (every engine and driver in each).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Only berth (no docker).
         #[arg(long)]
         no_peers: bool,
     },
@@ -508,6 +522,8 @@ struct Sizes {
     pull_layer_mb: usize,
     authz_calls: usize,
     plugin_calls: usize,
+    log_lines: usize,
+    log_rounds: usize,
 }
 
 impl Sizes {
@@ -526,6 +542,8 @@ impl Sizes {
         pull_layer_mb: 20,
         authz_calls: 20_000,
         plugin_calls: 10_000,
+        log_lines: 200_000,
+        log_rounds: 3,
     };
     /// Every scenario in about two minutes.
     const QUICK: Sizes = Sizes {
@@ -541,6 +559,8 @@ impl Sizes {
         pull_layer_mb: 2,
         authz_calls: 3_000,
         plugin_calls: 1_000,
+        log_lines: 20_000,
+        log_rounds: 1,
     };
 }
 
@@ -578,6 +598,10 @@ fn all(cli: &Cli, quick: bool, peers: bool) -> anyhow::Result<()> {
     );
     step("authz", authz::authz(bin, out, z.authz_calls, 10));
     step(
+        "logs",
+        logs::logs(bin, out, z.log_lines, z.log_rounds, peers),
+    );
+    step(
         "plugin",
         plugin::plugin(Path::new("plugins/dist/local.wasm"), out, z.plugin_calls),
     );
@@ -612,6 +636,17 @@ fn main() -> anyhow::Result<()> {
             !no_peers,
         ),
         Scenario::Api { iterations } => api(&cli, iterations.max(1)),
+        Scenario::Logs {
+            lines,
+            rounds,
+            no_peers,
+        } => logs::logs(
+            &cli.bin_dir,
+            &cli.out_dir,
+            lines.max(1),
+            rounds.max(1),
+            !no_peers,
+        ),
         Scenario::Authz { calls, containers } => {
             authz::authz(&cli.bin_dir, &cli.out_dir, calls.max(100), containers)
         }

@@ -34,7 +34,7 @@ pub(crate) fn busybox_tarball(dir: &Path) -> anyhow::Result<std::path::PathBuf> 
     std::fs::create_dir_all(root.join("bin"))?;
     std::fs::create_dir_all(root.join("etc"))?;
     std::fs::copy("/bin/busybox", root.join("bin/busybox")).context("busybox-static is needed")?;
-    for applet in ["sh", "true", "sleep", "nc"] {
+    for applet in ["sh", "true", "sleep", "nc", "yes", "head"] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet))?;
     }
     let tarball = dir.join("busybox.tar");

@@ -1403,3 +1403,25 @@ fn bind_and_tmpfs_mounts() {
     // Mounts exist only in the container's mount namespace: nothing on the host.
     assert!(mounts_under(host.path()).is_empty());
 }
+
+#[test]
+fn container_processes_start_with_default_signal_dispositions() {
+    require_root!();
+    let d = Daemon::start();
+    import_busybox(&d, "busybox");
+    // SIGPIPE is not ignored: `yes` dies when `head` has what it wants (in run and exec).
+    let o = d.cli(&["run", "--rm", "busybox", "sh", "-c", "yes y | head -n 3"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "y\ny\ny\n");
+    let o = d.cli(&["run", "-d", "--name", "pipes", "busybox", "sleep", "60"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = d.cli(&["exec", "pipes", "sh", "-c", "yes n | head -n 2"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "n\nn\n");
+    let o = d.cli(&["exec", "pipes", "grep", "SigIgn", "/proc/self/status"]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "SigIgn:\t0000000000000000"
+    );
+    let _ = d.cli(&["rm", "-f", "pipes"]);
+}

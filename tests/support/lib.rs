@@ -517,7 +517,7 @@ pub fn import_busybox_with(daemon: &Daemon, name: &str, changes: &[&str]) {
     for applet in [
         "sh", "echo", "cat", "ls", "sleep", "id", "true", "false", "hostname", "touch", "grep",
         "pwd", "env", "mount", "trap", "wc", "head", "unshare", "mkdir", "stty", "tty", "ip",
-        "wget", "httpd", "nc", "nslookup", "ping",
+        "wget", "httpd", "nc", "nslookup", "ping", "yes",
     ] {
         std::os::unix::fs::symlink("busybox", bin.join(applet)).expect("symlink");
     }

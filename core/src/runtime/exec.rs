@@ -425,6 +425,7 @@ fn run_in_container(
         .map(|a| CString::new(a.as_bytes()))
         .collect::<Result<_, _>>()
         .map_err(|_| fail(INIT_EXIT_SETUP, "NUL in environment"))?;
+    super::init::default_signal_dispositions();
     let e = nix::unistd::execve(&cpath, &cargs, &cenv).unwrap_err();
     Err(init::exec_error(program, e))
 }

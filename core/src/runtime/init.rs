@@ -305,6 +305,7 @@ fn prepare_and_exec(spec: &Spec, shim: &ShimConfig, fds: &InitFds) -> Result<Nev
         .map(|a| CString::new(a.as_bytes()))
         .collect::<Result<_, _>>()
         .map_err(|_| fail(125, "NUL in environment"))?;
+    default_signal_dispositions();
     if annotation(spec, INIT_ANNOTATION).is_some() {
         // Signals are blocked before the fork so that none (above all the command's
         // SIGCHLD) is lost before PID 1 waits for them; the command gets the mask back.
@@ -384,6 +385,31 @@ fn open_console(socket: RawFd) -> Result<(), InitError> {
 
 /// Exit code for failures before the command runs (docker's 125).
 pub const INIT_EXIT_SETUP: i32 = 125;
+
+/// Sets every signal back to its default action. Rust's runtime ignores SIGPIPE in the shim,
+/// and an ignored signal survives `execve`: without this a container's `yes | head` would
+/// spin forever once `head` exits, where docker's ends. The raw system call reaches the
+/// real-time signals glibc keeps for itself (32 and 33), which can arrive ignored too.
+pub(super) fn default_signal_dispositions() {
+    // The kernel's `struct sigaction` all zero: SIG_DFL, no flags, no restorer, empty mask.
+    let default = [0u64; 4];
+    for signal in 1..=64 {
+        if signal == libc::SIGKILL || signal == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: rt_sigaction reads the zeroed struct and writes nothing (no old action);
+        // the kernel's sigset is 8 bytes.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                signal,
+                default.as_ptr(),
+                std::ptr::null_mut::<u64>(),
+                8usize,
+            );
+        }
+    }
+}
 
 /// docker's exit codes for an `execve` that failed: 127 not found, else 126.
 pub(super) fn exec_error(program: &str, e: Errno) -> InitError {

@@ -2,7 +2,8 @@
 //! (`authz`), wiring and lifecycle (`daemon`), the
 //! state database (`store`) and host facts (`host`); images (`image`, `content`), snapshots,
 //! containers and their runtime, the WebAssembly plugin host (`plugin_host`), installed plugins (`plugin`),
-//! volumes (`volume`), networks (`network`) and log delivery to logging drivers (`logs`).
+//! volumes (`volume`), networks (`network`), log delivery to logging drivers (`logs`) and Prometheus
+//! metrics (`metrics`).
 
 pub mod api;
 pub mod authz;
@@ -14,6 +15,7 @@ pub mod fsutil;
 pub mod host;
 pub mod image;
 pub mod logs;
+pub mod metrics;
 pub mod network;
 pub mod plugin;
 pub mod plugin_host;

@@ -266,6 +266,7 @@ impl Shipment {
                     };
                     buffer.bytes -= old.size();
                     self.dropped.fetch_add(1, Ordering::Relaxed);
+                    crate::metrics::log_records(&self.settings.driver, 0, 1);
                 }
             }
             buffer.next_seq += 1;
@@ -580,6 +581,7 @@ async fn send_loop(
                 shipment
                     .delivered
                     .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                crate::metrics::log_records(&shipment.settings.driver, batch.len() as u64, 0);
                 backoff = Duration::from_millis(50);
                 give_up_at = None;
             }
@@ -598,12 +600,14 @@ async fn send_loop(
                 shipment
                     .dropped
                     .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                crate::metrics::log_records(&shipment.settings.driver, 0, batch.len() as u64);
             }
             Err(e) => {
                 shipment.note_error(e.to_string());
                 shipment
                     .dropped
                     .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                crate::metrics::log_records(&shipment.settings.driver, 0, batch.len() as u64);
             }
         }
         shipment.pop_through(last_seq);

@@ -292,6 +292,21 @@ impl Store {
     }
 
     /// Object counts for `system.info` and `system.df`.
+    /// Containers by state (`running`, `exited`...), for the metrics.
+    pub fn container_states(conn: &Connection) -> Result<Vec<(String, i64)>> {
+        let q = |source| Error::Query {
+            what: "count containers by state",
+            source,
+        };
+        let mut statement = conn
+            .prepare_cached("SELECT state, count(*) FROM containers GROUP BY state")
+            .map_err(q)?;
+        let rows = statement
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+            .map_err(q)?;
+        rows.collect::<std::result::Result<_, _>>().map_err(q)
+    }
+
     pub fn counts(conn: &Connection) -> Result<Counts> {
         let q = |source| Error::Query {
             what: "count objects",

@@ -470,3 +470,119 @@ fn an_unreachable_driver_never_holds_a_container_and_its_drops_are_counted() {
         "{delivery}"
     );
 }
+
+/// `GET /metrics` on the API socket: the whole raw response.
+fn scrape(d: &Daemon) -> (u16, String, String) {
+    let raw = b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let reply = berth_tests::raw_exchange(&d.socket, raw).unwrap();
+    let head = String::from_utf8_lossy(&reply)
+        .split("\r\n\r\n")
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let (status, body) = berth_tests::parse_http_response(&reply).unwrap();
+    (status, head, body)
+}
+
+/// The value of the sample line starting with `prefix` (name and labels).
+fn sample(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {prefix} in:\n{text}"))
+}
+
+#[test]
+fn metrics_count_calls_plugins_containers_and_log_records_behind_authorization() {
+    require_root!();
+    let d = Daemon::start();
+    import_busybox(&d, "busybox");
+    ok(&d.cli(&[
+        "run",
+        "--name",
+        "counted",
+        "--log-driver",
+        "json-file",
+        "busybox",
+        "echo",
+        "one",
+    ]));
+    delivered(&d, "counted", Duration::from_secs(20));
+    let _ = d.cli(&["container", "inspect", "no-such-container"]);
+    ok(&d.cli(&["run", "-d", "--name", "sleeper", "busybox", "sleep", "60"]));
+
+    let (status, head, text) = scrape(&d);
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        head.contains("content-type: application/openmetrics-text"),
+        "{head}"
+    );
+    assert!(text.ends_with("# EOF\n"));
+    assert!(
+        sample(
+            &text,
+            "berth_api_calls_total{method=\"container.create\",outcome=\"ok\"}"
+        ) >= 2.0
+    );
+    assert!(
+        sample(
+            &text,
+            "berth_api_calls_total{method=\"container.inspect\",outcome=\"NotFound\"}"
+        ) >= 1.0
+    );
+    assert!(
+        text.contains("berth_api_call_duration_seconds_bucket{"),
+        "{text}"
+    );
+    assert_eq!(sample(&text, "berth_containers{state=\"running\"}"), 1.0);
+    assert_eq!(sample(&text, "berth_containers{state=\"exited\"}"), 1.0);
+    assert!(
+        sample(
+            &text,
+            "berth_plugin_calls_total{plugin=\"json-file\",function=\"write\",outcome=\"ok\"}"
+        ) >= 1.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "berth_log_records_delivered_total{driver=\"json-file\"}"
+        ),
+        1.0
+    );
+    // The same text is a JSON-RPC call too.
+    let o = d.cli(&["container", "inspect", "sleeper"]);
+    ok(&o);
+    let (status, body) = d.post(br#"{"jsonrpc":"2.0","id":1,"method":"system.metrics"}"#);
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        v["result"]
+            .as_str()
+            .unwrap()
+            .contains("berth_containers{state=\"running\"} 1")
+    );
+    let _ = d.cli(&["rm", "-f", "sleeper"]);
+    drop(d);
+
+    // Behind authorization: a policy that refuses `system.metrics` refuses the scrape.
+    if berth_tests::plugin_component("rego.wasm").is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("p.rego");
+    std::fs::write(
+        &policy,
+        "package berth.authz\nimport rego.v1\ndefault allow := false\nallow if input.method != \"system.metrics\"\nreason := \"metrics are private\" if input.method == \"system.metrics\"\n",
+    )
+    .unwrap();
+    let d = Daemon::start_with(&[
+        "--authz-plugins",
+        "rego",
+        "--authz-policy",
+        policy.to_str().unwrap(),
+    ]);
+    let (status, _, text) = scrape(&d);
+    assert_eq!(status, 403, "{text}");
+    assert!(text.contains("metrics are private"), "{text}");
+}

@@ -1,6 +1,8 @@
 //! The HTTP gate in front of jsonrpsee: reads each POST body whole (refusing, never cutting,
 //! bodies over the limit), answers a JSON scalar with -32600 as the spec requires, and turns
 //! answers to notifications into an empty `204 No Content`. WebSocket upgrades pass through.
+//! `GET /metrics` becomes a `system.metrics` call, so it passes the same authentication and
+//! authorization as every call, and its answer is served as OpenMetrics text.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -88,6 +90,9 @@ where
         let mut inner = self.inner.clone();
         let limit = self.max_request_body_size;
         Box::pin(async move {
+            if req.method() == hyper::Method::GET && req.uri().path() == "/metrics" {
+                return metrics(&mut inner, req).await;
+            }
             if req.method() != hyper::Method::POST {
                 // WebSocket upgrades and anything jsonrpsee refuses by itself.
                 return inner.call(req.map(HttpBody::new)).await;
@@ -125,6 +130,59 @@ where
             Ok(response)
         })
     }
+}
+
+/// The body of a `system.metrics` call, as `GET /metrics` makes it.
+const METRICS_CALL: &str = r#"{"jsonrpc":"2.0","id":0,"method":"system.metrics"}"#;
+
+/// Serves `GET /metrics`: the request (its caller and headers kept) becomes a
+/// `system.metrics` call; the text comes back as OpenMetrics, a refusal as 403.
+async fn metrics<S, B>(inner: &mut S, req: Request<B>) -> Result<Response<HttpBody>, BoxError>
+where
+    S: tower::Service<Request<HttpBody>, Response = Response<HttpBody>, Error = BoxError>,
+{
+    let (mut parts, _) = req.into_parts();
+    parts.method = hyper::Method::POST;
+    parts.uri = hyper::Uri::from_static("/");
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    parts.headers.insert(
+        header::CONTENT_LENGTH,
+        header::HeaderValue::from(METRICS_CALL.len()),
+    );
+    let response = inner
+        .call(Request::from_parts(parts, HttpBody::from(METRICS_CALL)))
+        .await?;
+    let body = response.into_body().collect().await?.to_bytes();
+    let answer: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    if let Some(text) = answer["result"].as_str() {
+        let mut r = Response::new(HttpBody::from(text.to_owned()));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static(
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            ),
+        );
+        return Ok(r);
+    }
+    let code = answer["error"]["code"].as_i64().unwrap_or(0);
+    // Callers without credentials were already answered 401 in front of this gate.
+    let status = match berth_api::ErrorKind::from_code(code as i32) {
+        Some(berth_api::ErrorKind::PermissionDenied) => StatusCode::FORBIDDEN,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    let message = answer["error"]["message"]
+        .as_str()
+        .unwrap_or("the metrics are unavailable");
+    let mut r = Response::new(HttpBody::from(format!("{message}\n")));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    Ok(r)
 }
 
 #[cfg(test)]

@@ -64,6 +64,7 @@ impl ImageApi {
         progress: impl Fn(PullEvent) + Send + Sync + 'static,
     ) -> image::Result<PullResult> {
         let config = &self.ctx.config;
+        let started = std::time::Instant::now();
         let pulled = image::pull::pull(
             Arc::clone(&self.ctx.images),
             request,
@@ -71,7 +72,12 @@ impl ImageApi {
             config.max_concurrent_downloads as usize,
             progress,
         )
-        .await?;
+        .await;
+        crate::metrics::pull(
+            pulled.as_ref().map(|p| p.bytes_downloaded).map_err(|_| ()),
+            started.elapsed(),
+        );
+        let pulled = pulled?;
         self.emit("pull", &pulled.id, Some(&pulled.reference));
         Ok(pulled)
     }

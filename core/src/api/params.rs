@@ -86,12 +86,21 @@ where
     fn call<'a>(&self, req: Request<'a>) -> impl Future<Output = MethodResponse> + Send + 'a {
         let inner = self.inner.clone();
         let span = tracing::debug_span!("rpc", method = %req.method_name());
+        // Only known names become metric labels: a caller cannot grow the label set.
+        let method = berth_api::method(req.method_name()).map_or("unknown", |spec| spec.name);
+        let started = std::time::Instant::now();
         let checked = check(req);
         async move {
-            match checked {
+            let response = match checked {
                 Ok(req) => inner.call(req).await,
                 Err(refused) => refused,
-            }
+            };
+            let outcome = match response.as_error_code() {
+                None => "ok",
+                Some(code) => berth_api::ErrorKind::from_code(code).map_or("error", |k| k.as_str()),
+            };
+            crate::metrics::api_call(method, outcome, started.elapsed());
+            response
         }
         .instrument(span)
     }

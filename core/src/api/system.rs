@@ -93,6 +93,17 @@ impl SystemServer for SystemApi {
         Ok("OK".to_owned())
     }
 
+    async fn metrics(&self) -> RpcResult<String> {
+        let states = self
+            .ctx
+            .store
+            .run(Store::container_states)
+            .await
+            .map_err(|e| e.to_rpc())?;
+        let states: Vec<(&str, i64)> = states.iter().map(|(s, n)| (s.as_str(), *n)).collect();
+        Ok(crate::metrics::render(&states))
+    }
+
     async fn df(&self) -> RpcResult<DiskUsage> {
         let counts = self
             .ctx

@@ -154,6 +154,16 @@ macro_rules! call {
             // The store is poisoned after any error from inside the plugin.
             *slot = None;
         }
+        $crate::metrics::plugin_call(
+            &$self.name,
+            $function,
+            match &result {
+                Ok(_) => "ok",
+                Err($crate::plugin_host::Error::Failed { .. }) => "failed",
+                Err(_) => "error",
+            },
+            elapsed,
+        );
         span.record("elapsed_us", elapsed.as_micros() as u64);
         span.record("ok", result.is_ok());
         span.in_scope(|| tracing::debug!(?elapsed, ok = result.is_ok(), "plugin call"));

@@ -15,7 +15,7 @@ admin if {
 
 read_methods := {
 	"rpc.discover",
-	"system.ping", "system.version", "system.info", "system.df",
+	"system.ping", "system.version", "system.info", "system.df", "system.metrics",
 	"container.list", "container.inspect", "container.logs", "container.logs_follow",
 	"container.top", "container.stats", "container.port", "container.wait",
 	"image.list", "image.inspect", "image.history",

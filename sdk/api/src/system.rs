@@ -154,6 +154,12 @@ pub trait System {
     #[method(name = "df", param_kind = map)]
     async fn df(&self) -> RpcResult<DiskUsage>;
 
+    /// berthd's metrics in the OpenMetrics text format (what `GET /metrics` serves): API
+    /// calls by method and outcome with latency histograms, plugin calls, containers by
+    /// state, pulls, log records delivered and dropped.
+    #[method(name = "metrics", param_kind = map)]
+    async fn metrics(&self) -> RpcResult<String>;
+
     /// Ticks every `interval_ms` (default 1000, 10..=3600000) until unsubscribed: a liveness
     /// stream for automation that holds a WebSocket open.
     #[subscription(name = "heartbeat", unsubscribe = "heartbeat_unsubscribe", item = Heartbeat, param_kind = map)]

@@ -11,6 +11,7 @@ mod pull;
 mod report;
 mod run;
 mod starts;
+mod traces;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -77,6 +78,16 @@ enum Scenario {
         /// Only berth (no docker).
         #[arg(long)]
         no_peers: bool,
+    },
+    /// The cost of OpenTelemetry export on `run --rm`: berthd without and with an OTLP
+    /// endpoint (a sink in this process), alternating blocks.
+    Tracing {
+        /// Blocks per configuration.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Timed runs per block.
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
     },
     /// `system.ping` round trips over the Unix socket with a keep-alive HTTP client, and
     /// berthd's RSS/PSS when idle.
@@ -524,6 +535,7 @@ struct Sizes {
     plugin_calls: usize,
     log_lines: usize,
     log_rounds: usize,
+    tracing_runs: usize,
 }
 
 impl Sizes {
@@ -544,6 +556,7 @@ impl Sizes {
         plugin_calls: 10_000,
         log_lines: 200_000,
         log_rounds: 3,
+        tracing_runs: 20,
     };
     /// Every scenario in about two minutes.
     const QUICK: Sizes = Sizes {
@@ -561,6 +574,7 @@ impl Sizes {
         plugin_calls: 1_000,
         log_lines: 20_000,
         log_rounds: 1,
+        tracing_runs: 5,
     };
 }
 
@@ -601,6 +615,7 @@ fn all(cli: &Cli, quick: bool, peers: bool) -> anyhow::Result<()> {
         "logs",
         logs::logs(bin, out, z.log_lines, z.log_rounds, peers),
     );
+    step("tracing", traces::tracing_cost(bin, out, 3, z.tracing_runs));
     step(
         "plugin",
         plugin::plugin(Path::new("plugins/dist/local.wasm"), out, z.plugin_calls),
@@ -636,6 +651,9 @@ fn main() -> anyhow::Result<()> {
             !no_peers,
         ),
         Scenario::Api { iterations } => api(&cli, iterations.max(1)),
+        Scenario::Tracing { rounds, runs } => {
+            traces::tracing_cost(&cli.bin_dir, &cli.out_dir, rounds.max(1), runs.max(1))
+        }
         Scenario::Logs {
             lines,
             rounds,

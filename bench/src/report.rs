@@ -23,12 +23,9 @@ const SCENARIOS: &[(&str, &str)] = &[
     ("api", "API round trip and daemon memory"),
     ("authz", "authorization policy cost on API calls"),
     ("logs", "log throughput through logging drivers"),
+    ("tracing", "cost of OpenTelemetry export on run --rm"),
     ("plugin", "Wasm plugin path"),
 ];
-
-/// What the issues ask for that has no scenario yet, said plainly in the report.
-const NOT_MEASURED: &[&str] =
-    &["cost of tracing enabled vs disabled on run --rm: no OpenTelemetry export yet (issue 8)"];
 
 /// One latency distribution found in a scenario's results.
 struct Series {
@@ -147,10 +144,6 @@ pub fn write_with(
         "## Targets\n\n| scenario | target | goal | measured | met |\n|---|---|---|---|---|\n",
     );
     md.push_str(&targets);
-    md.push_str("\nNot measured yet:\n\n");
-    for n in NOT_MEASURED {
-        let _ = writeln!(md, "- {n}");
-    }
     if !ratios.is_empty() {
         md.push_str("\n## berth against the best peer (medians)\n\nRatio = best peer's median / berth's: above 1, berth is faster.\n\n| scenario | measure | berth | best peer | ratio | runc |\n|---|---|---|---|---|---|\n");
         md.push_str(&ratios);

@@ -2,8 +2,8 @@
 //! (`authz`), wiring and lifecycle (`daemon`), the
 //! state database (`store`) and host facts (`host`); images (`image`, `content`), snapshots,
 //! containers and their runtime, the WebAssembly plugin host (`plugin_host`), installed plugins (`plugin`),
-//! volumes (`volume`), networks (`network`), log delivery to logging drivers (`logs`) and Prometheus
-//! metrics (`metrics`).
+//! volumes (`volume`), networks (`network`), log delivery to logging drivers (`logs`), Prometheus
+//! metrics (`metrics`) and OpenTelemetry traces (`telemetry`).
 
 pub mod api;
 pub mod authz;
@@ -22,4 +22,5 @@ pub mod plugin_host;
 pub mod runtime;
 pub mod snapshot;
 pub mod store;
+pub mod telemetry;
 pub mod volume;

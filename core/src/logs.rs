@@ -683,9 +683,14 @@ impl Delivery {
         future: impl Future<Output = T> + Send + 'static,
     ) -> Option<T> {
         let (tx, rx) = std::sync::mpsc::channel();
-        self.spawn(async move {
-            let _ = tx.send(future.await);
-        });
+        // The caller's span goes along: the driver's calls nest under the container start.
+        let span = tracing::Span::current();
+        self.spawn(tracing::Instrument::instrument(
+            async move {
+                let _ = tx.send(future.await);
+            },
+            span,
+        ));
         rx.recv_timeout(Duration::from_secs(60)).ok()
     }
 

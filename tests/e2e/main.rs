@@ -10,4 +10,5 @@ mod events;
 mod image;
 mod logging;
 mod network;
+mod telemetry;
 mod volume;

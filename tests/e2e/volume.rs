@@ -413,7 +413,10 @@ fn plugin_management() {
     assert!(e.contains("built into berthd"), "{e}");
     let e = fails(&d, &["plugin", "inspect", "nosuch"]);
     assert!(e.contains("no such plugin"), "{e}");
-    assert_eq!(ok(&d, &["plugin", "ls", "-q"]), "bridge\njson-file\nlocal\nsyslog\n");
+    assert_eq!(
+        ok(&d, &["plugin", "ls", "-q"]),
+        "bridge\njson-file\nlocal\nsyslog\n"
+    );
 
     // Everything above is in the event log, in order.
     let until = berth_tests::until_now();

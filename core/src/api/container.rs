@@ -103,7 +103,9 @@ impl ContainerApi {
         f: impl FnOnce(&Containers) -> container::Result<T> + Send + 'static,
     ) -> Result<T, ErrorObjectOwned> {
         let containers = Arc::clone(&self.ctx.containers);
-        tokio::task::spawn_blocking(move || f(&containers))
+        // The call's span goes along, so the work's own spans nest under it.
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || span.in_scope(|| f(&containers)))
             .await
             .map_err(|e| {
                 berth_api::error::rpc_error(berth_api::ErrorKind::Internal, e.to_string())

@@ -86,9 +86,19 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let mut inner = self.inner.clone();
         let limit = self.max_request_body_size;
+        // A caller's trace context rides to the call (and, on a WebSocket, to every call).
+        if let Some(traceparent) = req
+            .headers()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| v.len() <= 128)
+        {
+            let carried = crate::telemetry::TraceParent(traceparent.to_owned());
+            req.extensions_mut().insert(carried);
+        }
         Box::pin(async move {
             if req.method() == hyper::Method::GET && req.uri().path() == "/metrics" {
                 return metrics(&mut inner, req).await;

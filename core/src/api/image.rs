@@ -65,12 +65,16 @@ impl ImageApi {
     ) -> image::Result<PullResult> {
         let config = &self.ctx.config;
         let started = std::time::Instant::now();
-        let pulled = image::pull::pull(
-            Arc::clone(&self.ctx.images),
-            request,
-            self.unpack_options(),
-            config.max_concurrent_downloads as usize,
-            progress,
+        let span = tracing::info_span!("image.pull", reference = %request.reference);
+        let pulled = tracing::Instrument::instrument(
+            image::pull::pull(
+                Arc::clone(&self.ctx.images),
+                request,
+                self.unpack_options(),
+                config.max_concurrent_downloads as usize,
+                progress,
+            ),
+            span,
         )
         .await;
         crate::metrics::pull(

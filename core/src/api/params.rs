@@ -85,9 +85,20 @@ where
 
     fn call<'a>(&self, req: Request<'a>) -> impl Future<Output = MethodResponse> + Send + 'a {
         let inner = self.inner.clone();
-        let span = tracing::debug_span!("rpc", method = %req.method_name());
-        // Only known names become metric labels: a caller cannot grow the label set.
+        // Only known names become metric labels and span names: a caller cannot grow them.
         let method = berth_api::method(req.method_name()).map_or("unknown", |spec| spec.name);
+        let span = tracing::info_span!(
+            "rpc.call",
+            otel.name = method,
+            otel.kind = "server",
+            rpc.system = "jsonrpc",
+            rpc.method = method,
+            otel.status_code = tracing::field::Empty,
+        );
+        if let Some(parent) = req.extensions().get::<crate::telemetry::TraceParent>() {
+            crate::telemetry::adopt(&span, &parent.0);
+        }
+        let status_span = span.clone();
         let started = std::time::Instant::now();
         let checked = check(req);
         async move {
@@ -100,6 +111,9 @@ where
                 Some(code) => berth_api::ErrorKind::from_code(code).map_or("error", |k| k.as_str()),
             };
             crate::metrics::api_call(method, outcome, started.elapsed());
+            if outcome != "ok" {
+                status_span.record("otel.status_code", "ERROR");
+            }
             response
         }
         .instrument(span)

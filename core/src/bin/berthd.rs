@@ -4,37 +4,56 @@
 
 use anyhow::Context as _;
 use berth_core::daemon::{self, Args, LogFormat};
+use berth_core::telemetry::Telemetry;
 use clap::Parser;
 use tokio::signal::unix::{SignalKind, signal};
-use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::layer::{Layer as _, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, reload};
 
 type FilterHandle = reload::Handle<EnvFilter, tracing_subscriber::Registry>;
 
-fn init_logging(level: &str, format: LogFormat) -> anyhow::Result<FilterHandle> {
+/// Logs to stderr under the reloadable `level` filter; with `otlp`, berth's spans (info and
+/// above, whatever the log level) also go to the OpenTelemetry exporter.
+fn init_logging(
+    level: &str,
+    format: LogFormat,
+    otlp: Option<&str>,
+) -> anyhow::Result<(FilterHandle, Option<Telemetry>)> {
     let filter = EnvFilter::try_new(level).context("invalid log level")?;
     let (filter, handle) = reload::Layer::new(filter);
-    let registry = tracing_subscriber::registry().with(filter);
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let telemetry = otlp.map(Telemetry::otlp).transpose()?;
+    let berth_spans = Targets::new().with_target("berth_core", LevelFilter::INFO);
     match format {
-        LogFormat::Json => registry
-            .with(
+        LogFormat::Json => {
+            let registry = tracing_subscriber::registry().with(
                 tracing_subscriber::fmt::layer()
                     .json()
-                    .with_writer(std::io::stderr),
-            )
-            .try_init(),
-        LogFormat::Text => registry
-            .with(
+                    .with_writer(std::io::stderr)
+                    .with_filter(filter),
+            );
+            let traces = telemetry
+                .as_ref()
+                .map(|t| t.layer().with_filter(berth_spans));
+            registry.with(traces).try_init()
+        }
+        LogFormat::Text => {
+            let registry = tracing_subscriber::registry().with(
                 tracing_subscriber::fmt::layer()
                     .with_ansi(ansi)
-                    .with_writer(std::io::stderr),
-            )
-            .try_init(),
+                    .with_writer(std::io::stderr)
+                    .with_filter(filter),
+            );
+            let traces = telemetry
+                .as_ref()
+                .map(|t| t.layer().with_filter(berth_spans));
+            registry.with(traces).try_init()
+        }
     }
     .context("cannot install the logger")?;
-    Ok(handle)
+    Ok((handle, telemetry))
 }
 
 fn main() -> std::process::ExitCode {
@@ -50,7 +69,11 @@ fn main() -> std::process::ExitCode {
 fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     let config = args.load()?;
-    let filter = init_logging(&config.log_level, config.log_format)?;
+    let (filter, telemetry) = init_logging(
+        &config.log_level,
+        config.log_format,
+        config.otlp_endpoint.as_deref(),
+    )?;
     // Everything that must be exclusive (data root, socket) happens before any thread
     // exists, so a refused start has touched nothing.
     let prepared = daemon::prepare(config)?;
@@ -81,6 +104,9 @@ fn run() -> anyhow::Result<()> {
     })?;
     // Connections that outlived the shutdown timeout are abandoned, not awaited.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown();
+    }
     Ok(())
 }
 

@@ -1105,7 +1105,9 @@ impl Containers {
                     record.name
                 ))
             })?;
-            if let Err(message) = hooks.attach(&record) {
+            let attached =
+                tracing::info_span!("container.network_attach").in_scope(|| hooks.attach(&record));
+            if let Err(message) = attached {
                 return Err(Error::StartFailed {
                     message: format!("network: {message}"),
                     exit_code: 125,
@@ -1113,7 +1115,8 @@ impl Containers {
             }
         }
         if let Some(hooks) = self.log_hooks.get()
-            && let Err(message) = hooks.open(&record)
+            && let Err(message) =
+                tracing::info_span!("container.log_open").in_scope(|| hooks.open(&record))
         {
             self.network_detach(&record.id);
             return Err(Error::StartFailed {
@@ -1126,9 +1129,9 @@ impl Containers {
         if await_attach {
             command.arg("--await-attach");
         }
-        let output = command
-            .stdin(std::process::Stdio::null())
-            .output()
+        let shim_span = tracing::info_span!("container.shim_start", container = %record.id);
+        let output = shim_span
+            .in_scope(|| command.stdin(std::process::Stdio::null()).output())
             .map_err(|source| {
                 self.network_detach(&record.id);
                 self.log_exited(&record.id);
@@ -1139,10 +1142,10 @@ impl Containers {
                 }
             })?;
         if output.status.success() {
-            let pid: i32 = String::from_utf8_lossy(&output.stdout)
-                .trim()
-                .parse()
-                .unwrap_or(0);
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            let mut lines = stdout.lines();
+            let pid: i32 = lines.next().unwrap_or("").trim().parse().unwrap_or(0);
+            shim_span.in_scope(|| record_shim_phases(lines.next().unwrap_or("")));
             record.state.status = ContainerStatus::Running;
             let stopped_meanwhile =
                 by_policy && self.resolve(&record.id).is_ok_and(|r| r.manually_stopped);
@@ -1819,6 +1822,25 @@ pub fn parse_signal(s: &str) -> Option<i32> {
     name.parse::<nix::sys::signal::Signal>()
         .ok()
         .map(|s| s as i32)
+}
+
+/// The shim's start phases (its second line of output: five times in ns since the epoch) as
+/// spans of the current one.
+fn record_shim_phases(line: &str) {
+    let times: Vec<std::time::SystemTime> = line
+        .split_whitespace()
+        .filter_map(|t| t.parse::<u64>().ok())
+        .map(|ns| std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns))
+        .collect();
+    let [spec, clone, cgroup, mounts, exec] = times.as_slice() else {
+        return;
+    };
+    crate::telemetry::record_phases(&[
+        ("shim.spec", *spec, *clone),
+        ("shim.clone", *clone, *cgroup),
+        ("shim.cgroup", *cgroup, *mounts),
+        ("shim.mounts_exec", *mounts, *exec),
+    ]);
 }
 
 /// Filters and trims log records as `docker logs` does.

@@ -92,6 +92,8 @@ pub struct Config {
     pub local_log_max_size: u64,
     /// Local log files kept per container, the live one included.
     pub local_log_max_files: u32,
+    /// OTLP/HTTP traces endpoint (e.g. `http://127.0.0.1:4318/v1/traces`); none: no export.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Default for Config {
@@ -128,6 +130,7 @@ impl Default for Config {
             log_opts: Vec::new(),
             local_log_max_size: 100 * 1024 * 1024,
             local_log_max_files: 2,
+            otlp_endpoint: None,
         }
     }
 }
@@ -240,6 +243,10 @@ pub struct Args {
     /// Local log files kept per container [default: 2].
     #[arg(long, value_name = "N")]
     pub local_log_max_files: Option<u32>,
+    /// Export traces over OTLP/HTTP (protobuf) to this URL, e.g.
+    /// http://127.0.0.1:4318/v1/traces.
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Args {
@@ -293,6 +300,7 @@ impl Args {
             log_opts,
             local_log_max_size,
             local_log_max_files,
+            otlp_endpoint,
         } = self.clone();
         macro_rules! over {
             ($($field:ident),*) => { $( if let Some(v) = $field { cfg.$field = v; } )* };
@@ -351,6 +359,9 @@ impl Args {
         }
         if !volume_bind_roots.is_empty() {
             cfg.volume_bind_roots = volume_bind_roots;
+        }
+        if otlp_endpoint.is_some() {
+            cfg.otlp_endpoint = otlp_endpoint;
         }
     }
 }
@@ -415,6 +426,16 @@ impl Config {
         }
         if !(1..=100).contains(&self.local_log_max_files) {
             return bad("local-log-max-files", "must be from 1 to 100".to_owned());
+        }
+        if let Some(url) = &self.otlp_endpoint
+            && !url.starts_with("http://")
+        {
+            return bad(
+                "otlp-endpoint",
+                format!(
+                    "{url:?}: use an http:// URL such as http://127.0.0.1:4318/v1/traces (no TLS)"
+                ),
+            );
         }
         if !self.bridge_name.starts_with("berth")
             || self.bridge_name.len() > 15

@@ -521,7 +521,12 @@ pub async fn pull(
             Arc::clone(&permits),
         );
         let cancel = cancel_tx.subscribe();
-        tasks.spawn(async move {
+        let layer_span = tracing::info_span!(
+            "image.pull.layer",
+            digest = %job.descriptor.digest,
+            size = job.descriptor.size,
+        );
+        let fetched = async move {
             let _permit = permits
                 .acquire_owned()
                 .await
@@ -536,7 +541,8 @@ pub async fn pull(
                 endpoint,
             };
             fetch_layer(images, source, job, unpack, progress.as_ref(), cancel).await
-        });
+        };
+        tasks.spawn(tracing::Instrument::instrument(fetched, layer_span));
     }
     let mut downloaded = 0u32;
     let mut bytes_downloaded = 0u64;

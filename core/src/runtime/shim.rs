@@ -35,7 +35,17 @@ use super::{ShimConfig, files};
 /// With `await_attach` the container's exit is held back until a client has attached (at
 /// most [`ATTACH_WAIT`]): `run -it` attaches right after the start and must not miss the
 /// output of a container that exits at once.
+/// Now, in nanoseconds since the Unix epoch: the phase times `start` reports.
+fn unix_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// Starts the container. On success prints its pid, then a line of five times (ns since
+/// the epoch) bounding its start phases: spec and set-up, clone, cgroup, mounts and exec.
 pub fn start(bundle: &Path, await_attach: bool) -> i32 {
+    let began = unix_nanos();
     let loaded = load(bundle);
     let (spec, config) = match loaded {
         Ok(v) => v,
@@ -68,8 +78,9 @@ pub fn start(bundle: &Path, await_attach: bool) -> i32 {
             let mut report = String::new();
             let _ = std::fs::File::from(report_r).read_to_string(&mut report);
             match report.split_once(' ') {
-                Some(("ok", pid)) => {
-                    println!("{pid}");
+                Some(("ok", rest)) => {
+                    let (pid, phases) = rest.split_once(' ').unwrap_or((rest, ""));
+                    println!("{pid}\n{began} {phases}");
                     0
                 }
                 Some(("err", rest)) => {
@@ -322,6 +333,7 @@ fn supervise(
         }
     }
     let mut stack = vec![0u8; 1024 * 1024];
+    let before_clone = unix_nanos();
     let child = Box::new(|| -> isize {
         // The container must not inherit the supervisor's blocked SIGCHLD.
         let mut all = SigSet::empty();
@@ -341,6 +353,7 @@ fn supervise(
             return 125;
         }
     };
+    let cloned = unix_nanos();
     drop((sync_r, fail_w));
     let ContainerIo {
         child,
@@ -385,6 +398,7 @@ fn supervise(
     }
     let _ = nix::unistd::write(&sync_w, b"g");
     drop(sync_w);
+    let placed = unix_nanos();
     if let Some(socket) = console
         && let Some(master) = receive_console(&socket)
     {
@@ -414,7 +428,11 @@ fn supervise(
         report(report_pipe, &format!("err {code} {message}"));
         return 0;
     }
-    report(report_pipe, &format!("ok {pid}"));
+    let execed = unix_nanos();
+    report(
+        report_pipe,
+        &format!("ok {pid} {before_clone} {cloned} {placed} {execed}"),
+    );
     // For people inspecting the bundle; off the start path (berthd is waiting until the
     // report above).
     let _ = write_atomic(

@@ -357,6 +357,24 @@ impl Berthd {
     }
 }
 
+impl Berthd {
+    /// Stops berthd with SIGTERM, as a service manager would, so it finishes what it does at
+    /// shutdown (flushing spans, the event log); waits up to 20 s.
+    fn stop(mut self) {
+        // SAFETY: kill only sends a signal to our own child.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 impl Drop for Berthd {
     fn drop(&mut self) {
         let _ = self.child.kill();

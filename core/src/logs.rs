@@ -367,7 +367,7 @@ fn inode_of(path: &Path) -> std::io::Result<Option<u64>> {
 
 /// A local log line as a record for the driver.
 fn to_entry(line: &[u8]) -> Option<LogEntry> {
-    let record: logfile::Record = serde_json::from_slice(line).ok()?;
+    let record = logfile::parse_line(line)?;
     let time = humantime::parse_rfc3339_weak(&record.time).ok()?;
     let nanos = time.duration_since(std::time::UNIX_EPOCH).ok()?.as_nanos();
     let mut text = record.log.into_bytes();

@@ -586,3 +586,61 @@ fn metrics_count_calls_plugins_containers_and_log_records_behind_authorization()
     assert_eq!(status, 403, "{text}");
     assert!(text.contains("metrics are private"), "{text}");
 }
+
+#[test]
+fn a_cri_local_log_serves_logs_follow_and_delivery() {
+    require_root!();
+    let d = Daemon::start_with(&["--local-log-format", "cri", "--local-log-max-size", "8192"]);
+    import_busybox(&d, "busybox");
+    let cmd = printer(300, None);
+    ok(&d.cli(&["run", "--name", "cri", "busybox", "sh", "-c", &cmd]));
+    let id = inspect(&d, "cri")["id"].as_str().unwrap().to_owned();
+    let log = d
+        .data_root
+        .join("containers")
+        .join(&id)
+        .join("container.log");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let last = text.lines().last().unwrap();
+    let fields: Vec<&str> = last.splitn(4, ' ').collect();
+    assert_eq!(&fields[1..], ["stderr", "F", "done"], "{last}");
+    // Rotated at 8 KiB: `berth logs` reads the kept files, in order.
+    assert!(berth_tests_rotated(&log).exists());
+    let (lines, errors) = log_lines(&d, &["cri"]);
+    assert_eq!(errors, ["done"]);
+    let first: usize = lines[0].strip_prefix("line ").unwrap().parse().unwrap();
+    let expected: Vec<String> = (first..300).map(|n| format!("line {n}")).collect();
+    assert_eq!(lines, expected);
+    let (lines, _) = log_lines(&d, &["-f", "--tail", "2", "cri"]);
+    assert_eq!(lines, ["line 299"]);
+    // Delivery reads the CRI lines too.
+    let cmd = printer(50, None);
+    ok(&d.cli(&[
+        "run",
+        "--name",
+        "cri-json",
+        "--log-driver",
+        "json-file",
+        "busybox",
+        "sh",
+        "-c",
+        &cmd,
+    ]));
+    let delivery = delivered(&d, "cri-json", Duration::from_secs(20));
+    assert_eq!(delivery["delivered"], 51, "{delivery}");
+    let (lines, errors) = log_lines(&d, &["cri-json"]);
+    assert_eq!(lines.len(), 50);
+    assert_eq!(errors, ["done"]);
+    let bad = d.run_second(&["--local-log-format", "text"]);
+    let said = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success() && said.contains("json-file or cri"),
+        "{said}"
+    );
+}
+
+fn berth_tests_rotated(log: &std::path::Path) -> PathBuf {
+    let mut name = log.as_os_str().to_owned();
+    name.push(".1");
+    PathBuf::from(name)
+}

@@ -203,7 +203,7 @@ fn read_from(path: &PathBuf, offset: &mut u64) -> Vec<logfile::Record> {
     data[..complete]
         .split(|b| *b == b'\n')
         .filter(|l| !l.is_empty())
-        .filter_map(|l| serde_json::from_slice(l).ok())
+        .filter_map(logfile::parse_line)
         .collect()
 }
 

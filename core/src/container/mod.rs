@@ -484,11 +484,22 @@ pub struct Containers {
     events: Arc<crate::events::Events>,
     network_hooks: std::sync::OnceLock<Arc<dyn NetworkHooks>>,
     log_hooks: std::sync::OnceLock<Arc<dyn LogHooks>>,
-    /// Rotation of each container's local log: bytes per file, files kept.
-    local_log: (u64, u32),
+    /// Each container's local log: its rotation and line format.
+    local_log: LocalLog,
     /// Containers whose restart policy wanted them started at daemon start before
     /// networking was up.
     deferred_restarts: std::sync::Mutex<Vec<String>>,
+}
+
+/// How the shim writes each container's local log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalLog {
+    /// Size at which it rotates.
+    pub max_bytes: u64,
+    /// Files kept, the live one included.
+    pub max_files: u32,
+    /// Line format.
+    pub format: logfile::LogFormat,
 }
 
 /// What the container lifecycle asks of log delivery (to logging drivers), which lives
@@ -520,7 +531,7 @@ impl Containers {
         images: Arc<Images>,
         shim_binary: PathBuf,
         events: Arc<crate::events::Events>,
-        local_log: (u64, u32),
+        local_log: LocalLog,
     ) -> Result<Containers> {
         let dir = data_root.join("containers");
         std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
@@ -1033,8 +1044,9 @@ impl Containers {
             work_dir: dir.join("work"),
             rootfs: dir.join("rootfs"),
             log_path: dir.join("container.log"),
-            log_max_bytes: self.local_log.0,
-            log_max_files: self.local_log.1,
+            log_max_bytes: self.local_log.max_bytes,
+            log_max_files: self.local_log.max_files,
+            log_format: self.local_log.format,
             tty: record.config.tty,
             open_stdin: record.config.open_stdin,
             etc_files: vec![

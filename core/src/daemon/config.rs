@@ -92,6 +92,8 @@ pub struct Config {
     pub local_log_max_size: u64,
     /// Local log files kept per container, the live one included.
     pub local_log_max_files: u32,
+    /// Line format of the local logs: `json-file` (docker's) or `cri` (containerd's).
+    pub local_log_format: crate::runtime::logfile::LogFormat,
     /// OTLP/HTTP traces endpoint (e.g. `http://127.0.0.1:4318/v1/traces`); none: no export.
     pub otlp_endpoint: Option<String>,
 }
@@ -130,6 +132,7 @@ impl Default for Config {
             log_opts: Vec::new(),
             local_log_max_size: 100 * 1024 * 1024,
             local_log_max_files: 2,
+            local_log_format: Default::default(),
             otlp_endpoint: None,
         }
     }
@@ -243,6 +246,9 @@ pub struct Args {
     /// Local log files kept per container [default: 2].
     #[arg(long, value_name = "N")]
     pub local_log_max_files: Option<u32>,
+    /// Line format of the local logs: json-file or cri [default: json-file].
+    #[arg(long, value_name = "FORMAT")]
+    pub local_log_format: Option<crate::runtime::logfile::LogFormat>,
     /// Export traces over OTLP/HTTP (protobuf) to this URL, e.g.
     /// http://127.0.0.1:4318/v1/traces.
     #[arg(long, value_name = "URL")]
@@ -300,6 +306,7 @@ impl Args {
             log_opts,
             local_log_max_size,
             local_log_max_files,
+            local_log_format,
             otlp_endpoint,
         } = self.clone();
         macro_rules! over {
@@ -323,7 +330,8 @@ impl Args {
             insecure_tcp,
             log_driver,
             local_log_max_size,
-            local_log_max_files
+            local_log_max_files,
+            local_log_format
         );
         for (flag, field) in [
             (tls_cert, &mut cfg.tls_cert),

@@ -299,7 +299,11 @@ pub fn prepare(config: Config) -> Result<Prepared, Error> {
         Arc::clone(&images),
         shim_binary,
         Arc::clone(&events),
-        (config.local_log_max_size, config.local_log_max_files),
+        crate::container::LocalLog {
+            max_bytes: config.local_log_max_size,
+            max_files: config.local_log_max_files,
+            format: config.local_log_format,
+        },
     )?);
     let plugins = Arc::new(crate::plugin::Plugins::open(
         &config.data_root,

@@ -57,6 +57,9 @@ pub struct ShimConfig {
     /// Log files kept, the live one included (configs written before this existed: 2).
     #[serde(default = "two_log_files")]
     pub log_max_files: u32,
+    /// The log's line format.
+    #[serde(default)]
+    pub log_format: logfile::LogFormat,
     /// Files bind-mounted over the image's `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf`.
     pub etc_files: Vec<(PathBuf, String)>,
     /// Give the container a pseudo-terminal as its stdio (`-t`).

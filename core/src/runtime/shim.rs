@@ -214,7 +214,12 @@ fn supervise(
             return 125;
         }
     };
-    let log = match LogWriter::open(&config.log_path, config.log_max_bytes, config.log_max_files) {
+    let log = match LogWriter::open(
+        &config.log_path,
+        config.log_max_bytes,
+        config.log_max_files,
+        config.log_format,
+    ) {
         Ok(l) => l,
         Err(e) => {
             report(

@@ -1,14 +1,14 @@
 //! `berth-bench tracing`: the cost of OpenTelemetry export on `run --rm IMAGE true`. The same
 //! runs against a berthd without an OTLP endpoint and one exporting every span to an
-//! OTLP/HTTP sink in this process (which answers 200 and counts what it gets), in
-//! alternating blocks with a fresh daemon each.
+//! OTLP/HTTP sink in this process (which answers 200 and counts what it gets), both running
+//! at once and alternating run by run, so drift on the machine touches both alike.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context as _;
 use serde::Serialize;
@@ -87,34 +87,11 @@ fn sink() -> anyhow::Result<(u16, Arc<AtomicU64>, Arc<AtomicU64>)> {
     Ok((port, requests, bytes))
 }
 
-/// `runs` timed `run --rm` on a fresh berthd started with `extra`.
-fn block(
-    bin_dir: &Path,
-    tarball: &str,
-    extra: &[&str],
-    runs: usize,
-) -> anyhow::Result<Vec<Duration>> {
-    let berthd = Berthd::start_with(bin_dir, None, extra)?;
-    let berth_bin = bin_dir.join("berth");
-    let host = format!("unix://{}", berthd.socket.display());
-    let berth = |args: &[&str]| run(Command::new(&berth_bin).arg("-H").arg(&host).args(args));
-    berth(&["import", tarball, IMAGE])?;
-    let args = ["run", "--rm", "--network", "none", IMAGE, "/bin/true"];
-    for _ in 0..3 {
-        berth(&args)?;
-    }
-    let mut samples = Vec::with_capacity(runs);
-    for _ in 0..runs {
-        let t = Instant::now();
-        berth(&args)?;
-        samples.push(t.elapsed());
-    }
-    // SIGTERM: the exporting daemon sends what its batch processor still holds.
-    berthd.stop();
-    Ok(samples)
-}
+/// The exporting daemon's default bridge (the plain one has berth0): both run at once.
+const SECOND_BRIDGE: &str = "berthtr0";
 
-/// Runs the scenario: `rounds` blocks of `runs` per configuration.
+/// Runs the scenario: `rounds` × `runs` timed `run --rm` on each daemon, alternating run
+/// by run (A B, B A, ...) between two daemons running side by side.
 pub fn tracing_cost(
     bin_dir: &Path,
     out_dir: &Path,
@@ -126,20 +103,65 @@ pub fn tracing_cost(
     let tarball = tarball.to_str().context("utf-8 path")?.to_owned();
     let (port, requests, bytes) = sink()?;
     let endpoint = format!("http://127.0.0.1:{port}/v1/traces");
-    let mut untraced = Vec::new();
-    let mut traced = Vec::new();
-    for round in 0..rounds {
-        eprintln!("tracing: round {}/{rounds}", round + 1);
-        // A B, then B A: neither configuration always runs right after the other.
-        let exporting = ["--otlp-endpoint", endpoint.as_str()];
-        if round % 2 == 0 {
-            untraced.extend(block(bin_dir, &tarball, &[], runs)?);
-            traced.extend(block(bin_dir, &tarball, &exporting, runs)?);
-        } else {
-            traced.extend(block(bin_dir, &tarball, &exporting, runs)?);
-            untraced.extend(block(bin_dir, &tarball, &[], runs)?);
+    let plain = Berthd::start(bin_dir)?;
+    let exporting = Berthd::start_with(
+        bin_dir,
+        None,
+        &[
+            "--otlp-endpoint",
+            &endpoint,
+            "--bridge-name",
+            SECOND_BRIDGE,
+            "--bridge-subnet",
+            "10.230.0.0/16",
+            "--default-address-pool",
+            "10.231.0.0/16",
+        ],
+    )?;
+    let berth_bin = bin_dir.join("berth");
+    let cli = |d: &Berthd, args: &[&str]| {
+        run(Command::new(&berth_bin)
+            .arg("-H")
+            .arg(format!("unix://{}", d.socket.display()))
+            .args(args))
+    };
+    let args = ["run", "--rm", "--network", "none", IMAGE, "/bin/true"];
+    for d in [&plain, &exporting] {
+        cli(d, &["import", &tarball, IMAGE])?;
+        for _ in 0..3 {
+            cli(d, &args)?;
         }
     }
+    let total = rounds * runs;
+    let mut untraced = Vec::with_capacity(total);
+    let mut traced = Vec::with_capacity(total);
+    for i in 0..total {
+        if i % 25 == 0 {
+            eprintln!("tracing: {}/{total}", i + 1);
+        }
+        let order = if i % 2 == 0 {
+            [(&plain, false), (&exporting, true)]
+        } else {
+            [(&exporting, true), (&plain, false)]
+        };
+        for (d, exports) in order {
+            let t = Instant::now();
+            cli(d, &args)?;
+            let took = t.elapsed();
+            if exports {
+                traced.push(took);
+            } else {
+                untraced.push(took);
+            }
+        }
+    }
+    // SIGTERM: the exporting daemon sends what its batch processor still holds.
+    exporting.stop();
+    plain.stop();
+    let _ = Command::new("ip")
+        .args(["link", "del", SECOND_BRIDGE])
+        .stderr(std::process::Stdio::null())
+        .status();
     let (untraced, traced) = (Latency::of(untraced), Latency::of(traced));
     let added_ms = (traced.median_us - untraced.median_us) / 1000.0;
     let share = added_ms * 1000.0 / untraced.median_us * 100.0;
@@ -164,7 +186,7 @@ pub fn tracing_cost(
 fn render(r: &TracingReport) -> String {
     let mut s = String::from("# Tracing cost benchmark\n\n");
     s.push_str(&format!(
-        "Machine: {} CPUs ({}), {} MiB RAM, kernel {}.\n\nCommand: `{}` (release build). `berth run --rm --network none IMAGE /bin/true` timed end to end (CLI to exit) against a berthd without an OTLP endpoint and one exporting every span (the API calls, the container start's phases, the shim's, the runs' plugin calls) over OTLP/HTTP to a sink in the benchmark, in alternating blocks (A B, B A, ...), each on a fresh daemon after 3 warm-up runs and stopped with SIGTERM after its runs (so it exports what it still holds). The sink got {} export requests, {} bytes ({:.0} bytes per traced run).\n\n",
+        "Machine: {} CPUs ({}), {} MiB RAM, kernel {}.\n\nCommand: `{}` (release build). `berth run --rm --network none IMAGE /bin/true` timed end to end (CLI to exit) against a berthd without an OTLP endpoint and one exporting every span (the API calls, the container start's phases, the shim's, the runs' plugin calls) over OTLP/HTTP to a sink in the benchmark, two daemons side by side, alternating run by run (A B, B A, ...) after 3 warm-up runs each; the exporting one is stopped with SIGTERM at the end, so it exports what it still holds. The sink got {} export requests, {} bytes ({:.0} bytes per traced run).\n\n",
         r.machine.cpus, r.machine.cpu_model, r.machine.mem_total_kb / 1024, r.machine.kernel,
         r.command, r.export_requests, r.export_bytes,
         r.export_bytes as f64 / r.traced.samples.max(1) as f64

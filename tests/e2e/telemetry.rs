@@ -1,7 +1,7 @@
 //! OpenTelemetry end to end (root): berthd exports its spans over OTLP/HTTP to a receiver
 //! started here (decoding the protobuf a collector would get). A call carrying a W3C
 //! `traceparent` is a child of the caller's span; a container start has its phases (network,
-//! log open, shim spawn, the shim's spec/clone/cgroup/mounts-exec) and its plugin calls under
+//! log open, shim spawn, the shim's spec, clone, mounts, cgroup and exec) and its plugin calls under
 //! it; a pull has a span per layer.
 
 use std::collections::HashMap;
@@ -196,8 +196,14 @@ fn spans_reach_an_otlp_receiver_with_the_callers_trace_and_the_start_phases() {
         .unwrap();
     let phases: Vec<&Exported> = spans.iter().filter(|s| s.parent == shim.id).collect();
     let names: Vec<&str> = phases.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(names.len(), 4, "shim phases: {names:?} (spans: {spans:#?})");
-    for phase in ["shim.spec", "shim.clone", "shim.cgroup", "shim.mounts_exec"] {
+    assert_eq!(names.len(), 5, "shim phases: {names:?} (spans: {spans:#?})");
+    for phase in [
+        "shim.spec",
+        "shim.clone",
+        "shim.mounts",
+        "shim.cgroup",
+        "shim.exec",
+    ] {
         assert!(names.contains(&phase), "{phase}: {names:?}");
     }
     for phase in &phases {

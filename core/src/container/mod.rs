@@ -1836,22 +1836,25 @@ pub fn parse_signal(s: &str) -> Option<i32> {
         .map(|s| s as i32)
 }
 
-/// The shim's start phases (its second line of output: five times in ns since the epoch) as
-/// spans of the current one.
+/// The shim's start phases as spans of the current one, from its second line of output: six
+/// times in ns since the epoch (start, before the clone, after it, cgroup placed, root
+/// filesystem mounted, exec done). The init mounts while the shim places it in its cgroup,
+/// so those two overlap; exec is from the later of them to the command running.
 fn record_shim_phases(line: &str) {
     let times: Vec<std::time::SystemTime> = line
         .split_whitespace()
         .filter_map(|t| t.parse::<u64>().ok())
         .map(|ns| std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns))
         .collect();
-    let [spec, clone, cgroup, mounts, exec] = times.as_slice() else {
+    let [began, before_clone, cloned, placed, mounted, execed] = times.as_slice() else {
         return;
     };
     crate::telemetry::record_phases(&[
-        ("shim.spec", *spec, *clone),
-        ("shim.clone", *clone, *cgroup),
-        ("shim.cgroup", *cgroup, *mounts),
-        ("shim.mounts_exec", *mounts, *exec),
+        ("shim.spec", *began, *before_clone),
+        ("shim.clone", *before_clone, *cloned),
+        ("shim.mounts", *cloned, *mounted),
+        ("shim.cgroup", *cloned, *placed),
+        ("shim.exec", *placed.max(mounted), *execed),
     ]);
 }
 

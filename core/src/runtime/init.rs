@@ -109,6 +109,9 @@ pub fn run(spec: &Spec, shim: &ShimConfig, fds: &InitFds) -> ! {
 
 enum Never {}
 
+/// The first line the init writes on the error pipe: `mounted <ns since the epoch>`.
+pub(super) const MOUNTED_PREFIX: &str = "mounted ";
+
 fn prepare_and_exec(spec: &Spec, shim: &ShimConfig, fds: &InitFds) -> Result<Never, InitError> {
     for (from, to) in [(fds.stdin, 0), (fds.stdout, 1), (fds.stderr, 2)] {
         // SAFETY: dup2 between descriptors this process owns; dup2 clears close-on-exec on
@@ -145,6 +148,13 @@ fn prepare_and_exec(spec: &Spec, shim: &ShimConfig, fds: &InitFds) -> Result<Nev
     }
     for (source, dest) in &shim.etc_files {
         bind_file(&root_fd, source, dest)?;
+    }
+    // When the root filesystem was ready, for the start's trace (the error pipe's first line;
+    // an error, if one follows, comes after it).
+    let mounted = format!("{MOUNTED_PREFIX}{}\n", super::shim::unix_nanos());
+    // SAFETY: writing a few bytes to the pipe the shim gave us.
+    unsafe {
+        libc::write(fds.error, mounted.as_ptr().cast(), mounted.len());
     }
 
     let mut go = [0u8; 1];

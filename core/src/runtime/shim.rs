@@ -36,14 +36,15 @@ use super::{ShimConfig, files};
 /// most [`ATTACH_WAIT`]): `run -it` attaches right after the start and must not miss the
 /// output of a container that exits at once.
 /// Now, in nanoseconds since the Unix epoch: the phase times `start` reports.
-fn unix_nanos() -> u64 {
+pub(super) fn unix_nanos() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
-/// Starts the container. On success prints its pid, then a line of five times (ns since
-/// the epoch) bounding its start phases: spec and set-up, clone, cgroup, mounts and exec.
+/// Starts the container. On success prints its pid, then a line of six times (ns since the
+/// epoch): start, before the clone, after it, cgroup placed, root filesystem mounted (by the
+/// init, meanwhile), and exec done.
 pub fn start(bundle: &Path, await_attach: bool) -> i32 {
     let began = unix_nanos();
     let loaded = load(bundle);
@@ -415,6 +416,12 @@ fn supervise(
     }
     let mut failure = String::new();
     let _ = std::fs::File::from(fail_r).read_to_string(&mut failure);
+    let mut mounted = 0u64;
+    if let Some(rest) = failure.strip_prefix(super::init::MOUNTED_PREFIX) {
+        let (time, after) = rest.split_once('\n').unwrap_or((rest, ""));
+        mounted = time.trim().parse().unwrap_or(0);
+        failure = after.to_owned();
+    }
     if !failure.is_empty() {
         let (code, message) = failure.split_once(':').unwrap_or(("125", failure.as_str()));
         let code: i32 = code.parse().unwrap_or(125);
@@ -436,7 +443,7 @@ fn supervise(
     let execed = unix_nanos();
     report(
         report_pipe,
-        &format!("ok {pid} {before_clone} {cloned} {placed} {execed}"),
+        &format!("ok {pid} {before_clone} {cloned} {placed} {mounted} {execed}"),
     );
     // For people inspecting the bundle; off the start path (berthd is waiting until the
     // report above).

@@ -8,11 +8,11 @@ use berth_core::telemetry::Telemetry;
 use clap::Parser;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::filter::{LevelFilter, Targets};
-use tracing_subscriber::layer::{Layer as _, SubscriberExt};
+use tracing_subscriber::layer::{Layer, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, reload};
+use tracing_subscriber::{EnvFilter, Registry, reload};
 
-type FilterHandle = reload::Handle<EnvFilter, tracing_subscriber::Registry>;
+type FilterHandle = reload::Handle<EnvFilter, Registry>;
 
 /// Logs to stderr under the reloadable `level` filter; with `otlp`, berth's spans (info and
 /// above, whatever the log level) also go to the OpenTelemetry exporter.
@@ -26,33 +26,19 @@ fn init_logging(
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let telemetry = otlp.map(Telemetry::otlp).transpose()?;
     let berth_spans = Targets::new().with_target("berth_core", LevelFilter::INFO);
-    match format {
-        LogFormat::Json => {
-            let registry = tracing_subscriber::registry().with(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .with_writer(std::io::stderr)
-                    .with_filter(filter),
-            );
-            let traces = telemetry
-                .as_ref()
-                .map(|t| t.layer().with_filter(berth_spans));
-            registry.with(traces).try_init()
-        }
-        LogFormat::Text => {
-            let registry = tracing_subscriber::registry().with(
-                tracing_subscriber::fmt::layer()
-                    .with_ansi(ansi)
-                    .with_writer(std::io::stderr)
-                    .with_filter(filter),
-            );
-            let traces = telemetry
-                .as_ref()
-                .map(|t| t.layer().with_filter(berth_spans));
-            registry.with(traces).try_init()
-        }
-    }
-    .context("cannot install the logger")?;
+    let lines = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let lines: Box<dyn Layer<Registry> + Send + Sync> = match format {
+        LogFormat::Json => lines.json().boxed(),
+        LogFormat::Text => lines.with_ansi(ansi).boxed(),
+    };
+    let traces = telemetry
+        .as_ref()
+        .map(|t| t.layer().with_filter(berth_spans));
+    tracing_subscriber::registry()
+        .with(lines.with_filter(filter))
+        .with(traces)
+        .try_init()
+        .context("cannot install the logger")?;
     Ok((handle, telemetry))
 }
 

@@ -979,8 +979,12 @@ impl ContainerApi {
         let mut reader = reader;
         let mut last_round = false;
         loop {
-            let stopped =
-                bundle.join(crate::runtime::files::EXIT).exists() || !container_dir.exists();
+            // Off the async workers: these are file system calls.
+            let exists = |p: std::path::PathBuf| async move {
+                tokio::fs::try_exists(&p).await.unwrap_or(false)
+            };
+            let stopped = exists(bundle.join(crate::runtime::files::EXIT)).await
+                || !exists(container_dir.clone()).await;
             let finished = stopped && !self.ctx.logs.is_active(id);
             if reader.is_none() && !finished {
                 // Nothing stored yet: open again once the first records arrive.

@@ -369,7 +369,7 @@ fn inode_of(path: &Path) -> std::io::Result<Option<u64>> {
 fn to_entry(line: &[u8]) -> Option<LogEntry> {
     let record = logfile::parse_line(line)?;
     let time = humantime::parse_rfc3339_weak(&record.time).ok()?;
-    let nanos = time.duration_since(std::time::UNIX_EPOCH).ok()?.as_nanos();
+    let nanos = crate::events::unix_nanos(time);
     let mut text = record.log.into_bytes();
     if text.last() == Some(&b'\n') {
         text.pop();
@@ -805,8 +805,7 @@ impl Delivery {
                 .map(|t| {
                     humantime::parse_rfc3339_weak(t)
                         .ok()
-                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                        .and_then(|d| u64::try_from(d.as_nanos()).ok())
+                        .and_then(|t| u64::try_from(crate::events::unix_nanos(t)).ok())
                         .ok_or_else(|| Error::Invalid(format!("{t:?} is not an RFC 3339 time")))
                 })
                 .transpose()
@@ -1007,22 +1006,14 @@ mod tests {
         std::fs::rename(&path, logfile::rotated(&path, 1)).unwrap();
         let mut live = File::create(&path).unwrap();
         live.write_all(&record_line("four")).unwrap();
-        let got: Vec<Vec<u8>> = tail
-            .read(1 << 20)
-            .unwrap()
-            .into_iter()
-            .map(|r| r.0.line)
-            .collect();
-        assert_eq!(got, [b"three".to_vec(), b"four".to_vec()]);
+        let lines = |tail: &mut Tail| -> Vec<Vec<u8>> {
+            let read = tail.read(1 << 20).unwrap();
+            read.into_iter().map(|r| r.0.line).collect()
+        };
+        assert_eq!(lines(&mut tail), [b"three".to_vec(), b"four".to_vec()]);
         // A new reader from the saved cursor starts in the rotated file.
         let mut resumed = Tail::new(path.clone(), Some(cursor));
-        let got: Vec<Vec<u8>> = resumed
-            .read(1 << 20)
-            .unwrap()
-            .into_iter()
-            .map(|r| r.0.line)
-            .collect();
-        assert_eq!(got, [b"three".to_vec(), b"four".to_vec()]);
+        assert_eq!(lines(&mut resumed), [b"three".to_vec(), b"four".to_vec()]);
     }
 
     #[test]

@@ -310,6 +310,14 @@ impl PluginHost {
         })
     }
 
+    /// What every driver this host makes is held to.
+    fn oversight(&self) -> Oversight {
+        Oversight {
+            limits: self.limits,
+            failures: self.failures.clone(),
+        }
+    }
+
     /// Sets who is told of every failure of every driver this host makes (once; later
     /// calls are ignored).
     pub fn on_failure(&self, observer: FailureObserver) {
@@ -380,25 +388,14 @@ impl PluginHost {
         state_dir: &Path,
         config: Vec<(String, String)>,
     ) -> Result<VolumeDriver> {
-        if component.kind != PluginKind::Volume {
-            return Err(Error::UnknownWorld {
-                plugin: name.to_owned(),
-                message: format!(
-                    "it is a {} plugin, not a volume driver",
-                    component.kind.name()
-                ),
-            });
-        }
+        expect_kind(name, component, PluginKind::Volume, "a volume driver")?;
         let driver = VolumeDriver::new(
             self.engine.clone(),
             Arc::from(name),
             &component.component,
             state_dir.to_path_buf(),
             config,
-            Oversight {
-                limits: self.limits,
-                failures: self.failures.clone(),
-            },
+            self.oversight(),
         )?;
         driver.warm_up().await?;
         Ok(driver)
@@ -413,25 +410,14 @@ impl PluginHost {
         config: Vec<(String, String)>,
         net: Arc<dyn NetHost>,
     ) -> Result<NetworkDriver> {
-        if component.kind != PluginKind::Network {
-            return Err(Error::UnknownWorld {
-                plugin: name.to_owned(),
-                message: format!(
-                    "it is a {} plugin, not a network driver",
-                    component.kind.name()
-                ),
-            });
-        }
+        expect_kind(name, component, PluginKind::Network, "a network driver")?;
         let driver = NetworkDriver::new(
             self.engine.clone(),
             Arc::from(name),
             &component.component,
             state_dir.to_path_buf(),
             config,
-            Oversight {
-                limits: self.limits,
-                failures: self.failures.clone(),
-            },
+            self.oversight(),
             net,
         )?;
         driver.warm_up().await?;
@@ -448,25 +434,14 @@ impl PluginHost {
         state_dir: &Path,
         config: Vec<(String, String)>,
     ) -> Result<LoggingDriver> {
-        if component.kind != PluginKind::Logging {
-            return Err(Error::UnknownWorld {
-                plugin: name.to_owned(),
-                message: format!(
-                    "it is a {} plugin, not a logging driver",
-                    component.kind.name()
-                ),
-            });
-        }
+        expect_kind(name, component, PluginKind::Logging, "a logging driver")?;
         let driver = LoggingDriver::new(
             self.engine.clone(),
             Arc::from(name),
             &component.component,
             state_dir.to_path_buf(),
             config,
-            Oversight {
-                limits: self.limits,
-                failures: self.failures.clone(),
-            },
+            self.oversight(),
         )?;
         driver.warm_up().await?;
         Ok(driver)
@@ -480,28 +455,39 @@ impl PluginHost {
         component: &LoadedComponent,
         config: Vec<(String, String)>,
     ) -> Result<Authorizer> {
-        if component.kind != PluginKind::Authz {
-            return Err(Error::UnknownWorld {
-                plugin: name.to_owned(),
-                message: format!(
-                    "it is a {} plugin, not an authorization policy",
-                    component.kind.name()
-                ),
-            });
-        }
+        expect_kind(
+            name,
+            component,
+            PluginKind::Authz,
+            "an authorization policy",
+        )?;
         let policy = Authorizer::new(
             self.engine.clone(),
             Arc::from(name),
             &component.component,
             config,
-            Oversight {
-                limits: self.limits,
-                failures: self.failures.clone(),
-            },
+            self.oversight(),
         )?;
         policy.warm_up().await?;
         Ok(policy)
     }
+}
+
+/// Refuses to run `component` as anything but a plugin of `kind` (`what` names it in the
+/// error: "a volume driver").
+fn expect_kind(
+    name: &str,
+    component: &LoadedComponent,
+    kind: PluginKind,
+    what: &str,
+) -> Result<()> {
+    if component.kind == kind {
+        return Ok(());
+    }
+    Err(Error::UnknownWorld {
+        plugin: name.to_owned(),
+        message: format!("it is a {} plugin, not {what}", component.kind.name()),
+    })
 }
 
 /// Refuses a `berth:*` version this host cannot serve: another major, or a newer minor.

@@ -36,10 +36,8 @@ use super::{ShimConfig, files};
 /// most [`ATTACH_WAIT`]): `run -it` attaches right after the start and must not miss the
 /// output of a container that exits at once.
 /// Now, in nanoseconds since the Unix epoch: the phase times `start` reports.
-pub(super) fn unix_nanos() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+pub(super) fn unix_nanos() -> i64 {
+    crate::events::unix_nanos(std::time::SystemTime::now())
 }
 
 /// Starts the container. On success prints its pid, then a line of six times (ns since the
@@ -416,7 +414,7 @@ fn supervise(
     }
     let mut failure = String::new();
     let _ = std::fs::File::from(fail_r).read_to_string(&mut failure);
-    let mut mounted = 0u64;
+    let mut mounted = 0i64;
     if let Some(rest) = failure.strip_prefix(super::init::MOUNTED_PREFIX) {
         let (time, after) = rest.split_once('\n').unwrap_or((rest, ""));
         mounted = time.trim().parse().unwrap_or(0);

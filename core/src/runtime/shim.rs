@@ -68,7 +68,7 @@ pub fn start(bundle: &Path, await_attach: bool) -> i32 {
         }
         Ok(ForkResult::Child) => {
             drop(report_r);
-            let code = supervise(bundle, &spec, &config, report_w, await_attach);
+            let code = supervise(bundle, spec, &config, report_w, await_attach);
             // SAFETY: leaving the supervisor; nothing to unwind.
             unsafe { libc::_exit(code) }
         }
@@ -182,7 +182,7 @@ fn exit_record(status: WaitStatus) -> Option<ExitRecord> {
 
 fn supervise(
     bundle: &Path,
-    spec: &Spec,
+    spec: Spec,
     config: &ShimConfig,
     report_w: OwnedFd,
     await_attach: bool,
@@ -343,7 +343,7 @@ fn supervise(
         let mut all = SigSet::empty();
         all.add(Signal::SIGCHLD);
         let _ = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&all), None);
-        init::run(spec, config, &fds)
+        init::run(&spec, config, &fds)
     });
     // SAFETY: the supervisor is single-threaded; the child runs on its own stack and only
     // execs or exits.
@@ -358,6 +358,7 @@ fn supervise(
         }
     };
     let cloned = unix_nanos();
+    drop(stack);
     drop((sync_r, fail_w));
     let ContainerIo {
         child,
@@ -449,6 +450,10 @@ fn supervise(
         &bundle.join(files::SHIM_PID),
         std::process::id().to_string().as_bytes(),
     );
+    // The supervisor lives as long as its container, one per container: what setting up
+    // took (the spec, parse buffers) goes back to the kernel now.
+    drop(spec);
+    release_free_memory();
 
     let io = LoopIo {
         outputs,
@@ -459,6 +464,15 @@ fn supervise(
     event_loop(&mut sup, pid, &listener, &mut sigfd, io);
     let _ = std::fs::remove_file(&socket_path);
     0
+}
+
+/// Returns the free pages of the heap to the kernel (glibc keeps them otherwise).
+fn release_free_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free memory of the allocator.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 fn drain(sup: &mut Supervisor<'_>, outputs: Vec<(OwnedFd, Stream)>) {

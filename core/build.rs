@@ -28,9 +28,14 @@ fn main() {
             .join(format!("../plugins/dist/{name}.wasm"));
         println!("cargo::rerun-if-changed={}", wasm.display());
         println!("cargo::rustc-check-cfg=cfg({cfg})");
-        if wasm.is_file() {
+        if let Ok(bytes) = std::fs::read(&wasm) {
+            use sha2::Digest;
             println!("cargo::rustc-cfg={cfg}");
             println!("cargo::rustc-env={var}={}", wasm.display());
+            println!(
+                "cargo::rustc-env={var}_SHA256={}",
+                hex::encode(sha2::Sha256::digest(&bytes))
+            );
         } else {
             println!(
                 "cargo::warning=plugins/dist/{name}.wasm is missing: berthd is built without the default `{name}` driver (run plugins/build.sh first)"

@@ -1,13 +1,17 @@
 //! Plugin-path costs: compiling the `local` volume driver component, loading it again from
 //! the on-disk cache, making a configured instance, and the latency of calls into it
 //! through berth's plugin host (deadline armed, outer timeout, typed results) — the
-//! numbers the plugin issue sets targets for.
+//! numbers the plugin issue sets targets for. Then the same for the built-in Rego policy:
+//! `authorize` and `filter` calls straight into the component, without the API around them.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use berth_core::plugin_host::{Limits, PluginHost};
+use berth_core::plugin_host::{
+    AuthzRequest, Candidate, Identity, Limits, PluginHost, ResourceKind, Target as Object,
+    Transport, UnixPeer, Visibility,
+};
 use serde::Serialize;
 
 use super::{Latency, Machine, Target, machine};
@@ -24,7 +28,110 @@ struct PluginResult {
     instantiate_and_configure: Latency,
     call_capabilities: Latency,
     call_get: Latency,
+    policy: PolicyCalls,
     targets: Vec<Target>,
+}
+
+/// The Rego policy's calls, as `berth-bench authz` makes them in a real API call.
+#[derive(Debug, Serialize)]
+struct PolicyCalls {
+    component: String,
+    policy: String,
+    candidates: usize,
+    authorize: Latency,
+    filter: Latency,
+}
+
+/// The request `container.list` puts to the policy for root on the Unix socket.
+fn list_request(n: u64) -> AuthzRequest {
+    AuthzRequest {
+        request_id: format!("bench-{n}"),
+        identity: Identity::Unix(UnixPeer {
+            uid: 0,
+            gid: 0,
+            pid: 1,
+            user: Some("root".into()),
+            groups: vec!["root".into()],
+        }),
+        method: "container.list".into(),
+        params: r#"{"request":{"all":true}}"#.into(),
+        target: Object {
+            kind: ResourceKind::Container,
+            id: None,
+            name: None,
+            labels: Vec::new(),
+        },
+        transport: Transport::Unix,
+        remote_address: None,
+    }
+}
+
+/// Times `authorize` and `filter` (over `candidates` containers of the caller's team) of
+/// the Rego component running plugins/authz/examples/team-labels.rego, the policy of
+/// `berth-bench authz`, with root as no admin.
+fn policy_calls(
+    runtime: &tokio::runtime::Runtime,
+    host: &PluginHost,
+    rego: &Path,
+    calls: usize,
+    candidates: usize,
+) -> anyhow::Result<PolicyCalls> {
+    let wasm = std::fs::read(rego).with_context(|| {
+        format!(
+            "reading {} (build it with plugins/build.sh)",
+            rego.display()
+        )
+    })?;
+    let policy_path = Path::new("plugins/authz/examples/team-labels.rego");
+    let policy = std::fs::read_to_string(policy_path)
+        .context("run from the repository root: plugins/authz/examples/team-labels.rego")?;
+    let loaded = host.load("rego", &wasm)?;
+    let config = vec![
+        (format!("policy:{}", policy_path.display()), policy),
+        (
+            "data:bench.json".to_owned(),
+            r#"{"admins": [], "admin_groups": []}"#.to_owned(),
+        ),
+    ];
+    let authorizer = runtime.block_on(host.authorizer("rego", &loaded, config))?;
+    let list: Vec<Candidate> = (0..candidates)
+        .map(|i| Candidate {
+            kind: ResourceKind::Container,
+            id: format!("{i:064x}"),
+            name: Some(format!("c{i}")),
+            labels: vec![("team".into(), "root".into())],
+        })
+        .collect();
+    let (authorize, filter) = runtime.block_on(async {
+        let mut authorize = Vec::with_capacity(calls);
+        let mut filter = Vec::with_capacity(calls);
+        for n in 0..(calls + calls / 10) as u64 {
+            let request = list_request(n);
+            let started = Instant::now();
+            let decision = authorizer.authorize(&request).await?;
+            let authorized = started.elapsed();
+            anyhow::ensure!(decision.allow, "the policy denied: {:?}", decision.reason);
+            let started = Instant::now();
+            let visible = authorizer.filter(&request, &list).await?;
+            let filtered = started.elapsed();
+            if let Visibility::Only(v) = &visible {
+                anyhow::ensure!(v.len() == list.len(), "the policy hid {visible:?}");
+            }
+            // The first tenth warms up.
+            if n as usize >= calls / 10 {
+                authorize.push(authorized);
+                filter.push(filtered);
+            }
+        }
+        anyhow::Ok((authorize, filter))
+    })?;
+    Ok(PolicyCalls {
+        component: rego.display().to_string(),
+        policy: policy_path.display().to_string(),
+        candidates,
+        authorize: Latency::of(authorize),
+        filter: Latency::of(filter),
+    })
 }
 
 fn ms(d: Duration) -> f64 {
@@ -32,7 +139,12 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// Runs the scenario and writes `plugin.json` and `plugin.md` to `out_dir`.
-pub fn plugin(wasm_path: &Path, out_dir: &Path, calls: usize) -> anyhow::Result<()> {
+pub fn plugin(
+    wasm_path: &Path,
+    rego_path: &Path,
+    out_dir: &Path,
+    calls: usize,
+) -> anyhow::Result<()> {
     let wasm = std::fs::read(wasm_path).with_context(|| {
         format!(
             "reading {} (build it with plugins/build.sh)",
@@ -89,6 +201,7 @@ pub fn plugin(wasm_path: &Path, out_dir: &Path, calls: usize) -> anyhow::Result<
         anyhow::Ok((capabilities, get))
     })?;
 
+    let policy = policy_calls(&runtime, &host, rego_path, calls, 10)?;
     let capabilities = Latency::of(capabilities);
     let get = Latency::of(get);
     let cached_load = Latency::of(loads);
@@ -117,6 +230,7 @@ pub fn plugin(wasm_path: &Path, out_dir: &Path, calls: usize) -> anyhow::Result<
         instantiate_and_configure: Latency::of(instantiations),
         call_capabilities: capabilities,
         call_get: get,
+        policy,
         targets,
     };
     let m = &result.machine;
@@ -145,6 +259,16 @@ pub fn plugin(wasm_path: &Path, out_dir: &Path, calls: usize) -> anyhow::Result<
     );
     md += &row("call: capabilities", &result.call_capabilities);
     md += &row("call: get (WASI file reads)", &result.call_get);
+    let p = &result.policy;
+    md += &format!(
+        "\n## The Rego authorization policy\n\nComponent `{}` running `{}` (root is no admin), called straight through the plugin host as `container.list` calls it: `authorize`, then `filter` over {} containers of the caller's team. No API, no decision log.\n\n| what | median | p90 | p99 | samples |\n|---|---|---|---|---|\n",
+        p.component, p.policy, p.candidates
+    );
+    md += &row("call: authorize", &p.authorize);
+    md += &row(
+        &format!("call: filter ({} candidates)", p.candidates),
+        &p.filter,
+    );
     md += "\n";
     md += &crate::targets_table(&result.targets);
     crate::write_results(out_dir, "plugin", &result, &md)

@@ -1,10 +1,22 @@
 //! Facts about the host that do not change while berthd runs: kernel, OS, CPUs, memory,
 //! cgroup hierarchy, overlayfs and security facilities. Read once at start-up (blocking,
-//! before the API serves), then shared.
+//! before the API serves), then shared. Also what berth's long-lived processes ask of the
+//! host's allocator.
 
 use std::path::Path;
 
 use berth_api::system::CgroupInfo;
+
+/// Returns the free pages of every malloc arena to the kernel. glibc keeps freed memory for
+/// reuse; after a burst that will not come again (berthd's start-up compiling plugins on
+/// worker threads, a shim's set-up) that memory is only weight. Blocking (walks the heap).
+pub fn release_free_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases memory the allocator holds free.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
 
 /// `CGROUP2_SUPER_MAGIC` from linux/magic.h.
 const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;

@@ -568,6 +568,9 @@ impl Prepared {
             insecure_tcp: ctx.config.insecure_tcp,
             gate,
         };
+        // Start-up is the burst of berthd's life (compiling plugins, restoring state): what it
+        // freed goes back to the kernel instead of staying in the allocator while idle.
+        let _ = tokio::task::spawn_blocking(crate::host::release_free_memory).await;
         info!(listeners = ?ctx.listeners, data_root = %ctx.config.data_root.display(), "berthd serving");
         api::serve(async_listeners, module, settings, security, shutdown).await;
         let logs = Arc::clone(&ctx.logs);

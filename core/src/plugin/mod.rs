@@ -31,29 +31,46 @@ const BUILTIN_SOURCE: &str = "builtin";
 /// Largest component accepted, from a file or a registry.
 const MAX_COMPONENT_BYTES: u64 = 256 << 20;
 
+/// A driver built into berthd.
+#[derive(Clone, Copy)]
+struct Embedded {
+    bytes: &'static [u8],
+    /// SHA-256 of `bytes`, lowercase hex, computed at build time.
+    digest: &'static str,
+}
+
 /// The `local` volume driver, built into berthd (see build.rs).
 #[cfg(berth_embedded_local)]
-const EMBEDDED_LOCAL: Option<&[u8]> = Some(include_bytes!(env!("BERTH_LOCAL_WASM")));
+const EMBEDDED_LOCAL: Option<Embedded> = Some(Embedded {
+    bytes: include_bytes!(env!("BERTH_LOCAL_WASM")),
+    digest: env!("BERTH_LOCAL_WASM_SHA256"),
+});
 #[cfg(not(berth_embedded_local))]
-const EMBEDDED_LOCAL: Option<&[u8]> = None;
+const EMBEDDED_LOCAL: Option<Embedded> = None;
 
 /// Name of the default network driver, installed on first start.
 pub const DEFAULT_NETWORK_DRIVER: &str = "bridge";
 
 /// The `bridge` network driver, built into berthd (see build.rs).
 #[cfg(berth_embedded_bridge)]
-const EMBEDDED_BRIDGE: Option<&[u8]> = Some(include_bytes!(env!("BERTH_BRIDGE_WASM")));
+const EMBEDDED_BRIDGE: Option<Embedded> = Some(Embedded {
+    bytes: include_bytes!(env!("BERTH_BRIDGE_WASM")),
+    digest: env!("BERTH_BRIDGE_WASM_SHA256"),
+});
 #[cfg(not(berth_embedded_bridge))]
-const EMBEDDED_BRIDGE: Option<&[u8]> = None;
+const EMBEDDED_BRIDGE: Option<Embedded> = None;
 
 /// Name of the built-in Rego authorization policy, installed when the authz chain names it.
 pub const REGO_POLICY: &str = "rego";
 
 /// The `rego` policy, built into berthd (see build.rs).
 #[cfg(berth_embedded_rego)]
-const EMBEDDED_REGO: Option<&[u8]> = Some(include_bytes!(env!("BERTH_REGO_WASM")));
+const EMBEDDED_REGO: Option<Embedded> = Some(Embedded {
+    bytes: include_bytes!(env!("BERTH_REGO_WASM")),
+    digest: env!("BERTH_REGO_WASM_SHA256"),
+});
 #[cfg(not(berth_embedded_rego))]
-const EMBEDDED_REGO: Option<&[u8]> = None;
+const EMBEDDED_REGO: Option<Embedded> = None;
 
 /// Names of the built-in logging drivers, installed on first start.
 pub const JSON_FILE_LOG_DRIVER: &str = "json-file";
@@ -62,13 +79,19 @@ pub const SYSLOG_LOG_DRIVER: &str = "syslog";
 
 /// The `json-file` and `syslog` logging drivers, built into berthd (see build.rs).
 #[cfg(berth_embedded_json_file)]
-const EMBEDDED_JSON_FILE: Option<&[u8]> = Some(include_bytes!(env!("BERTH_JSON_FILE_WASM")));
+const EMBEDDED_JSON_FILE: Option<Embedded> = Some(Embedded {
+    bytes: include_bytes!(env!("BERTH_JSON_FILE_WASM")),
+    digest: env!("BERTH_JSON_FILE_WASM_SHA256"),
+});
 #[cfg(not(berth_embedded_json_file))]
-const EMBEDDED_JSON_FILE: Option<&[u8]> = None;
+const EMBEDDED_JSON_FILE: Option<Embedded> = None;
 #[cfg(berth_embedded_syslog)]
-const EMBEDDED_SYSLOG: Option<&[u8]> = Some(include_bytes!(env!("BERTH_SYSLOG_WASM")));
+const EMBEDDED_SYSLOG: Option<Embedded> = Some(Embedded {
+    bytes: include_bytes!(env!("BERTH_SYSLOG_WASM")),
+    digest: env!("BERTH_SYSLOG_WASM_SHA256"),
+});
 #[cfg(not(berth_embedded_syslog))]
-const EMBEDDED_SYSLOG: Option<&[u8]> = None;
+const EMBEDDED_SYSLOG: Option<Embedded> = None;
 
 /// Largest policy or data file an authz plugin's `policy`/`data` setting may name.
 const MAX_POLICY_FILE_BYTES: u64 = 8 << 20;
@@ -343,7 +366,7 @@ impl Plugins {
             {
                 continue;
             }
-            let Some(bytes) = embedded else {
+            let Some(Embedded { bytes, digest }) = embedded else {
                 if self.record(name).await?.is_none() {
                     warn!(
                         "this berthd was built without the `{name}` driver (plugins/dist/{name}.wasm was missing at build time): install it with `berth plugin install --name {name} FILE`"
@@ -352,6 +375,13 @@ impl Plugins {
                 continue;
             };
             let existing = self.record(name).await?;
+            // Installed by the user, or already this build's: nothing to load, and the
+            // embedded bytes are not even read (they would stay in berthd's memory).
+            if existing.as_ref().is_some_and(|record| {
+                record.source != BUILTIN_SOURCE || record.digest == format!("sha256:{digest}")
+            }) {
+                continue;
+            }
             let loaded = self.load(name, bytes.to_vec()).await?;
             match existing {
                 None => {

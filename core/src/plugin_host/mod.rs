@@ -279,10 +279,14 @@ impl std::fmt::Debug for PluginHost {
 
 impl PluginHost {
     /// Makes the engine (epoch interruption on) and starts its ticker thread; compiled
-    /// components are cached in `cache_dir` (created 0700).
+    /// components are cached in `cache_dir` (created 0700). With `BERTH_WASM_PERFMAP=1` in
+    /// the environment, plugin code is named in `/tmp/perf-PID.map` for `perf`.
     pub fn new(cache_dir: &Path, limits: Limits) -> Result<PluginHost> {
         let mut config = Config::new();
         config.epoch_interruption(true);
+        if std::env::var_os("BERTH_WASM_PERFMAP").is_some_and(|v| v == "1") {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config).map_err(|e| Error::Load {
             plugin: "(engine)".into(),
             message: e.to_string(),

@@ -453,7 +453,7 @@ fn supervise(
     // The supervisor lives as long as its container, one per container: what setting up
     // took (the spec, parse buffers) goes back to the kernel now.
     drop(spec);
-    release_free_memory();
+    crate::host::release_free_memory();
 
     let io = LoopIo {
         outputs,
@@ -464,15 +464,6 @@ fn supervise(
     event_loop(&mut sup, pid, &listener, &mut sigfd, io);
     let _ = std::fs::remove_file(&socket_path);
     0
-}
-
-/// Returns the free pages of the heap to the kernel (glibc keeps them otherwise).
-fn release_free_memory() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim only releases free memory of the allocator.
-    unsafe {
-        libc::malloc_trim(0);
-    }
 }
 
 fn drain(sup: &mut Supervisor<'_>, outputs: Vec<(OwnedFd, Stream)>) {

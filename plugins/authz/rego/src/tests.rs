@@ -272,3 +272,70 @@ fn a_policy_the_vm_cannot_compile_falls_back_to_the_interpreter_unless_vm_is_ask
     let e = Policy::load(&c).unwrap_err();
     assert!(e.0.contains("does not compile for regorus's VM"), "{e}");
 }
+
+/// The requests and candidate lists of cases.json.
+fn case_inputs() -> Vec<(Request, Option<Vec<Candidate>>)> {
+    let cases: Vec<Json> =
+        serde_json::from_str(&std::fs::read_to_string(examples().join("cases.json")).unwrap())
+            .unwrap();
+    cases
+        .iter()
+        .map(|case| {
+            let list = case["candidates"].as_array().map(|all| {
+                all.iter()
+                    .map(|c| Candidate {
+                        kind: kind(c["kind"].as_str().unwrap()),
+                        id: opt(&c["id"]).unwrap(),
+                        name: opt(&c["name"]),
+                        labels: pairs(&c["labels"]),
+                    })
+                    .collect()
+            });
+            (request(&case["request"]), list)
+        })
+        .collect()
+}
+
+#[test]
+fn reused_inputs_equal_fresh_ones() {
+    let cases = case_inputs();
+    assert!(cases.iter().any(|(_, c)| c.is_some()));
+    let mut cache = InputCache::default();
+    let mut n = 0;
+    // Each request twice in a row (authorize, then filter with the same request id), then
+    // again with a new id, and each case after another: hits and misses of both parts.
+    for round in 0..2 {
+        for (req, candidates) in &cases {
+            for candidates in [None, candidates.as_deref()] {
+                n += 1;
+                let mut req = req.clone();
+                req.request_id = format!("r{round}-{n}");
+                let want = input_of(&req, candidates).unwrap();
+                assert_eq!(cache.input(&req, candidates).unwrap(), want, "{req:?}");
+                assert_eq!(cache.input(&req, candidates).unwrap(), want, "{req:?}");
+            }
+        }
+    }
+    // A change of any field but the id is a new input.
+    let (req, _) = &cases[0];
+    let mut changed = req.clone();
+    changed.params = r#"{"changed":true}"#.into();
+    let _ = cache.input(req, None).unwrap();
+    assert_eq!(
+        cache.input(&changed, None).unwrap(),
+        input_of(&changed, None).unwrap()
+    );
+    let list = vec![Candidate {
+        kind: ResourceKind::Volume,
+        id: "v1".into(),
+        name: None,
+        labels: vec![("team".into(), "a".into())],
+    }];
+    let mut other = list.clone();
+    other[0].labels[0].1 = "b".into();
+    let _ = cache.input(req, Some(&list)).unwrap();
+    assert_eq!(
+        cache.input(req, Some(&other)).unwrap(),
+        input_of(req, Some(&other)).unwrap()
+    );
+}

@@ -401,10 +401,7 @@ impl Plugins {
                     info!("installed the built-in `{name}` driver");
                 }
                 // A newer berthd brings a newer driver; its state directory carries over.
-                Some(mut record)
-                    if record.source == BUILTIN_SOURCE
-                        && record.digest != format!("sha256:{}", loaded.digest) =>
-                {
+                Some(mut record) => {
                     self.write_component(name, bytes).await?;
                     record.digest = format!("sha256:{}", loaded.digest);
                     record.wit_version = loaded.version.clone();
@@ -412,7 +409,6 @@ impl Plugins {
                     self.save(&record, false).await?;
                     info!("upgraded the built-in `{name}` driver");
                 }
-                Some(_) => {}
             }
         }
         Ok(())

@@ -720,6 +720,59 @@ fn cgroup_limits_oom_and_cleanup() {
     assert!(d.cli(&["rm", "limited", "hog"]).status.success());
 }
 
+/// Whether `pid` is gone (or only a zombie waiting for its reaper).
+fn process_gone(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| {
+            stat.rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('Z'))
+        })
+        .unwrap_or(true)
+}
+
+#[test]
+fn removing_a_container_whose_shim_died_kills_what_it_left() {
+    require_root!();
+    let d = daemon_with_busybox();
+    let o = d.cli(&["run", "-d", "--name", "orphan", "busybox", "sleep", "1000"]);
+    assert!(o.status.success(), "{}", err(&o));
+    let id = out(&o).trim().to_owned();
+    let pid = inspect(&d, "orphan")["state"]["pid"].as_u64().unwrap() as u32;
+    let shim_pid: u32 = std::fs::read_to_string(
+        d.data_root
+            .join("containers")
+            .join(&id)
+            .join("bundle")
+            .join("shim.pid"),
+    )
+    .unwrap()
+    .trim()
+    .parse()
+    .unwrap();
+    berth_tests::signal(shim_pid, libc::SIGKILL);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !process_gone(shim_pid) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(process_gone(shim_pid), "the shim did not die");
+    // Unsupervised now, the container still runs.
+    assert!(!process_gone(pid));
+    assert!(!cgroup_dirs_of(&id).is_empty());
+
+    let o = d.cli(&["rm", "-f", "orphan"]);
+    assert!(o.status.success(), "{}", err(&o));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !process_gone(pid) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(
+        process_gone(pid),
+        "rm -f left the container's process {pid} running"
+    );
+    assert_eq!(cgroup_dirs_of(&id), Vec::<std::path::PathBuf>::new());
+    assert!(!d.data_root.join("containers").join(&id).exists());
+}
+
 #[test]
 fn seccomp_privileged_and_init() {
     require_root!();

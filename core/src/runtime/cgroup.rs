@@ -297,6 +297,28 @@ impl ContainerCgroup {
             })
     }
 
+    /// SIGKILLs every process of the group. They are frozen while listed and signalled, so
+    /// none can exit and leave its pid to an unrelated process meanwhile; thawed after, so
+    /// they act on the signal. Without a freezer controller they are signalled as they are.
+    fn kill_all(&self) {
+        let pids = self.processes();
+        if pids.is_empty() {
+            return;
+        }
+        let frozen = self.freeze().is_ok();
+        for pid in self.processes() {
+            if let Ok(pid) = i32::try_from(pid) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        if frozen || self.is_frozen() {
+            let _ = self.thaw();
+        }
+    }
+
     /// Host pids of the group's processes, sorted.
     pub fn processes(&self) -> Vec<u64> {
         let mut pids: Vec<u64> = self.group.procs().into_iter().map(|p| p.pid).collect();
@@ -369,10 +391,15 @@ impl ContainerCgroup {
     }
 }
 
-/// Removes the group `path` if it still exists (a shim that died could not).
+/// Removes the group `path` if it still exists (a shim that died could not), killing first
+/// whatever still runs in it: with its shim gone, nothing supervises those processes, and
+/// they would outlive their container.
 pub fn remove_if_present(path: &str) -> Result<()> {
     match ContainerCgroup::open(path) {
-        Some(group) => group.remove(),
+        Some(group) => {
+            group.kill_all();
+            group.remove()
+        }
         None => Ok(()),
     }
 }

@@ -301,8 +301,7 @@ impl ContainerCgroup {
     /// none can exit and leave its pid to an unrelated process meanwhile; thawed after, so
     /// they act on the signal. Without a freezer controller they are signalled as they are.
     fn kill_all(&self) {
-        let pids = self.processes();
-        if pids.is_empty() {
+        if self.processes().is_empty() {
             return;
         }
         let frozen = self.freeze().is_ok();

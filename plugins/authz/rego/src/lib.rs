@@ -174,21 +174,10 @@ fn candidate_list(candidates: &[Candidate]) -> Value {
 /// same request again and again. Building an input and dropping it again is about a third
 /// of a decision in Wasm. Only `request_id` differs from call to call, and is always set anew.
 struct InputCache {
-    /// The request `base` was built from.
-    request: Option<Request>,
-    base: Value,
-    /// The candidates `list` was built from.
+    /// The last request (its `request_id` aside) and its input without candidates.
+    base: Option<(Request, Value)>,
+    /// The last candidates and their list value.
     candidates: Option<(Vec<Candidate>, Value)>,
-}
-
-impl Default for InputCache {
-    fn default() -> InputCache {
-        InputCache {
-            request: None,
-            base: Value::Undefined,
-            candidates: None,
-        }
-    }
 }
 
 fn same_but_id(a: &Request, b: &Request) -> bool {
@@ -201,19 +190,21 @@ fn same_but_id(a: &Request, b: &Request) -> bool {
 }
 
 impl InputCache {
+    const EMPTY: InputCache = InputCache {
+        base: None,
+        candidates: None,
+    };
+
     /// The same value as `input_of` gives.
     fn input(&mut self, r: &Request, candidates: Option<&[Candidate]>) -> Result<Value, Error> {
-        if !self
-            .request
-            .as_ref()
-            .is_some_and(|last| same_but_id(last, r))
-        {
-            // Forgotten first: a request whose input fails must not leave a stale base.
-            self.request = None;
-            self.base = base_input(r)?;
-            self.request = Some(r.clone());
-        }
-        let mut input = self.base.clone();
+        let mut input = match &self.base {
+            Some((last, base)) if same_but_id(last, r) => base.clone(),
+            _ => {
+                let base = base_input(r)?;
+                self.base = Some((r.clone(), base.clone()));
+                base
+            }
+        };
         let fields = fields(&mut input)?;
         fields.insert(text("request_id"), text(&r.request_id));
         if let Some(candidates) = candidates {
@@ -231,11 +222,12 @@ impl InputCache {
     }
 }
 
-static INPUTS: Mutex<Option<InputCache>> = Mutex::new(None);
+static INPUTS: Mutex<InputCache> = Mutex::new(InputCache::EMPTY);
 
 fn cached_input(r: &Request, candidates: Option<&[Candidate]>) -> Result<Value, Error> {
-    let mut slot = INPUTS.lock().unwrap_or_else(|p| p.into_inner());
-    slot.get_or_insert_with(InputCache::default)
+    INPUTS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
         .input(r, candidates)
 }
 

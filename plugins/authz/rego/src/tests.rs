@@ -300,7 +300,7 @@ fn case_inputs() -> Vec<(Request, Option<Vec<Candidate>>)> {
 fn reused_inputs_equal_fresh_ones() {
     let cases = case_inputs();
     assert!(cases.iter().any(|(_, c)| c.is_some()));
-    let mut cache = InputCache::default();
+    let mut cache = InputCache::EMPTY;
     let mut n = 0;
     // Each request twice in a row (authorize, then filter with the same request id), then
     // again with a new id, and each case after another: hits and misses of both parts.

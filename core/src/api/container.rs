@@ -130,7 +130,6 @@ impl ContainerApi {
                     }
                     if record.config.auto_remove {
                         recent.put(&id, exit);
-                        c.remove(&id, false)?;
                         return Ok(true);
                     }
                     if !record.should_restart() {
@@ -158,8 +157,22 @@ impl ContainerApi {
                 other => other,
             });
             match result {
-                // `--rm` also removes the container's anonymous volumes, as in docker.
-                Ok(Ok(true)) => ctx.volumes.release_container(&monitored, true).await,
+                // `--rm` also removes the container's anonymous volumes, as in docker. They
+                // are released before the container goes, so that once it is gone from
+                // `ps -a` its volumes are free (a `volume prune` right after sees them so).
+                Ok(Ok(true)) => {
+                    ctx.volumes.release_container(&monitored, true).await;
+                    let c = Arc::clone(&containers);
+                    let id = monitored.clone();
+                    match tokio::task::spawn_blocking(move || c.remove(&id, false)).await {
+                        Ok(Ok(()) | Err(container::Error::NotFound(_))) => {}
+                        Ok(Err(e)) => {
+                            tracing::warn!(container = %monitored, "auto-remove: {e}");
+                            ctx.volumes.release_orphans(None).await;
+                        }
+                        Err(e) => tracing::warn!("auto-remove task: {e}"),
+                    }
+                }
                 Ok(Ok(false)) => {}
                 Ok(Err(e)) => {
                     tracing::warn!("container monitor: {e}");

@@ -959,7 +959,7 @@ impl ContainerServer for ContainerApi {
         let containers = Arc::clone(&self.ctx.containers);
         let container_dir = path.parent().map(|p| p.to_path_buf()).unwrap_or_default();
         let bundle = containers.bundle_dir(&record.id);
-        tokio::task::spawn_blocking(move || follow(&path, &container_dir, &bundle, &request, &tx));
+        tokio::task::spawn_blocking(move || follow(&path, &container_dir, &bundle, &request, tx));
         while let Some(line) = rx.recv().await {
             let msg = serde_json::value::to_raw_value(&LogEvent::Line(line))?;
             if sink.send(msg).await.is_err() {
@@ -1158,7 +1158,7 @@ fn follow(
     container_dir: &std::path::Path,
     bundle: &std::path::Path,
     request: &LogsRequest,
-    tx: &tokio::sync::mpsc::Sender<LogLine>,
+    tx: tokio::sync::mpsc::Sender<LogLine>,
 ) {
     use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
     let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK).ok();
@@ -1170,6 +1170,21 @@ fn follow(
         let _ = ino.add_watch(container_dir, flags);
         let _ = ino.add_watch(bundle, flags);
     }
+    stream_log(path, container_dir, bundle, request, &tx, inotify.as_ref());
+    // The stream ends when the sender goes. Closing an inotify instance waits for an SRCU
+    // grace period (~10 ms here), so it comes after: `run` does not wait for it.
+    drop(tx);
+    drop(inotify);
+}
+
+fn stream_log(
+    path: &PathBuf,
+    container_dir: &std::path::Path,
+    bundle: &std::path::Path,
+    request: &LogsRequest,
+    tx: &tokio::sync::mpsc::Sender<LogLine>,
+    inotify: Option<&nix::sys::inotify::Inotify>,
+) {
     let mut offset = 0u64;
     let first = read_from(path, &mut offset);
     let follow_request = LogsRequest {
@@ -1191,7 +1206,7 @@ fn follow(
         if done || tx.is_closed() {
             return;
         }
-        match &inotify {
+        match inotify {
             Some(ino) => {
                 let fd = std::os::fd::AsFd::as_fd(ino);
                 let mut fds = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN)];

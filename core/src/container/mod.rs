@@ -1846,15 +1846,15 @@ fn record_shim_phases(line: &str) {
         .filter_map(|t| t.parse::<u64>().ok())
         .map(|ns| std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns))
         .collect();
-    let [began, before_clone, cloned, placed, mounted, execed] = times.as_slice() else {
+    let [began, grouping, before_clone, cloned, mounted, execed] = times.as_slice() else {
         return;
     };
     crate::telemetry::record_phases(&[
-        ("shim.spec", *began, *before_clone),
+        ("shim.spec", *began, *grouping),
+        ("shim.cgroup", *grouping, *before_clone),
         ("shim.clone", *before_clone, *cloned),
         ("shim.mounts", *cloned, *mounted),
-        ("shim.cgroup", *cloned, *placed),
-        ("shim.exec", *placed.max(mounted), *execed),
+        ("shim.exec", *mounted, *execed),
     ]);
 }
 

@@ -92,7 +92,7 @@ fn prepare(bundle: &Path, init_pid: i32, process: &str) -> Result<i32, InitError
         let group = ContainerCgroup::open(&path)
             .ok_or_else(|| fail(INIT_EXIT_SETUP, "the container is not running"))?;
         group
-            .add_process(std::process::id() as u64)
+            .join_self()
             .map_err(|e| fail(INIT_EXIT_SETUP, e.to_string()))?;
     }
     // Every namespace file is opened before any is entered: entering the mount namespace

@@ -84,8 +84,6 @@ pub struct InitFds {
     pub stdout: RawFd,
     /// Becomes the container's stderr.
     pub stderr: RawFd,
-    /// Read end: one byte from the shim means "go" (cgroups are ready).
-    pub sync: RawFd,
     /// Write end, close-on-exec: failures are reported here.
     pub error: RawFd,
     /// With a TTY: the init opens a terminal in the container's own devpts (so `tty` and
@@ -94,8 +92,11 @@ pub struct InitFds {
 }
 
 /// Runs in the cloned child; never returns.
-pub fn run(spec: &Spec, shim: &ShimConfig, fds: &InitFds) -> ! {
-    let outcome = prepare_and_exec(spec, shim, fds);
+///
+/// `join_cgroup`: the v1 `tasks` files of the container's cgroup, which the init joins
+/// before anything else (see `cgroup::Entry`); empty when it was created in its group.
+pub fn run(spec: &Spec, shim: &ShimConfig, fds: &InitFds, join_cgroup: &[PathBuf]) -> ! {
+    let outcome = prepare_and_exec(spec, shim, fds, join_cgroup);
     let err = match outcome {
         Err(e) => e,
         Ok(never) => match never {},
@@ -112,7 +113,14 @@ enum Never {}
 /// The first line the init writes on the error pipe: `mounted <ns since the epoch>`.
 pub(super) const MOUNTED_PREFIX: &str = "mounted ";
 
-fn prepare_and_exec(spec: &Spec, shim: &ShimConfig, fds: &InitFds) -> Result<Never, InitError> {
+fn prepare_and_exec(
+    spec: &Spec,
+    shim: &ShimConfig,
+    fds: &InitFds,
+    join_cgroup: &[PathBuf],
+) -> Result<Never, InitError> {
+    super::cgroup::join_tasks(join_cgroup)
+        .map_err(|e| fail(125, format!("join the container's cgroup: {e}")))?;
     for (from, to) in [(fds.stdin, 0), (fds.stdout, 1), (fds.stderr, 2)] {
         // SAFETY: dup2 between descriptors this process owns; dup2 clears close-on-exec on
         // the target, which is what the standard streams need.
@@ -122,8 +130,6 @@ fn prepare_and_exec(spec: &Spec, shim: &ShimConfig, fds: &InitFds) -> Result<Nev
     }
     setsid().map_err(setup("setsid"))?;
     let host_cgroups = host_cgroup_mounts();
-    // The root filesystem is built while the shim moves us into the container's cgroup:
-    // that move waits for an RCU grace period (milliseconds), the mounts overlap it.
     mount::<str, str, str, str>(None, "/", None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)
         .map_err(setup("make mounts private"))?;
     mount_rootfs(shim)?;
@@ -157,14 +163,8 @@ fn prepare_and_exec(spec: &Spec, shim: &ShimConfig, fds: &InitFds) -> Result<Nev
         libc::write(fds.error, mounted.as_ptr().cast(), mounted.len());
     }
 
-    let mut go = [0u8; 1];
-    // SAFETY: the shim gave us this descriptor; reading one byte has no other effect.
-    let n = unsafe { libc::read(fds.sync, go.as_mut_ptr().cast(), 1) };
-    if n != 1 {
-        return Err(fail(125, "the shim gave up before the container started"));
-    }
-    // The shim has moved us into the container's cgroup: a cgroup namespace made now shows
-    // that group as the root.
+    // We are in the container's cgroup: a cgroup namespace made now shows that group as
+    // the root.
     let wants_cgroupns = spec
         .linux()
         .as_ref()

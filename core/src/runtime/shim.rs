@@ -24,7 +24,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork, pipe2, setsid};
 use oci_spec::runtime::Spec;
 
-use super::cgroup::ContainerCgroup;
+use super::cgroup::{self, ContainerCgroup};
 use super::init::{self, InitFds};
 use super::logfile::{LogWriter, Stream};
 use super::protocol::{ExitRecord, Request, Response};
@@ -41,8 +41,8 @@ pub(super) fn unix_nanos() -> i64 {
 }
 
 /// Starts the container. On success prints its pid, then a line of six times (ns since the
-/// epoch): start, before the clone, after it, cgroup placed, root filesystem mounted (by the
-/// init, meanwhile), and exec done.
+/// epoch): start, cgroup creation begun, before the clone, after it, root filesystem mounted
+/// (by the init), and exec done.
 pub fn start(bundle: &Path, await_attach: bool) -> i32 {
     let began = unix_nanos();
     let loaded = load(bundle);
@@ -257,9 +257,7 @@ fn supervise(
     };
     let _ = listener.set_nonblocking(true);
 
-    let pipes =
-        (|| -> nix::Result<_> { Ok((pipe2(OFlag::O_CLOEXEC)?, pipe2(OFlag::O_CLOEXEC)?)) })();
-    let ((sync_r, sync_w), (fail_r, fail_w)) = match pipes {
+    let (fail_r, fail_w) = match pipe2(OFlag::O_CLOEXEC) {
         Ok(p) => p,
         Err(e) => {
             report(report_pipe, &format!("err 125 create pipes: {e}"));
@@ -293,11 +291,9 @@ fn supervise(
         stdin: io.child[0].as_raw_fd(),
         stdout: io.child[1].as_raw_fd(),
         stderr: io.child[2].as_raw_fd(),
-        sync: sync_r.as_raw_fd(),
         error: fail_w.as_raw_fd(),
         console: io.console.as_ref().map(|(_, theirs)| theirs.as_raw_fd()),
     };
-    // The cgroup namespace is made by the init once it is in its cgroup.
     let mut flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWUTS
@@ -336,57 +332,27 @@ fn supervise(
             }
         }
     }
-    let mut stack = vec![0u8; 1024 * 1024];
-    let before_clone = unix_nanos();
-    let child = Box::new(|| -> isize {
-        // The container must not inherit the supervisor's blocked SIGCHLD.
-        let mut all = SigSet::empty();
-        all.add(Signal::SIGCHLD);
-        let _ = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&all), None);
-        init::run(&spec, config, &fds)
-    });
-    // SAFETY: the supervisor is single-threaded; the child runs on its own stack and only
-    // execs or exits.
-    let pid = match unsafe { nix::sched::clone(child, &mut stack, flags, Some(libc::SIGCHLD)) } {
-        Ok(pid) => pid,
-        Err(e) => {
-            report(
-                report_pipe,
-                &format!("err 125 clone the container process: {e}"),
-            );
-            return 125;
-        }
-    };
-    let cloned = unix_nanos();
-    drop(stack);
-    drop((sync_r, fail_w));
-    let ContainerIo {
-        child,
-        mut outputs,
-        mut input,
-        console,
-    } = io;
-    drop(child);
-    let console = console.map(|(ours, theirs)| {
-        drop(theirs);
-        ours
-    });
-
+    // The group is made before the clone, so that the init never runs outside it: it is
+    // born in it (v2) or joins it first thing (v1). See `cgroup::Entry` for why.
+    let grouping = unix_nanos();
+    let mut entry = None;
     if let Some(linux) = spec.linux()
         && let Some(path) = linux.cgroups_path()
     {
-        let placed =
-            ContainerCgroup::create(&path.display().to_string(), linux.resources().as_ref())
-                .and_then(|group| {
-                    group.add_process(pid.as_raw() as u64)?;
-                    Ok(group)
-                });
-        match placed {
-            Ok(group) => sup.cgroup = Some(group),
+        let made = ContainerCgroup::create(&path.display().to_string(), linux.resources().as_ref())
+            .and_then(|group| match group.entry() {
+                Ok(e) => Ok((group, e)),
+                Err(e) => {
+                    let _ = group.remove();
+                    Err(e)
+                }
+            });
+        match made {
+            Ok((group, e)) => {
+                sup.cgroup = Some(group);
+                entry = Some(e);
+            }
             Err(e) => {
-                let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
-                let _ = waitpid(pid, None);
-                let _ = crate::runtime::cgroup::remove_if_present(&path.display().to_string());
                 let message = e.to_string();
                 sup.record_exit(&ExitRecord {
                     exit_code: 125,
@@ -401,9 +367,53 @@ fn supervise(
             }
         }
     }
-    let _ = nix::unistd::write(&sync_w, b"g");
-    drop(sync_w);
-    let placed = unix_nanos();
+    let (join, into) = match &entry {
+        Some(cgroup::Entry::JoinTasks(files)) => (files.as_slice(), None),
+        Some(cgroup::Entry::CloneInto(dir)) => (&[][..], Some(dir.as_fd())),
+        None => (&[][..], None),
+    };
+    let before_clone = unix_nanos();
+    let child = || -> isize {
+        // The container must not inherit the supervisor's blocked SIGCHLD.
+        let mut all = SigSet::empty();
+        all.add(Signal::SIGCHLD);
+        let _ = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&all), None);
+        init::run(&spec, config, &fds, join)
+    };
+    let pid = match clone_init(child, flags, into) {
+        Ok(pid) => pid,
+        Err(e) => {
+            let mut record = ExitRecord {
+                exit_code: 125,
+                signal: None,
+                oom_killed: false,
+                finished_at: now(),
+                error: Some(format!("clone the container process: {e}")),
+            };
+            sup.release_cgroup(&mut record);
+            let _ = std::fs::remove_file(&socket_path);
+            report(
+                report_pipe,
+                &format!("err 125 clone the container process: {e}"),
+            );
+            return 125;
+        }
+    };
+    let cloned = unix_nanos();
+    drop(entry);
+    drop(fail_w);
+    let ContainerIo {
+        child,
+        mut outputs,
+        mut input,
+        console,
+    } = io;
+    drop(child);
+    let console = console.map(|(ours, theirs)| {
+        drop(theirs);
+        ours
+    });
+
     if let Some(socket) = console
         && let Some(master) = receive_console(&socket)
     {
@@ -442,7 +452,7 @@ fn supervise(
     let execed = unix_nanos();
     report(
         report_pipe,
-        &format!("ok {pid} {before_clone} {cloned} {placed} {mounted} {execed}"),
+        &format!("ok {pid} {grouping} {before_clone} {cloned} {mounted} {execed}"),
     );
     // For people inspecting the bundle; off the start path (berthd is waiting until the
     // report above).
@@ -465,6 +475,64 @@ fn supervise(
     let _ = std::fs::remove_file(&socket_path);
     0
 }
+
+/// Clones the container's init with `flags` (new namespaces), created in the cgroup v2
+/// directory `into` when given. The child runs `child`, which execs or exits.
+fn clone_init(
+    child: impl FnOnce() -> isize,
+    flags: CloneFlags,
+    into: Option<BorrowedFd<'_>>,
+) -> nix::Result<Pid> {
+    let Some(dir) = into else {
+        let mut stack = vec![0u8; 1024 * 1024];
+        let mut child = Some(child);
+        // SAFETY: the supervisor is single-threaded; the child runs on its own stack and
+        // only execs or exits.
+        return unsafe {
+            nix::sched::clone(
+                Box::new(|| child.take().map_or(125, |f| f())),
+                &mut stack,
+                flags,
+                Some(libc::SIGCHLD),
+            )
+        };
+    };
+    // Fork-like (no new stack, no shared memory): the child returns here with 0.
+    let args = libc::clone_args {
+        flags: flags.bits() as u64 | CLONE_INTO_CGROUP,
+        pidfd: 0,
+        child_tid: 0,
+        parent_tid: 0,
+        exit_signal: libc::SIGCHLD as u64,
+        stack: 0,
+        stack_size: 0,
+        tls: 0,
+        set_tid: 0,
+        set_tid_size: 0,
+        cgroup: dir.as_raw_fd() as u64,
+    };
+    // SAFETY: clone3 with a valid, live argument struct of the size given; the supervisor
+    // is single-threaded, so the child may run Rust code until it execs, as after fork.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const libc::clone_args,
+            std::mem::size_of::<libc::clone_args>(),
+        )
+    };
+    match ret {
+        0 => {
+            let code = child();
+            // SAFETY: leaving the child; the init execs before this unless it failed.
+            unsafe { libc::_exit(code as i32) }
+        }
+        -1 => Err(Errno::last()),
+        pid => Ok(Pid::from_raw(pid as i32)),
+    }
+}
+
+/// `clone3`'s flag to create the child in the cgroup (v2) given by a directory fd.
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
 fn drain(sup: &mut Supervisor<'_>, outputs: Vec<(OwnedFd, Stream)>) {
     for (fd, stream) in outputs {
@@ -957,4 +1025,58 @@ pub fn read_exit(bundle: &Path) -> Option<ExitRecord> {
 /// Bundle path helper for callers holding only a container directory.
 pub fn bundle_of(container_dir: &Path) -> PathBuf {
     container_dir.join("bundle")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A cgroup v2 mount of this host: `/sys/fs/cgroup` itself, or the hybrid layout's
+    /// `unified` hierarchy (which holds no controllers, but places processes all the same).
+    fn cgroup2_mount() -> Option<PathBuf> {
+        let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+        mounts.lines().find_map(|l| {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            (fields.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(fields[1]))
+        })
+    }
+
+    #[test]
+    fn clone_into_a_v2_group_creates_the_child_there() {
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        let mount = cgroup2_mount();
+        let (true, Some(mount)) = (root, mount) else {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI must run as root on a host with a cgroup2 mount"
+            );
+            eprintln!("skipped: needs root and a cgroup2 mount");
+            return;
+        };
+        let name = format!("berth-clone-into-test-{}", std::process::id());
+        let dir = mount.join(&name);
+        std::fs::create_dir(&dir).unwrap();
+        let fd: OwnedFd = std::fs::File::options()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+            .open(&dir)
+            .unwrap()
+            .into();
+        // The test harness has other threads: the child only waits to be killed.
+        let child = || -> isize {
+            // SAFETY: pause is async-signal-safe.
+            unsafe { libc::pause() };
+            0
+        };
+        let pid = clone_init(child, CloneFlags::empty(), Some(fd.as_fd())).unwrap();
+        let membership = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+        let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+        let _ = waitpid(pid, None);
+        std::fs::remove_dir(&dir).unwrap();
+        assert!(
+            membership.lines().any(|l| l == format!("0::/{name}")),
+            "{membership}"
+        );
+    }
 }

@@ -113,12 +113,45 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     f.write_all(data)?;
     f.sync_all()?;
     std::fs::rename(&temp, path)?;
+    sync_dir_of(path);
+    Ok(())
+}
+
+fn sync_dir_of(path: &Path) {
     if let Some(dir) = path.parent()
         && let Ok(d) = std::fs::File::open(dir)
     {
         let _ = d.sync_all();
     }
-    Ok(())
+}
+
+/// Writes `data` to `path` whole (temp file, rename): readers see all of it or nothing.
+/// What [`Unsynced::sync`] then makes durable is the caller's to schedule: an fsync costs
+/// about a millisecond here, too much for a path someone waits on.
+fn write_visible(path: &Path, data: &[u8]) -> std::io::Result<Unsynced> {
+    let temp = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&temp)?;
+    file.write_all(data)?;
+    std::fs::rename(&temp, path)?;
+    Ok(Unsynced {
+        file,
+        path: path.to_owned(),
+    })
+}
+
+/// A file [`write_visible`] wrote, not yet on disk.
+struct Unsynced {
+    file: std::fs::File,
+    path: PathBuf,
+}
+
+impl Unsynced {
+    /// fsyncs the file, then the directory that names it.
+    fn sync(self) -> std::io::Result<()> {
+        self.file.sync_all()?;
+        sync_dir_of(&self.path);
+        Ok(())
+    }
 }
 
 fn now() -> String {
@@ -149,9 +182,26 @@ impl Supervisor<'_> {
     }
 
     fn record_exit(&mut self, record: &ExitRecord) {
+        if let Some(written) = self.write_exit(record) {
+            self.sync_exit(written);
+        }
+    }
+
+    /// Writes the exit record where readers find it; [`Self::sync_exit`] makes it durable.
+    fn write_exit(&mut self, record: &ExitRecord) -> Option<Unsynced> {
         let bytes = serde_json::to_vec(record).unwrap_or_default();
-        if let Err(e) = write_atomic(&self.bundle.join(files::EXIT), &bytes) {
-            self.note(&format!("cannot record the exit status: {e}"));
+        match write_visible(&self.bundle.join(files::EXIT), &bytes) {
+            Ok(written) => Some(written),
+            Err(e) => {
+                self.note(&format!("cannot record the exit status: {e}"));
+                None
+            }
+        }
+    }
+
+    fn sync_exit(&mut self, written: Unsynced) {
+        if let Err(e) = written.sync() {
+            self.note(&format!("cannot sync the exit status to disk: {e}"));
         }
     }
 }
@@ -454,9 +504,9 @@ fn supervise(
         report_pipe,
         &format!("ok {pid} {grouping} {before_clone} {cloned} {mounted} {execed}"),
     );
-    // For people inspecting the bundle; off the start path (berthd is waiting until the
-    // report above).
-    let _ = write_atomic(
+    // For people inspecting the bundle. Not synced: a pid means nothing after a reboot, and
+    // an fsync here would delay noticing a short-lived container's exit.
+    let _ = write_visible(
         &bundle.join(files::SHIM_PID),
         std::process::id().to_string().as_bytes(),
     );
@@ -703,11 +753,15 @@ fn event_loop(
             sup.release_cgroup(&mut record);
             let record = &record;
             let _ = sup.log.flush_pending();
-            // The record is on disk before anyone hears of the exit and before the socket
-            // stops answering: a client that misses the socket finds the file.
-            sup.record_exit(record);
+            // The record is in place before anyone hears of the exit and before the socket
+            // stops answering: a client that misses the socket finds the file. It reaches
+            // the disk after the waiters have their answer, which need not wait for that.
+            let written = sup.write_exit(record);
             for client in clients.values_mut().filter(|c| c.waiting || c.attached) {
                 respond(client, &Response::Exited(record.clone()));
+            }
+            if let Some(written) = written {
+                sup.sync_exit(written);
             }
             return record.clone();
         }

@@ -257,7 +257,10 @@ impl ContainerCgroup {
                     what: "open the group",
                     message: e.to_string(),
                 })?;
-            return Ok(Entry::CloneInto(opened.into()));
+            return Ok(Entry::CloneInto {
+                procs: dir.join("cgroup.procs"),
+                dir: opened.into(),
+            });
         }
         Ok(Entry::JoinTasks(
             subsystems
@@ -276,7 +279,7 @@ impl ContainerCgroup {
                 what: "join the group",
                 message: e.to_string(),
             }),
-            Entry::CloneInto(_) => self.add_process(u64::from(std::process::id())),
+            Entry::CloneInto { .. } => self.add_process(u64::from(std::process::id())),
         }
     }
 
@@ -446,12 +449,19 @@ pub enum Entry {
     /// `0` there moves only itself, which the kernel does without the global lock.
     JoinTasks(Vec<std::path::PathBuf>),
     /// cgroup v2: the group's directory, for `clone3(CLONE_INTO_CGROUP)`, which creates the
-    /// process in the group (the lock is taken for reading only, as by any fork).
-    CloneInto(std::os::fd::OwnedFd),
+    /// process in the group (the lock is taken for reading only, as by any fork); and its
+    /// `cgroup.procs`, for a kernel without clone3 (before 5.7).
+    CloneInto {
+        /// The group's directory, open.
+        dir: std::os::fd::OwnedFd,
+        /// Its `cgroup.procs` file.
+        procs: std::path::PathBuf,
+    },
 }
 
-/// Moves the calling thread into the v1 groups whose `tasks` files are `files` (see
-/// [`Entry::JoinTasks`]); the caller must be its process's only thread.
+/// Writes `0` to each of `files`: the v1 `tasks` files of [`Entry::JoinTasks`] (which
+/// moves the calling thread: the caller must be its process's only thread), or a v2
+/// `cgroup.procs` (which moves the whole calling process).
 pub fn join_tasks(files: &[std::path::PathBuf]) -> std::io::Result<()> {
     use std::io::Write as _;
     for file in files {

@@ -93,8 +93,8 @@ pub struct InitFds {
 
 /// Runs in the cloned child; never returns.
 ///
-/// `join_cgroup`: the v1 `tasks` files of the container's cgroup, which the init joins
-/// before anything else (see `cgroup::Entry`); empty when it was created in its group.
+/// `join_cgroup`: the files through which the init joins the container's cgroup before
+/// anything else (see `cgroup::join_tasks`); empty when it was created in its group.
 pub fn run(spec: &Spec, shim: &ShimConfig, fds: &InitFds, join_cgroup: &[PathBuf]) -> ! {
     let outcome = prepare_and_exec(spec, shim, fds, join_cgroup);
     let err = match outcome {

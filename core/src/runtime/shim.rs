@@ -417,20 +417,27 @@ fn supervise(
             }
         }
     }
-    let (join, into) = match &entry {
-        Some(cgroup::Entry::JoinTasks(files)) => (files.as_slice(), None),
-        Some(cgroup::Entry::CloneInto(dir)) => (&[][..], Some(dir.as_fd())),
-        None => (&[][..], None),
-    };
     let before_clone = unix_nanos();
-    let child = || -> isize {
+    let child = |join: &[PathBuf]| -> isize {
         // The container must not inherit the supervisor's blocked SIGCHLD.
         let mut all = SigSet::empty();
         all.add(Signal::SIGCHLD);
         let _ = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&all), None);
         init::run(&spec, config, &fds, join)
     };
-    let pid = match clone_init(child, flags, into) {
+    let cloned = match &entry {
+        Some(cgroup::Entry::JoinTasks(files)) => clone_plain(|| child(files), flags),
+        Some(cgroup::Entry::CloneInto { dir, procs }) => {
+            match clone_into_cgroup(|| child(&[]), flags, dir.as_fd()) {
+                // A kernel before 5.7 has no clone3: the init joins the group itself, as
+                // a whole process (the slow way).
+                Err(Errno::ENOSYS) => clone_plain(|| child(std::slice::from_ref(procs)), flags),
+                other => other,
+            }
+        }
+        None => clone_plain(|| child(&[]), flags),
+    };
+    let pid = match cloned {
         Ok(pid) => pid,
         Err(e) => {
             let mut record = ExitRecord {
@@ -526,27 +533,29 @@ fn supervise(
     0
 }
 
-/// Clones the container's init with `flags` (new namespaces), created in the cgroup v2
-/// directory `into` when given. The child runs `child`, which execs or exits.
-fn clone_init(
+/// Clones the container's init with `flags` (new namespaces); the child runs `child`,
+/// which execs or exits.
+fn clone_plain(child: impl FnOnce() -> isize, flags: CloneFlags) -> nix::Result<Pid> {
+    let mut stack = vec![0u8; 1024 * 1024];
+    let mut child = Some(child);
+    // SAFETY: the supervisor is single-threaded; the child runs on its own stack and only
+    // execs or exits.
+    unsafe {
+        nix::sched::clone(
+            Box::new(|| child.take().map_or(125, |f| f())),
+            &mut stack,
+            flags,
+            Some(libc::SIGCHLD),
+        )
+    }
+}
+
+/// [`clone_plain`], the child created in the cgroup v2 directory `dir`.
+fn clone_into_cgroup(
     child: impl FnOnce() -> isize,
     flags: CloneFlags,
-    into: Option<BorrowedFd<'_>>,
+    dir: BorrowedFd<'_>,
 ) -> nix::Result<Pid> {
-    let Some(dir) = into else {
-        let mut stack = vec![0u8; 1024 * 1024];
-        let mut child = Some(child);
-        // SAFETY: the supervisor is single-threaded; the child runs on its own stack and
-        // only execs or exits.
-        return unsafe {
-            nix::sched::clone(
-                Box::new(|| child.take().map_or(125, |f| f())),
-                &mut stack,
-                flags,
-                Some(libc::SIGCHLD),
-            )
-        };
-    };
     // Fork-like (no new stack, no shared memory): the child returns here with 0.
     let args = libc::clone_args {
         flags: flags.bits() as u64 | CLONE_INTO_CGROUP,
@@ -1123,7 +1132,7 @@ mod tests {
             unsafe { libc::pause() };
             0
         };
-        let pid = clone_init(child, CloneFlags::empty(), Some(fd.as_fd())).unwrap();
+        let pid = clone_into_cgroup(child, CloneFlags::empty(), fd.as_fd()).unwrap();
         let membership = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
         let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
         let _ = waitpid(pid, None);

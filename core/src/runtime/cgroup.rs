@@ -270,16 +270,19 @@ impl ContainerCgroup {
         ))
     }
 
-    /// Moves the calling process, which must be single-threaded, into the group (`exec`
-    /// does so before it forks the command).
+    /// Moves the calling process into the group (`exec` does so before it forks the
+    /// command): cheaply when it is single-threaded, as a whole process otherwise.
     pub fn join_self(&self) -> Result<()> {
+        let single_threaded = std::fs::read_dir("/proc/self/task").is_ok_and(|t| t.count() == 1);
         match self.entry()? {
-            Entry::JoinTasks(files) => join_tasks(&files).map_err(|e| Error::Operation {
-                path: self.path(),
-                what: "join the group",
-                message: e.to_string(),
-            }),
-            Entry::CloneInto { .. } => self.add_process(u64::from(std::process::id())),
+            Entry::JoinTasks(files) if single_threaded => {
+                join_tasks(&files).map_err(|e| Error::Operation {
+                    path: self.path(),
+                    what: "join the group",
+                    message: e.to_string(),
+                })
+            }
+            _ => self.add_process(u64::from(std::process::id())),
         }
     }
 

@@ -425,7 +425,7 @@ fn supervise(
         let _ = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&all), None);
         init::run(&spec, config, &fds, join)
     };
-    let cloned = match &entry {
+    let spawned = match &entry {
         Some(cgroup::Entry::JoinTasks(files)) => clone_plain(|| child(files), flags),
         Some(cgroup::Entry::CloneInto { dir, procs }) => {
             match clone_into_cgroup(|| child(&[]), flags, dir.as_fd()) {
@@ -437,7 +437,7 @@ fn supervise(
         }
         None => clone_plain(|| child(&[]), flags),
     };
-    let pid = match cloned {
+    let pid = match spawned {
         Ok(pid) => pid,
         Err(e) => {
             let mut record = ExitRecord {

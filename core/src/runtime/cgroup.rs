@@ -237,53 +237,56 @@ impl ContainerCgroup {
 
     /// How a new process enters this group without the kernel's costly move of a whole
     /// process: see [`Entry`].
-    pub fn entry(&self) -> Result<Entry> {
-        let subsystems = self.group.subsystems();
-        if self.group.v2() {
-            let dir = subsystems
-                .first()
-                .map(|s| s.to_controller().path().to_path_buf())
-                .ok_or_else(|| Error::Operation {
-                    path: self.path(),
-                    what: "open the group",
-                    message: "no cgroup v2 directory".to_owned(),
-                })?;
-            let opened = std::fs::File::options()
-                .read(true)
-                .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
-                .open(&dir)
-                .map_err(|e| Error::Operation {
-                    path: self.path(),
-                    what: "open the group",
-                    message: e.to_string(),
-                })?;
-            return Ok(Entry::CloneInto {
-                procs: dir.join("cgroup.procs"),
-                dir: opened.into(),
-            });
+    pub(crate) fn entry(&self) -> Result<Entry> {
+        if !self.group.v2() {
+            return Ok(Entry::JoinTasks(self.task_files()));
         }
-        Ok(Entry::JoinTasks(
-            subsystems
-                .iter()
-                .map(|s| s.to_controller().path().join("tasks"))
-                .collect(),
-        ))
+        let dir = self
+            .group
+            .subsystems()
+            .first()
+            .map(|s| s.to_controller().path().to_path_buf())
+            .ok_or_else(|| Error::Operation {
+                path: self.path(),
+                what: "open the group",
+                message: "no cgroup v2 directory".to_owned(),
+            })?;
+        let opened = std::fs::File::options()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+            .open(&dir)
+            .map_err(|e| Error::Operation {
+                path: self.path(),
+                what: "open the group",
+                message: e.to_string(),
+            })?;
+        Ok(Entry::CloneInto {
+            procs: dir.join("cgroup.procs"),
+            dir: opened.into(),
+        })
+    }
+
+    /// The v1 `tasks` file of each controller.
+    fn task_files(&self) -> Vec<std::path::PathBuf> {
+        self.group
+            .subsystems()
+            .iter()
+            .map(|s| s.to_controller().path().join("tasks"))
+            .collect()
     }
 
     /// Moves the calling process into the group (`exec` does so before it forks the
-    /// command): cheaply when it is single-threaded, as a whole process otherwise.
-    pub fn join_self(&self) -> Result<()> {
+    /// command): cheaply on v1 when it is single-threaded, as a whole process otherwise.
+    pub(crate) fn join_self(&self) -> Result<()> {
         let single_threaded = std::fs::read_dir("/proc/self/task").is_ok_and(|t| t.count() == 1);
-        match self.entry()? {
-            Entry::JoinTasks(files) if single_threaded => {
-                join_tasks(&files).map_err(|e| Error::Operation {
-                    path: self.path(),
-                    what: "join the group",
-                    message: e.to_string(),
-                })
-            }
-            _ => self.add_process(u64::from(std::process::id())),
+        if self.group.v2() || !single_threaded {
+            return self.add_process(u64::from(std::process::id()));
         }
+        join_tasks(&self.task_files()).map_err(|e| Error::Operation {
+            path: self.path(),
+            what: "join the group",
+            message: e.to_string(),
+        })
     }
 
     /// Moves process `pid` (and its threads) into every controller of the group.
@@ -447,7 +450,7 @@ impl ContainerCgroup {
 /// waits for an RCU grace period: 6–25 ms on an idle 2-CPU host, the largest part of a
 /// container's start. Both ways here avoid that lock.
 #[derive(Debug)]
-pub enum Entry {
+pub(crate) enum Entry {
     /// cgroup v1: the `tasks` file of each controller. A single-threaded process writing
     /// `0` there moves only itself, which the kernel does without the global lock.
     JoinTasks(Vec<std::path::PathBuf>),
@@ -465,7 +468,7 @@ pub enum Entry {
 /// Writes `0` to each of `files`: the v1 `tasks` files of [`Entry::JoinTasks`] (which
 /// moves the calling thread: the caller must be its process's only thread), or a v2
 /// `cgroup.procs` (which moves the whole calling process).
-pub fn join_tasks(files: &[std::path::PathBuf]) -> std::io::Result<()> {
+pub(crate) fn join_tasks(files: &[std::path::PathBuf]) -> std::io::Result<()> {
     use std::io::Write as _;
     for file in files {
         std::fs::File::options()

@@ -507,15 +507,15 @@ fn supervise(
         return 0;
     }
     let execed = unix_nanos();
-    report(
-        report_pipe,
-        &format!("ok {pid} {grouping} {before_clone} {cloned} {mounted} {execed}"),
-    );
-    // For people inspecting the bundle. Not synced: a pid means nothing after a reboot, and
-    // an fsync here would delay noticing a short-lived container's exit.
+    // For people inspecting the bundle, there once the start returns. Not synced: a pid
+    // means nothing after a reboot, and an fsync costs a millisecond.
     let _ = write_visible(
         &bundle.join(files::SHIM_PID),
         std::process::id().to_string().as_bytes(),
+    );
+    report(
+        report_pipe,
+        &format!("ok {pid} {grouping} {before_clone} {cloned} {mounted} {execed}"),
     );
     // The supervisor lives as long as its container, one per container: what setting up
     // took (the spec, parse buffers) goes back to the kernel now.

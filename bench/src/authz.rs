@@ -1,9 +1,10 @@
-//! `berth-bench authz`: what an authorization policy costs on real API calls. One data root
-//! with N labelled containers is served twice: by berthd without a policy, then with the
-//! built-in Rego policy running `plugins/authz/examples/team-labels.rego` (the caller is
-//! judged and `container.list` is filtered by the policy). Reported: round trips of
-//! `system.version` (authorize only) and `container.list` (authorize and filter) over a
-//! keep-alive HTTP connection, throughput, and the gate's own decision time from the
+//! `berth-bench authz`: what an authorization policy costs on real API calls. Two berthd run
+//! side by side, each with its own data root holding the same N labelled containers: one
+//! without a policy, one with the built-in Rego policy running
+//! `plugins/authz/examples/team-labels.rego` (the caller is judged and `container.list` is
+//! filtered by the policy). Reported: round trips of `system.version` (authorize only) and
+//! `container.list` (authorize and filter) over keep-alive HTTP connections, calls
+//! alternating between the daemons; throughput; and the gate's own decision time from the
 //! decision log.
 
 use std::path::Path;
@@ -43,69 +44,110 @@ struct AuthzReport {
     targets: Vec<Target>,
 }
 
-fn timed(client: &mut KeepAlive, body: &str, calls: usize) -> anyhow::Result<(Latency, f64)> {
-    for _ in 0..calls / 10 {
-        client.call(body)?;
-    }
-    let mut samples = Vec::with_capacity(calls);
-    let started = Instant::now();
-    for _ in 0..calls {
+/// The policy measured by default: per-team label ownership, with list filtering.
+pub const TEAM_LABELS: &str = "plugins/authz/examples/team-labels.rego";
+
+/// Calls to one daemon in a row; the daemons take turns a block at a time.
+const BLOCK: usize = 200;
+/// Calls at the start of each block that are not counted: the first calls after the other
+/// daemon's block find the caches full of its data, which is a cost of switching between
+/// two daemons on one machine, not of the policy.
+const BLOCK_WARMUP: usize = 10;
+
+/// `body` put to both daemons, `calls` counted calls each, in alternating blocks (the order
+/// swapped every pair of blocks) so that both are measured on the same machine at the same
+/// time: a slow spell of the host falls on both.
+fn interleaved(
+    plain: &mut KeepAlive,
+    gated: &mut KeepAlive,
+    body: &str,
+    calls: usize,
+) -> anyhow::Result<[(Latency, f64); 2]> {
+    let call = |client: &mut KeepAlive| -> anyhow::Result<Duration> {
         let t = Instant::now();
         let answer = client.call(body)?;
-        samples.push(t.elapsed());
+        let took = t.elapsed();
         if !answer.starts_with(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"result\"") {
             bail!("{body} failed: {}", String::from_utf8_lossy(&answer));
         }
+        Ok(took)
+    };
+    let mut samples = [Vec::with_capacity(calls), Vec::with_capacity(calls)];
+    let mut pair = 0;
+    while samples.iter().any(|s| s.len() < calls) {
+        for which in [pair % 2, 1 - pair % 2] {
+            let client = if which == 0 { &mut *plain } else { &mut *gated };
+            for i in 0..BLOCK {
+                let took = call(client)?;
+                if i >= BLOCK_WARMUP && samples[which].len() < calls {
+                    samples[which].push(took);
+                }
+            }
+        }
+        pair += 1;
     }
-    let per_second = calls as f64 / started.elapsed().as_secs_f64();
-    Ok((Latency::of(samples), per_second))
+    Ok(samples.map(|s| {
+        let busy: Duration = s.iter().sum();
+        let per_second = s.len() as f64 / busy.as_secs_f64();
+        (Latency::of(s), per_second)
+    }))
 }
 
-fn pass(socket: &Path, calls: usize) -> anyhow::Result<Pass> {
-    let mut client = KeepAlive::connect(socket)?;
-    let (version, _) = timed(
-        &mut client,
+/// Both passes, `system.version` first, then `container.list`.
+fn passes(plain: &Path, gated: &Path, calls: usize) -> anyhow::Result<(Pass, Pass)> {
+    let mut plain = KeepAlive::connect(plain)?;
+    let mut gated = KeepAlive::connect(gated)?;
+    let [(plain_version, _), (gated_version, _)] = interleaved(
+        &mut plain,
+        &mut gated,
         r#"{"jsonrpc":"2.0","id":1,"method":"system.version"}"#,
         calls,
     )?;
-    let (list, list_calls_per_second) = timed(
-        &mut client,
+    let [(plain_list, plain_rate), (gated_list, gated_rate)] = interleaved(
+        &mut plain,
+        &mut gated,
         r#"{"jsonrpc":"2.0","id":1,"method":"container.list","params":{"request":{"all":true}}}"#,
         calls,
     )?;
-    Ok(Pass {
-        version,
-        list,
-        list_calls_per_second,
-    })
+    Ok((
+        Pass {
+            version: plain_version,
+            list: plain_list,
+            list_calls_per_second: plain_rate,
+        },
+        Pass {
+            version: gated_version,
+            list: gated_list,
+            list_calls_per_second: gated_rate,
+        },
+    ))
 }
 
-pub fn authz(
-    bin_dir: &Path,
-    out_dir: &Path,
-    calls: usize,
-    containers: usize,
-) -> anyhow::Result<()> {
-    let work = tempfile::tempdir()?;
-    let root = work.path().join("root");
-    let policy = Path::new("plugins/authz/examples/team-labels.rego")
-        .canonicalize()
-        .context("run from the repository root: plugins/authz/examples/team-labels.rego")?;
-    let data = work.path().join("data.json");
-    // root is no admin here: its calls take the policy's full path, and its list is
-    // filtered (its containers carry team=root, one of its groups).
-    std::fs::write(&data, r#"{"admins": [], "admin_groups": []}"#)?;
-    let cli = bin_dir.join("berth");
+/// Where the gated daemon's default network goes, apart from the plain daemon's `berth0`.
+const GATED_BRIDGE: &str = "berthaz0";
 
-    let plain = Berthd::start_with(bin_dir, Some(&root), &[])?;
-    let host = format!("unix://{}", plain.socket.display());
-    let tarball = busybox_tarball(work.path())?;
-    run(Command::new(&cli)
+/// Deletes the gated daemon's bridge when dropped, after the daemon (declared before it),
+/// on every way out of the benchmark.
+struct GatedBridge;
+
+impl Drop for GatedBridge {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", GATED_BRIDGE])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+/// Loads the busybox image and `containers` labelled containers into a daemon.
+fn populate(cli: &Path, socket: &Path, tarball: &Path, containers: usize) -> anyhow::Result<()> {
+    let host = format!("unix://{}", socket.display());
+    run(Command::new(cli)
         .args(["-H", &host, "import"])
-        .arg(&tarball)
+        .arg(tarball)
         .arg("busybox"))?;
     for i in 0..containers {
-        run(Command::new(&cli).args([
+        run(Command::new(cli).args([
             "-H",
             &host,
             "create",
@@ -117,8 +159,27 @@ pub fn authz(
             "true",
         ]))?;
     }
-    let without_policy = pass(&plain.socket, calls)?;
-    drop(plain);
+    Ok(())
+}
+
+pub fn authz(
+    bin_dir: &Path,
+    out_dir: &Path,
+    calls: usize,
+    containers: usize,
+    policy_file: &Path,
+) -> anyhow::Result<()> {
+    let work = tempfile::tempdir()?;
+    let root = work.path().join("gated");
+    let policy = policy_file
+        .canonicalize()
+        .with_context(|| format!("{} (run from the repository root)", policy_file.display()))?;
+    let data = work.path().join("data.json");
+    // root is no admin here: its calls take the policy's full path, and its list is
+    // filtered (its containers carry team=root, one of its groups).
+    std::fs::write(&data, r#"{"admins": [], "admin_groups": []}"#)?;
+    let cli = bin_dir.join("berth");
+    let tarball = busybox_tarball(work.path())?;
 
     let policy_arg = policy.to_str().context("utf-8")?.to_owned();
     let data_arg = data.to_str().context("utf-8")?.to_owned();
@@ -129,14 +190,24 @@ pub fn authz(
         &policy_arg,
         "--authz-data",
         &data_arg,
+        "--bridge-name",
+        GATED_BRIDGE,
+        "--bridge-subnet",
+        "10.232.0.0/16",
+        "--default-address-pool",
+        "10.233.0.0/16",
     ];
+    let plain = Berthd::start_with(bin_dir, Some(&work.path().join("plain")), &[])?;
+    let _gated_bridge = GatedBridge;
     let gated = Berthd::start_with(bin_dir, Some(&root), &with)?;
+    populate(&cli, &plain.socket, &tarball, containers)?;
+    populate(&cli, &gated.socket, &tarball, containers)?;
     let log_path = root.join("authz/decisions.log");
     let logged_before = std::fs::read_to_string(&log_path)
         .unwrap_or_default()
         .lines()
         .count();
-    let with_policy = pass(&gated.socket, calls)?;
+    let (without_policy, with_policy) = passes(&plain.socket, &gated.socket, calls)?;
     std::thread::sleep(Duration::from_millis(300));
     let decisions: Vec<Duration> = std::fs::read_to_string(&log_path)?
         .lines()
@@ -147,6 +218,7 @@ pub fn authz(
         .map(Duration::from_micros)
         .collect();
     drop(gated);
+    drop(plain);
     if decisions.len() < calls {
         bail!("only {} decisions were logged", decisions.len());
     }
@@ -161,9 +233,12 @@ pub fn authz(
     let report = AuthzReport {
         scenario: "authz",
         machine: machine(),
-        command: format!("berth-bench authz --calls {calls} --containers {containers}"),
+        command: format!(
+            "berth-bench authz --calls {calls} --containers {containers} --policy {}",
+            policy_file.display()
+        ),
         containers,
-        policy: "plugins/authz/examples/team-labels.rego (built-in rego component)".into(),
+        policy: format!("{} (built-in rego component)", policy_file.display()),
         added_version_p50_us: added(
             without_policy.version.median_us,
             with_policy.version.median_us,
@@ -205,14 +280,16 @@ fn render(r: &AuthzReport) -> String {
     let mut s = String::new();
     s.push_str("# berth authorization benchmark\n\n");
     s.push_str(&format!(
-        "Machine: {} CPUs ({}), {} MiB RAM, kernel {}.\n\nCommand: `{}` (release build). One data root with {} containers labelled `team=root`, served by berthd without a policy, then with `--authz-plugins rego` running {}; the caller (root on the Unix socket) is not an admin in the policy's data, so every call takes the policy's full path and `container.list` is filtered. One HTTP/1.1 keep-alive connection, calls one after another.\n\n",
+        "Machine: {} CPUs ({}), {} MiB RAM, kernel {}.\n\nCommand: `{}` (release build). Two berthd, each with its own data root holding {} containers labelled `team=root`: one without a policy, one with `--authz-plugins rego` running {}; the caller (root on the Unix socket) is not an admin in the policy's data, so every call takes the policy's full path and `container.list` is filtered. One HTTP/1.1 keep-alive connection to each; the daemons take turns in blocks of {} calls (the first {} of each block, after the switch, not counted), so both are measured on the same machine at the same time. Throughput is calls per second of time spent in each daemon's calls.\n\n",
         r.machine.cpus,
         r.machine.cpu_model,
         r.machine.mem_total_kb / 1024,
         r.machine.kernel,
         r.command,
         r.containers,
-        r.policy
+        r.policy,
+        BLOCK,
+        BLOCK_WARMUP
     ));
     s.push_str(
         "| call | policy | samples | median | p90 | p99 | mean |\n|---|---|---|---|---|---|---|\n",

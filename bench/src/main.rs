@@ -148,6 +148,10 @@ enum Scenario {
         /// Containers in the list.
         #[arg(long, default_value_t = 10)]
         containers: usize,
+        /// The Rego policy the gated daemon runs (root must be allowed to list and must
+        /// see the containers, which are labelled `team=root`).
+        #[arg(long, default_value = authz::TEAM_LABELS)]
+        policy: PathBuf,
     },
     /// `run --rm IMAGE true` end to end, and supervisor memory with idle containers,
     /// against docker and podman in the same run.
@@ -648,7 +652,10 @@ fn all(cli: &Cli, quick: bool, peers: bool) -> anyhow::Result<()> {
         "pull",
         pull::pull(bin, out, z.pull_rounds, 10, z.pull_layer_mb, peers),
     );
-    step("authz", authz::authz(bin, out, z.authz_calls, 10));
+    step(
+        "authz",
+        authz::authz(bin, out, z.authz_calls, 10, Path::new(authz::TEAM_LABELS)),
+    );
     step(
         "logs",
         logs::logs(bin, out, z.log_lines, z.log_rounds, peers),
@@ -708,9 +715,17 @@ fn main() -> anyhow::Result<()> {
             rounds.max(1),
             !no_peers,
         ),
-        Scenario::Authz { calls, containers } => {
-            authz::authz(&cli.bin_dir, &cli.out_dir, calls.max(100), containers)
-        }
+        Scenario::Authz {
+            calls,
+            containers,
+            policy,
+        } => authz::authz(
+            &cli.bin_dir,
+            &cli.out_dir,
+            calls.max(100),
+            containers,
+            &policy,
+        ),
         Scenario::Plugin {
             component,
             policy_component,

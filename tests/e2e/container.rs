@@ -158,6 +158,22 @@ fn logs_and_lifecycle_commands() {
     let o = d.cli(&["rename", "chatter", "graceful"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(err(&o).contains("already in use"), "{}", err(&o));
+    // Names are compared exactly: `c4` is free even when another container's id starts
+    // with c4, and the exact name wins when resolving it.
+    let id = out(&d.cli(&["create", "busybox", "true"]))
+        .trim()
+        .to_owned();
+    let prefix = &id[..2];
+    let o = d.cli(&["create", "--name", prefix, "busybox", "true"]);
+    assert!(o.status.success(), "{}", err(&o));
+    let named = out(&o).trim().to_owned();
+    assert_ne!(named, id);
+    assert_eq!(inspect(&d, prefix)["id"], named.as_str());
+    let o = d.cli(&["rename", prefix, &format!("{prefix}x")]);
+    assert!(o.status.success(), "{}", err(&o));
+    let o = d.cli(&["rename", &format!("{prefix}x"), prefix]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert!(d.cli(&["rm", prefix, &id]).status.success());
     // prune removes every stopped container and nothing running.
     assert!(
         d.cli(&["run", "-d", "--name", "alive", "busybox", "sleep", "60"])

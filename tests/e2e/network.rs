@@ -105,7 +105,12 @@ fn user_networks_default_bridge_ports_none_host_and_internal() {
     assert!(links().contains(&format!(": {}:", d.bridge)), "{}", links());
 
     // A user network: containers reach each other by name and alias.
-    ok(&d, &["network", "create", "appnet"]);
+    let appnet = ok(&d, &["network", "create", "appnet"]).trim().to_owned();
+    // Names are compared exactly: one that is also the start of appnet's id is free.
+    let prefix = &appnet[..4];
+    ok(&d, &["network", "create", prefix]);
+    ok(&d, &["network", "rm", prefix]);
+    assert!(ok(&d, &["network", "ls"]).contains("appnet"));
     ok(
         &d,
         &[

@@ -281,6 +281,22 @@ impl Drop for Daemon {
         }
         self.kill_containers();
         self.remove_network_state();
+        // A failing test shows what its daemon logged (the harness prints a failing test's
+        // output, and the log goes with the temporary directory).
+        if std::thread::panicking()
+            && let Ok(log) = std::fs::read_to_string(&self.log)
+        {
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(200)..];
+            eprintln!(
+                "--- berthd log ({}), last {} lines:",
+                self.bridge,
+                tail.len()
+            );
+            for line in tail {
+                eprintln!("{line}");
+            }
+        }
     }
 }
 

@@ -707,6 +707,17 @@ impl Containers {
         }
     }
 
+    /// Whether a container is named exactly `name`. Not [`Self::resolve`]: a name such as
+    /// `c4` is also an id prefix, and another container's id starting with it does not make
+    /// the name taken.
+    fn name_taken(&self, name: &str) -> Result<bool> {
+        Ok(self.store.with_conn(|c| {
+            c.prepare_cached("SELECT 1 FROM containers WHERE name = ?1")
+                .and_then(|mut s| s.exists([name]))
+                .map_err(q("find container name"))
+        })?)
+    }
+
     fn all(&self) -> Result<Vec<ContainerRecord>> {
         let docs: Vec<String> = self.store.with_conn(|c| {
             let mut s = c
@@ -735,11 +746,11 @@ impl Containers {
                 ADJECTIVES[n % ADJECTIVES.len()],
                 NOUNS[(n / ADJECTIVES.len()) % NOUNS.len()]
             );
-            if matches!(self.resolve(&name), Err(Error::NotFound(_))) {
+            if !self.name_taken(&name)? {
                 return Ok(name);
             }
             let suffixed = format!("{name}_{}", n % 1000);
-            if matches!(self.resolve(&suffixed), Err(Error::NotFound(_))) {
+            if !self.name_taken(&suffixed)? {
                 return Ok(suffixed);
             }
         }
@@ -759,7 +770,7 @@ impl Containers {
         seccomp_enabled(request)?;
         if let Some(n) = &request.name {
             let n = n.trim_start_matches('/');
-            if self.resolve(n).is_ok() {
+            if self.name_taken(n)? {
                 return Err(Error::NameInUse(n.to_owned()));
             }
         }
@@ -827,7 +838,7 @@ impl Containers {
                         "invalid container name {n:?}: use [a-zA-Z0-9][a-zA-Z0-9_.-]*"
                     )));
                 }
-                if self.resolve(n).is_ok() {
+                if self.name_taken(n)? {
                     return Err(Error::NameInUse(n.to_owned()));
                 }
                 n.to_owned()
@@ -1632,7 +1643,7 @@ impl Containers {
         if record.name == name {
             return Ok(());
         }
-        if self.resolve(name).is_ok() {
+        if self.name_taken(name)? {
             return Err(Error::NameInUse(name.to_owned()));
         }
         let old_name = std::mem::replace(&mut record.name, name.to_owned());

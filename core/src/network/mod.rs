@@ -784,7 +784,9 @@ impl Networks {
             ));
         }
         let _ops = self.ops.lock().await;
-        if self.find(&request.name).await?.is_some() {
+        // By name only: a name such as `cafe` is also an id prefix, and another network's id
+        // starting with it does not make the name taken.
+        if self.records().await?.iter().any(|r| r.name == request.name) {
             return Err(Error::Exists(request.name));
         }
         let driver_name = request

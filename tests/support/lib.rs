@@ -314,6 +314,23 @@ impl Daemon {
                     .status();
             }
         }
+        // The default bridge, and the bridges of networks a failed test did not remove:
+        // left behind, they keep their subnets' routes and break the next daemon that
+        // gets the same subnets.
+        let mut bridges = vec![self.bridge.clone()];
+        let state = self.data_root.join("plugins/bridge/state/networks.json");
+        if let Ok(text) = std::fs::read_to_string(state)
+            && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+            && let Some(networks) = v["networks"].as_object()
+        {
+            bridges.extend(
+                networks
+                    .values()
+                    .filter_map(|n| n["bridge"].as_str())
+                    .filter(|b| b.starts_with("berth"))
+                    .map(str::to_owned),
+            );
+        }
         let links = Command::new("ip").args(["-o", "link", "show"]).output();
         if let Ok(out) = links {
             for line in String::from_utf8_lossy(&out.stdout).lines() {
@@ -321,7 +338,7 @@ impl Daemon {
                     continue;
                 };
                 let name = name.split('@').next().unwrap_or(name);
-                if name == self.bridge {
+                if bridges.iter().any(|b| b == name) {
                     let _ = Command::new("ip").args(["link", "del", name]).output();
                 }
             }

@@ -222,6 +222,11 @@ impl Policy {
         Ok((false, Some(reason)))
     }
 
+    /// Whether the policy has a filter rule (otherwise every candidate is visible).
+    pub fn filters(&self) -> bool {
+        self.filter.is_some()
+    }
+
     /// The indices of `input.candidates` the caller may see; `None` for all of them.
     pub fn filter(&mut self, input: Value, count: usize) -> Result<Option<Vec<u32>>, PolicyError> {
         let Some(rule) = &self.filter else {

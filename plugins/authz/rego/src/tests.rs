@@ -239,11 +239,13 @@ fn filter_indices_are_checked() {
     for mut p in both(
         "package berth.authz\nimport rego.v1\nallow := true\nvisible contains i if { some i, _ in input.candidates; i != 1 }\nvisible contains 7 if input.method == \"bad\"\n",
     ) {
+        assert!(p.filters());
         assert_eq!(p.filter(input("ok"), 3).unwrap(), Some(vec![0, 2]));
         let e = p.filter(input("bad"), 3).unwrap_err();
         assert!(e.0.contains("not an index below 3"), "{e}");
     }
     let mut none = Policy::load(&inline("package berth.authz\nallow := true\n")).unwrap();
+    assert!(!none.filters());
     assert_eq!(none.filter(input("x"), 3).unwrap(), None);
 }
 

@@ -528,3 +528,62 @@ fn containers_keep_their_network_across_a_daemon_restart() {
     ok(&d, &["rm", "-f", "kept"]);
     ok(&d, &["network", "rm", "keep"]);
 }
+
+/// Removes a test's own link when dropped, whatever happens.
+struct TestLink(String);
+
+impl Drop for TestLink {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.0])
+            .output();
+    }
+}
+
+fn subnet_of(d: &Daemon, network: &str) -> String {
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(d, &["network", "inspect", network])).unwrap();
+    v[0]["subnet"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn pool_subnets_go_around_routes_already_on_the_host() {
+    require_root!();
+    let d = Daemon::start();
+    // The pool's first subnet, as an empty host gives it.
+    ok(&d, &["network", "create", "probe"]);
+    let first = subnet_of(&d, "probe");
+    ok(&d, &["network", "rm", "probe"]);
+    // Another program's interface takes that subnet (a bridge left behind, a VPN): a network
+    // there would lose its traffic to it. The next network goes around it.
+    let (address, prefix) = first.split_once('/').unwrap();
+    let gateway = {
+        let mut octets: Vec<u8> = address.split('.').map(|o| o.parse().unwrap()).collect();
+        octets[3] += 1;
+        format!(
+            "{}.{}.{}.{}/{prefix}",
+            octets[0], octets[1], octets[2], octets[3]
+        )
+    };
+    let link = TestLink(format!("{}x", d.bridge));
+    for args in [
+        vec!["link", "add", &link.0, "type", "bridge"],
+        vec!["addr", "add", &gateway, "dev", &link.0],
+        vec!["link", "set", &link.0, "up"],
+    ] {
+        let o = std::process::Command::new("ip")
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "ip {args:?}: {}", err(&o));
+    }
+    ok(&d, &["network", "create", "around"]);
+    let next = subnet_of(&d, "around");
+    assert_ne!(next, first, "the network took the subnet of {}", link.0);
+    // Once the interface is gone, its subnet is free again.
+    ok(&d, &["network", "rm", "around"]);
+    drop(link);
+    ok(&d, &["network", "create", "again"]);
+    assert_eq!(subnet_of(&d, "again"), first);
+    ok(&d, &["network", "rm", "again"]);
+}

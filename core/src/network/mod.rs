@@ -58,6 +58,9 @@ pub enum Error {
     /// The state database failed.
     #[error(transparent)]
     Store(#[from] store::Error),
+    /// The address pool has no subnet left for a new network.
+    #[error("{0}")]
+    PoolExhausted(String),
     /// A host operation failed.
     #[error("{what}: {message}")]
     Host {
@@ -79,6 +82,7 @@ impl Error {
             Error::Plugin(e) => e.kind(),
             Error::Driver { source, .. } => source.kind(),
             Error::Store(e) => e.kind(),
+            Error::PoolExhausted(_) => ErrorKind::ResourceExhausted,
             Error::Host { .. } => ErrorKind::Internal,
         }
     }
@@ -117,6 +121,74 @@ pub(crate) fn cidr_contains(cidr: &Cidr, ip: IpAddr) -> bool {
         }
         _ => false,
     }
+}
+
+/// Whether two subnets share an address.
+fn overlaps(a: &Cidr, b: &Cidr) -> bool {
+    cidr_contains(a, b.address) || cidr_contains(b, a.address)
+}
+
+/// The first `size`-long subnet of `pool` that no berth network overlaps and that no host
+/// route narrower than the pool reaches into: a bridge left behind by another program, a
+/// VPN's route, another engine's network. The kernel would send part of the new network's
+/// traffic there. A route as broad as the pool or broader (a VPN's 10.0.0.0/8, the default
+/// route) loses to the new network's own, longer route, so it does not count. `None` when
+/// every subnet is taken.
+fn free_pool_subnet(pool: &Cidr, size: u8, networks: &[Cidr], routes: &[Cidr]) -> Option<Cidr> {
+    let IpAddr::V4(base) = pool.address else {
+        return None;
+    };
+    if size < pool.prefix || size > 30 {
+        return None;
+    }
+    let pool_mask = u32::MAX
+        .checked_shl(32 - u32::from(pool.prefix))
+        .unwrap_or(0);
+    let first = u64::from(u32::from(base) & pool_mask);
+    let last = first + (u64::from(!pool_mask));
+    let step = 1u64 << (32 - u32::from(size));
+    let mut start = first;
+    while start + step - 1 <= last {
+        let candidate = Cidr {
+            address: IpAddr::V4(Ipv4Addr::from(start as u32)),
+            prefix: size,
+        };
+        let used = networks.iter().any(|n| overlaps(n, &candidate))
+            || routes
+                .iter()
+                .any(|r| r.prefix > pool.prefix && overlaps(r, &candidate));
+        if !used {
+            return Some(candidate);
+        }
+        start += step;
+    }
+    None
+}
+
+/// The IPv4 destinations of `/proc/net/route` (the main table), from its text.
+fn parse_routes(text: &str) -> Vec<Cidr> {
+    let hex = |field: &str| u32::from_str_radix(field, 16).ok();
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // Iface Destination Gateway Flags RefCnt Use Metric Mask ...: the addresses are
+            // the kernel's network-order words printed as native integers.
+            let destination = hex(fields.get(1)?)?;
+            let mask = hex(fields.get(7)?)?;
+            Some(Cidr {
+                address: IpAddr::V4(Ipv4Addr::from(destination.to_ne_bytes())),
+                prefix: mask.count_ones() as u8,
+            })
+        })
+        .collect()
+}
+
+/// The host's IPv4 routes. Blocking; none if they cannot be read.
+fn host_routes() -> Vec<Cidr> {
+    std::fs::read_to_string("/proc/net/route")
+        .map(|text| parse_routes(&text))
+        .unwrap_or_default()
 }
 
 fn parse_cidr(s: &str, what: &str) -> Result<Cidr> {
@@ -784,15 +856,24 @@ impl Networks {
             ));
         }
         let _ops = self.ops.lock().await;
+        let existing = self.records().await?;
         // By name only: a name such as `cafe` is also an id prefix, and another network's id
         // starting with it does not make the name taken.
-        if self.records().await?.iter().any(|r| r.name == request.name) {
+        if existing.iter().any(|r| r.name == request.name) {
             return Err(Error::Exists(request.name));
         }
         let driver_name = request
             .driver
             .clone()
             .unwrap_or_else(|| DEFAULT_DRIVER.into());
+        // berthd picks the built-in driver's subnets itself: it also sees the host's routes,
+        // which the sandboxed driver cannot.
+        let subnet = match subnet {
+            None if driver_name == DEFAULT_DRIVER && !builtin => {
+                Some(self.pool_subnet(&existing).await?)
+            }
+            given => given,
+        };
         let driver = self.driver(&driver_name).await?;
         let id = crate::store::random_hex(32).map_err(|e| Error::Host {
             what: "generate an id".into(),
@@ -866,6 +947,40 @@ impl Networks {
             self.serve_dns(&record).await;
         }
         Ok(self.info(&record, &[]))
+    }
+
+    /// A free subnet of the built-in driver's address pool (its `pool` and `pool-prefix`
+    /// settings, else berthd's): see [`free_pool_subnet`].
+    async fn pool_subnet(&self, networks: &[Record]) -> Result<Cidr> {
+        let config = self
+            .plugins
+            .inspect(DEFAULT_DRIVER)
+            .await
+            .map(|p| p.config)
+            .unwrap_or_default();
+        let pool_text = config
+            .get("pool")
+            .cloned()
+            .unwrap_or_else(|| self.defaults.pool.clone());
+        let pool = parse_cidr(&pool_text, "the address pool")?;
+        let size = match config.get("pool-prefix") {
+            Some(p) => p.parse::<u8>().map_err(|_| {
+                Error::Invalid(format!(
+                    "the bridge driver's pool-prefix {p:?} is not a number"
+                ))
+            })?,
+            None => self.defaults.pool_size,
+        };
+        let routes = tokio::task::spawn_blocking(host_routes)
+            .await
+            .unwrap_or_default();
+        let taken: Vec<Cidr> = networks.iter().map(|r| r.subnet).collect();
+        free_pool_subnet(&pool, size, &taken, &routes).ok_or_else(|| {
+            Error::PoolExhausted(format!(
+                "the address pool {pool} has no free /{size} subnet that no network or host \
+                 route uses: remove unused networks or give --subnet"
+            ))
+        })
     }
 
     /// `network.list`.
@@ -1693,6 +1808,75 @@ mod tests {
         assert_eq!(r, "nameserver 192.0.2.1\nsearch corp\noptions edns0\n");
         let r = render_resolv(host, &["10.5.0.1".into()], &["x.test".into()], false);
         assert_eq!(r, "search x.test\nnameserver 10.5.0.1\noptions edns0\n");
+    }
+
+    fn cidr(s: &str) -> Cidr {
+        parse_cidr(s, "test").unwrap()
+    }
+
+    #[test]
+    fn host_routes_are_read_from_proc_net_route() {
+        // A real /proc/net/route on a little-endian host: default route, a /16 and a /28.
+        let text = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+                    eth0\t00000000\t0100A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+                    eth0\t0000A8C0\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n\
+                    berthb1\t001015AC\t00000000\t0001\t0\t0\t0\tF0FFFFFF\t0\t0\t0\n\
+                    garbage\n";
+        let routes = parse_routes(text);
+        if cfg!(target_endian = "little") {
+            assert_eq!(
+                routes,
+                vec![
+                    cidr("0.0.0.0/0"),
+                    cidr("192.168.0.0/16"),
+                    cidr("172.21.16.0/28")
+                ]
+            );
+        }
+        assert_eq!(routes.len(), 3);
+    }
+
+    #[test]
+    fn pool_subnets_skip_networks_and_narrower_host_routes() {
+        let pool = cidr("172.21.1.0/24");
+        // Empty host: the first /28.
+        assert_eq!(
+            free_pool_subnet(&pool, 28, &[], &[]),
+            Some(cidr("172.21.1.0/28"))
+        );
+        // A berth network holds the first, a leftover bridge's route the second.
+        assert_eq!(
+            free_pool_subnet(
+                &pool,
+                28,
+                &[cidr("172.21.1.0/28")],
+                &[cidr("172.21.1.16/28")]
+            ),
+            Some(cidr("172.21.1.32/28"))
+        );
+        // A route inside a candidate (a /30 in the third) counts; the default route, a
+        // VPN's /8 and a route as wide as the pool do not.
+        let broad = [
+            cidr("0.0.0.0/0"),
+            cidr("172.0.0.0/8"),
+            cidr("172.21.1.0/24"),
+            cidr("172.21.1.4/30"),
+        ];
+        assert_eq!(
+            free_pool_subnet(&pool, 28, &[], &broad),
+            Some(cidr("172.21.1.16/28"))
+        );
+        // Used up, and sizes the pool cannot give.
+        let all: Vec<Cidr> = (0..16)
+            .map(|i| cidr(&format!("172.21.1.{}/28", i * 16)))
+            .collect();
+        assert_eq!(free_pool_subnet(&pool, 28, &all, &[]), None);
+        assert_eq!(free_pool_subnet(&pool, 16, &[], &[]), None);
+        assert_eq!(free_pool_subnet(&pool, 31, &[], &[]), None);
+        assert_eq!(
+            free_pool_subnet(&pool, 24, &[], &[]),
+            Some(cidr("172.21.1.0/24"))
+        );
     }
 
     #[test]

@@ -511,16 +511,32 @@ fn read_loop(shipment: Arc<Shipment>, mut tail: Tail) {
     shipment.data.notify_one();
 }
 
-fn save_cursor(path: &Path, cursor: Cursor) {
-    if let Ok(bytes) = serde_json::to_vec(&cursor)
+/// `log-cursor.json`: how far delivery got, and whether it is done: the container's last
+/// line went out and its stream was closed. A delivery cut short by berthd stopping is not
+/// done, and the next berthd finishes it even if the container has exited meanwhile.
+#[derive(Debug, Serialize, Deserialize)]
+struct SavedCursor {
+    #[serde(flatten)]
+    at: Cursor,
+    #[serde(default)]
+    done: bool,
+}
+
+fn save_cursor(path: &Path, cursor: Cursor, done: bool) {
+    let saved = SavedCursor { at: cursor, done };
+    if let Ok(bytes) = serde_json::to_vec(&saved)
         && let Err(e) = crate::runtime::shim::write_atomic(path, &bytes)
     {
         debug!("cannot save the log cursor {}: {e}", path.display());
     }
 }
 
-fn load_cursor(path: &Path) -> Option<Cursor> {
+fn load_saved(path: &Path) -> Option<SavedCursor> {
     serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
+fn load_cursor(path: &Path) -> Option<Cursor> {
+    load_saved(path).map(|s| s.at)
 }
 
 /// Whether an error is the driver saying "try again later" (retried), rather than a
@@ -616,22 +632,24 @@ async fn send_loop(
             && let Some(cursor) = unsaved.take()
         {
             let path = cursor_path.clone();
-            let _ = tokio::task::spawn_blocking(move || save_cursor(&path, cursor)).await;
+            let _ = tokio::task::spawn_blocking(move || save_cursor(&path, cursor, false)).await;
             saved_at = Instant::now();
         }
     }
-    if let Some(cursor) = unsaved
-        && !shipment.cancelled()
-    {
-        let path = cursor_path.clone();
-        let _ = tokio::task::spawn_blocking(move || save_cursor(&path, cursor)).await;
-    }
+    let stopping = shipment.stopping.load(Ordering::SeqCst);
     // At daemon shutdown the stream is dropped without `close`: the container runs on, and
     // the next berthd resumes from the cursor.
-    if !shipment.stopping.load(Ordering::SeqCst)
-        && let Err(e) = driver.close(stream).await
-    {
+    if !stopping && let Err(e) = driver.close(stream).await {
         shipment.note_error(e.to_string());
+    }
+    if !shipment.cancelled() {
+        let path = cursor_path.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            // Nothing new went out: the saved position stays, only `done` changes.
+            let cursor = unsaved.or_else(|| load_cursor(&path)).unwrap_or_default();
+            save_cursor(&path, cursor, !stopping);
+        })
+        .await;
     }
     shipment.finish();
 }
@@ -730,9 +748,37 @@ impl Delivery {
         self.shipments().get(id).map(|s| s.status())
     }
 
+    /// The containers whose delivery to `driver` is still going on.
+    pub fn delivering_to(&self, driver: &str) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .shipments()
+            .iter()
+            .filter(|(_, s)| s.settings.driver == driver && !s.is_finished())
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.sort();
+        ids
+    }
+
     /// Whether delivery of container `id` is still going on.
     pub fn is_active(&self, id: &str) -> bool {
         self.shipments().get(id).is_some_and(|s| !s.is_finished())
+    }
+
+    /// Finishes delivery for containers that exited while berthd was down: what their local
+    /// log holds after the saved cursor goes to their driver, then the stream is closed.
+    /// Containers whose delivery was done, or never began, are left alone. Blocking.
+    pub fn finish_interrupted(&self, records: &[ContainerRecord]) {
+        for record in records {
+            let cursor_path = self.containers_dir.join(&record.id).join(CURSOR_FILE);
+            if load_saved(&cursor_path).is_none_or(|saved| saved.done) {
+                continue;
+            }
+            match self.open(record) {
+                Ok(()) => self.exited(&record.id),
+                Err(e) => warn!(container = %record.id, "log delivery not finished: {e}"),
+            }
+        }
     }
 
     /// Resumes delivery for containers found running at daemon start. Blocking.
@@ -948,6 +994,32 @@ mod tests {
                 .collect(),
             ..CreateRequest::default()
         }
+    }
+
+    #[test]
+    fn cursors_say_whether_delivery_is_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(CURSOR_FILE);
+        assert!(load_saved(&path).is_none());
+        // Written before `done` existed: not done, so it is finished at the next start.
+        std::fs::write(&path, br#"{"inode":5,"offset":10}"#).unwrap();
+        let old = load_saved(&path).unwrap();
+        assert_eq!(
+            old.at,
+            Cursor {
+                inode: 5,
+                offset: 10
+            }
+        );
+        assert!(!old.done);
+        let at = Cursor {
+            inode: 7,
+            offset: 99,
+        };
+        save_cursor(&path, at, true);
+        let saved = load_saved(&path).unwrap();
+        assert_eq!((saved.at, saved.done), (at, true));
+        assert_eq!(load_cursor(&path), Some(at));
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! Logging drivers end to end (root): the built-in `json-file` driver stores, rotates,
 //! compresses and serves `berth logs`, resumes across a berthd restart without losing or
-//! repeating a line, and its log goes with the container; the `syslog` driver delivers
-//! every line to a real rsyslogd on loopback over UDP and TCP, through sockets granted for
-//! those addresses only; a driver that cannot deliver never holds a container up, and its
-//! drops are counted; bad drivers and options are refused.
+//! repeating a line (also for a container that ended while berthd was down), its log goes
+//! with the container, and it cannot be disabled or removed while a container delivers to
+//! it; the `syslog` driver delivers every line to a real rsyslogd on loopback over UDP and
+//! TCP, through sockets granted for those addresses only; a driver that cannot deliver
+//! never holds a container up, and its drops are counted; bad drivers and options are
+//! refused.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -162,6 +164,33 @@ fn json_file_driver_rotates_reads_back_resumes_and_is_removed() {
     assert_eq!(lines, expected);
     assert_eq!(errors, ["done"]);
 
+    // A container that ends while berthd is down: the next berthd delivers the rest of its
+    // log, and only the rest.
+    let cmd = printer(40, Some("0.05"));
+    ok(&d.cli(&[
+        "run",
+        "-d",
+        "--name",
+        "orphan",
+        "--log-driver",
+        "json-file",
+        "busybox",
+        "sh",
+        "-c",
+        &cmd,
+    ]));
+    std::thread::sleep(Duration::from_millis(1200));
+    d.stop();
+    std::thread::sleep(Duration::from_millis(2500));
+    d.restart();
+    assert_eq!(inspect(&d, "orphan")["state"]["status"], "exited");
+    let delivery = delivered(&d, "orphan", Duration::from_secs(20));
+    assert_eq!(delivery["dropped"], 0, "{delivery}");
+    let (lines, errors) = log_lines(&d, &["orphan"]);
+    let expected: Vec<String> = (0..40).map(|n| format!("line {n}")).collect();
+    assert_eq!(lines, expected);
+    assert_eq!(errors, ["done"]);
+
     // `logs -f` from the driver ends when the container has ended.
     let (lines, errors) = log_lines(&d, &["-f", "--tail", "2", "steady"]);
     assert_eq!(
@@ -210,6 +239,31 @@ fn json_file_driver_rotates_reads_back_resumes_and_is_removed() {
     assert!(e.contains("mode"), "{e}");
     let e = err(&d.cli(&["run", "--rm", "--log-opt", "max-size=1k", "busybox", "true"]));
     assert!(e.contains("local"), "{e}");
+
+    // A driver that a running container delivers to is neither disabled nor removed.
+    ok(&d.cli(&[
+        "run",
+        "-d",
+        "--name",
+        "shipping",
+        "--log-driver",
+        "json-file",
+        "busybox",
+        "sleep",
+        "60",
+    ]));
+    for verb in ["disable", "rm"] {
+        let o = d.cli(&["plugin", verb, "json-file"]);
+        assert_eq!(o.status.code(), Some(1), "plugin {verb}: {}", err(&o));
+        assert!(
+            err(&o).contains("shipping") && err(&o).contains("in use"),
+            "{}",
+            err(&o)
+        );
+    }
+    ok(&d.cli(&["rm", "-f", "shipping"]));
+    ok(&d.cli(&["plugin", "disable", "json-file"]));
+    ok(&d.cli(&["plugin", "enable", "json-file"]));
 }
 
 /// A real syslog receiver: rsyslogd in the foreground on loopback, UDP and TCP, writing

@@ -38,6 +38,31 @@ impl VolumeApi {
         VolumeApi { ctx }
     }
 
+    /// Refuses to take away a logging driver that containers still deliver their logs to:
+    /// their lines would have nowhere to go.
+    async fn refuse_if_delivering(&self, plugin: &str, what: &str) -> RpcResult<()> {
+        let ids = self.ctx.logs.delivering_to(plugin);
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let containers = Arc::clone(&self.ctx.containers);
+        let names = tokio::task::spawn_blocking(move || {
+            ids.into_iter()
+                .map(|id| containers.resolve(&id).map(|r| r.name).unwrap_or(id))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        Err(berth_api::error::rpc_error(
+            berth_api::ErrorKind::FailedPrecondition,
+            format!(
+                "plugin {plugin} is in use and cannot be {what}: container(s) {} deliver their \
+                 logs to it (stop them first)",
+                names.join(", ")
+            ),
+        ))
+    }
+
     fn emit(&self, kind: &str, action: &str, name: &str, extra: &[(&str, &str)]) {
         let attributes = extra.iter().copied().chain([("name", name)]);
         self.ctx.events.emit(kind, action, name, attributes);
@@ -149,6 +174,7 @@ impl PluginServer for VolumeApi {
     async fn disable(&self, name: String) -> RpcResult<()> {
         // No volume operation may be using the driver while it changes or goes.
         let _volumes = self.ctx.volumes.exclusive().await;
+        self.refuse_if_delivering(&name, "disabled").await?;
         self.ctx
             .plugins
             .disable(&name)
@@ -171,6 +197,7 @@ impl PluginServer for VolumeApi {
     async fn remove(&self, name: String) -> RpcResult<()> {
         // No volume operation may be using the driver while it changes or goes.
         let _volumes = self.ctx.volumes.exclusive().await;
+        self.refuse_if_delivering(&name, "removed").await?;
         self.ctx
             .plugins
             .remove(&name)

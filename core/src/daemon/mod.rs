@@ -508,7 +508,8 @@ impl Prepared {
                 Arc::clone(&ctx.networks),
                 Arc::clone(&ctx.images),
             )));
-        // Delivery resumes for the containers that ran on while berthd was down.
+        // Delivery resumes for the containers that ran on while berthd was down, and is
+        // finished for those that exited meanwhile.
         ctx.logs.start(tokio::runtime::Handle::current());
         let (containers, logs, ids) = (
             Arc::clone(&ctx.containers),
@@ -521,6 +522,15 @@ impl Prepared {
                 .filter_map(|id| containers.resolve(id).ok())
                 .collect();
             logs.resume(&records);
+            // Those that exited while berthd was down get the rest of their log delivered.
+            let stopped: Vec<_> = containers
+                .list(true)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|c| !ids.contains(&c.id))
+                .filter_map(|c| containers.resolve(&c.id).ok())
+                .collect();
+            logs.finish_interrupted(&stopped);
         })
         .await;
         if let Err(e) = resumed {

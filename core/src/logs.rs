@@ -765,15 +765,18 @@ impl Delivery {
         self.shipments().get(id).is_some_and(|s| !s.is_finished())
     }
 
-    /// Finishes delivery for containers that exited while berthd was down: what their local
-    /// log holds after the saved cursor goes to their driver, then the stream is closed.
-    /// Containers whose delivery was done, or never began, are left alone. Blocking.
+    /// Whether container `id`'s last delivery began and was cut short by berthd stopping.
+    /// Blocking.
+    pub fn interrupted(&self, id: &str) -> bool {
+        let cursor_path = self.containers_dir.join(id).join(CURSOR_FILE);
+        load_saved(&cursor_path).is_some_and(|saved| !saved.done)
+    }
+
+    /// Finishes the [`Self::interrupted`] deliveries of containers that exited while berthd
+    /// was down: what their local log holds after the saved cursor goes to their driver,
+    /// then the stream is closed. Blocking.
     pub fn finish_interrupted(&self, records: &[ContainerRecord]) {
         for record in records {
-            let cursor_path = self.containers_dir.join(&record.id).join(CURSOR_FILE);
-            if load_saved(&cursor_path).is_none_or(|saved| saved.done) {
-                continue;
-            }
             match self.open(record) {
                 Ok(()) => self.exited(&record.id),
                 Err(e) => warn!(container = %record.id, "log delivery not finished: {e}"),

@@ -73,6 +73,38 @@ fn log_lines(d: &Daemon, args: &[&str]) -> (Vec<String>, Vec<String>) {
     (out, err)
 }
 
+/// Runs `name` with the `json-file` driver, printing `lines` lines 50 ms apart, and stops
+/// berthd 1.2 s into the run for `down`.
+fn restart_during_run(d: &mut Daemon, name: &str, lines: usize, down: Duration) {
+    let cmd = printer(lines, Some("0.05"));
+    ok(&d.cli(&[
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--log-driver",
+        "json-file",
+        "busybox",
+        "sh",
+        "-c",
+        &cmd,
+    ]));
+    std::thread::sleep(Duration::from_millis(1200));
+    d.stop();
+    std::thread::sleep(down);
+    d.restart();
+}
+
+/// The driver has every line of a `printer(lines, ..)` container, each once, and dropped none.
+fn assert_every_line_delivered_once(d: &Daemon, name: &str, lines: usize) {
+    let delivery = delivered(d, name, Duration::from_secs(20));
+    assert_eq!(delivery["dropped"], 0, "{delivery}");
+    let (got, errors) = log_lines(d, &[name]);
+    let expected: Vec<String> = (0..lines).map(|n| format!("line {n}")).collect();
+    assert_eq!(got, expected);
+    assert_eq!(errors, ["done"]);
+}
+
 #[test]
 fn json_file_driver_rotates_reads_back_resumes_and_is_removed() {
     require_root!();
@@ -139,57 +171,15 @@ fn json_file_driver_rotates_reads_back_resumes_and_is_removed() {
 
     // A berthd restart in the middle of a run: delivery goes on from where it was, and
     // every line reaches the driver exactly once.
-    let cmd = printer(60, Some("0.05"));
-    ok(&d.cli(&[
-        "run",
-        "-d",
-        "--name",
-        "steady",
-        "--log-driver",
-        "json-file",
-        "busybox",
-        "sh",
-        "-c",
-        &cmd,
-    ]));
-    std::thread::sleep(Duration::from_millis(1200));
-    d.stop();
-    std::thread::sleep(Duration::from_millis(500));
-    d.restart();
+    restart_during_run(&mut d, "steady", 60, Duration::from_millis(500));
     ok(&d.cli(&["wait", "steady"]));
-    let delivery = delivered(&d, "steady", Duration::from_secs(20));
-    assert_eq!(delivery["dropped"], 0, "{delivery}");
-    let (lines, errors) = log_lines(&d, &["steady"]);
-    let expected: Vec<String> = (0..60).map(|n| format!("line {n}")).collect();
-    assert_eq!(lines, expected);
-    assert_eq!(errors, ["done"]);
+    assert_every_line_delivered_once(&d, "steady", 60);
 
     // A container that ends while berthd is down: the next berthd delivers the rest of its
     // log, and only the rest.
-    let cmd = printer(40, Some("0.05"));
-    ok(&d.cli(&[
-        "run",
-        "-d",
-        "--name",
-        "orphan",
-        "--log-driver",
-        "json-file",
-        "busybox",
-        "sh",
-        "-c",
-        &cmd,
-    ]));
-    std::thread::sleep(Duration::from_millis(1200));
-    d.stop();
-    std::thread::sleep(Duration::from_millis(2500));
-    d.restart();
+    restart_during_run(&mut d, "orphan", 40, Duration::from_millis(2500));
     assert_eq!(inspect(&d, "orphan")["state"]["status"], "exited");
-    let delivery = delivered(&d, "orphan", Duration::from_secs(20));
-    assert_eq!(delivery["dropped"], 0, "{delivery}");
-    let (lines, errors) = log_lines(&d, &["orphan"]);
-    let expected: Vec<String> = (0..40).map(|n| format!("line {n}")).collect();
-    assert_eq!(lines, expected);
-    assert_eq!(errors, ["done"]);
+    assert_every_line_delivered_once(&d, "orphan", 40);
 
     // `logs -f` from the driver ends when the container has ended.
     let (lines, errors) = log_lines(&d, &["-f", "--tail", "2", "steady"]);

@@ -527,7 +527,7 @@ impl Prepared {
                 .list(true)
                 .unwrap_or_default()
                 .into_iter()
-                .filter(|c| !ids.contains(&c.id))
+                .filter(|c| !ids.contains(&c.id) && logs.interrupted(&c.id))
                 .filter_map(|c| containers.resolve(&c.id).ok())
                 .collect();
             logs.finish_interrupted(&stopped);

@@ -126,19 +126,6 @@ fn passes(plain: &Path, gated: &Path, calls: usize) -> anyhow::Result<(Pass, Pas
 /// Where the gated daemon's default network goes, apart from the plain daemon's `berth0`.
 const GATED_BRIDGE: &str = "berthaz0";
 
-/// Deletes the gated daemon's bridge when dropped, after the daemon (declared before it),
-/// on every way out of the benchmark.
-struct GatedBridge;
-
-impl Drop for GatedBridge {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["link", "del", GATED_BRIDGE])
-            .stderr(std::process::Stdio::null())
-            .status();
-    }
-}
-
 /// Loads the busybox image and `containers` labelled containers into a daemon.
 fn populate(cli: &Path, socket: &Path, tarball: &Path, containers: usize) -> anyhow::Result<()> {
     let host = format!("unix://{}", socket.display());
@@ -198,7 +185,6 @@ pub fn authz(
         "10.233.0.0/16",
     ];
     let plain = Berthd::start_with(bin_dir, Some(&work.path().join("plain")), &[])?;
-    let _gated_bridge = GatedBridge;
     let gated = Berthd::start_with(bin_dir, Some(&root), &with)?;
     populate(&cli, &plain.socket, &tarball, containers)?;
     populate(&cli, &gated.socket, &tarball, containers)?;

@@ -313,6 +313,8 @@ struct Berthd {
     /// The API socket.
     pub socket: PathBuf,
     root: PathBuf,
+    /// Its default bridge (`--bridge-name`, else `berth0`), deleted with it.
+    bridge: String,
     _dir: tempfile::TempDir,
 }
 
@@ -346,10 +348,16 @@ impl Berthd {
             .stdout(Stdio::null())
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;
+        let bridge = extra
+            .iter()
+            .position(|a| *a == "--bridge-name")
+            .and_then(|i| extra.get(i + 1))
+            .map_or_else(|| "berth0".to_owned(), |b| (*b).to_owned());
         let d = Berthd {
             child,
             socket,
             root,
+            bridge,
             _dir: dir,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -391,7 +399,7 @@ impl Drop for Berthd {
         // default bridge and its nftables table (named after its data root, see
         // core/src/network/hostnet.rs).
         let _ = Command::new("ip")
-            .args(["link", "del", "berth0"])
+            .args(["link", "del", &self.bridge])
             .stderr(Stdio::null())
             .status();
         use sha2::Digest;

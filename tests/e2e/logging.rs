@@ -73,13 +73,11 @@ fn log_lines(d: &Daemon, args: &[&str]) -> (Vec<String>, Vec<String>) {
     (out, err)
 }
 
-/// Runs `name` with the `json-file` driver, printing `lines` lines 50 ms apart, and stops
-/// berthd 1.2 s into the run for `down`.
-fn restart_during_run(d: &mut Daemon, name: &str, lines: usize, down: Duration) {
-    let cmd = printer(lines, Some("0.05"));
-    ok(&d.cli(&[
-        "run",
-        "-d",
+/// `run [FLAGS] --name NAME --log-driver json-file busybox sh -c SCRIPT`, which must succeed.
+fn run_json_file(d: &Daemon, flags: &[&str], name: &str, script: &str) {
+    let mut args = vec!["run"];
+    args.extend(flags);
+    args.extend([
         "--name",
         name,
         "--log-driver",
@@ -87,8 +85,15 @@ fn restart_during_run(d: &mut Daemon, name: &str, lines: usize, down: Duration) 
         "busybox",
         "sh",
         "-c",
-        &cmd,
-    ]));
+        script,
+    ]);
+    ok(&d.cli(&args));
+}
+
+/// Runs `name` with the `json-file` driver, printing `lines` lines 50 ms apart, and stops
+/// berthd 1.2 s into the run for `down`.
+fn restart_during_run(d: &mut Daemon, name: &str, lines: usize, down: Duration) {
+    run_json_file(d, &["-d"], name, &printer(lines, Some("0.05")));
     std::thread::sleep(Duration::from_millis(1200));
     d.stop();
     std::thread::sleep(down);
@@ -658,18 +663,7 @@ fn a_cri_local_log_serves_logs_follow_and_delivery() {
     let (lines, _) = log_lines(&d, &["-f", "--tail", "2", "cri"]);
     assert_eq!(lines, ["line 299"]);
     // Delivery reads the CRI lines too.
-    let cmd = printer(50, None);
-    ok(&d.cli(&[
-        "run",
-        "--name",
-        "cri-json",
-        "--log-driver",
-        "json-file",
-        "busybox",
-        "sh",
-        "-c",
-        &cmd,
-    ]));
+    run_json_file(&d, &[], "cri-json", &printer(50, None));
     let delivery = delivered(&d, "cri-json", Duration::from_secs(20));
     assert_eq!(delivery["delivered"], 51, "{delivery}");
     let (lines, errors) = log_lines(&d, &["cri-json"]);

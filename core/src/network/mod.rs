@@ -897,10 +897,7 @@ impl Networks {
             })?;
         // Subnets are unique across every driver's networks.
         let others = self.records().await?;
-        if let Some(other) = others.iter().find(|o| {
-            cidr_contains(&o.subnet, facts.subnet.address)
-                || cidr_contains(&facts.subnet, o.subnet.address)
-        }) {
+        if let Some(other) = others.iter().find(|o| overlaps(&o.subnet, &facts.subnet)) {
             let _ = driver.delete_network(&id).await;
             return Err(Error::Exists(format!(
                 "{} (its subnet {} overlaps network {}'s {})",

@@ -157,6 +157,53 @@ fn unix_users_are_judged_by_name_and_group_and_see_only_their_team() {
         ok(&d.cli_as(ADMIN, &["run", "--rm", "busybox", "echo", "hi"])).trim(),
         "hi"
     );
+
+    // The same team policy without its list scopes: lists are then filtered object by
+    // object through the policy's `filter`, with the same result.
+    let per_object = write(
+        policy_dir.path(),
+        "teams-per-object.rego",
+        &std::fs::read_to_string(&teams)
+            .unwrap()
+            .replace("list_scope :=", "unused_scope :="),
+    );
+    ok(&d.cli(&["plugin", "set", "teams", &format!("policy={per_object}")]));
+    let alice_ps = ok(&d.cli_as(ALICE, &["ps", "-a", "--format", "json"]));
+    assert!(
+        alice_ps.contains("web-a") && !alice_ps.contains("web-b"),
+        "{alice_ps}"
+    );
+    let admin_ps = ok(&d.cli_as(ADMIN, &["ps", "-a", "--format", "json"]));
+    assert!(
+        admin_ps.contains("web-a") && admin_ps.contains("web-b"),
+        "{admin_ps}"
+    );
+    // Calls into the teams policy so far, this inspect's own authorization included.
+    let policy_calls = |d: &Daemon| -> u64 {
+        let inspect: Value =
+            serde_json::from_str(&ok(&d.cli(&["plugin", "inspect", "teams"]))).unwrap();
+        inspect[0]["calls"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{inspect}"))
+    };
+    let before = policy_calls(&d);
+    ok(&d.cli_as(BOB, &["ps", "-a"]));
+    // The list's authorize and filter, and the second inspect's authorize.
+    assert_eq!(policy_calls(&d) - before, 3);
+    ok(&d.cli(&[
+        "plugin",
+        "set",
+        "teams",
+        &format!("policy={}", teams.display()),
+    ]));
+    let before = policy_calls(&d);
+    let bob_ps = ok(&d.cli_as(BOB, &["ps", "-a", "--format", "json"]));
+    assert!(
+        bob_ps.contains("web-b") && !bob_ps.contains("web-a"),
+        "{bob_ps}"
+    );
+    // One call decides a scoped list.
+    assert_eq!(policy_calls(&d) - before, 2);
     ok(&d.cli(&["rm", "web-b"]));
 
     // Every decision is logged with who, what, on which object, and why.

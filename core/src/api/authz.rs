@@ -2,7 +2,8 @@
 //! (each batch entry, each notification, each subscription start, each WebSocket message)
 //! is put to the policy chain with the caller, the method, the normalized params and the
 //! object it targets, before any work happens. List results are narrowed to what the
-//! policies let the caller see. Without a configured chain the gate is absent.
+//! policies let the caller see: by the label scopes they stated with their decision, or
+//! object by object through their `filter`. Without a configured chain the gate is absent.
 
 use std::collections::HashSet;
 use std::sync::{Arc, OnceLock};
@@ -14,7 +15,7 @@ use jsonrpsee::types::{Id, Request};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::authz::{Caller, Candidate, Gate, ResourceKind, Target, unknown_caller};
+use crate::authz::{Caller, Candidate, Gate, ResourceKind, Scopes, Target, unknown_caller};
 use crate::daemon::Context;
 
 /// What the gate needs: the chain and the daemon state to name targets.
@@ -315,18 +316,22 @@ where
         let target = target_of(&state.ctx, &method, &params).await;
         let params_text = Value::Object(params).to_string();
         let request = state.gate.request(&caller, &method, params_text, target);
-        if let Err(denied) = state.gate.authorize(&request).await {
-            return MethodResponse::error(
-                req.id(),
-                berth_api::error::rpc_error(berth_api::ErrorKind::PermissionDenied, denied.0),
-            );
-        }
+        let scopes = match state.gate.authorize(&request).await {
+            Ok(scopes) => scopes,
+            Err(denied) => {
+                return MethodResponse::error(
+                    req.id(),
+                    berth_api::error::rpc_error(berth_api::ErrorKind::PermissionDenied, denied.0),
+                );
+            }
+        };
         let id = req.id().into_owned();
         let response = self.inner.call(req).await;
-        if !LIST_METHODS.contains(&method.as_str()) || !response.is_success() {
+        if !LIST_METHODS.contains(&method.as_str()) || !response.is_success() || scopes.everything()
+        {
             return response;
         }
-        self.filtered(&state, &request, id, response).await
+        self.filtered(&state, &request, &scopes, id, response).await
     }
 
     /// A list result with only what the policies let the caller see.
@@ -334,6 +339,7 @@ where
         &self,
         state: &GateState,
         request: &crate::authz::AuthzRequest,
+        scopes: &Scopes,
         id: Id<'static>,
         response: MethodResponse,
     ) -> MethodResponse {
@@ -361,7 +367,7 @@ where
         else {
             return unfilterable();
         };
-        let visible = match state.gate.filter(request, &candidates).await {
+        let visible = match state.gate.filter(request, &candidates, scopes).await {
             Ok(None) => return response,
             Ok(Some(visible)) if visible.len() == list.result.len() => return response,
             Ok(Some(visible)) => visible,

@@ -16,8 +16,8 @@ use serde::Serialize;
 use tracing::{info, warn};
 
 pub use crate::plugin_host::{
-    AuthzRequest, Candidate, Identity, ResourceKind, Target, TlsClient, Transport, UnixPeer,
-    Visibility,
+    AuthzRequest, Candidate, Identity, LabelIn, ListScope, ResourceKind, Target, TlsClient,
+    Transport, UnixPeer, Visibility,
 };
 pub use identity::{Tokens, tls_client, unix_peer};
 pub use tls::server_config;
@@ -78,6 +78,29 @@ pub struct Caller {
 /// A denied call: the message the caller gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Denied(pub String);
+
+/// What the policies of the chain let the caller see of a list result: each policy's scope,
+/// in chain order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scopes(Vec<(String, ListScope)>);
+
+impl Scopes {
+    /// Whether every policy shows everything, so the result needs no look at all.
+    pub fn everything(&self) -> bool {
+        self.0.iter().all(|(_, scope)| *scope == ListScope::All)
+    }
+}
+
+/// Keeps in `visible` (ascending indices; `None`: all) only what is also in `indices`.
+fn narrow(visible: &mut Option<Vec<u32>>, indices: Vec<u32>) {
+    *visible = Some(match visible.take() {
+        None => indices,
+        Some(previous) => previous
+            .into_iter()
+            .filter(|i| indices.binary_search(i).is_ok())
+            .collect(),
+    });
+}
 
 /// What the decision log records.
 #[derive(Serialize)]
@@ -261,14 +284,16 @@ impl Gate {
         }
     }
 
-    /// Puts `request` to every policy; logs the decision.
-    pub async fn authorize(&self, request: &AuthzRequest) -> Result<(), Denied> {
+    /// Puts `request` to every policy; logs the decision. An allowed call gets the list
+    /// scopes the policies stated (meaningful for list methods only).
+    pub async fn authorize(&self, request: &AuthzRequest) -> Result<Scopes, Denied> {
         let started = Instant::now();
         let caller_is_root = matches!(&request.identity, Identity::Unix(p) if p.uid == 0)
             && request.transport == Transport::Unix;
         let outcome = if caller_is_root && ROOT_ALWAYS.contains(&request.method.as_str()) {
-            Ok(Some(
-                "root may always call this on the Unix socket".to_owned(),
+            Ok((
+                Some("root may always call this on the Unix socket".to_owned()),
+                Scopes::default(),
             ))
         } else {
             self.ask_chain(request).await
@@ -276,7 +301,7 @@ impl Gate {
         let latency_us = started.elapsed().as_micros() as u64;
         let policy = self.chain.join(",");
         let (decision, reason, policy) = match &outcome {
-            Ok(reason) => ("allow", reason.clone(), policy),
+            Ok((reason, _)) => ("allow", reason.clone(), policy),
             Err((plugin, reason)) => ("deny", Some(reason.clone()), plugin.clone()),
         };
         self.log.write(&DecisionRecord {
@@ -293,7 +318,7 @@ impl Gate {
             latency_us,
         });
         match outcome {
-            Ok(_) => Ok(()),
+            Ok((_, scopes)) => Ok(scopes),
             Err((plugin, reason)) => {
                 info!(
                     caller = %request.identity.display_name(),
@@ -309,9 +334,13 @@ impl Gate {
         }
     }
 
-    /// `Ok(reason of the last policy)` or `Err((policy, reason))`.
-    async fn ask_chain(&self, request: &AuthzRequest) -> Result<Option<String>, (String, String)> {
+    /// `Ok((reason of the last policy, scopes))` or `Err((policy, reason))`.
+    async fn ask_chain(
+        &self,
+        request: &AuthzRequest,
+    ) -> Result<(Option<String>, Scopes), (String, String)> {
         let mut last_reason = None;
+        let mut scopes = Vec::with_capacity(self.chain.len());
         for name in &self.chain {
             let policy = self
                 .plugins
@@ -319,7 +348,10 @@ impl Gate {
                 .await
                 .map_err(|e| (name.clone(), format!("the policy is not running: {e}")))?;
             match policy.authorize(request).await {
-                Ok(decision) if decision.allow => last_reason = decision.reason,
+                Ok(decision) if decision.allow => {
+                    last_reason = decision.reason;
+                    scopes.push((name.clone(), decision.scope));
+                }
                 Ok(decision) => {
                     return Err((
                         name.clone(),
@@ -331,18 +363,34 @@ impl Gate {
                 Err(e) => return Err((name.clone(), format!("the policy failed: {e}"))),
             }
         }
-        Ok(last_reason)
+        Ok((last_reason, Scopes(scopes)))
     }
 
     /// The candidates every policy lets the caller see (ascending indices), or `None` for
-    /// all of them. Any failure fails the call.
+    /// all of them: label scopes are checked here, policies that scoped the list per object
+    /// are asked through `filter`. Any failure fails the call.
     pub async fn filter(
         &self,
         request: &AuthzRequest,
         candidates: &[Candidate],
+        scopes: &Scopes,
     ) -> Result<Option<Vec<u32>>, Denied> {
         let mut visible: Option<Vec<u32>> = None;
-        for name in &self.chain {
+        for (name, scope) in &scopes.0 {
+            match scope {
+                ListScope::All => continue,
+                ListScope::Labels(_) => {
+                    let admitted = candidates
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, c)| scope.admits(|key| c.label(key)))
+                        .map(|(i, _)| i as u32)
+                        .collect();
+                    narrow(&mut visible, admitted);
+                    continue;
+                }
+                ListScope::PerObject => {}
+            }
             let fail = |e: String| {
                 Denied(format!(
                     "permission denied: {} by authorization policy {name}: filtering the result failed: {e}",
@@ -360,15 +408,7 @@ impl Gate {
                 .map_err(|e| fail(e.to_string()))?
             {
                 Visibility::All => {}
-                Visibility::Only(indices) => {
-                    visible = Some(match visible {
-                        None => indices,
-                        Some(previous) => previous
-                            .into_iter()
-                            .filter(|i| indices.binary_search(i).is_ok())
-                            .collect(),
-                    });
-                }
+                Visibility::Only(indices) => narrow(&mut visible, indices),
             }
         }
         Ok(visible)

@@ -1,14 +1,14 @@
-//! Authorization policies (`berth:authz/authz-policy@1.0.0`): the typed request, decision
-//! and list-filter values the API gate builds, and the [`Authorizer`] handle that asks one
-//! policy component. A policy gets no preopened directory and no host interface but
-//! `host-log`: it sees only the request.
+//! Authorization policies (`berth:authz/authz-policy`, and `authz-scoped-policy` since
+//! 1.1.0): the typed request, decision, list-scope and list-filter values the API gate builds,
+//! and the [`Authorizer`] handle that asks one policy component. A policy gets no preopened
+//! directory and no host interface but `host-log`: it sees only the request.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
-use wasmtime::Engine;
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, HasSelf, InstancePre, Linker};
+use wasmtime::{Engine, Store};
 
 use super::driver::{CallStats, Instance, call};
 use super::sandbox::{self, PluginState};
@@ -17,7 +17,7 @@ use super::{Error, Limits, Result};
 pub(super) mod bindings {
     wasmtime::component::bindgen!({
         path: "../plugins-api/wit/authz",
-        world: "authz-policy",
+        world: "authz-scoped-policy",
         exports: { default: async },
         with: {
             "berth:types/types@1.0.0": crate::plugin_host::volume::bindings::berth::types::types,
@@ -26,8 +26,58 @@ pub(super) mod bindings {
     });
 }
 
+use bindings::AuthzScopedPolicy;
 use bindings::exports::berth::authz::policy as wit;
-use bindings::{AuthzPolicy as Bindings, AuthzPolicyPre};
+use bindings::exports::berth::authz::scoped_policy as wit_scoped;
+use bindings::exports::berth::types::plugin as wit_plugin;
+
+/// Where a component's exports are, found once per component: `scoped-policy` is there only
+/// in components built against 1.1.0's `authz-scoped-policy` world.
+struct AuthzPre {
+    pre: InstancePre<PluginState>,
+    plugin: wit_plugin::GuestIndices,
+    policy: wit::GuestIndices,
+    scoped: Option<wit_scoped::GuestIndices>,
+}
+
+/// A live instance's exports.
+struct Bindings {
+    plugin: wit_plugin::Guest,
+    policy: wit::Guest,
+    scoped: Option<wit_scoped::Guest>,
+}
+
+impl AuthzPre {
+    fn new(pre: InstancePre<PluginState>) -> wasmtime::Result<AuthzPre> {
+        Ok(AuthzPre {
+            plugin: wit_plugin::GuestIndices::new(&pre)?,
+            policy: wit::GuestIndices::new(&pre)?,
+            scoped: wit_scoped::GuestIndices::new(&pre).ok(),
+            pre,
+        })
+    }
+
+    async fn instantiate_async(
+        &self,
+        store: &mut Store<PluginState>,
+    ) -> wasmtime::Result<Bindings> {
+        let instance = self.pre.instantiate_async(&mut *store).await?;
+        Ok(Bindings {
+            plugin: self.plugin.load(&mut *store, &instance)?,
+            policy: self.policy.load(&mut *store, &instance)?,
+            scoped: match &self.scoped {
+                Some(indices) => Some(indices.load(&mut *store, &instance)?),
+                None => None,
+            },
+        })
+    }
+}
+
+impl Bindings {
+    fn berth_types_plugin(&self) -> &wit_plugin::Guest {
+        &self.plugin
+    }
+}
 
 /// Most candidates given to one `filter` call (the WIT's promise).
 pub const FILTER_CHUNK: usize = 1024;
@@ -157,6 +207,41 @@ pub struct Decision {
     pub allow: bool,
     /// Why.
     pub reason: Option<String>,
+    /// For an allowed list method, which objects of its result the caller sees.
+    pub scope: ListScope,
+}
+
+/// Which objects of a list result a caller may see, as a policy stated it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListScope {
+    /// All of them.
+    All,
+    /// Those carrying each label key with one of its values.
+    Labels(Vec<LabelIn>),
+    /// Ask the policy's `filter` with the objects.
+    PerObject,
+}
+
+/// One condition of a [`ListScope::Labels`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelIn {
+    /// The label key.
+    pub key: String,
+    /// The values that satisfy it.
+    pub values: Vec<String>,
+}
+
+impl ListScope {
+    /// Whether an object with `labels` is in the scope (for [`ListScope::PerObject`], the
+    /// policy's `filter` decides; this says yes).
+    pub fn admits<'a>(&self, mut label: impl FnMut(&str) -> Option<&'a str>) -> bool {
+        match self {
+            ListScope::All | ListScope::PerObject => true,
+            ListScope::Labels(conditions) => conditions
+                .iter()
+                .all(|c| label(&c.key).is_some_and(|value| c.values.iter().any(|v| v == value))),
+        }
+    }
 }
 
 /// One object of a list result.
@@ -171,6 +256,16 @@ pub struct Candidate {
     /// Labels.
     #[serde(with = "labels_as_map")]
     pub labels: Vec<(String, String)>,
+}
+
+impl Candidate {
+    /// The value of label `key`, if the object carries it.
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// Which candidates the caller may see.
@@ -252,7 +347,7 @@ fn request_out(r: &AuthzRequest) -> wit::Request {
 pub struct Authorizer {
     name: Arc<str>,
     engine: Engine,
-    pre: AuthzPolicyPre<PluginState>,
+    pre: AuthzPre,
     config: Vec<(String, String)>,
     limits: Limits,
     failures: super::FailureReport,
@@ -282,10 +377,10 @@ impl Authorizer {
         };
         let mut linker = Linker::<PluginState>::new(&engine);
         sandbox::add_wasi(&mut linker).map_err(link_error)?;
-        Bindings::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)
+        AuthzScopedPolicy::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)
             .map_err(link_error)?;
         let pre = linker.instantiate_pre(component).map_err(link_error)?;
-        let pre = AuthzPolicyPre::new(pre).map_err(link_error)?;
+        let pre = AuthzPre::new(pre).map_err(link_error)?;
         Ok(Authorizer {
             name,
             engine,
@@ -312,19 +407,46 @@ impl Authorizer {
         None
     }
 
-    /// `authorize`. An error (the policy's own, a trap, a deadline) is the caller's to turn
-    /// into a denial.
+    /// `authorize-scoped` where the component exports it, else `authorize` (whose lists are
+    /// then filtered object by object). An error (the policy's own, a trap, a deadline) is
+    /// the caller's to turn into a denial.
     pub async fn authorize(&self, request: &AuthzRequest) -> Result<Decision> {
         self.count();
         let request = request_out(request);
+        if self.pre.scoped.is_some() {
+            let answer = call!(self, "authorize-scoped", |i| match &i.bindings.scoped {
+                Some(scoped) => scoped.call_authorize_scoped(&mut i.store, &request).await,
+                None => Err(wasmtime::format_err!(
+                    "the instance lacks the scoped-policy export its component has"
+                )),
+            })?;
+            return Ok(Decision {
+                allow: answer.decision.allow,
+                reason: answer.decision.reason,
+                scope: match answer.scope {
+                    wit_scoped::ListScope::All => ListScope::All,
+                    wit_scoped::ListScope::PerObject => ListScope::PerObject,
+                    wit_scoped::ListScope::Labels(conditions) => ListScope::Labels(
+                        conditions
+                            .into_iter()
+                            .map(|c| LabelIn {
+                                key: c.key,
+                                values: c.values,
+                            })
+                            .collect(),
+                    ),
+                },
+            });
+        }
         let decision = call!(self, "authorize", |i| i
             .bindings
-            .berth_authz_policy()
+            .policy
             .call_authorize(&mut i.store, &request)
             .await)?;
         Ok(Decision {
             allow: decision.allow,
             reason: decision.reason,
+            scope: ListScope::PerObject,
         })
     }
 
@@ -352,7 +474,7 @@ impl Authorizer {
                 .collect();
             let answer = call!(self, "filter", |i| i
                 .bindings
-                .berth_authz_policy()
+                .policy
                 .call_filter(&mut i.store, &wit_request, &wit_candidates)
                 .await)?;
             match answer {

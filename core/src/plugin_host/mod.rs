@@ -23,8 +23,8 @@ use wasmtime::component::Component;
 use wasmtime::{Config, Engine};
 
 pub use authz::{
-    Authorizer, AuthzRequest, Candidate, Decision, FILTER_CHUNK, Identity, ResourceKind, Target,
-    TlsClient, Transport, UnixPeer, Visibility,
+    Authorizer, AuthzRequest, Candidate, Decision, FILTER_CHUNK, Identity, LabelIn, ListScope,
+    ResourceKind, Target, TlsClient, Transport, UnixPeer, Visibility,
 };
 pub use logging::{
     ALLOW_CONNECT_KEY, ConnectGrant, LogContainer, LogEntry, LoggingCapabilities, LoggingDriver,
@@ -37,9 +37,25 @@ pub use network::{
 };
 pub use volume::{VolumeCapabilities, VolumeDriver, VolumeInfo, VolumeScope};
 
-/// The WIT package version this host serves (`berth:*@1.0.0`): components built against
-/// 1.0 load; another major, or a newer minor, is refused.
-pub const SERVED_VERSION: (u64, u64, u64) = (1, 0, 0);
+/// The WIT package versions this host serves: a component built against `1.y` of a package
+/// loads if `y` is at most the minor served here; another major, or a newer minor, is refused.
+const SERVED_VERSIONS: &[(&str, (u64, u64, u64))] = &[
+    ("berth:types", (1, 0, 0)),
+    ("berth:volume", (1, 0, 0)),
+    ("berth:network", (1, 0, 0)),
+    ("berth:logging", (1, 0, 0)),
+    ("berth:authz", (1, 1, 0)),
+];
+
+/// The version served of the package of `interface` (`berth:authz/policy`); 1.0.0 for a
+/// package this host does not know (its interfaces match no world anyway).
+fn served_version(interface: &str) -> (u64, u64, u64) {
+    let package = interface.split('/').next().unwrap_or(interface);
+    SERVED_VERSIONS
+        .iter()
+        .find(|(name, _)| *name == package)
+        .map_or((1, 0, 0), |(_, version)| *version)
+}
 
 /// How often the epoch ticks; deadlines are counted in ticks.
 const TICK: Duration = Duration::from_millis(10);
@@ -500,7 +516,8 @@ fn check_version(plugin: &str, interface: &str, version: &str) -> Result<()> {
         .split('.')
         .map(|p| p.parse().unwrap_or(u64::MAX))
         .collect();
-    let (served_major, served_minor, _) = SERVED_VERSION;
+    let served = served_version(interface);
+    let (served_major, served_minor, _) = served;
     let compatible = parts.len() == 3 && parts[0] == served_major && parts[1] <= served_minor;
     if compatible {
         return Ok(());
@@ -509,10 +526,7 @@ fn check_version(plugin: &str, interface: &str, version: &str) -> Result<()> {
         plugin: plugin.to_owned(),
         interface: interface.to_owned(),
         found: version.to_owned(),
-        served: format!(
-            "{}.{}.{}",
-            SERVED_VERSION.0, SERVED_VERSION.1, SERVED_VERSION.2
-        ),
+        served: format!("{}.{}.{}", served.0, served.1, served.2),
     })
 }
 

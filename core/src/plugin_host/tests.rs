@@ -22,6 +22,15 @@ fn versions_other_than_the_served_one_are_refused_naming_both() {
         assert!(text.contains(bad) && text.contains("1.0.0"), "{text}");
         assert_eq!(e.kind(), ErrorKind::FailedPrecondition);
     }
+    // Each package has its own version: berth:authz is served at 1.1.0.
+    for good in ["1.0.0", "1.1.0", "1.1.3"] {
+        assert!(
+            check_version("p", "berth:authz/policy", good).is_ok(),
+            "{good}"
+        );
+    }
+    let e = check_version("p", "berth:authz/scoped-policy", "1.2.0").unwrap_err();
+    assert!(e.to_string().contains("1.1.0"), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -331,6 +340,40 @@ async fn example_policy_cases_hold_through_the_wasm_component() {
                 v => Visibility::Only(serde_json::from_value(v.clone()).unwrap()),
             };
             assert_eq!(got, expected, "{}", case.name);
+            // The rego component exports `scoped-policy`: where its policy states a list
+            // scope, the scope shows the same objects as `filter`.
+            if decision.scope != ListScope::PerObject {
+                let all: Vec<u32> = (0..candidates.len() as u32).collect();
+                let scoped: Vec<u32> = all
+                    .iter()
+                    .copied()
+                    .filter(|&i| {
+                        let labels = &candidates[i as usize].labels;
+                        decision.scope.admits(|key| {
+                            labels
+                                .iter()
+                                .find(|(k, _)| k == key)
+                                .map(|(_, v)| v.as_str())
+                        })
+                    })
+                    .collect();
+                let expected = match expected {
+                    Visibility::All => all,
+                    Visibility::Only(indices) => indices,
+                };
+                assert_eq!(scoped, expected, "{}: {:?}", case.name, decision.scope);
+            }
+        }
+        if request.method.ends_with(".list")
+            && case.allow
+            && case.policy.iter().any(|p| p == "team-labels.rego")
+        {
+            assert!(
+                matches!(decision.scope, ListScope::All | ListScope::Labels(_)),
+                "{}: team-labels.rego states list scopes: {:?}",
+                case.name,
+                decision.scope
+            );
         }
     }
 }

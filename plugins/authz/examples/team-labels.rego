@@ -27,7 +27,7 @@ allow if admin
 
 allow if not input.target.kind in team_kinds
 
-# Lists are filtered by `visible` below.
+# Lists are narrowed by `list_scope` below.
 allow if {
 	input.target.kind in team_kinds
 	verb == "list"
@@ -58,6 +58,22 @@ default object_name := "(unknown)"
 
 object_name := input.target.name if is_string(input.target.name)
 
+# What a list shows, as conditions on labels that berthd checks itself: one call decides
+# the list, and no rule runs per object. Admins and lists of other kinds: everything.
+list_scope := {} if admin
+
+list_scope := {} if {
+	not admin
+	not input.target.kind in team_kinds
+}
+
+list_scope := {"team": input.groups} if {
+	not admin
+	input.target.kind in team_kinds
+}
+
+# The same, object by object: what a berthd or plugin host without list scopes (berth:authz
+# 1.0.0) asks through `filter`.
 visible contains i if {
 	admin
 	some i, _ in input.candidates

@@ -198,7 +198,7 @@ pub mod logging {
     );
 }
 
-/// The `authz-policy` world (`berth:authz@1.0.0`): implement
+/// The `authz-policy` world (`berth:authz@1.1.0`, whose `policy` interface is 1.0.0's): implement
 /// [`authz::exports::berth::authz::policy::Guest`] and [`plugin::Guest`] for one type, then
 /// call [`export_authz_policy!`] with it.
 #[cfg(feature = "authz")]
@@ -211,7 +211,7 @@ pub mod authz {
         package berth:plugin-sdk-authz;
         world authz-policy {
             import berth:types/host-log@1.0.0;
-            export berth:authz/policy@1.0.0;
+            export berth:authz/policy@1.1.0;
         }
         "
     );
@@ -263,7 +263,7 @@ world_export_macro!(
     "authz",
     export_authz_policy,
     authz,
-    "berth:authz/authz-policy@1.0.0"
+    "berth:authz/authz-policy@1.1.0"
 );
 
 /// Only worlds that are enabled are generated, so only they can be checked.

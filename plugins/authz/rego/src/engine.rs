@@ -14,6 +14,19 @@ pub const DEFAULT_QUERY: &str = "data.berth.authz.allow";
 pub const DEFAULT_REASON: &str = "data.berth.authz.reason";
 /// Default rule giving the visible candidates' indices (optional).
 pub const DEFAULT_FILTER: &str = "data.berth.authz.visible";
+/// Default rule giving a list's scope as label conditions (optional).
+pub const DEFAULT_SCOPE: &str = "data.berth.authz.list_scope";
+
+/// Which objects of a list result the caller may see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// All of them.
+    All,
+    /// Those carrying each label key with one of its values.
+    Labels(Vec<(String, Vec<String>)>),
+    /// Ask the filter rule with the objects.
+    PerObject,
+}
 
 /// Instructions one RVM evaluation may run. Far above what a policy over one request needs
 /// (a filter over 1024 candidates runs some tens of thousands), and it ends a runaway policy
@@ -71,6 +84,7 @@ pub struct Policy {
     query: String,
     reason: Option<String>,
     filter: Option<String>,
+    scope: Option<String>,
 }
 
 impl std::fmt::Debug for Policy {
@@ -80,6 +94,7 @@ impl std::fmt::Debug for Policy {
             .field("query", &self.query)
             .field("reason", &self.reason)
             .field("filter", &self.filter)
+            .field("scope", &self.scope)
             .finish()
     }
 }
@@ -94,13 +109,15 @@ fn rule_path_ok(rule: &str) -> bool {
 
 impl Policy {
     /// Loads the configuration berthd passes: `policy:<path>` (Rego module text, at least
-    /// one), `data:<path>` (JSON documents, merged), `query`, `reason`, `filter`, `engine`.
+    /// one), `data:<path>` (JSON documents, merged), `query`, `reason`, `filter`, `scope`,
+    /// `engine`.
     pub fn load(pairs: &[(String, String)]) -> Result<Policy, PolicyError> {
         let mut engine = Engine::new();
         let mut modules = 0;
         let mut query = None;
         let mut reason = None;
         let mut filter = None;
+        let mut scope = None;
         let mut choice = EngineChoice::Auto;
         for (key, value) in pairs {
             if let Some(path) = key.strip_prefix("policy:") {
@@ -133,10 +150,11 @@ impl Policy {
                     "query" => &mut query,
                     "reason" => &mut reason,
                     "filter" => &mut filter,
+                    "scope" => &mut scope,
                     other => {
                         return Err(PolicyError(format!(
                             "unknown setting {other:?} (accepted: policy, data, query, reason, \
-                             filter, engine)"
+                             filter, scope, engine)"
                         )));
                     }
                 };
@@ -160,30 +178,40 @@ impl Policy {
         engine
             .eval_rule(query.clone())
             .map_err(|e| PolicyError(format!("query {query}: {e}")))?;
-        let mut optional = [(reason, DEFAULT_REASON), (filter, DEFAULT_FILTER)]
-            .into_iter()
-            .map(|(given, default)| {
-                let explicit = given.is_some();
-                let rule = given.unwrap_or_else(|| default.to_owned());
-                match engine.eval_rule(rule.clone()) {
-                    Ok(_) => Ok(Some(rule)),
-                    // An optional rule the policy does not define is simply absent.
-                    Err(_) if !explicit => Ok(None),
-                    Err(e) => Err(PolicyError(format!("{rule}: {e}"))),
-                }
-            });
-        let reason = optional.next().expect("two rules")?;
-        let filter = optional.next().expect("two rules")?;
+        let mut optional = [
+            (reason, DEFAULT_REASON),
+            (filter, DEFAULT_FILTER),
+            (scope, DEFAULT_SCOPE),
+        ]
+        .into_iter()
+        .map(|(given, default)| {
+            let explicit = given.is_some();
+            let rule = given.unwrap_or_else(|| default.to_owned());
+            match engine.eval_rule(rule.clone()) {
+                Ok(_) => Ok(Some(rule)),
+                // An optional rule the policy does not define is simply absent.
+                Err(_) if !explicit => Ok(None),
+                Err(e) => Err(PolicyError(format!("{rule}: {e}"))),
+            }
+        });
+        let reason = optional.next().expect("three rules")?;
+        let filter = optional.next().expect("three rules")?;
+        let scope = optional.next().expect("three rules")?;
         drop(optional);
 
         let evaluator = match choice {
             EngineChoice::Interpreter => Evaluator::Interpreter(Box::new(engine)),
             EngineChoice::Vm | EngineChoice::Auto => {
-                let entry_points: Vec<&str> = [Some(&query), reason.as_ref(), filter.as_ref()]
-                    .into_iter()
-                    .flatten()
-                    .map(String::as_str)
-                    .collect();
+                let entry_points: Vec<&str> = [
+                    Some(&query),
+                    reason.as_ref(),
+                    filter.as_ref(),
+                    scope.as_ref(),
+                ]
+                .into_iter()
+                .flatten()
+                .map(String::as_str)
+                .collect();
                 match compile_vm(&mut engine, &entry_points) {
                     Ok(vm) => Evaluator::Vm(Box::new(vm)),
                     Err(_) if choice == EngineChoice::Auto => {
@@ -198,6 +226,7 @@ impl Policy {
             query,
             reason,
             filter,
+            scope,
         })
     }
 
@@ -225,6 +254,58 @@ impl Policy {
     /// Whether the policy has a filter rule (otherwise every candidate is visible).
     pub fn filters(&self) -> bool {
         self.filter.is_some()
+    }
+
+    /// Which objects of a list result the caller may see, from the scope rule: an object
+    /// of label keys to the values each may have (`{}`: all); where the rule is absent or
+    /// undefined, the filter rule decides object by object, and without one all are seen.
+    pub fn scope(&mut self, input: &Value) -> Result<Scope, PolicyError> {
+        let fallback = || {
+            if self.filter.is_some() {
+                Scope::PerObject
+            } else {
+                Scope::All
+            }
+        };
+        let Some(rule) = &self.scope else {
+            return Ok(fallback());
+        };
+        let v = self.evaluator.eval(input, rule)?;
+        let fields = match &v {
+            Value::Undefined => return Ok(fallback()),
+            Value::Object(fields) => fields,
+            _ => {
+                return Err(PolicyError(format!(
+                    "{rule} must be an object of label keys to sets or arrays of values"
+                )));
+            }
+        };
+        let mut conditions = Vec::with_capacity(fields.len());
+        for (key, values) in fields.iter() {
+            let bad = || {
+                PolicyError(format!(
+                    "{rule}: label {key} must map to a set or array of strings, not {values}"
+                ))
+            };
+            let key = key.as_string().map_err(|_| bad())?.to_string();
+            let items: Vec<&Value> = match values {
+                Value::Set(s) => s.iter().collect(),
+                Value::Array(a) => a.iter().collect(),
+                _ => return Err(bad()),
+            };
+            let mut texts = items
+                .into_iter()
+                .map(|i| i.as_string().map(|s| s.to_string()).map_err(|_| bad()))
+                .collect::<Result<Vec<_>, _>>()?;
+            texts.sort();
+            texts.dedup();
+            conditions.push((key, texts));
+        }
+        Ok(if conditions.is_empty() {
+            Scope::All
+        } else {
+            Scope::Labels(conditions)
+        })
     }
 
     /// The indices of `input.candidates` the caller may see; `None` for all of them.

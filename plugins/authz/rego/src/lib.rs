@@ -1,27 +1,55 @@
 //! berth's `rego` authorization policy, a WebAssembly component implementing
-//! `berth:authz/authz-policy@1.0.0`: Rego (v1 syntax) evaluated by regorus.
+//! `berth:authz/authz-scoped-policy@1.1.0`: Rego (v1 syntax) evaluated by regorus.
 //!
 //! Configuration (what `configure` receives; berthd reads the files named by the plugin's
 //! `policy` and `data` settings and passes their text): `policy:<path>` = a Rego module (at
 //! least one), `data:<path>` = a JSON object merged into `data`, and optionally `query`
 //! (default `data.berth.authz.allow`, must be `true` to allow), `reason` (default
-//! `data.berth.authz.reason`: a string or a set of strings) and `filter` (default
-//! `data.berth.authz.visible`: a set of indices into `input.candidates`). The input
-//! document is described in plugins/authz/README.md.
+//! `data.berth.authz.reason`: a string or a set of strings), `scope` (default
+//! `data.berth.authz.list_scope`: for list methods, an object of label keys to the values the
+//! caller may see) and `filter` (default `data.berth.authz.visible`: a set of indices into
+//! `input.candidates`, for lists the scope rule leaves undefined). The input document is
+//! described in plugins/authz/README.md.
 
 mod engine;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use berth_plugin::authz::exports::berth::authz::policy::{
-    self, Candidate, Decision, Identity, Request, ResourceKind, Transport, Visibility,
-};
+/// Bindings of the `authz-scoped-policy` world. The SDK's authz module covers the plain
+/// `authz-policy` world only (two worlds exporting `policy` cannot share one crate), so this
+/// component restates its world here, without the `plugin` export the SDK's shared bindings
+/// carry.
+mod bindings {
+    wit_bindgen::generate!({
+        path: "../../../plugins-api/wit/authz",
+        inline: "
+            package berth:authz-rego;
+            world rego {
+                import berth:types/host-log@1.0.0;
+                export berth:authz/policy@1.1.0;
+                export berth:authz/scoped-policy@1.1.0;
+            }
+        ",
+        world: "berth:authz-rego/rego",
+        with: {
+            "berth:types/types@1.0.0": berth_plugin::shared::berth::types::types,
+            "berth:types/host-log@1.0.0": berth_plugin::shared::berth::types::host_log,
+        },
+        generate_all,
+        additional_derives: [PartialEq, Eq],
+    });
+}
+
 use berth_plugin::plugin::{self, PluginInfo};
 use berth_plugin::{Error, ErrorKind};
+use bindings::exports::berth::authz::policy::{
+    self, Candidate, Decision, Identity, Request, ResourceKind, Transport, Visibility,
+};
+use bindings::exports::berth::authz::scoped_policy::{self, LabelIn, ListScope, ScopedDecision};
 use regorus::Value;
 
-use engine::Policy;
+use engine::{Policy, Scope};
 
 static POLICY: Mutex<Option<Policy>> = Mutex::new(None);
 
@@ -294,7 +322,43 @@ impl policy::Guest for RegoPolicy {
     }
 }
 
-berth_plugin::export_authz_policy!(RegoPolicy);
+/// The methods whose results a scope narrows (the WIT's list).
+fn is_list(method: &str) -> bool {
+    matches!(
+        method,
+        "container.list" | "image.list" | "volume.list" | "network.list" | "plugin.list"
+    )
+}
+
+impl scoped_policy::Guest for RegoPolicy {
+    fn authorize_scoped(request: Request) -> Result<ScopedDecision, Error> {
+        let input = cached_input(&request, None)?;
+        with_policy(|p| {
+            let (allow, reason) = p.authorize(input.clone()).map_err(internal)?;
+            let scope = if allow && is_list(&request.method) {
+                match p.scope(&input).map_err(internal)? {
+                    Scope::All => ListScope::All,
+                    Scope::PerObject => ListScope::PerObject,
+                    Scope::Labels(conditions) => ListScope::Labels(
+                        conditions
+                            .into_iter()
+                            .map(|(key, values)| LabelIn { key, values })
+                            .collect(),
+                    ),
+                }
+            } else {
+                ListScope::All
+            };
+            Ok(ScopedDecision {
+                decision: Decision { allow, reason },
+                scope,
+            })
+        })
+    }
+}
+
+berth_plugin::shared::export!(RegoPolicy with_types_in berth_plugin::shared);
+bindings::export!(RegoPolicy with_types_in bindings);
 
 #[cfg(test)]
 mod tests;

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use berth_plugin::authz::exports::berth::authz::policy::{TlsClient, TokenIdentity, UnixPeer};
+use crate::bindings::exports::berth::authz::policy::{TlsClient, TokenIdentity, UnixPeer};
 use serde_json::Value as Json;
 
 use super::*;
@@ -148,6 +148,28 @@ fn cases_hold_with(engine: &str) {
                 v => Some(serde_json::from_value(v.clone()).unwrap()),
             };
             assert_eq!(got, want, "{engine} {name}");
+            // The list scope, where the policy states one, shows the same objects.
+            let scope = policy
+                .scope(&input_of(&req, None).unwrap())
+                .unwrap_or_else(|e| panic!("{engine} {name}: {e}"));
+            let all: Vec<u32> = (0..list.len() as u32).collect();
+            let scoped = match &scope {
+                Scope::PerObject => continue,
+                Scope::All => all.clone(),
+                Scope::Labels(conditions) => all
+                    .iter()
+                    .copied()
+                    .filter(|&i| {
+                        conditions.iter().all(|(key, values)| {
+                            list[i as usize]
+                                .labels
+                                .iter()
+                                .any(|(k, v)| k == key && values.contains(v))
+                        })
+                    })
+                    .collect(),
+            };
+            assert_eq!(scoped, want.unwrap_or(all), "{engine} {name}: {scope:?}");
         }
     }
 }
@@ -250,8 +272,84 @@ fn filter_indices_are_checked() {
 }
 
 #[test]
+fn list_scopes_are_label_conditions_or_fall_back_to_the_filter_rule() {
+    let rules = "package berth.authz\nimport rego.v1\nallow := true\n";
+    let scoped = |body: &str| both(&format!("{rules}{body}"));
+    for mut p in scoped(
+        "list_scope := {} if input.method == \"all\"\nlist_scope := {\"team\": [\"b\", \"a\", \"a\"], \"tier\": {\"x\"}} if input.method == \"labels\"\nlist_scope := \"everything\" if input.method == \"text\"\nlist_scope := {\"team\": [1]} if input.method == \"number\"\n",
+    ) {
+        assert_eq!(p.scope(&input("all")).unwrap(), Scope::All);
+        assert_eq!(
+            p.scope(&input("labels")).unwrap(),
+            Scope::Labels(vec![
+                ("team".into(), vec!["a".into(), "b".into()]),
+                ("tier".into(), vec!["x".into()]),
+            ])
+        );
+        let e = p.scope(&input("text")).unwrap_err();
+        assert!(e.0.contains("must be an object"), "{e}");
+        let e = p.scope(&input("number")).unwrap_err();
+        assert!(e.0.contains("label \"team\" must map to"), "{e}");
+        // Undefined, and no filter rule: everything.
+        assert_eq!(p.scope(&input("other")).unwrap(), Scope::All);
+    }
+    for mut p in scoped("list_scope := {} if input.method == \"all\"\nvisible contains 0 if true\n")
+    {
+        assert_eq!(p.scope(&input("all")).unwrap(), Scope::All);
+        assert_eq!(p.scope(&input("other")).unwrap(), Scope::PerObject);
+    }
+    // A scope rule named explicitly must exist.
+    let mut c = inline(rules);
+    c.push(("scope".into(), "data.berth.authz.nothing_here".into()));
+    assert!(Policy::load(&c).is_err());
+}
+
+/// The component's policy is one per process: tests that configure it take turns.
+static CONFIGURING: Mutex<()> = Mutex::new(());
+
+#[test]
+fn only_lists_get_a_scope_and_denials_none() {
+    use berth_plugin::plugin::Guest as _;
+    use scoped_policy::Guest as _;
+    let _turn = CONFIGURING.lock().unwrap_or_else(|p| p.into_inner());
+    RegoPolicy::configure(inline(
+        "package berth.authz\nimport rego.v1\nallow if input.user == \"ann\"\nlist_scope := {\"team\": input.groups}\n",
+    ))
+    .unwrap();
+    let mut r = request(&serde_json::json!({
+        "request_id": "t",
+        "identity": {"unix": {"uid": 1, "gid": 1, "pid": 1, "user": "ann", "groups": ["a"]}},
+        "method": "container.list",
+        "params": {},
+        "target": {"kind": "container", "id": null, "name": null, "labels": {}},
+        "transport": "unix",
+        "remote_address": null
+    }));
+    let d = RegoPolicy::authorize_scoped(r.clone()).unwrap();
+    assert!(d.decision.allow);
+    assert_eq!(
+        d.scope,
+        ListScope::Labels(vec![LabelIn {
+            key: "team".into(),
+            values: vec!["a".into()]
+        }])
+    );
+    r.method = "container.inspect".into();
+    assert_eq!(
+        RegoPolicy::authorize_scoped(r.clone()).unwrap().scope,
+        ListScope::All
+    );
+    r.method = "container.list".into();
+    r.identity = Identity::Anonymous;
+    let d = RegoPolicy::authorize_scoped(r).unwrap();
+    assert!(!d.decision.allow);
+    assert_eq!(d.scope, ListScope::All);
+}
+
+#[test]
 fn a_failed_configure_keeps_the_policy_in_force() {
     use berth_plugin::plugin::Guest as _;
+    let _turn = CONFIGURING.lock().unwrap_or_else(|p| p.into_inner());
     RegoPolicy::configure(inline("package berth.authz\nallow := true\n")).unwrap();
     let e = RegoPolicy::configure(inline("package berth.authz\nallow if {\n")).unwrap_err();
     assert_eq!(e.kind, ErrorKind::InvalidArgument);

@@ -267,6 +267,28 @@ fn candidate_of(kind: ResourceKind, item: &RawValue) -> Option<Candidate> {
     })
 }
 
+/// A list item's labels, and nothing else of it. Label values are strings in every list
+/// result; an item with other values cannot be judged, and its list is not filterable.
+#[derive(serde::Deserialize)]
+struct Labelled<'a> {
+    #[serde(borrow, default)]
+    labels:
+        Option<std::collections::BTreeMap<std::borrow::Cow<'a, str>, std::borrow::Cow<'a, str>>>,
+}
+
+impl Labelled<'_> {
+    fn label(&self, key: &str) -> Option<&str> {
+        self.labels.as_ref()?.get(key).map(|v| v.as_ref())
+    }
+}
+
+/// The `result` array of a JSON-RPC response, as the labels of its items.
+#[derive(serde::Deserialize)]
+struct LabelledResponse<'a> {
+    #[serde(borrow)]
+    result: Vec<Labelled<'a>>,
+}
+
 /// The `result` array of a JSON-RPC response, its items left as raw JSON.
 #[derive(serde::Deserialize)]
 struct ListResponse<'a> {
@@ -353,7 +375,25 @@ where
         // is rebuilt from the kept items' own text only when something is hidden.
         let unfilterable =
             || deny("permission denied: the list result could not be filtered".into());
-        let Ok(list) = serde_json::from_str::<ListResponse<'_>>(response.as_json().get()) else {
+        let json = response.as_json().get();
+        if !scopes.per_object() {
+            // Label scopes only: one pass reads each item's labels and skips the rest.
+            let Ok(labelled) = serde_json::from_str::<LabelledResponse<'_>>(json) else {
+                return unfilterable();
+            };
+            let visible: Vec<u32> = labelled
+                .result
+                .iter()
+                .enumerate()
+                .filter(|(_, item)| scopes.admits(|key| item.label(key)))
+                .map(|(i, _)| i as u32)
+                .collect();
+            if visible.len() == labelled.result.len() {
+                return response;
+            }
+            return self.kept(json, &visible, id.clone(), &unfilterable);
+        }
+        let Ok(list) = serde_json::from_str::<ListResponse<'_>>(json) else {
             return unfilterable();
         };
         if list.result.is_empty() {
@@ -367,13 +407,26 @@ where
         else {
             return unfilterable();
         };
-        let visible = match state.gate.filter(request, &candidates, scopes).await {
-            Ok(None) => return response,
-            Ok(Some(visible)) if visible.len() == list.result.len() => return response,
-            Ok(Some(visible)) => visible,
-            Err(denied) => return deny(denied.0),
+        match state.gate.filter(request, &candidates, scopes).await {
+            Ok(None) => response,
+            Ok(Some(visible)) if visible.len() == list.result.len() => response,
+            Ok(Some(visible)) => self.kept(json, &visible, id.clone(), &unfilterable),
+            Err(denied) => deny(denied.0),
+        }
+    }
+
+    /// A success response holding the items of the list result `json` at `visible`.
+    fn kept(
+        &self,
+        json: &str,
+        visible: &[u32],
+        id: Id<'static>,
+        unfilterable: &dyn Fn() -> MethodResponse,
+    ) -> MethodResponse {
+        let Ok(list) = serde_json::from_str::<ListResponse<'_>>(json) else {
+            return unfilterable();
         };
-        let mut kept = String::with_capacity(response.as_json().get().len());
+        let mut kept = String::with_capacity(json.len());
         kept.push('[');
         for item in visible.iter().filter_map(|&i| list.result.get(i as usize)) {
             if kept.len() > 1 {
@@ -495,6 +548,21 @@ mod tests {
                 candidate_of(kind, item).unwrap()
             })
             .collect()
+    }
+
+    #[test]
+    fn labelled_items_read_labels_only_and_refuse_other_values() {
+        let whole = r#"{"jsonrpc":"2.0","id":1,"result":[
+            {"id": "c1", "labels": {"team": "a\u0062", "x": "y"}, "state": {"labels": 1}},
+            {"id": "c2"}, {"labels": null}]}"#;
+        let list: LabelledResponse<'_> = serde_json::from_str(whole).unwrap();
+        assert_eq!(list.result.len(), 3);
+        assert_eq!(list.result[0].label("team"), Some("ab"));
+        assert_eq!(list.result[0].label("y"), None);
+        assert_eq!(list.result[1].label("team"), None);
+        assert_eq!(list.result[2].label("team"), None);
+        let odd = r#"{"jsonrpc":"2.0","id":1,"result":[{"labels": {"team": 1}}]}"#;
+        assert!(serde_json::from_str::<LabelledResponse<'_>>(odd).is_err());
     }
 
     #[test]

@@ -89,6 +89,19 @@ impl Scopes {
     pub fn everything(&self) -> bool {
         self.0.iter().all(|(_, scope)| *scope == ListScope::All)
     }
+
+    /// Whether some policy decides the list object by object (through its `filter`).
+    pub fn per_object(&self) -> bool {
+        self.0
+            .iter()
+            .any(|(_, scope)| *scope == ListScope::PerObject)
+    }
+
+    /// Whether an object with these labels is in every label scope (the per-object ones
+    /// are not asked here).
+    pub fn admits<'a>(&self, label: impl Fn(&str) -> Option<&'a str>) -> bool {
+        self.0.iter().all(|(_, scope)| scope.admits(&label))
+    }
 }
 
 /// Keeps in `visible` (ascending indices; `None`: all) only what is also in `indices`.
@@ -120,8 +133,41 @@ struct DecisionRecord<'a> {
     latency_us: u64,
 }
 
+/// A decision as the caller's path hands it over: the writer thread formats it, so a call
+/// pays for neither the JSON nor the timestamp.
+struct Pending {
+    at: std::time::SystemTime,
+    request: Arc<AuthzRequest>,
+    decision: &'static str,
+    reason: Option<String>,
+    policy: Arc<str>,
+    latency_us: u64,
+}
+
+impl Pending {
+    fn line(&self) -> Option<String> {
+        let r = &self.request;
+        let mut line = serde_json::to_string(&DecisionRecord {
+            time: humantime::format_rfc3339_micros(self.at).to_string(),
+            request_id: &r.request_id,
+            identity: &r.identity,
+            transport: r.transport,
+            remote_address: r.remote_address.as_deref(),
+            method: &r.method,
+            resource: &r.target,
+            decision: self.decision,
+            reason: self.reason.as_deref(),
+            policy: &self.policy,
+            latency_us: self.latency_us,
+        })
+        .ok()?;
+        line.push('\n');
+        Some(line)
+    }
+}
+
 enum LogMessage {
-    Line(String),
+    Decision(Box<Pending>),
     Reopen,
 }
 
@@ -168,7 +214,8 @@ impl DecisionLog {
                     let mut next = Some(first);
                     while let Some(message) = next.take() {
                         match message {
-                            LogMessage::Line(line) => {
+                            LogMessage::Decision(pending) => {
+                                let Some(line) = pending.line() else { continue };
                                 if let Err(e) = out.write_all(line.as_bytes()) {
                                     warn!(path = %owned.display(), "decision log write failed: {e}");
                                 }
@@ -212,12 +259,12 @@ impl DecisionLog {
         let _ = self.tx.try_send(LogMessage::Reopen);
     }
 
-    fn write(&self, record: &DecisionRecord<'_>) {
-        let Ok(mut line) = serde_json::to_string(record) else {
-            return;
-        };
-        line.push('\n');
-        if self.tx.try_send(LogMessage::Line(line)).is_err() {
+    fn write(&self, pending: Pending) {
+        if self
+            .tx
+            .try_send(LogMessage::Decision(Box::new(pending)))
+            .is_err()
+        {
             let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if n.is_power_of_two() {
                 warn!(
@@ -235,6 +282,8 @@ impl DecisionLog {
 pub struct Gate {
     plugins: Arc<Plugins>,
     chain: Vec<String>,
+    /// The chain as the decision log names it for an allowed call.
+    chain_text: Arc<str>,
     log: DecisionLog,
     request_prefix: String,
     next_request: AtomicU64,
@@ -252,6 +301,7 @@ impl Gate {
             .unwrap_or_default();
         Gate {
             plugins,
+            chain_text: Arc::from(chain.join(",")),
             chain,
             log,
             request_prefix: format!("{:x}", started.as_micros() as u64 & 0xffff_ffff),
@@ -271,9 +321,9 @@ impl Gate {
         method: &str,
         params: String,
         target: Target,
-    ) -> AuthzRequest {
+    ) -> Arc<AuthzRequest> {
         let n = self.next_request.fetch_add(1, Ordering::Relaxed);
-        AuthzRequest {
+        Arc::new(AuthzRequest {
             request_id: format!("{}-{n}", self.request_prefix),
             identity: caller.identity.clone(),
             method: method.to_owned(),
@@ -281,12 +331,12 @@ impl Gate {
             target,
             transport: caller.transport,
             remote_address: caller.remote_address.clone(),
-        }
+        })
     }
 
     /// Puts `request` to every policy; logs the decision. An allowed call gets the list
     /// scopes the policies stated (meaningful for list methods only).
-    pub async fn authorize(&self, request: &AuthzRequest) -> Result<Scopes, Denied> {
+    pub async fn authorize(&self, request: &Arc<AuthzRequest>) -> Result<Scopes, Denied> {
         let started = Instant::now();
         let caller_is_root = matches!(&request.identity, Identity::Unix(p) if p.uid == 0)
             && request.transport == Transport::Unix;
@@ -299,22 +349,16 @@ impl Gate {
             self.ask_chain(request).await
         };
         let latency_us = started.elapsed().as_micros() as u64;
-        let policy = self.chain.join(",");
         let (decision, reason, policy) = match &outcome {
-            Ok((reason, _)) => ("allow", reason.clone(), policy),
-            Err((plugin, reason)) => ("deny", Some(reason.clone()), plugin.clone()),
+            Ok((reason, _)) => ("allow", reason.clone(), Arc::clone(&self.chain_text)),
+            Err((plugin, reason)) => ("deny", Some(reason.clone()), Arc::from(plugin.as_str())),
         };
-        self.log.write(&DecisionRecord {
-            time: humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string(),
-            request_id: &request.request_id,
-            identity: &request.identity,
-            transport: request.transport,
-            remote_address: request.remote_address.as_deref(),
-            method: &request.method,
-            resource: &request.target,
+        self.log.write(Pending {
+            at: std::time::SystemTime::now(),
+            request: Arc::clone(request),
             decision,
-            reason: reason.as_deref(),
-            policy: &policy,
+            reason,
+            policy,
             latency_us,
         });
         match outcome {

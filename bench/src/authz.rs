@@ -2,8 +2,10 @@
 //! side by side, each with its own data root holding the same N labelled containers: one
 //! without a policy, one with the built-in Rego policy running
 //! `plugins/authz/examples/team-labels.rego` (the caller is judged and `container.list` is
-//! filtered by the policy). Reported: round trips of `system.version` (authorize only) and
-//! `container.list` (authorize and filter) over keep-alive HTTP connections, calls
+//! narrowed by the policy). Reported: round trips of `system.version` (authorize only) and
+//! `container.list` (authorize, and the list's scope: label conditions berthd checks itself,
+//! or a `filter` call for a policy that decides object by object) over keep-alive HTTP
+//! connections, calls
 //! alternating between the daemons; throughput; and the gate's own decision time from the
 //! decision log.
 
@@ -244,7 +246,7 @@ pub fn authz(
                 met: added_version_p99_us <= 50.0,
             },
             Target {
-                name: "authz p99 added per call (container.list: authorize + filter)",
+                name: "authz p99 added per call (container.list: authorize + list scope)",
                 target: "≤ 50 µs".into(),
                 measured: format!("{added_list_p99_us:.1} µs"),
                 met: added_list_p99_us <= 50.0,
@@ -266,7 +268,7 @@ fn render(r: &AuthzReport) -> String {
     let mut s = String::new();
     s.push_str("# berth authorization benchmark\n\n");
     s.push_str(&format!(
-        "Machine: {} CPUs ({}), {} MiB RAM, kernel {}.\n\nCommand: `{}` (release build). Two berthd, each with its own data root holding {} containers labelled `team=root`: one without a policy, one with `--authz-plugins rego` running {}; the caller (root on the Unix socket) is not an admin in the policy's data, so every call takes the policy's full path and `container.list` is filtered. One HTTP/1.1 keep-alive connection to each; the daemons take turns in blocks of {} calls (the first {} of each block, after the switch, not counted), so both are measured on the same machine at the same time. Throughput is calls per second of time spent in each daemon's calls.\n\n",
+        "Machine: {} CPUs ({}), {} MiB RAM, kernel {}.\n\nCommand: `{}` (release build). Two berthd, each with its own data root holding {} containers labelled `team=root`: one without a policy, one with `--authz-plugins rego` running {}; the caller (root on the Unix socket) is not an admin in the policy's data, so every call takes the policy's full path and `container.list` is narrowed to the caller's team (by the list scope the policy states with its decision, or object by object through `filter` for a policy without one). One HTTP/1.1 keep-alive connection to each; the daemons take turns in blocks of {} calls (the first {} of each block, after the switch, not counted), so both are measured on the same machine at the same time. Throughput is calls per second of time spent in each daemon's calls.\n\n",
         r.machine.cpus,
         r.machine.cpu_model,
         r.machine.mem_total_kb / 1024,

@@ -261,7 +261,7 @@ pub fn plugin(
     md += &row("call: get (WASI file reads)", &result.call_get);
     let p = &result.policy;
     md += &format!(
-        "\n## The Rego authorization policy\n\nComponent `{}` running `{}` (root is no admin), called straight through the plugin host as `container.list` calls it: `authorize`, then `filter` over {} containers of the caller's team. No API, no decision log.\n\n| what | median | p90 | p99 | samples |\n|---|---|---|---|---|\n",
+        "\n## The Rego authorization policy\n\nComponent `{}` running `{}` (root is no admin), called straight through the plugin host: `authorize` as `container.list` calls it (`authorize-scoped`, which also evaluates the policy's list scope), and `filter` over {} containers of the caller's team, which berthd calls only for a policy that decides lists object by object. No API, no decision log.\n\n| what | median | p90 | p99 | samples |\n|---|---|---|---|---|\n",
         p.component, p.policy, p.candidates
     );
     md += &row("call: authorize", &p.authorize);

@@ -468,3 +468,53 @@ pub fn unknown_caller() -> Caller {
         remote_address: None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels_in(key: &str, values: &[&str]) -> ListScope {
+        ListScope::Labels(vec![LabelIn {
+            key: key.into(),
+            values: values.iter().map(|v| (*v).into()).collect(),
+        }])
+    }
+
+    #[test]
+    fn every_label_scope_of_the_chain_must_admit_an_object() {
+        let team = |t: &'static str| move |k: &str| (k == "team").then_some(t);
+        let scopes = Scopes(vec![
+            ("a".into(), labels_in("team", &["x", "y"])),
+            ("b".into(), ListScope::All),
+        ]);
+        assert!(!scopes.everything() && !scopes.per_object());
+        assert!(scopes.admits(team("x")));
+        assert!(!scopes.admits(team("z")));
+        assert!(
+            !scopes.admits(|_| None),
+            "an object without the label is out"
+        );
+        let both = Scopes(vec![
+            ("a".into(), labels_in("team", &["x", "y"])),
+            ("b".into(), labels_in("team", &["y"])),
+        ]);
+        assert!(!both.admits(team("x")) && both.admits(team("y")));
+        // No values: nothing matches. No conditions: everything does.
+        assert!(!labels_in("team", &[]).admits(team("x")));
+        assert!(ListScope::Labels(Vec::new()).admits(|_| None));
+        let mixed = Scopes(vec![("a".into(), ListScope::PerObject)]);
+        assert!(mixed.per_object() && !mixed.everything());
+        assert!(Scopes(vec![("a".into(), ListScope::All)]).everything());
+    }
+
+    #[test]
+    fn narrowing_keeps_what_every_answer_shows() {
+        let mut visible = None;
+        narrow(&mut visible, vec![0, 2, 3]);
+        assert_eq!(visible, Some(vec![0, 2, 3]));
+        narrow(&mut visible, vec![2, 3, 4]);
+        assert_eq!(visible, Some(vec![2, 3]));
+        narrow(&mut visible, Vec::new());
+        assert_eq!(visible, Some(Vec::new()));
+    }
+}

@@ -232,8 +232,8 @@ pub struct LabelIn {
 }
 
 impl ListScope {
-    /// Whether an object with `labels` is in the scope (for [`ListScope::PerObject`], the
-    /// policy's `filter` decides; this says yes).
+    /// Whether an object is in the scope, `label` giving the value of each of its labels
+    /// (for [`ListScope::PerObject`] the policy's `filter` decides; this says yes).
     pub fn admits<'a>(&self, mut label: impl FnMut(&str) -> Option<&'a str>) -> bool {
         match self {
             ListScope::All | ListScope::PerObject => true,

@@ -215,8 +215,11 @@ impl DecisionLog {
                     while let Some(message) = next.take() {
                         match message {
                             LogMessage::Decision(pending) => {
-                                let Some(line) = pending.line() else { continue };
-                                if let Err(e) = out.write_all(line.as_bytes()) {
+                                let written = match pending.line() {
+                                    Some(line) => out.write_all(line.as_bytes()),
+                                    None => Ok(()),
+                                };
+                                if let Err(e) = written {
                                     warn!(path = %owned.display(), "decision log write failed: {e}");
                                 }
                             }

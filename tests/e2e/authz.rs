@@ -61,6 +61,12 @@ fn rpc(d: &Daemon, method: &str, params: Value) -> Value {
     serde_json::from_str(&body).unwrap()
 }
 
+/// Which of the containers `web-a` and `web-b` `user`'s `ps -a` lists.
+fn sees(d: &Daemon, user: &str) -> (bool, bool) {
+    let ps = ok(&d.cli_as(user, &["ps", "-a", "--format", "json"]));
+    (ps.contains("web-a"), ps.contains("web-b"))
+}
+
 /// Users and groups of the Unix-socket tests.
 const ADMIN: &str = "bt-admin";
 const ALICE: &str = "bt-alice";
@@ -131,16 +137,8 @@ fn unix_users_are_judged_by_name_and_group_and_see_only_their_team() {
     ]);
 
     // Readers see their own team's containers only, and change nothing.
-    let alice_ps = ok(&d.cli_as(ALICE, &["ps", "-a", "--format", "json"]));
-    assert!(
-        alice_ps.contains("web-a") && !alice_ps.contains("web-b"),
-        "{alice_ps}"
-    );
-    let bob_ps = ok(&d.cli_as(BOB, &["ps", "-a", "--format", "json"]));
-    assert!(
-        bob_ps.contains("web-b") && !bob_ps.contains("web-a"),
-        "{bob_ps}"
-    );
+    assert_eq!(sees(&d, ALICE), (true, false));
+    assert_eq!(sees(&d, BOB), (false, true));
     ok(&d.cli_as(ALICE, &["container", "inspect", "web-a"]));
     let t = denied(&d.cli_as(ALICE, &["container", "inspect", "web-b"]));
     assert!(t.contains("teams"), "the denying policy is named: {t}");
@@ -148,11 +146,7 @@ fn unix_users_are_judged_by_name_and_group_and_see_only_their_team() {
     assert!(t.contains("rego"), "{t}");
     denied(&d.cli_as(BOB, &["run", "--rm", "busybox", "true"]));
     // The root of the host and members of bt-admins do everything.
-    let admin_ps = ok(&d.cli_as(ADMIN, &["ps", "-a", "--format", "json"]));
-    assert!(
-        admin_ps.contains("web-a") && admin_ps.contains("web-b"),
-        "{admin_ps}"
-    );
+    assert_eq!(sees(&d, ADMIN), (true, true));
     assert_eq!(
         ok(&d.cli_as(ADMIN, &["run", "--rm", "busybox", "echo", "hi"])).trim(),
         "hi"
@@ -168,16 +162,8 @@ fn unix_users_are_judged_by_name_and_group_and_see_only_their_team() {
             .replace("list_scope :=", "unused_scope :="),
     );
     ok(&d.cli(&["plugin", "set", "teams", &format!("policy={per_object}")]));
-    let alice_ps = ok(&d.cli_as(ALICE, &["ps", "-a", "--format", "json"]));
-    assert!(
-        alice_ps.contains("web-a") && !alice_ps.contains("web-b"),
-        "{alice_ps}"
-    );
-    let admin_ps = ok(&d.cli_as(ADMIN, &["ps", "-a", "--format", "json"]));
-    assert!(
-        admin_ps.contains("web-a") && admin_ps.contains("web-b"),
-        "{admin_ps}"
-    );
+    assert_eq!(sees(&d, ALICE), (true, false));
+    assert_eq!(sees(&d, ADMIN), (true, true));
     // Calls into the teams policy so far, this inspect's own authorization included.
     let policy_calls = |d: &Daemon| -> u64 {
         let inspect: Value =
@@ -197,11 +183,7 @@ fn unix_users_are_judged_by_name_and_group_and_see_only_their_team() {
         &format!("policy={}", teams.display()),
     ]));
     let before = policy_calls(&d);
-    let bob_ps = ok(&d.cli_as(BOB, &["ps", "-a", "--format", "json"]));
-    assert!(
-        bob_ps.contains("web-b") && !bob_ps.contains("web-a"),
-        "{bob_ps}"
-    );
+    assert_eq!(sees(&d, BOB), (false, true));
     // One call decides a scoped list.
     assert_eq!(policy_calls(&d) - before, 2);
     ok(&d.cli(&["rm", "web-b"]));

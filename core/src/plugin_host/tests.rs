@@ -378,6 +378,62 @@ async fn example_policy_cases_hold_through_the_wasm_component() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_built_against_authz_1_0_0_is_asked_authorize_then_filter() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = PluginHost::new(&dir.path().join("cache"), Limits::default()).unwrap();
+    let loaded = host.load("authz10", &dist("fixtures/authz10")).unwrap();
+    assert_eq!(loaded.kind, PluginKind::Authz);
+    assert_eq!(loaded.version, "1.0.0");
+    let policy = host
+        .authorizer("authz10", &loaded, Vec::new())
+        .await
+        .unwrap();
+    let request = |method: &str| AuthzRequest {
+        request_id: "t".into(),
+        identity: Identity::Anonymous,
+        method: method.into(),
+        params: "{}".into(),
+        target: Target {
+            kind: ResourceKind::Container,
+            id: None,
+            name: None,
+            labels: Vec::new(),
+        },
+        transport: Transport::Unix,
+        remote_address: None,
+    };
+    // No scoped-policy export: lists are decided object by object.
+    let list = policy.authorize(&request("container.list")).await.unwrap();
+    assert!(list.allow);
+    assert_eq!(list.scope, ListScope::PerObject);
+    let remove = policy
+        .authorize(&request("container.remove"))
+        .await
+        .unwrap();
+    assert!(!remove.allow);
+    assert_eq!(
+        remove.reason.as_deref(),
+        Some("authz10 denies container.remove")
+    );
+    let candidates: Vec<Candidate> = (0..5)
+        .map(|i| Candidate {
+            kind: ResourceKind::Container,
+            id: format!("c{i}"),
+            name: None,
+            labels: Vec::new(),
+        })
+        .collect();
+    assert_eq!(
+        policy
+            .filter(&request("container.list"), &candidates)
+            .await
+            .unwrap(),
+        Visibility::Only(vec![0, 2, 4])
+    );
+    assert_eq!(policy.stats().calls, 3);
+}
+
 /// A reference plugin from `plugins/dist`, built by `plugins/build.sh`.
 fn dist(name: &str) -> Vec<u8> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../plugins/dist/{name}.wasm"));

@@ -391,7 +391,9 @@ where
             if visible.len() == labelled.result.len() {
                 return response;
             }
-            return self.kept(json, &visible, id.clone(), &unfilterable);
+            return self
+                .kept(json, &visible, id.clone())
+                .unwrap_or_else(unfilterable);
         }
         let Ok(list) = serde_json::from_str::<ListResponse<'_>>(json) else {
             return unfilterable();
@@ -410,22 +412,17 @@ where
         match state.gate.filter(request, &candidates, scopes).await {
             Ok(None) => response,
             Ok(Some(visible)) if visible.len() == list.result.len() => response,
-            Ok(Some(visible)) => self.kept(json, &visible, id.clone(), &unfilterable),
+            Ok(Some(visible)) => self
+                .kept(json, &visible, id.clone())
+                .unwrap_or_else(unfilterable),
             Err(denied) => deny(denied.0),
         }
     }
 
-    /// A success response holding the items of the list result `json` at `visible`.
-    fn kept(
-        &self,
-        json: &str,
-        visible: &[u32],
-        id: Id<'static>,
-        unfilterable: &dyn Fn() -> MethodResponse,
-    ) -> MethodResponse {
-        let Ok(list) = serde_json::from_str::<ListResponse<'_>>(json) else {
-            return unfilterable();
-        };
+    /// A success response holding the items of the list result `json` at `visible`; `None`
+    /// if `json` is not a list result.
+    fn kept(&self, json: &str, visible: &[u32], id: Id<'static>) -> Option<MethodResponse> {
+        let list = serde_json::from_str::<ListResponse<'_>>(json).ok()?;
         let mut kept = String::with_capacity(json.len());
         kept.push('[');
         for item in visible.iter().filter_map(|&i| list.result.get(i as usize)) {
@@ -435,14 +432,12 @@ where
             kept.push_str(item.get());
         }
         kept.push(']');
-        let Ok(kept) = RawValue::from_string(kept) else {
-            return unfilterable();
-        };
-        MethodResponse::response(
+        let kept = RawValue::from_string(kept).ok()?;
+        Some(MethodResponse::response(
             id,
             ResponsePayload::success(kept),
             self.layer.max_response_body_size,
-        )
+        ))
     }
 }
 

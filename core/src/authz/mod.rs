@@ -423,21 +423,24 @@ impl Gate {
         scopes: &Scopes,
     ) -> Result<Option<Vec<u32>>, Denied> {
         let mut visible: Option<Vec<u32>> = None;
-        for (name, scope) in &scopes.0 {
-            match scope {
-                ListScope::All => continue,
-                ListScope::Labels(_) => {
-                    let admitted = candidates
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, c)| scope.admits(|key| c.label(key)))
-                        .map(|(i, _)| i as u32)
-                        .collect();
-                    narrow(&mut visible, admitted);
-                    continue;
-                }
-                ListScope::PerObject => {}
-            }
+        if scopes
+            .0
+            .iter()
+            .any(|(_, scope)| matches!(scope, ListScope::Labels(_)))
+        {
+            let admitted = candidates
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| scopes.admits(|key| c.label(key)))
+                .map(|(i, _)| i as u32)
+                .collect();
+            narrow(&mut visible, admitted);
+        }
+        let per_object = scopes
+            .0
+            .iter()
+            .filter(|(_, scope)| *scope == ListScope::PerObject);
+        for (name, _) in per_object {
             let fail = |e: String| {
                 Denied(format!(
                     "permission denied: {} by authorization policy {name}: filtering the result failed: {e}",

@@ -67,6 +67,30 @@ fn sees(d: &Daemon, user: &str) -> (bool, bool) {
     (ps.contains("web-a"), ps.contains("web-b"))
 }
 
+/// `kind name` of each event in the history `user` is sent (`events --since 1h` until now).
+fn events_heard(d: &Daemon, user: &str) -> Vec<String> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let now = format!("{:.6}", now.as_secs_f64());
+    ok(&d.cli_as(
+        user,
+        &[
+            "events", "--since", "1h", "--until", &now, "--format", "json",
+        ],
+    ))
+    .lines()
+    .map(|line| {
+        let event: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+        format!(
+            "{} {}",
+            event["type"].as_str().unwrap_or_default(),
+            event["attributes"]["name"].as_str().unwrap_or_default()
+        )
+    })
+    .collect()
+}
+
 /// Users and groups of the Unix-socket tests.
 const ADMIN: &str = "bt-admin";
 const ALICE: &str = "bt-alice";
@@ -186,6 +210,45 @@ fn unix_users_are_judged_by_name_and_group_and_see_only_their_team() {
     assert_eq!(sees(&d, BOB), (false, true));
     // One call decides a scoped list.
     assert_eq!(policy_calls(&d) - before, 2);
+
+    // Events tell a user only of what their lists show. The team policy states no label
+    // scope for the stream, which mixes kinds: its `visible` judges each event's object, so
+    // alice hears of her team's container and of images, not of bob's container.
+    let heard = events_heard(&d, ALICE);
+    assert!(heard.contains(&"container web-a".to_owned()), "{heard:?}");
+    assert!(heard.iter().any(|e| e.starts_with("image ")), "{heard:?}");
+    assert!(!heard.iter().any(|e| e.contains("web-b")), "{heard:?}");
+    let heard = events_heard(&d, ADMIN);
+    assert!(heard.contains(&"container web-a".to_owned()), "{heard:?}");
+    assert!(heard.contains(&"container web-b".to_owned()), "{heard:?}");
+    // A label scope for the stream is checked by berthd on each event's attributes: only
+    // events that carry the caller's team are sent, which leaves out the image's.
+    let stream_scoped = write(
+        policy_dir.path(),
+        "teams-stream-scoped.rego",
+        &format!(
+            "{}\nlist_scope := {{\"team\": input.groups}} if {{\n\tnot admin\n\tinput.method == \"events.subscribe\"\n}}\n",
+            std::fs::read_to_string(&teams).unwrap()
+        ),
+    );
+    ok(&d.cli(&["plugin", "set", "teams", &format!("policy={stream_scoped}")]));
+    let before = policy_calls(&d);
+    let heard = events_heard(&d, ALICE);
+    assert!(heard.contains(&"container web-a".to_owned()), "{heard:?}");
+    assert!(
+        !heard
+            .iter()
+            .any(|e| e.contains("web-b") || e.starts_with("image ")),
+        "{heard:?}"
+    );
+    // The stream's authorize and the inspect's: no call per event.
+    assert_eq!(policy_calls(&d) - before, 2);
+    ok(&d.cli(&[
+        "plugin",
+        "set",
+        "teams",
+        &format!("policy={}", teams.display()),
+    ]));
     ok(&d.cli(&["rm", "web-b"]));
 
     // Every decision is logged with who, what, on which object, and why.

@@ -9,6 +9,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, OnceLock};
 
 use berth_api::MethodKind;
+use berth_api::events::Event;
 use jsonrpsee::core::middleware::{Batch, BatchEntry, Notification, RpcServiceT};
 use jsonrpsee::server::{BatchResponseBuilder, MethodResponse, ResponsePayload};
 use jsonrpsee::types::{Id, Request};
@@ -296,6 +297,68 @@ struct ListResponse<'a> {
     result: Vec<&'a RawValue>,
 }
 
+/// The subscription whose events are narrowed like a list result, each event standing for
+/// the object it is about.
+const EVENTS_SUBSCRIBE: &str = "events.subscribe";
+
+/// What the policies let the caller of an `events.subscribe` see, handed to the handler in
+/// the call's extensions when some policy does not show everything: an event is sent only
+/// if its object is in every policy's scope, as if it were the one item of a list result.
+#[derive(Debug, Clone)]
+pub struct EventScope {
+    state: Arc<GateState>,
+    request: Arc<crate::authz::AuthzRequest>,
+    scopes: Scopes,
+}
+
+impl EventScope {
+    /// Whether the caller may see `event`. The object an event is about is judged by what the
+    /// event says of it: its type, id, `name` attribute, and its other attributes as labels
+    /// (a container's events carry its labels). A policy that fails hides the event.
+    pub async fn shows(&self, event: &Event) -> bool {
+        let candidate = event_candidate(event);
+        match self
+            .state
+            .gate
+            .filter(
+                &self.request,
+                std::slice::from_ref(&candidate),
+                &self.scopes,
+            )
+            .await
+        {
+            Ok(None) => true,
+            Ok(Some(visible)) => visible == [0],
+            Err(denied) => {
+                tracing::warn!(event = event.seq, "event withheld: {}", denied.0);
+                false
+            }
+        }
+    }
+}
+
+fn event_candidate(event: &Event) -> Candidate {
+    let kind = match event.kind.as_str() {
+        "container" => ResourceKind::Container,
+        "image" => ResourceKind::Image,
+        "volume" => ResourceKind::Volume,
+        "network" => ResourceKind::Network,
+        "plugin" => ResourceKind::Plugin,
+        _ => ResourceKind::System,
+    };
+    Candidate {
+        kind,
+        id: event.id.clone(),
+        name: event.attributes.get("name").cloned(),
+        labels: event
+            .attributes
+            .iter()
+            .filter(|(key, _)| *key != "name")
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect(),
+    }
+}
+
 const LIST_METHODS: &[&str] = &[
     "container.list",
     "image.list",
@@ -348,6 +411,15 @@ where
             }
         };
         let id = req.id().into_owned();
+        let mut req = req;
+        if method == EVENTS_SUBSCRIBE && !scopes.everything() {
+            req.extensions_mut().insert(EventScope {
+                state: Arc::clone(&state),
+                request: Arc::clone(&request),
+                scopes,
+            });
+            return self.inner.call(req).await;
+        }
         let response = self.inner.call(req).await;
         if !LIST_METHODS.contains(&method.as_str()) || !response.is_success() || scopes.everything()
         {
@@ -543,6 +615,34 @@ mod tests {
                 candidate_of(kind, item).unwrap()
             })
             .collect()
+    }
+
+    #[test]
+    fn an_event_stands_for_its_object_with_its_attributes_as_labels() {
+        let event = Event {
+            seq: 7,
+            time: String::new(),
+            time_nano: 0,
+            kind: "container".into(),
+            action: "die".into(),
+            id: "c1".into(),
+            attributes: [("name", "web"), ("team", "a"), ("exitCode", "0")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        };
+        let c = event_candidate(&event);
+        assert_eq!(c.kind, ResourceKind::Container);
+        assert_eq!((c.id.as_str(), c.name.as_deref()), ("c1", Some("web")));
+        assert_eq!(c.label("team"), Some("a"));
+        assert_eq!(c.label("name"), None);
+        let daemon = Event {
+            kind: "daemon".into(),
+            attributes: Default::default(),
+            ..event
+        };
+        let c = event_candidate(&daemon);
+        assert_eq!((c.kind, c.name), (ResourceKind::System, None));
     }
 
     #[test]

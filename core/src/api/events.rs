@@ -1,15 +1,18 @@
 //! `events.*` handlers: a subscription that replays the history from `since`, then follows
-//! the live stream until `until` or the caller leaves.
+//! the live stream until `until` or the caller leaves, sending only the events about objects
+//! the authorization policies let the caller see.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use berth_api::events::{EventsItem, EventsRequest, EventsServer};
+use berth_api::events::{Event, EventsItem, EventsRequest, EventsServer};
+use jsonrpsee::core::server::Extensions;
 use jsonrpsee::core::{SubscriptionResult, async_trait};
 use jsonrpsee::{PendingSubscriptionSink, SubscriptionSink};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::ApiError;
+use super::authz::EventScope;
 use crate::daemon::Context;
 use crate::events::{Filter, parse_time, unix_nanos};
 
@@ -39,8 +42,14 @@ impl EventsServer for EventsApi {
     async fn watch(
         &self,
         pending: PendingSubscriptionSink,
+        extensions: &Extensions,
         request: Option<EventsRequest>,
     ) -> SubscriptionResult {
+        let scope = extensions.get::<EventScope>().cloned();
+        let shown = async |event: &Event| match &scope {
+            Some(scope) => scope.shows(event).await,
+            None => true,
+        };
         let request = request.unwrap_or_default();
         let now = SystemTime::now();
         let parsed = (|| -> crate::events::Result<_> {
@@ -72,7 +81,10 @@ impl EventsServer for EventsApi {
                 return Ok(());
             }
             last_seq = event.seq;
-            if filter.matches(&event) && !send(&sink, &EventsItem::Event((*event).clone())).await {
+            if filter.matches(&event)
+                && shown(&event).await
+                && !send(&sink, &EventsItem::Event((*event).clone())).await
+            {
                 return Ok(());
             }
         }
@@ -100,6 +112,7 @@ impl EventsServer for EventsApi {
                         }
                         last_seq = event.seq;
                         if filter.matches(&event)
+                            && shown(&event).await
                             && !send(&sink, &EventsItem::Event((*event).clone())).await
                         {
                             return Ok(());

@@ -59,12 +59,15 @@ default object_name := "(unknown)"
 object_name := input.target.name if is_string(input.target.name)
 
 # What a list shows, as conditions on labels that berthd checks itself: one call decides
-# the list, and no rule runs per object. Admins and lists of other kinds: everything.
+# the list, and no rule runs per object. Admins and lists of other kinds: everything. The
+# event stream mixes kinds, so for non-admins no label condition fits it: the scope is left
+# undefined there, and `visible` below judges the object of each event.
 list_scope := {} if admin
 
 list_scope := {} if {
 	not admin
 	not input.target.kind in team_kinds
+	input.method != "events.subscribe"
 }
 
 list_scope := {"team": input.groups} if {

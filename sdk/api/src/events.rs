@@ -71,7 +71,8 @@ pub enum EventsItem {
 pub trait Events {
     /// Streams events (like `docker events`): past ones from `since` first (from a bounded
     /// history kept across restarts), then new ones as they happen, until `until` passes or
-    /// the caller unsubscribes.
-    #[subscription(name = "subscribe", unsubscribe = "unsubscribe", item = EventsItem, param_kind = map)]
+    /// the caller unsubscribes. Under an authorization policy, only events about objects the
+    /// policy lets the caller see.
+    #[subscription(name = "subscribe", unsubscribe = "unsubscribe", item = EventsItem, param_kind = map, with_extensions)]
     async fn watch(&self, request: Option<EventsRequest>) -> SubscriptionResult;
 }

@@ -322,11 +322,17 @@ impl policy::Guest for RegoPolicy {
     }
 }
 
-/// The methods whose results a scope narrows (the WIT's list).
-fn is_list(method: &str) -> bool {
+/// The methods whose results a scope narrows (the WIT's list): the list methods, and the
+/// event stream, whose events stand for the objects they are about.
+fn is_scoped(method: &str) -> bool {
     matches!(
         method,
-        "container.list" | "image.list" | "volume.list" | "network.list" | "plugin.list"
+        "container.list"
+            | "image.list"
+            | "volume.list"
+            | "network.list"
+            | "plugin.list"
+            | "events.subscribe"
     )
 }
 
@@ -335,7 +341,7 @@ impl scoped_policy::Guest for RegoPolicy {
         let input = cached_input(&request, None)?;
         with_policy(|p| {
             let (allow, reason) = p.authorize(input.clone()).map_err(internal)?;
-            let scope = if allow && is_list(&request.method) {
+            let scope = if allow && is_scoped(&request.method) {
                 match p.scope(&input).map_err(internal)? {
                     Scope::All => ListScope::All,
                     Scope::PerObject => ListScope::PerObject,

@@ -308,7 +308,7 @@ fn list_scopes_are_label_conditions_or_fall_back_to_the_filter_rule() {
 static CONFIGURING: Mutex<()> = Mutex::new(());
 
 #[test]
-fn only_lists_get_a_scope_and_denials_none() {
+fn only_lists_and_events_get_a_scope_and_denials_none() {
     use berth_plugin::plugin::Guest as _;
     use scoped_policy::Guest as _;
     let _turn = CONFIGURING.lock().unwrap_or_else(|p| p.into_inner());
@@ -333,6 +333,12 @@ fn only_lists_get_a_scope_and_denials_none() {
             key: "team".into(),
             values: vec!["a".into()]
         }])
+    );
+    // The event stream is scoped like a list; other methods are not.
+    r.method = "events.subscribe".into();
+    assert_eq!(
+        RegoPolicy::authorize_scoped(r.clone()).unwrap().scope,
+        d.scope
     );
     r.method = "container.inspect".into();
     assert_eq!(

@@ -6,8 +6,8 @@
 //! least one), `data:<path>` = a JSON object merged into `data`, and optionally `query`
 //! (default `data.berth.authz.allow`, must be `true` to allow), `reason` (default
 //! `data.berth.authz.reason`: a string or a set of strings), `scope` (default
-//! `data.berth.authz.list_scope`: for list methods, an object of label keys to the values the
-//! caller may see) and `filter` (default `data.berth.authz.visible`: a set of indices into
+//! `data.berth.authz.list_scope`: for list methods and `events.subscribe`, an object of label
+//! keys to the values the caller may see) and `filter` (default `data.berth.authz.visible`: a set of indices into
 //! `input.candidates`, for lists the scope rule leaves undefined). The input document is
 //! described in plugins/authz/README.md.
 

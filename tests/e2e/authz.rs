@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 
 use berth_tests::{
     Daemon, ensure_user, http_post, import_busybox, parse_http_response, plugin_component,
-    raw_exchange, require_root,
+    raw_exchange, require_root, until_now,
 };
 use serde_json::{Value, json};
 
@@ -67,16 +67,18 @@ fn sees(d: &Daemon, user: &str) -> (bool, bool) {
     (ps.contains("web-a"), ps.contains("web-b"))
 }
 
-/// `kind name` of each event in the history `user` is sent (`events --since 1h` until now).
+/// `kind name` of each event in the history `user` is sent (`events --since 1h`, until now).
 fn events_heard(d: &Daemon, user: &str) -> Vec<String> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap();
-    let now = format!("{:.6}", now.as_secs_f64());
     ok(&d.cli_as(
         user,
         &[
-            "events", "--since", "1h", "--until", &now, "--format", "json",
+            "events",
+            "--since",
+            "1h",
+            "--until",
+            &until_now(),
+            "--format",
+            "json",
         ],
     ))
     .lines()
@@ -274,6 +276,33 @@ fn unix_users_are_judged_by_name_and_group_and_see_only_their_team() {
     assert!(log.iter().any(|r| r["decision"] == "allow"
         && r["method"] == "container.create"
         && r["identity"]["unix"]["user"] == ADMIN));
+
+    // Work inside one's own container, with the read-only policy swapped for one that lets
+    // users act: the calls that follow an exec's start or a copy's start name a session, not
+    // the container, and the team policy judges them by the session's container.
+    ok(&d.cli(&[
+        "plugin",
+        "set",
+        "rego",
+        &format!("policy={}", examples().join("no-privileged.rego").display()),
+    ]));
+    ok(&d.cli_as(ALICE, &["start", "web-a"]));
+    let shared = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        shared.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let note = write(shared.path(), "note.txt", "from alice\n");
+    // `exec -i` sends its (empty) stdin through exec_input, `cp` its archive through
+    // archive_put_data.
+    assert_eq!(ok(&d.cli_as(ALICE, &["exec", "-i", "web-a", "cat"])), "");
+    ok(&d.cli_as(ALICE, &["cp", &note, "web-a:/tmp/note.txt"]));
+    assert_eq!(
+        ok(&d.cli_as(ALICE, &["exec", "web-a", "cat", "/tmp/note.txt"])),
+        "from alice\n"
+    );
+    denied(&d.cli_as(BOB, &["exec", "web-a", "true"]));
 
     // A policy in the chain can be neither disabled nor removed through the API.
     let t = text(&d.cli(&["plugin", "disable", "teams"]));

@@ -112,6 +112,30 @@ fn labels_of(v: Option<&Value>) -> Vec<(String, String)> {
     labels
 }
 
+/// The container `key` (name, id or id prefix) names, with its labels; just the key if none.
+async fn container_target(ctx: &Arc<Context>, key: String) -> Target {
+    let containers = Arc::clone(&ctx.containers);
+    let lookup = key.clone();
+    let found = tokio::task::spawn_blocking(move || containers.resolve(&lookup))
+        .await
+        .ok()
+        .and_then(Result::ok);
+    match found {
+        Some(r) => Target {
+            kind: ResourceKind::Container,
+            id: Some(r.id),
+            name: Some(r.name),
+            labels: r.config.labels.into_iter().collect(),
+        },
+        None => Target {
+            kind: ResourceKind::Container,
+            id: None,
+            name: Some(key),
+            labels: Vec::new(),
+        },
+    }
+}
+
 /// Names the object a call acts on. Lookups read berth's own records only.
 async fn target_of(ctx: &Arc<Context>, method: &str, params: &Map<String, Value>) -> Target {
     let kind = kind_of_namespace(method);
@@ -128,28 +152,19 @@ async fn target_of(ctx: &Arc<Context>, method: &str, params: &Map<String, Value>
             labels_at(params, &["request", "labels"]),
         ),
         (ResourceKind::Container, "list" | "prune") => bare(None, Vec::new()),
-        (ResourceKind::Container, "exec_input" | "exec_resize" | "archive_put_data") => bare(
-            text(params, &["exec_id"]).or_else(|| text(params, &["upload_id"])),
-            Vec::new(),
-        ),
-        (ResourceKind::Container, _) => match text(params, &["id"]) {
-            Some(key) => {
-                let containers = Arc::clone(&ctx.containers);
-                let lookup = key.clone();
-                let found = tokio::task::spawn_blocking(move || containers.resolve(&lookup))
-                    .await
-                    .ok()
-                    .and_then(Result::ok);
-                match found {
-                    Some(r) => Target {
-                        kind,
-                        id: Some(r.id),
-                        name: Some(r.name),
-                        labels: r.config.labels.into_iter().collect(),
-                    },
-                    None => bare(Some(key), Vec::new()),
-                }
+        // These name a session, which acts on the container it was opened in.
+        (ResourceKind::Container, "exec_input" | "exec_resize" | "archive_put_data") => {
+            let session = text(params, &["exec_id"]).or_else(|| text(params, &["upload_id"]));
+            match session
+                .as_deref()
+                .and_then(|s| ctx.sessions.container_of(s))
+            {
+                Some(container_id) => container_target(ctx, container_id).await,
+                None => bare(session, Vec::new()),
             }
+        }
+        (ResourceKind::Container, _) => match text(params, &["id"]) {
+            Some(key) => container_target(ctx, key).await,
             None => bare(None, Vec::new()),
         },
         (ResourceKind::Image, _) => {

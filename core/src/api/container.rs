@@ -22,7 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::ChildStdin;
 
 use super::ApiError;
-use crate::container::{self, Containers, parse_signal, select_logs};
+use crate::container::{self, Containers, ShimCommand, parse_signal, select_logs};
 use crate::daemon::Context;
 use crate::runtime::logfile;
 use crate::runtime::protocol::{ExitRecord, Request, Response};
@@ -71,6 +71,52 @@ struct Upload {
     child: tokio::process::Child,
     stdin: Option<ChildStdin>,
     touched: Instant,
+    _session: Session,
+}
+
+/// The container each live exec and upload works in, by its id: the calls that name only
+/// the session (`exec_input`, `exec_resize`, `archive_put_data`) act on that container, and
+/// the authorization gate judges them as calls on it.
+#[derive(Debug, Default)]
+pub struct Sessions(Arc<Mutex<HashMap<String, String>>>);
+
+impl Sessions {
+    /// Records that session `id` works in `container_id` until the returned guard drops.
+    fn open(&self, id: &str, container_id: String) -> Session {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_owned(), container_id);
+        Session {
+            sessions: Arc::clone(&self.0),
+            id: id.to_owned(),
+        }
+    }
+
+    /// The full id of the container session `id` works in, while it lives.
+    pub fn container_of(&self, id: &str) -> Option<String> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+}
+
+/// A live session's entry in [`Sessions`]; dropping it removes the entry.
+#[derive(Debug)]
+struct Session {
+    sessions: Arc<Mutex<HashMap<String, String>>>,
+    id: String,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
+    }
 }
 
 /// Uploads unused this long are abandoned (their shim killed).
@@ -370,7 +416,11 @@ impl ContainerServer for ContainerApi {
         let wants_tty = request.tty;
         let command_line = request.cmd.join(" ");
         let container_key = id.clone();
-        let (program, args) = match self.blocking(move |c| c.exec_command(&id, &request)).await {
+        let ShimCommand {
+            program,
+            args,
+            container_id,
+        } = match self.blocking(move |c| c.exec_command(&id, &request)).await {
             Ok(v) => v,
             Err(e) => {
                 pending.reject(e).await;
@@ -428,6 +478,7 @@ impl ContainerServer for ContainerApi {
         };
         let sink = pending.accept().await?;
         let exec_id = crate::store::random_hex(16)?;
+        let _session = self.ctx.sessions.open(&exec_id, container_id);
         let exec_event = |action: &'static str, extra: Option<(&'static str, String)>| {
             let containers = Arc::clone(&self.ctx.containers);
             let (key, exec_id, command_line) =
@@ -519,7 +570,7 @@ impl ContainerServer for ContainerApi {
         id: String,
         path: String,
     ) -> SubscriptionResult {
-        let (program, args) = match self
+        let ShimCommand { program, args, .. } = match self
             .blocking(move |c| c.archive_command(&id, &path, false))
             .await
         {
@@ -588,7 +639,11 @@ impl ContainerServer for ContainerApi {
     }
 
     async fn archive_put(&self, id: String, path: String) -> RpcResult<String> {
-        let (program, args) = self
+        let ShimCommand {
+            program,
+            args,
+            container_id,
+        } = self
             .blocking(move |c| c.archive_command(&id, &path, true))
             .await?;
         let mut command = tokio::process::Command::new(&program);
@@ -603,8 +658,9 @@ impl ContainerServer for ContainerApi {
             berth_api::error::rpc_error(berth_api::ErrorKind::Internal, e.to_string())
         })?;
         let stdin = child.stdin.take();
+        let session = self.ctx.sessions.open(&upload_id, container_id);
         let mut uploads = self.uploads.lock().unwrap_or_else(|p| p.into_inner());
-        // Abandoned uploads go (dropping one kills its shim).
+        // Abandoned uploads go (dropping one kills its shim and closes its session).
         uploads.retain(|_, u| {
             u.try_lock()
                 .map_or(true, |u| u.touched.elapsed() < UPLOAD_IDLE)
@@ -615,6 +671,7 @@ impl ContainerServer for ContainerApi {
                 child,
                 stdin,
                 touched: Instant::now(),
+                _session: session,
             })),
         );
         Ok(upload_id)
@@ -1215,5 +1272,25 @@ fn stream_log(
             }
             None => std::thread::sleep(Duration::from_millis(50)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_names_its_container_until_its_guard_drops() {
+        let sessions = Sessions::default();
+        let exec = sessions.open("e1", "c1".into());
+        let upload = sessions.open("u1", "c2".into());
+        assert_eq!(sessions.container_of("e1").as_deref(), Some("c1"));
+        assert_eq!(sessions.container_of("u1").as_deref(), Some("c2"));
+        assert_eq!(sessions.container_of("e"), None, "ids match whole");
+        drop(exec);
+        assert_eq!(sessions.container_of("e1"), None);
+        assert_eq!(sessions.container_of("u1").as_deref(), Some("c2"));
+        drop(upload);
+        assert_eq!(sessions.container_of("u1"), None);
     }
 }

@@ -29,6 +29,7 @@ use jsonrpsee::core::RegisterMethodError;
 
 use crate::daemon::Context;
 pub use authz::GateState;
+pub use container::Sessions;
 pub use error::ApiError;
 pub use server::{Listener, Security, ServeSettings, serve};
 

@@ -472,6 +472,18 @@ fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
+/// A `berth-shim` command line that works in a container, and the full id of the container
+/// the caller's reference named.
+#[derive(Debug)]
+pub struct ShimCommand {
+    /// The shim binary.
+    pub program: PathBuf,
+    /// Its arguments.
+    pub args: Vec<std::ffi::OsString>,
+    /// The container.
+    pub container_id: String,
+}
+
 /// The container subsystem.
 #[derive(Debug)]
 pub struct Containers {
@@ -1431,7 +1443,7 @@ impl Containers {
         &self,
         key: &str,
         request: &berth_api::container::ExecRequest,
-    ) -> Result<(PathBuf, Vec<std::ffi::OsString>)> {
+    ) -> Result<ShimCommand> {
         let record = self.resolve(key)?;
         match record.state.status {
             ContainerStatus::Running => {}
@@ -1470,24 +1482,20 @@ impl Containers {
             tty: request.tty,
         };
         let json = serde_json::to_string(&process).map_err(|e| Error::Invalid(e.to_string()))?;
-        Ok((
-            self.shim_binary.clone(),
-            vec![
+        Ok(ShimCommand {
+            program: self.shim_binary.clone(),
+            args: vec![
                 "exec".into(),
                 self.bundle(&record.id).into_os_string(),
                 pid.to_string().into(),
                 json.into(),
             ],
-        ))
+            container_id: record.id,
+        })
     }
 
     /// The `berth-shim archive-get|archive-put` command line for `path` in the container.
-    pub fn archive_command(
-        &self,
-        key: &str,
-        path: &str,
-        put: bool,
-    ) -> Result<(PathBuf, Vec<std::ffi::OsString>)> {
+    pub fn archive_command(&self, key: &str, path: &str, put: bool) -> Result<ShimCommand> {
         let record = self.resolve(key)?;
         if !path.starts_with('/') {
             return Err(Error::Invalid(format!(
@@ -1507,15 +1515,16 @@ impl Containers {
             }
             _ => "-".to_owned(),
         };
-        Ok((
-            self.shim_binary.clone(),
-            vec![
+        Ok(ShimCommand {
+            program: self.shim_binary.clone(),
+            args: vec![
                 if put { "archive-put" } else { "archive-get" }.into(),
                 self.bundle(&record.id).into_os_string(),
                 pid.into(),
                 path.into(),
             ],
-        ))
+            container_id: record.id,
+        })
     }
 
     /// The record of a running (or paused) container; any other state is refused.

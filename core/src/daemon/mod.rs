@@ -177,6 +177,8 @@ pub struct Context {
     pub started: Instant,
     /// Where the API is reachable, for `system.info`.
     pub listeners: Vec<String>,
+    /// The container each live exec session and upload works in.
+    pub sessions: api::Sessions,
 }
 
 /// A daemon that owns its data root and has bound its listeners, ready to serve.
@@ -438,6 +440,7 @@ pub fn prepare(config: Config) -> Result<Prepared, Error> {
             daemon_id,
             started: Instant::now(),
             listeners: names,
+            sessions: api::Sessions::default(),
         }),
         listeners,
         remove_socket,

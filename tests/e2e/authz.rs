@@ -304,6 +304,41 @@ fn unix_users_are_judged_by_name_and_group_and_see_only_their_team() {
     );
     denied(&d.cli_as(BOB, &["exec", "web-a", "true"]));
 
+    // What a call uses besides its target is judged too: a container mounts only its team's
+    // volumes, a network connects only its team's containers.
+    ok(&d.cli_as(
+        ALICE,
+        &["volume", "create", "--label", "team=bt-team-a", "data-a"],
+    ));
+    let mount_a = |user: &str, team: &str| {
+        d.cli_as(
+            user,
+            &[
+                "create",
+                "--name",
+                "mounts-a",
+                "-l",
+                team,
+                "-v",
+                "data-a:/data",
+                "busybox",
+                "true",
+            ],
+        )
+    };
+    let t = denied(&mount_a(BOB, "team=bt-team-b"));
+    assert!(t.contains("volume data-a belongs to another team"), "{t}");
+    ok(&mount_a(ALICE, "team=bt-team-a"));
+    ok(&d.cli_as(
+        BOB,
+        &["network", "create", "--label", "team=bt-team-b", "net-b"],
+    ));
+    let t = denied(&d.cli_as(BOB, &["network", "connect", "net-b", "web-a"]));
+    assert!(t.contains("container web-a belongs to another team"), "{t}");
+    ok(&d.cli_as(BOB, &["network", "rm", "net-b"]));
+    ok(&d.cli_as(ALICE, &["rm", "mounts-a"]));
+    ok(&d.cli_as(ALICE, &["volume", "rm", "data-a"]));
+
     // A policy in the chain can be neither disabled nor removed through the API.
     let t = text(&d.cli(&["plugin", "disable", "teams"]));
     assert!(t.contains("authorization chain"), "{t}");

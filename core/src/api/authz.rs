@@ -136,6 +136,80 @@ async fn container_target(ctx: &Arc<Context>, key: String) -> Target {
     }
 }
 
+/// The volume `name`, with its labels; just the name if there is none.
+async fn volume_target(ctx: &Arc<Context>, name: String) -> Target {
+    match ctx.volumes.labels(&name).await {
+        Ok(Some(labels)) => Target {
+            kind: ResourceKind::Volume,
+            id: Some(name.clone()),
+            name: Some(name),
+            labels: labels.into_iter().collect(),
+        },
+        _ => Target {
+            kind: ResourceKind::Volume,
+            id: None,
+            name: Some(name),
+            labels: Vec::new(),
+        },
+    }
+}
+
+/// The network `key` (name, id or id prefix) names, with its labels; just the key if none.
+async fn network_target(ctx: &Arc<Context>, key: String) -> Target {
+    match ctx.networks.identify(&key).await {
+        Ok((id, name, labels)) => Target {
+            kind: ResourceKind::Network,
+            id: Some(id),
+            name: Some(name),
+            labels: labels.into_iter().collect(),
+        },
+        Err(_) => Target {
+            kind: ResourceKind::Network,
+            id: None,
+            name: Some(key),
+            labels: Vec::new(),
+        },
+    }
+}
+
+/// Networks every container may join, which are no object a policy owns.
+const BUILT_IN_NETWORKS: &[&str] = &["bridge", "none", "host", "default"];
+
+/// The objects a call uses besides its target, each put to the policies as a target of the
+/// same call: the named volumes a new container mounts and the network it joins, and the
+/// container a network connects or disconnects.
+async fn also_uses(ctx: &Arc<Context>, method: &str, params: &Map<String, Value>) -> Vec<Target> {
+    match method {
+        "container.create" => {
+            let Some(request) = params.get("request") else {
+                return Vec::new();
+            };
+            let mut used = Vec::new();
+            let volumes = request
+                .get("mounts")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter(|m| m.get("type").and_then(Value::as_str) == Some("volume"))
+                .filter_map(|m| m.get("source").and_then(Value::as_str));
+            for name in volumes {
+                used.push(volume_target(ctx, name.to_owned()).await);
+            }
+            if let Some(network) = request.get("network").and_then(Value::as_str)
+                && !BUILT_IN_NETWORKS.contains(&network)
+            {
+                used.push(network_target(ctx, network.to_owned()).await);
+            }
+            used
+        }
+        "network.connect" | "network.disconnect" => match text(params, &["container"]) {
+            Some(key) => vec![container_target(ctx, key).await],
+            None => Vec::new(),
+        },
+        _ => Vec::new(),
+    }
+}
+
 /// Names the object a call acts on. Lookups read berth's own records only.
 async fn target_of(ctx: &Arc<Context>, method: &str, params: &Map<String, Value>) -> Target {
     let kind = kind_of_namespace(method);
@@ -202,36 +276,18 @@ async fn target_of(ctx: &Arc<Context>, method: &str, params: &Map<String, Value>
             text(params, &["request", "name"]),
             labels_at(params, &["request", "labels"]),
         ),
-        (ResourceKind::Volume, "inspect" | "remove") => {
-            let Some(name) = text(params, &["name"]) else {
-                return bare(None, Vec::new());
-            };
-            match ctx.volumes.labels(&name).await {
-                Ok(Some(labels)) => Target {
-                    kind,
-                    id: Some(name.clone()),
-                    name: Some(name),
-                    labels: labels.into_iter().collect(),
-                },
-                _ => bare(Some(name), Vec::new()),
-            }
-        }
+        (ResourceKind::Volume, "inspect" | "remove") => match text(params, &["name"]) {
+            Some(name) => volume_target(ctx, name).await,
+            None => bare(None, Vec::new()),
+        },
         (ResourceKind::Network, "create") => bare(
             text(params, &["request", "name"]),
             labels_at(params, &["request", "labels"]),
         ),
         (ResourceKind::Network, "inspect" | "remove" | "connect" | "disconnect") => {
-            let Some(key) = text(params, &["name"]).or_else(|| text(params, &["network"])) else {
-                return bare(None, Vec::new());
-            };
-            match ctx.networks.identify(&key).await {
-                Ok((id, name, labels)) => Target {
-                    kind,
-                    id: Some(id),
-                    name: Some(name),
-                    labels: labels.into_iter().collect(),
-                },
-                Err(_) => bare(Some(key), Vec::new()),
+            match text(params, &["name"]).or_else(|| text(params, &["network"])) {
+                Some(key) => network_target(ctx, key).await,
+                None => bare(None, Vec::new()),
             }
         }
         (ResourceKind::Plugin, "install") => bare(text(params, &["request", "name"]), Vec::new()),
@@ -414,17 +470,28 @@ where
             Map::new()
         };
         let target = target_of(&state.ctx, &method, &params).await;
+        let used = also_uses(&state.ctx, &method, &params).await;
         let params_text = Value::Object(params).to_string();
         let request = state.gate.request(&caller, &method, params_text, target);
+        let deny = |denied: crate::authz::Denied| {
+            MethodResponse::error(
+                req.id(),
+                berth_api::error::rpc_error(berth_api::ErrorKind::PermissionDenied, denied.0),
+            )
+        };
         let scopes = match state.gate.authorize(&request).await {
             Ok(scopes) => scopes,
-            Err(denied) => {
-                return MethodResponse::error(
-                    req.id(),
-                    berth_api::error::rpc_error(berth_api::ErrorKind::PermissionDenied, denied.0),
-                );
-            }
+            Err(denied) => return deny(denied),
         };
+        for target in used {
+            let on_used = Arc::new(crate::authz::AuthzRequest {
+                target,
+                ..(*request).clone()
+            });
+            if let Err(denied) = state.gate.authorize(&on_used).await {
+                return deny(denied);
+            }
+        }
         let id = req.id().into_owned();
         let mut req = req;
         if method == EVENTS_SUBSCRIBE && !scopes.everything() {

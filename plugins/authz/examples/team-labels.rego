@@ -1,9 +1,9 @@
 # Per-team ownership: a container, volume or network belongs to the team in its `team`
-# label. Non-admins may act only on objects of their own teams (one of their groups), must
-# label what they create with one of their teams, may not prune (it would reach other teams'
-# objects), and see only their teams' objects in lists. Admins (data.admins by name,
-# data.admin_groups by group) do and see everything. Other kinds (images, plugins, the
-# daemon) are left to other policies of the chain.
+# label. Non-admins may act on and use only objects of their own teams (one of their groups),
+# must label what they create with one of their teams, may not prune (it would reach other
+# teams' objects), and see only their teams' objects in lists and events. Admins
+# (data.admins by name, data.admin_groups by group) do and see everything. Other kinds
+# (images, plugins, the daemon) are left to other policies of the chain.
 package berth.authz
 
 import rego.v1
@@ -39,9 +39,15 @@ allow if {
 	ours(input.target.labels)
 }
 
+# A call that uses another object than the one it acts on (a new container mounting a named
+# volume or joining a network, a network connecting a container) is also put to the policy
+# with that object as its target: the same rules then say whether it is the caller's.
+used_object if not startswith(input.method, concat("", [input.target.kind, "."]))
+
 reason := sprintf("%s needs a `team` label naming one of your groups %v", [input.method, input.groups]) if {
 	not allow
 	verb == "create"
+	not used_object
 }
 
 reason := sprintf("%s: only admins may prune", [input.method]) if {
@@ -52,6 +58,19 @@ reason := sprintf("%s: only admins may prune", [input.method]) if {
 reason := sprintf("%s %s belongs to another team", [input.target.kind, object_name]) if {
 	not allow
 	not verb in {"create", "prune"}
+	not used_object
+}
+
+reason := sprintf("%s %s belongs to another team", [input.target.kind, object_name]) if {
+	not allow
+	used_object
+	input.target.id != null
+}
+
+reason := sprintf("%s uses %s %s, which does not exist: create it with a `team` label naming one of your groups first", [input.method, input.target.kind, object_name]) if {
+	not allow
+	used_object
+	input.target.id == null
 }
 
 default object_name := "(unknown)"

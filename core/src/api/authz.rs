@@ -1,9 +1,10 @@
 //! The authorization gate in front of every handler, behind the params check: each call
 //! (each batch entry, each notification, each subscription start, each WebSocket message)
 //! is put to the policy chain with the caller, the method, the normalized params and the
-//! object it targets, before any work happens. List results are narrowed to what the
-//! policies let the caller see: by the label scopes they stated with their decision, or
-//! object by object through their `filter`. Without a configured chain the gate is absent.
+//! object it targets, and once more for each other object it uses, before any work happens.
+//! List results and the event stream are narrowed to what the policies let the caller see:
+//! by the label scopes they stated with their decision, or object by object through their
+//! `filter`. Without a configured chain the gate is absent.
 
 use std::collections::HashSet;
 use std::sync::{Arc, OnceLock};

@@ -415,7 +415,6 @@ impl ContainerServer for ContainerApi {
         let wants_stdin = request.stdin;
         let wants_tty = request.tty;
         let command_line = request.cmd.join(" ");
-        let container_key = id.clone();
         let ShimCommand {
             program,
             args,
@@ -478,11 +477,11 @@ impl ContainerServer for ContainerApi {
         };
         let sink = pending.accept().await?;
         let exec_id = crate::store::random_hex(16)?;
-        let _session = self.ctx.sessions.open(&exec_id, container_id);
+        let _session = self.ctx.sessions.open(&exec_id, container_id.clone());
         let exec_event = |action: &'static str, extra: Option<(&'static str, String)>| {
             let containers = Arc::clone(&self.ctx.containers);
             let (key, exec_id, command_line) =
-                (container_key.clone(), exec_id.clone(), command_line.clone());
+                (container_id.clone(), exec_id.clone(), command_line.clone());
             tokio::task::spawn_blocking(move || {
                 let mut attributes = vec![("execID", exec_id), ("command", command_line)];
                 attributes.extend(extra);

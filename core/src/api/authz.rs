@@ -113,6 +113,16 @@ fn labels_of(v: Option<&Value>) -> Vec<(String, String)> {
     labels
 }
 
+/// A reference to an object of `kind` that names none berth knows: the policy decides first.
+fn unresolved(kind: ResourceKind, reference: String) -> Target {
+    Target {
+        kind,
+        id: None,
+        name: Some(reference),
+        labels: Vec::new(),
+    }
+}
+
 /// The container `key` (name, id or id prefix) names, with its labels; just the key if none.
 async fn container_target(ctx: &Arc<Context>, key: String) -> Target {
     let containers = Arc::clone(&ctx.containers);
@@ -128,12 +138,7 @@ async fn container_target(ctx: &Arc<Context>, key: String) -> Target {
             name: Some(r.name),
             labels: r.config.labels.into_iter().collect(),
         },
-        None => Target {
-            kind: ResourceKind::Container,
-            id: None,
-            name: Some(key),
-            labels: Vec::new(),
-        },
+        None => unresolved(ResourceKind::Container, key),
     }
 }
 
@@ -146,12 +151,7 @@ async fn volume_target(ctx: &Arc<Context>, name: String) -> Target {
             name: Some(name),
             labels: labels.into_iter().collect(),
         },
-        _ => Target {
-            kind: ResourceKind::Volume,
-            id: None,
-            name: Some(name),
-            labels: Vec::new(),
-        },
+        _ => unresolved(ResourceKind::Volume, name),
     }
 }
 
@@ -164,12 +164,7 @@ async fn network_target(ctx: &Arc<Context>, key: String) -> Target {
             name: Some(name),
             labels: labels.into_iter().collect(),
         },
-        Err(_) => Target {
-            kind: ResourceKind::Network,
-            id: None,
-            name: Some(key),
-            labels: Vec::new(),
-        },
+        Err(_) => unresolved(ResourceKind::Network, key),
     }
 }
 

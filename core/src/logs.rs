@@ -660,7 +660,60 @@ pub struct Delivery {
     plugins: Arc<Plugins>,
     runtime: std::sync::OnceLock<tokio::runtime::Handle>,
     containers_dir: PathBuf,
-    shipments: Mutex<HashMap<String, Arc<Shipment>>>,
+    ledger: Arc<Mutex<Ledger>>,
+}
+
+/// The deliveries by container id, and the drivers being disabled or removed, under one
+/// lock: retiring a driver and registering a delivery to it never both succeed.
+#[derive(Debug, Default)]
+struct Ledger {
+    shipments: HashMap<String, Arc<Shipment>>,
+    retiring: std::collections::HashSet<String>,
+}
+
+impl Ledger {
+    /// Marks `driver` retiring, or gives the containers still delivering to it.
+    fn retire(&mut self, driver: &str) -> std::result::Result<(), Vec<String>> {
+        let mut ids: Vec<String> = self
+            .shipments
+            .iter()
+            .filter(|(_, s)| s.settings.driver == driver && !s.is_finished())
+            .map(|(id, _)| id.clone())
+            .collect();
+        if !ids.is_empty() {
+            ids.sort();
+            return Err(ids);
+        }
+        self.retiring.insert(driver.to_owned());
+        Ok(())
+    }
+
+    /// Registers container `id`'s delivery, unless its driver is retiring.
+    fn register(&mut self, id: &str, shipment: Arc<Shipment>) -> std::result::Result<(), ()> {
+        if self.retiring.contains(&shipment.settings.driver) {
+            return Err(());
+        }
+        self.shipments.insert(id.to_owned(), shipment);
+        Ok(())
+    }
+}
+
+fn lock(ledger: &Mutex<Ledger>) -> std::sync::MutexGuard<'_, Ledger> {
+    ledger.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A logging driver being disabled or removed: while this lives, no container begins
+/// delivering to it (see [`Delivery::retire`]).
+#[derive(Debug)]
+pub struct Retiring {
+    ledger: Arc<Mutex<Ledger>>,
+    driver: String,
+}
+
+impl Drop for Retiring {
+    fn drop(&mut self) {
+        lock(&self.ledger).retiring.remove(&self.driver);
+    }
 }
 
 impl Delivery {
@@ -671,7 +724,7 @@ impl Delivery {
             plugins,
             runtime: std::sync::OnceLock::new(),
             containers_dir: data_root.join("containers"),
-            shipments: Mutex::default(),
+            ledger: Arc::default(),
         }
     }
 
@@ -691,8 +744,19 @@ impl Delivery {
         }
     }
 
-    fn shipments(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Shipment>>> {
-        self.shipments.lock().unwrap_or_else(|p| p.into_inner())
+    fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        lock(&self.ledger)
+    }
+
+    /// Keeps new deliveries from starting to `driver` while the returned guard lives, or
+    /// gives the containers that still deliver to it: a container starting while its driver
+    /// is disabled is either seen here or refused.
+    pub fn retire(&self, driver: &str) -> std::result::Result<Retiring, Vec<String>> {
+        self.ledger().retire(driver)?;
+        Ok(Retiring {
+            ledger: Arc::clone(&self.ledger),
+            driver: driver.to_owned(),
+        })
     }
 
     /// Runs `future` on the runtime and waits for it from a blocking thread.
@@ -725,7 +789,7 @@ impl Delivery {
     /// At daemon shutdown: every sender saves its cursor after the batch in flight and
     /// stops, so the next berthd delivers each record once. Waits up to `limit`. Blocking.
     pub fn shutdown(&self, limit: Duration) {
-        let shipments: Vec<Arc<Shipment>> = self.shipments().values().cloned().collect();
+        let shipments: Vec<Arc<Shipment>> = self.ledger().shipments.values().cloned().collect();
         for shipment in &shipments {
             shipment.stopping.store(true, Ordering::SeqCst);
             shipment.room.notify_all();
@@ -745,24 +809,15 @@ impl Delivery {
 
     /// Delivery figures of container `id`, if it has a driver and has run.
     pub fn status(&self, id: &str) -> Option<LogDelivery> {
-        self.shipments().get(id).map(|s| s.status())
-    }
-
-    /// The containers whose delivery to `driver` is still going on.
-    pub fn delivering_to(&self, driver: &str) -> Vec<String> {
-        let mut ids: Vec<String> = self
-            .shipments()
-            .iter()
-            .filter(|(_, s)| s.settings.driver == driver && !s.is_finished())
-            .map(|(id, _)| id.clone())
-            .collect();
-        ids.sort();
-        ids
+        self.ledger().shipments.get(id).map(|s| s.status())
     }
 
     /// Whether delivery of container `id` is still going on.
     pub fn is_active(&self, id: &str) -> bool {
-        self.shipments().get(id).is_some_and(|s| !s.is_finished())
+        self.ledger()
+            .shipments
+            .get(id)
+            .is_some_and(|s| !s.is_finished())
     }
 
     /// Whether container `id`'s last delivery began and was cut short by berthd stopping.
@@ -899,13 +954,22 @@ impl LogHooks for Delivery {
         if settings.driver == LOCAL_DRIVER {
             return Ok(());
         }
-        let previous = self.shipments().get(&record.id).cloned();
+        let previous = self.ledger().shipments.get(&record.id).cloned();
         if let Some(previous) = previous
             && !previous.wait_finished(Duration::from_secs(5))
         {
             warn!(container = %record.id, "the previous run's log delivery did not finish in 5 s; it is abandoned");
             previous.cancelled.store(true, Ordering::SeqCst);
             previous.room.notify_all();
+        }
+        let going = || {
+            format!(
+                "logging driver {} is being disabled or removed",
+                settings.driver
+            )
+        };
+        if self.ledger().retiring.contains(&settings.driver) {
+            return Err(going());
         }
         let plugins = Arc::clone(&self.plugins);
         let container = Self::info(record);
@@ -925,9 +989,15 @@ impl LogHooks for Delivery {
             })
             .ok_or_else(|| format!("{} did not answer", settings.driver))??;
         let (driver, stream) = opened;
-        let shipment = Arc::new(Shipment::new(settings));
-        self.shipments()
-            .insert(record.id.clone(), Arc::clone(&shipment));
+        let shipment = Arc::new(Shipment::new(settings.clone()));
+        let registered = self.ledger().register(&record.id, Arc::clone(&shipment));
+        if registered.is_err() {
+            // Retired between the check above and now: the stream just opened is closed.
+            self.block(async move {
+                let _ = driver.close(stream).await;
+            });
+            return Err(going());
+        }
         let dir = self.containers_dir.join(&record.id);
         let cursor_path = dir.join(CURSOR_FILE);
         let tail = Tail::new(dir.join("container.log"), load_cursor(&cursor_path));
@@ -951,13 +1021,13 @@ impl LogHooks for Delivery {
     }
 
     fn exited(&self, container_id: &str) {
-        if let Some(shipment) = self.shipments().get(container_id) {
+        if let Some(shipment) = self.ledger().shipments.get(container_id) {
             shipment.exited.store(true, Ordering::SeqCst);
         }
     }
 
     fn removed(&self, record: &ContainerRecord) {
-        if let Some(shipment) = self.shipments().remove(&record.id) {
+        if let Some(shipment) = self.ledger().shipments.remove(&record.id) {
             shipment.cancelled.store(true, Ordering::SeqCst);
             shipment.room.notify_all();
             shipment.data.notify_one();
@@ -1089,6 +1159,27 @@ mod tests {
         // A new reader from the saved cursor starts in the rotated file.
         let mut resumed = Tail::new(path.clone(), Some(cursor));
         assert_eq!(lines(&mut resumed), [b"three".to_vec(), b"four".to_vec()]);
+    }
+
+    #[test]
+    fn a_driver_retires_only_when_nobody_delivers_to_it_and_then_takes_no_one() {
+        let shipment =
+            |driver: &str| Arc::new(Shipment::new(settings(&config(Some(driver), &[])).unwrap()));
+        let mut ledger = Ledger::default();
+        ledger.register("c1", shipment("syslog")).unwrap();
+        ledger.register("c2", shipment("other")).unwrap();
+        assert_eq!(ledger.retire("syslog"), Err(vec!["c1".to_owned()]));
+        assert!(
+            ledger.register("c3", shipment("syslog")).is_ok(),
+            "not retiring yet"
+        );
+        ledger.shipments["c1"].finish();
+        ledger.shipments["c3"].finish();
+        ledger.retire("syslog").unwrap();
+        assert!(ledger.register("c4", shipment("syslog")).is_err());
+        assert!(ledger.register("c5", shipment("other")).is_ok());
+        ledger.retiring.remove("syslog");
+        assert!(ledger.register("c4", shipment("syslog")).is_ok());
     }
 
     #[test]

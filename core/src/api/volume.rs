@@ -38,13 +38,14 @@ impl VolumeApi {
         VolumeApi { ctx }
     }
 
-    /// Refuses to take away a logging driver that containers still deliver their logs to:
-    /// their lines would have nowhere to go.
-    async fn refuse_if_delivering(&self, plugin: &str, what: &str) -> RpcResult<()> {
-        let ids = self.ctx.logs.delivering_to(plugin);
-        if ids.is_empty() {
-            return Ok(());
-        }
+    /// Refuses to take away a logging driver that containers still deliver their logs to
+    /// (their lines would have nowhere to go); otherwise keeps new deliveries from starting
+    /// to it until the returned guard drops.
+    async fn retire_logging(&self, plugin: &str, what: &str) -> RpcResult<crate::logs::Retiring> {
+        let ids = match self.ctx.logs.retire(plugin) {
+            Ok(retiring) => return Ok(retiring),
+            Err(ids) => ids,
+        };
         let containers = Arc::clone(&self.ctx.containers);
         let names = tokio::task::spawn_blocking(move || {
             ids.into_iter()
@@ -174,7 +175,7 @@ impl PluginServer for VolumeApi {
     async fn disable(&self, name: String) -> RpcResult<()> {
         // No volume operation may be using the driver while it changes or goes.
         let _volumes = self.ctx.volumes.exclusive().await;
-        self.refuse_if_delivering(&name, "disabled").await?;
+        let _retiring = self.retire_logging(&name, "disabled").await?;
         self.ctx
             .plugins
             .disable(&name)
@@ -197,7 +198,7 @@ impl PluginServer for VolumeApi {
     async fn remove(&self, name: String) -> RpcResult<()> {
         // No volume operation may be using the driver while it changes or goes.
         let _volumes = self.ctx.volumes.exclusive().await;
-        self.refuse_if_delivering(&name, "removed").await?;
+        let _retiring = self.retire_logging(&name, "removed").await?;
         self.ctx
             .plugins
             .remove(&name)

@@ -259,6 +259,15 @@ fn json_file_driver_rotates_reads_back_resumes_and_is_removed() {
     ok(&d.cli(&["rm", "-f", "shipping"]));
     ok(&d.cli(&["plugin", "disable", "json-file"]));
     ok(&d.cli(&["plugin", "enable", "json-file"]));
+    // Once disabling is over, containers deliver to the driver again.
+    ok(&d.cli(&[
+        "run",
+        "--rm",
+        "--log-driver",
+        "json-file",
+        "busybox",
+        "true",
+    ]));
 }
 
 /// A real syslog receiver: rsyslogd in the foreground on loopback, UDP and TCP, writing

@@ -654,6 +654,11 @@ async fn send_loop(
     shipment.finish();
 }
 
+/// How long a container's removal waits for its delivery to send what is left: the sender
+/// writes its cursor into the container's directory last, which must be done before the
+/// directory goes.
+const DRAIN_BEFORE_REMOVAL: Duration = Duration::from_secs(5);
+
 /// Log delivery for every container with a logging driver plugin.
 #[derive(Debug)]
 pub struct Delivery {
@@ -1027,10 +1032,15 @@ impl LogHooks for Delivery {
     }
 
     fn removed(&self, record: &ContainerRecord) {
-        if let Some(shipment) = self.ledger().shipments.remove(&record.id) {
+        let shipment = self.ledger().shipments.remove(&record.id);
+        if let Some(shipment) = shipment
+            && !shipment.wait_finished(DRAIN_BEFORE_REMOVAL)
+        {
+            warn!(container = %record.id, "log delivery did not finish before the container's removal; the rest is dropped");
             shipment.cancelled.store(true, Ordering::SeqCst);
             shipment.room.notify_all();
             shipment.data.notify_one();
+            let _ = shipment.wait_finished(Duration::from_secs(1));
         }
         let Ok(settings) = settings(&record.config) else {
             return;

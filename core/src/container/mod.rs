@@ -522,7 +522,9 @@ pub trait LogHooks: Send + Sync + std::fmt::Debug {
     fn open(&self, record: &ContainerRecord) -> std::result::Result<(), String>;
     /// The container's process ended (or never started): deliver what is left, then close.
     fn exited(&self, container_id: &str);
-    /// The container is gone: stop delivering and remove what its driver stored.
+    /// The container (whose process has ended) is being removed: finish delivering, then
+    /// remove what its driver stored. Returns once nothing writes into the container's
+    /// directory any more. Blocking.
     fn removed(&self, record: &ContainerRecord);
 }
 
@@ -1414,15 +1416,15 @@ impl Containers {
             c.execute("DELETE FROM containers WHERE id = ?1", [&id])
                 .map_err(q("remove container"))
         })?;
+        if let Some(h) = self.log_hooks.get() {
+            h.removed(&record);
+        }
         let dir = self.container_dir(&record.id);
         crate::fsutil::remove_dir_all_if_present(&dir).map_err(|source| Error::Io {
             id: record.id.clone(),
             what: "remove its files",
             source,
         })?;
-        if let Some(h) = self.log_hooks.get() {
-            h.removed(&record);
-        }
         self.emit_volumes("unmount", &record);
         self.emit("destroy", &record, &[]);
         Ok(())

@@ -395,6 +395,17 @@ async fn tls_connect(
                 Some(rustls::Error::InvalidMessage(_)) => {
                     " (does berthd use TLS on this port?)".to_owned()
                 }
+                // A server without TLS often drops the connection on a ClientHello, and
+                // the reset can arrive before its plain-text answer is read.
+                _ if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::ConnectionAborted
+                        | std::io::ErrorKind::UnexpectedEof
+                ) =>
+                {
+                    " (does berthd use TLS on this port?)".to_owned()
+                }
                 _ => String::new(),
             };
             bail!("TLS handshake with tcp://{addr} failed: {e}{hint}")
@@ -907,6 +918,21 @@ mod tests {
         let e = format!("{:#}", tls_connect(&addr, &files).await.unwrap_err());
         assert!(
             e.starts_with(&format!("TLS handshake with tcp://{addr} failed: ")),
+            "{e}"
+        );
+        assert!(e.contains("does berthd use TLS on this port?"), "{e}");
+        server.await.unwrap();
+
+        // A listener that resets the connection instead of answering.
+        let resetting = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let reset_addr = resetting.local_addr().unwrap().to_string();
+        let server = tokio::spawn(async move {
+            let (tcp, _) = resetting.accept().await.unwrap();
+            tcp.set_zero_linger().unwrap();
+        });
+        let e = format!("{:#}", tls_connect(&reset_addr, &files).await.unwrap_err());
+        assert!(
+            e.starts_with(&format!("TLS handshake with tcp://{reset_addr} failed: ")),
             "{e}"
         );
         assert!(e.contains("does berthd use TLS on this port?"), "{e}");

@@ -10,15 +10,19 @@ use std::collections::HashSet;
 use std::sync::{Arc, OnceLock};
 
 use berth_api::MethodKind;
+use berth_api::container::{CreateRequest, MountKind};
 use berth_api::events::Event;
+use berth_api::network::DEFAULT_NETWORK;
 use jsonrpsee::core::middleware::{Batch, BatchEntry, Notification, RpcServiceT};
 use jsonrpsee::server::{BatchResponseBuilder, MethodResponse, ResponsePayload};
 use jsonrpsee::types::{Id, Request};
+use serde::Deserialize as _;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::authz::{Caller, Candidate, Gate, ResourceKind, Scopes, Target, unknown_caller};
 use crate::daemon::Context;
+use crate::network::{Mode, mode_of};
 
 /// What the gate needs: the chain and the daemon state to name targets.
 #[derive(Debug)]
@@ -168,33 +172,33 @@ async fn network_target(ctx: &Arc<Context>, key: String) -> Target {
     }
 }
 
-/// Networks every container may join, which are no object a policy owns.
-const BUILT_IN_NETWORKS: &[&str] = &["bridge", "none", "host", "default"];
-
 /// The objects a call uses besides its target, each put to the policies as a target of the
-/// same call: the named volumes a new container mounts and the network it joins, and the
-/// container a network connects or disconnects.
+/// same call: the named volumes a new container mounts and the user network it joins, and
+/// the container a network connects or disconnects.
 async fn also_uses(ctx: &Arc<Context>, method: &str, params: &Map<String, Value>) -> Vec<Target> {
     match method {
         "container.create" => {
-            let Some(request) = params.get("request") else {
+            // The struct the handler parses: one it cannot parse fails before any work.
+            let Some(request) = params
+                .get("request")
+                .and_then(|r| CreateRequest::deserialize(r).ok())
+            else {
                 return Vec::new();
             };
             let mut used = Vec::new();
             let volumes = request
-                .get("mounts")
-                .and_then(Value::as_array)
+                .mounts
                 .into_iter()
-                .flatten()
-                .filter(|m| m.get("type").and_then(Value::as_str) == Some("volume"))
-                .filter_map(|m| m.get("source").and_then(Value::as_str));
+                .filter(|m| m.kind == MountKind::Volume)
+                .filter_map(|m| m.source);
             for name in volumes {
-                used.push(volume_target(ctx, name.to_owned()).await);
+                used.push(volume_target(ctx, name).await);
             }
-            if let Some(network) = request.get("network").and_then(Value::as_str)
-                && !BUILT_IN_NETWORKS.contains(&network)
+            // The default bridge, the host's network and none are nobody's objects.
+            if let Mode::Network(network) = mode_of(request.network.as_deref())
+                && network != DEFAULT_NETWORK
             {
-                used.push(network_target(ctx, network.to_owned()).await);
+                used.push(network_target(ctx, network).await);
             }
             used
         }

@@ -5,6 +5,7 @@ use std::io::Write as _;
 use anyhow::Context as _;
 use berth_api::events::{Event, EventsClient, EventsItem, EventsRequest};
 
+use berth_api::jsonrpsee::core::client::SubscriptionCloseReason;
 use berth_api::jsonrpsee::ws_client::WsClient;
 
 /// Options of `berth events`.
@@ -72,11 +73,22 @@ pub async fn events(client: &WsClient, args: EventsArgs) -> anyhow::Result<u8> {
                 // Whoever reads a live stream wants each event as it comes.
                 out.flush()?;
             }
-            EventsItem::Lagged { missed } => {
+            EventsItem::Lagged {
+                missed: Some(missed),
+            } => {
                 eprintln!("berth: {missed} events were dropped: this reader fell behind");
             }
-            EventsItem::End => break,
+            EventsItem::Lagged { missed: None } => {
+                eprintln!("berth: events were dropped: this reader fell behind");
+            }
+            EventsItem::End => return Ok(0),
         }
     }
-    Ok(0)
+    // The stream ended without its `end`: say why rather than look like a finished history.
+    match stream.close_reason() {
+        Some(SubscriptionCloseReason::Lagged) => anyhow::bail!(
+            "the event stream was dropped: events came faster than this reader took them"
+        ),
+        _ => anyhow::bail!("the event stream ended: berthd closed the connection"),
+    }
 }

@@ -185,10 +185,7 @@ impl Events {
 
     /// The events from `since` (nanoseconds since the epoch) in the history, and a receiver
     /// of every later one.
-    pub fn subscribe(
-        &self,
-        since: Option<i64>,
-    ) -> (Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>) {
+    pub fn subscribe(&self, since: Option<i64>) -> Subscription {
         let history = self.history.lock().unwrap_or_else(|p| p.into_inner());
         let past = match since {
             Some(since) => history
@@ -199,8 +196,33 @@ impl Events {
                 .collect(),
             None => Vec::new(),
         };
-        (past, self.live.subscribe())
+        Subscription {
+            past,
+            live: self.live.subscribe(),
+            seen_up_to: history.next_seq - 1,
+        }
     }
+
+    /// For a live subscriber that fell behind after event `seq`: the later events the
+    /// history still holds, and how many right after `seq` it no longer holds.
+    pub fn after(&self, seq: u64) -> (Vec<Arc<Event>>, u64) {
+        let history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        let oldest = history.events.front().map_or(history.next_seq, |e| e.seq);
+        let first_kept = history.events.partition_point(|e| e.seq <= seq);
+        let kept = history.events.range(first_kept..).cloned().collect();
+        (kept, oldest.saturating_sub(seq + 1))
+    }
+}
+
+/// The start of a subscription to the event log.
+#[derive(Debug)]
+pub struct Subscription {
+    /// The history from `since`, oldest first.
+    pub past: Vec<Arc<Event>>,
+    /// Every event after the history's last when subscribing.
+    pub live: broadcast::Receiver<Arc<Event>>,
+    /// The sequence number of that last event (0 for none): the live stream follows it.
+    pub seen_up_to: u64,
 }
 
 /// The writer thread: batches of events in one transaction each, trimming the table to
@@ -474,8 +496,12 @@ mod tests {
         let store = Arc::new(Store::open(dir.path()).unwrap());
         let events = Events::open(Arc::clone(&store)).unwrap();
         events.emit("container", "create", "c1", attrs(&[("name", "one")]));
-        let (past, mut live) = events.subscribe(Some(0));
-        assert_eq!(past.len(), 1);
+        let Subscription {
+            past,
+            mut live,
+            seen_up_to,
+        } = events.subscribe(Some(0));
+        assert_eq!((past.len(), seen_up_to), (1, 1));
         events.emit("container", "start", "c1", attrs(&[]));
         let next = live.try_recv().unwrap();
         assert_eq!((next.seq, next.action.as_str()), (2, "start"));
@@ -492,15 +518,51 @@ mod tests {
         assert_eq!(rows, 2);
         drop(events);
         let reopened = Events::open(Arc::clone(&store)).unwrap();
-        let (past, _) = reopened.subscribe(Some(0));
+        let past = reopened.subscribe(Some(0)).past;
         let seen: Vec<(u64, &str)> = past.iter().map(|e| (e.seq, e.action.as_str())).collect();
         assert_eq!(seen, vec![(1, "create"), (2, "start")]);
         reopened.emit("container", "die", "c1", attrs(&[]));
-        let (past, _) = reopened.subscribe(Some(0));
+        let past = reopened.subscribe(Some(0)).past;
         assert_eq!(past.last().map(|e| e.seq), Some(3), "numbering goes on");
-        let (recent, _) = reopened.subscribe(Some(past[2].time_nano));
+        let recent = reopened.subscribe(Some(past[2].time_nano)).past;
         assert_eq!(recent.len(), 1);
-        let (none, _) = reopened.subscribe(None);
-        assert!(none.is_empty());
+        let none = reopened.subscribe(None);
+        assert!(none.past.is_empty());
+        assert_eq!(none.seen_up_to, 3, "the live stream follows the last event");
+    }
+
+    #[test]
+    fn a_subscriber_that_fell_behind_catches_up_from_the_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let events = Events::open(Arc::new(Store::open(dir.path()).unwrap())).unwrap();
+        let mut slow = events.subscribe(None);
+        assert_eq!(slow.seen_up_to, 0);
+        let total = LIVE_BUFFER as u64 + 100;
+        for n in 0..total {
+            events.emit("volume", "create", &format!("v{n}"), attrs(&[]));
+        }
+        let Err(broadcast::error::TryRecvError::Lagged(dropped)) = slow.live.try_recv() else {
+            panic!("the live stream kept everything");
+        };
+        assert_eq!(dropped, 100);
+        // Everything after what the subscriber saw is still in the history.
+        let (kept, lost) = events.after(slow.seen_up_to);
+        assert_eq!((kept.len() as u64, lost), (total, 0));
+        assert_eq!(kept.first().map(|e| e.seq), Some(1));
+        let (kept, lost) = events.after(total - 2);
+        assert_eq!(
+            kept.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            [total - 1, total]
+        );
+        assert_eq!(lost, 0);
+        assert!(events.after(total).0.is_empty());
+        // Past the history's reach, the events between are counted as lost.
+        for n in 0..HISTORY as u64 {
+            events.emit("volume", "remove", &format!("v{n}"), attrs(&[]));
+        }
+        let (kept, lost) = events.after(5);
+        assert_eq!(kept.len(), HISTORY);
+        assert_eq!(kept.first().map(|e| e.seq), Some(total + 1));
+        assert_eq!(lost, total - 5);
     }
 }

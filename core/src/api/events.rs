@@ -73,18 +73,22 @@ impl EventsServer for EventsApi {
             }
         };
         let sink = pending.accept().await?;
-        let (past, mut live) = self.ctx.events.subscribe(since);
-        let mut last_seq = 0;
-        for event in past {
+        let subscription = self.ctx.events.subscribe(since);
+        let mut live = subscription.live;
+        // Filtered out or not, an event is only passed on once: `last_seq` is the newest
+        // event dealt with, the live stream's own start for a subscriber without `since`.
+        let mut last_seq = subscription.seen_up_to;
+        let forward = async |event: &Event| {
+            !(filter.matches(event)
+                && shown(event).await
+                && !send(&sink, &EventsItem::Event(event.clone())).await)
+        };
+        for event in subscription.past {
             if until.is_some_and(|u| event.time_nano > u) {
                 let _ = send(&sink, &EventsItem::End).await;
                 return Ok(());
             }
-            last_seq = event.seq;
-            if filter.matches(&event)
-                && shown(&event).await
-                && !send(&sink, &EventsItem::Event((*event).clone())).await
-            {
+            if !forward(&event).await {
                 return Ok(());
             }
         }
@@ -99,34 +103,46 @@ impl EventsServer for EventsApi {
             }
         };
         tokio::pin!(until_passed);
-        loop {
-            tokio::select! {
+        'live: loop {
+            let next = tokio::select! {
                 received = live.recv() => match received {
-                    Ok(event) => {
-                        // Already sent from the history, or before a `since` still ahead.
-                        if event.seq <= last_seq || since.is_some_and(|s| event.time_nano < s) {
-                            continue;
+                    Ok(event) => vec![event],
+                    // The live stream dropped what this caller read too slowly: the history
+                    // still has most of it, and only what it lost is reported.
+                    Err(RecvError::Lagged(_)) => {
+                        let (kept, lost) = self.ctx.events.after(last_seq);
+                        tracing::info!(
+                            late = kept.len(),
+                            lost,
+                            "an events subscriber fell behind the live stream: catching up from the history"
+                        );
+                        if lost > 0 {
+                            let missed = scope.is_none().then_some(lost);
+                            if !send(&sink, &EventsItem::Lagged { missed }).await {
+                                return Ok(());
+                            }
+                            last_seq += lost;
                         }
-                        if until.is_some_and(|u| event.time_nano > u) {
-                            break;
-                        }
-                        last_seq = event.seq;
-                        if filter.matches(&event)
-                            && shown(&event).await
-                            && !send(&sink, &EventsItem::Event((*event).clone())).await
-                        {
-                            return Ok(());
-                        }
-                    }
-                    Err(RecvError::Lagged(missed)) => {
-                        if !send(&sink, &EventsItem::Lagged { missed }).await {
-                            return Ok(());
-                        }
+                        kept
                     }
                     Err(RecvError::Closed) => return Ok(()),
                 },
                 () = &mut until_passed => break,
                 () = sink.closed() => return Ok(()),
+            };
+            for event in next {
+                // Already sent (from the history, or caught up), or before a `since` still
+                // ahead.
+                if event.seq <= last_seq || since.is_some_and(|s| event.time_nano < s) {
+                    continue;
+                }
+                if until.is_some_and(|u| event.time_nano > u) {
+                    break 'live;
+                }
+                last_seq = event.seq;
+                if !forward(&event).await {
+                    return Ok(());
+                }
             }
         }
         let _ = send(&sink, &EventsItem::End).await;

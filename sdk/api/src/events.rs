@@ -56,10 +56,14 @@ pub struct EventsRequest {
 pub enum EventsItem {
     /// An event.
     Event(Event),
-    /// Events were dropped because this subscriber read too slowly; `missed` says how many.
+    /// Events were dropped: this subscriber read so slowly that the event history (the last
+    /// 10000) no longer holds them. Events the history still holds are sent late instead, in
+    /// order, with no `lagged` item.
     Lagged {
-        /// Events not delivered.
-        missed: u64,
+        /// How many events were dropped; absent on a stream an authorization policy narrows,
+        /// where the count would tell of events the caller may not see.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        missed: Option<u64>,
     },
     /// `until` has passed: nothing follows.
     End,

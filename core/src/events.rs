@@ -15,7 +15,8 @@ use crate::store::Store;
 
 /// Events kept in memory and in the database; older ones are dropped.
 pub const HISTORY: usize = 10_000;
-/// Events a slow live subscriber may fall behind by before it is told it missed some.
+/// Events a slow live subscriber may fall behind by before it has to catch up from the
+/// history ([`Events::after`]).
 const LIVE_BUFFER: usize = 4_096;
 /// Events waiting for the writer thread; beyond that they are kept in memory only.
 const WRITE_QUEUE: usize = 65_536;

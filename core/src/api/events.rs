@@ -1,6 +1,7 @@
 //! `events.*` handlers: a subscription that replays the history from `since`, then follows
-//! the live stream until `until` or the caller leaves, sending only the events about objects
-//! the authorization policies let the caller see.
+//! the live stream (catching up from the history when it falls behind) until `until` or the
+//! caller leaves, sending only the events about objects the authorization policies let the
+//! caller see.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};

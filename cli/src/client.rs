@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
+use berth_api::jsonrpsee::core::client::{Subscription, SubscriptionCloseReason};
 use berth_api::jsonrpsee::ws_client::{HeaderMap, HeaderValue, WsClient, WsClientBuilder};
 use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -414,13 +415,36 @@ async fn tls_connect(
     }
 }
 
-/// Opens the WebSocket session.
-pub async fn connect(conn: &Connection) -> anyhow::Result<WsClient> {
+/// Why `subscription` ended without its closing item. jsonrpsee's client drops a subscription
+/// whose items pile up unread (see [`STREAM_BUFFER`]), as when stdout is a pipe nobody drains;
+/// the other way is a closed connection. Either way what came so far is not the whole stream,
+/// and the command must not end as if it were.
+pub fn cut_short<T>(subscription: &Subscription<T>, stream: &str) -> anyhow::Error {
+    match subscription.close_reason() {
+        Some(SubscriptionCloseReason::Lagged) => {
+            anyhow!("the {stream} was dropped: its items came faster than this reader took them")
+        }
+        _ => anyhow!("the {stream} ended early: berthd closed the connection"),
+    }
+}
+
+/// Items a subscription may hold unread before jsonrpsee's client drops it. Log lines and
+/// events come from berthd in bursts of thousands, faster than a terminal or pipe takes them
+/// (jsonrpsee's default of 1024 cut the output of `berth run` of a chatty container).
+pub const STREAM_BUFFER: usize = 1 << 16;
+
+/// The same for streams of large items: archive chunks of up to 256 KiB, of which
+/// [`STREAM_BUFFER`] would be gigabytes held for a stalled reader.
+pub const CHUNK_BUFFER: usize = 1024;
+
+/// Opens the WebSocket session; each subscription holds up to `subscription_buffer` items.
+pub async fn connect(conn: &Connection, subscription_buffer: usize) -> anyhow::Result<WsClient> {
     let host = &conn.host;
     let unreachable = || format!("cannot connect to berthd at {host}: is it running?");
     let mut builder = WsClientBuilder::default()
         .max_request_size(u32::MAX)
         .max_response_size(u32::MAX)
+        .max_buffer_capacity_per_subscription(subscription_buffer)
         .request_timeout(std::time::Duration::from_secs(24 * 3600));
     if let Some(token) = &conn.token {
         if conn.tls.is_none() {
@@ -842,7 +866,7 @@ mod tests {
             token: Some("s3cret".into()),
         };
         // The server answers 401 to the WebSocket upgrade.
-        let e = format!("{:#}", connect(&conn).await.unwrap_err());
+        let e = format!("{:#}", connect(&conn, STREAM_BUFFER).await.unwrap_err());
         assert!(e.contains("refused the connection"), "{e}");
         let (cert, request) = server.await.unwrap().unwrap();
         assert_eq!(cert, pki.client_der);

@@ -504,12 +504,15 @@ pub async fn run(client: &WsClient, args: CreateArgs, detach: bool) -> anyhow::R
         return Ok(code);
     }
     let waiter = client.wait(created.id.clone());
+    // Why the output did not all come, if it did not.
     let stream = async {
         let mut out = std::io::stdout().lock();
         let mut err = std::io::stderr().lock();
         while let Some(event) = logs.next().await {
-            let Ok(LogEvent::Line(line)) = event else {
-                break;
+            let line = match event {
+                Ok(LogEvent::Line(line)) => line,
+                Ok(LogEvent::End) => return None,
+                Err(e) => return Some(anyhow::anyhow!("the output stream failed: {e}")),
             };
             let _ = if line.stream == "stderr" {
                 err.write_all(line.log.as_bytes()).and_then(|_| err.flush())
@@ -517,13 +520,20 @@ pub async fn run(client: &WsClient, args: CreateArgs, detach: bool) -> anyhow::R
                 out.write_all(line.log.as_bytes()).and_then(|_| out.flush())
             };
         }
+        Some(crate::client::cut_short(&logs, "output stream"))
     };
-    let (result, ()) = tokio::join!(waiter, stream);
+    let (result, cut) = tokio::join!(waiter, stream);
     let result = result.context("container.wait")?;
     if let Some(error) = &result.error {
         eprintln!("berth: {error}");
     }
-    Ok(u8::try_from(result.exit_code).unwrap_or(255))
+    let code = u8::try_from(result.exit_code).unwrap_or(255);
+    if let Some(cut) = cut {
+        // A container that succeeded does not make a cut output a success.
+        eprintln!("berth: {cut:#}");
+        return Ok(code.max(1));
+    }
+    Ok(code)
 }
 
 /// `berth start`.
@@ -704,11 +714,19 @@ pub async fn logs(client: &WsClient, args: LogsArgs) -> anyhow::Result<u8> {
             .logs_follow(args.id.clone(), Some(request))
             .await
             .context("container.logs_follow")?;
+        let mut ended = false;
         while let Some(event) = sub.next().await {
             match event.context("log stream")? {
                 LogEvent::Line(line) => print(line),
-                LogEvent::End => break,
+                LogEvent::End => {
+                    ended = true;
+                    break;
+                }
             }
+        }
+        if !ended {
+            let _ = std::io::stdout().flush();
+            return Err(crate::client::cut_short(&sub, "log stream"));
         }
     } else {
         for line in client
@@ -1184,6 +1202,7 @@ pub async fn cp(client: &WsClient, args: CpArgs) -> anyhow::Result<u8> {
                 Ok(())
             });
             let mut failure = None;
+            let mut ended = false;
             while let Some(event) = sub.next().await {
                 match event.context("archive stream")? {
                     ArchiveEvent::Data { data } => {
@@ -1191,12 +1210,21 @@ pub async fn cp(client: &WsClient, args: CpArgs) -> anyhow::Result<u8> {
                             break;
                         }
                     }
-                    ArchiveEvent::End => break,
+                    ArchiveEvent::End => {
+                        ended = true;
+                        break;
+                    }
                     ArchiveEvent::Failed { message, .. } => {
                         failure = Some(message);
                         break;
                     }
                 }
+            }
+            if !ended && failure.is_none() {
+                failure = Some(format!(
+                    "{:#}",
+                    crate::client::cut_short(&sub, "archive stream")
+                ));
             }
             drop(tx);
             let written = writer.await?;

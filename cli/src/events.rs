@@ -5,7 +5,6 @@ use std::io::Write as _;
 use anyhow::Context as _;
 use berth_api::events::{Event, EventsClient, EventsItem, EventsRequest};
 
-use berth_api::jsonrpsee::core::client::SubscriptionCloseReason;
 use berth_api::jsonrpsee::ws_client::WsClient;
 
 /// Options of `berth events`.
@@ -84,11 +83,6 @@ pub async fn events(client: &WsClient, args: EventsArgs) -> anyhow::Result<u8> {
             EventsItem::End => return Ok(0),
         }
     }
-    // The stream ended without its `end`: say why rather than look like a finished history.
-    match stream.close_reason() {
-        Some(SubscriptionCloseReason::Lagged) => anyhow::bail!(
-            "the event stream was dropped: events came faster than this reader took them"
-        ),
-        _ => anyhow::bail!("the event stream ended: berthd closed the connection"),
-    }
+    // Without its `end`, the stream did not finish: say why rather than look like it did.
+    Err(crate::client::cut_short(&stream, "event stream"))
 }

@@ -418,7 +418,7 @@ pub(crate) fn describe(e: &anyhow::Error) -> String {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let conn = cli.conn.resolve(&|name| std::env::var_os(name))?;
-    let connect = || client::connect(&conn);
+    let connect = || client::connect(&conn, client::STREAM_BUFFER);
     let code = match cli.command {
         Command::Run { detach, create } => {
             container::run(&connect().await?, create, detach).await?
@@ -469,7 +469,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Attach { no_stdin, id } => {
             container::attach(&connect().await?, id, !no_stdin).await?
         }
-        Command::Cp(a) => container::cp(&connect().await?, a).await?,
+        Command::Cp(a) => {
+            container::cp(&client::connect(&conn, client::CHUNK_BUFFER).await?, a).await?
+        }
         Command::Exec(a) => container::exec(&connect().await?, a).await?,
         Command::Top { id } => container::top(&connect().await?, id).await?,
         Command::Stats(a) => container::stats(&connect().await?, a).await?,

@@ -302,17 +302,7 @@ fn a_subscriber_that_falls_behind_gets_every_event_late() {
     // the full socket, and the live stream (4096 events) runs ahead of it; the history
     // (10000) still holds them all.
     const TAGS: usize = 9000;
-    for chunk in 0..TAGS / 500 {
-        let batch: Vec<serde_json::Value> = (0..500)
-            .map(|i| {
-                serde_json::json!({"jsonrpc": "2.0", "id": i, "method": "image.tag",
-                    "params": {"source": "busybox", "target": format!("lag{}:x", i % 2)}})
-            })
-            .collect();
-        let (status, body) = d.post(serde_json::to_string(&batch).unwrap().as_bytes());
-        assert_eq!(status, 200, "batch {chunk}: {body}");
-        assert!(!body.contains("\"error\""), "batch {chunk}: {body}");
-    }
+    tag_events(&d, TAGS);
 
     let mut seqs = Vec::with_capacity(TAGS);
     while seqs.len() < TAGS {
@@ -335,4 +325,57 @@ fn a_subscriber_that_falls_behind_gets_every_event_late() {
         d.log_text().contains("fell behind the live stream"),
         "the subscriber never fell behind: the test proves nothing"
     );
+}
+
+/// `tags` tag events, in batches of 500 `image.tag` calls.
+fn tag_events(d: &Daemon, tags: usize) {
+    for chunk in 0..tags.div_ceil(500) {
+        let batch: Vec<serde_json::Value> = (0..500.min(tags - chunk * 500))
+            .map(|i| {
+                serde_json::json!({"jsonrpc": "2.0", "id": i, "method": "image.tag",
+                    "params": {"source": "busybox", "target": format!("lag{}:x", i % 2)}})
+            })
+            .collect();
+        let (status, body) = d.post(serde_json::to_string(&batch).unwrap().as_bytes());
+        assert_eq!(status, 200, "batch {chunk}: {body}");
+        assert!(!body.contains("\"error\""), "batch {chunk}: {body}");
+    }
+}
+
+#[test]
+fn berth_events_fails_when_its_stream_is_cut() {
+    require_root!();
+    let mut d = Daemon::start();
+    let mut follower = Command::new(bin("berth"))
+        .arg("-H")
+        .arg(d.host())
+        .args(["events", "--format", "json"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn berth events");
+    std::thread::sleep(Duration::from_millis(500));
+    // berthd dies under the follower: its stream ends without its `end` item.
+    d.kill9();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = follower.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = follower.kill();
+            panic!("berth events still runs 20 s after berthd died");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut follower.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "a cut stream ended as a success");
+    assert!(
+        stderr.contains("the event stream ended early: berthd closed the connection"),
+        "{stderr}"
+    );
+    // Back up, so that it stops cleanly with the test.
+    d.restart();
 }

@@ -691,3 +691,23 @@ fn berth_tests_rotated(log: &std::path::Path) -> PathBuf {
     name.push(".1");
     PathBuf::from(name)
 }
+
+#[test]
+fn berth_run_prints_every_line_of_a_chatty_container() {
+    require_root!();
+    let d = Daemon::start();
+    import_busybox(&d, "busybox");
+    // Far more lines than jsonrpsee's default subscription buffer (1024), which the CLI
+    // outran and cut the output of; they come faster than the CLI prints them.
+    const LINES: usize = 30_000;
+    let out = ok(&d.cli(&["run", "--rm", "busybox", "sh", "-c", &printer(LINES, None)]));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), LINES, "last line: {:?}", lines.last());
+    assert!(
+        lines
+            .iter()
+            .enumerate()
+            .all(|(i, line)| *line == format!("line {i}")),
+        "lines missing or out of order"
+    );
+}

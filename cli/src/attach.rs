@@ -122,7 +122,7 @@ pub async fn session(client: &WsClient, id: &str, tty: bool, stdin: bool) -> any
         tokio::select! {
             event = sub.next() => {
                 let Some(event) = event else {
-                    anyhow::bail!("the daemon closed the attach stream");
+                    return Err(crate::client::cut_short(&sub, "attach stream"));
                 };
                 match event.context("attach stream")? {
                     AttachEvent::Output { stream, data } => {

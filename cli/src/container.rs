@@ -1092,7 +1092,7 @@ pub async fn exec(client: &WsClient, args: ExecArgs) -> anyhow::Result<u8> {
             }
         };
         let Some(event) = event else {
-            bail!("the daemon closed the exec stream");
+            return Err(crate::client::cut_short(&sub, "exec stream"));
         };
         match event.context("exec stream")? {
             ExecEvent::Started { exec_id: id } => {

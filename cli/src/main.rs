@@ -418,10 +418,17 @@ pub(crate) fn describe(e: &anyhow::Error) -> String {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let conn = cli.conn.resolve(&|name| std::env::var_os(name))?;
-    let connect = || client::connect(&conn, client::STREAM_BUFFER);
+    let connect_buffering = |items| client::connect(&conn, items);
+    let connect = || connect_buffering(client::STREAM_BUFFER);
     let code = match cli.command {
         Command::Run { detach, create } => {
-            container::run(&connect().await?, create, detach).await?
+            // Attached to stdin or a terminal, the output comes as chunks, not lines.
+            let items = if create.interactive || create.tty {
+                client::CHUNK_BUFFER
+            } else {
+                client::STREAM_BUFFER
+            };
+            container::run(&connect_buffering(items).await?, create, detach).await?
         }
         Command::Create(a) => container::create(&connect().await?, a).await?,
         Command::Start { ids } => container::start(&connect().await?, ids).await?,
@@ -467,12 +474,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             container::each(ids, |id| ContainerClient::unpause(&c, id)).await?
         }
         Command::Attach { no_stdin, id } => {
-            container::attach(&connect().await?, id, !no_stdin).await?
+            let c = connect_buffering(client::CHUNK_BUFFER).await?;
+            container::attach(&c, id, !no_stdin).await?
         }
-        Command::Cp(a) => {
-            container::cp(&client::connect(&conn, client::CHUNK_BUFFER).await?, a).await?
+        Command::Cp(a) => container::cp(&connect_buffering(client::CHUNK_BUFFER).await?, a).await?,
+        Command::Exec(a) => {
+            container::exec(&connect_buffering(client::CHUNK_BUFFER).await?, a).await?
         }
-        Command::Exec(a) => container::exec(&connect().await?, a).await?,
         Command::Top { id } => container::top(&connect().await?, id).await?,
         Command::Stats(a) => container::stats(&connect().await?, a).await?,
         Command::Rename { id, name } => {

@@ -1,6 +1,7 @@
 //! OpenTelemetry traces. When berthd's `otlp-endpoint` is set, berth's spans (every API call,
 //! plugin call, image pull and its layers, container start and its phases) are exported over
-//! OTLP/HTTP (protobuf) by a batch processor on its own thread, so a slow or absent collector
+//! OTLP/HTTP (protobuf; TLS for an `https://` endpoint, checked against the system's roots or
+//! the `otlp-ca` bundle) by a batch processor on its own thread, so a slow or absent collector
 //! never holds a call up. A caller's W3C `traceparent` header makes its trace the parent of
 //! the call's span. Without an endpoint nothing is exported and the spans stay local.
 
@@ -23,6 +24,14 @@ pub enum Error {
         /// Why.
         message: String,
     },
+    /// The `otlp-ca` bundle could not be read or holds no certificate.
+    #[error("OTLP collector CA {path}: {message}")]
+    Ca {
+        /// The configured file.
+        path: String,
+        /// Why.
+        message: String,
+    },
 }
 
 impl Error {
@@ -42,17 +51,44 @@ pub struct Telemetry {
 const SCOPE: &str = "berthd";
 
 impl Telemetry {
-    /// An OTLP/HTTP exporter to `endpoint` (e.g. `http://127.0.0.1:4318/v1/traces`) and the
-    /// provider feeding it; installed as the global provider, so spans made directly with
-    /// the OpenTelemetry API (the shim's phases) go the same way. Call outside any async
-    /// runtime (the HTTP client is blocking, on the processor's thread).
-    pub fn otlp(endpoint: &str) -> Result<Telemetry, Error> {
+    /// An OTLP/HTTP exporter to `endpoint` (e.g. `http://127.0.0.1:4318/v1/traces`, or an
+    /// `https://` URL whose certificate must chain to `ca`, or without one to the system's
+    /// roots) and the provider feeding it; installed as the global provider, so spans made
+    /// directly with the OpenTelemetry API (the shim's phases) go the same way. Call outside
+    /// any async runtime (the HTTP client is blocking, on the processor's thread).
+    pub fn otlp(endpoint: &str, ca: Option<&std::path::Path>) -> Result<Telemetry, Error> {
         use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
+        const TIMEOUT: Duration = Duration::from_secs(5);
+        let mut client = reqwest::blocking::Client::builder()
+            .use_rustls_tls()
+            .timeout(TIMEOUT);
+        if let Some(ca) = ca {
+            let bad = |message: String| Error::Ca {
+                path: ca.display().to_string(),
+                message,
+            };
+            let pem = std::fs::read(ca).map_err(|e| bad(e.to_string()))?;
+            let roots = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| bad(format!("not a PEM certificate bundle: {e}")))?;
+            if roots.is_empty() {
+                return Err(bad("holds no PEM certificate".to_owned()));
+            }
+            // Like a collector client's OTEL_EXPORTER_OTLP_CERTIFICATE: this CA, no other.
+            client = client.tls_built_in_root_certs(false);
+            for root in roots {
+                client = client.add_root_certificate(root);
+            }
+        }
+        let client = client.build().map_err(|e| Error::Exporter {
+            endpoint: endpoint.to_owned(),
+            message: format!("building its HTTP client: {e}"),
+        })?;
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
+            .with_http_client(client)
             .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
             .with_endpoint(endpoint)
-            .with_timeout(Duration::from_secs(5))
+            .with_timeout(TIMEOUT)
             .with_headers(Default::default())
             .build()
             .map_err(|e| Error::Exporter {
@@ -144,6 +180,24 @@ mod tests {
     use opentelemetry::trace::TraceId;
     use opentelemetry_sdk::trace::InMemorySpanExporter;
     use tracing_subscriber::layer::SubscriberExt as _;
+
+    #[test]
+    fn a_collector_ca_that_is_no_certificate_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let endpoint = "https://127.0.0.1:4318/v1/traces";
+        let missing = dir.path().join("missing.pem");
+        let e = Telemetry::otlp(endpoint, Some(&missing)).unwrap_err();
+        assert!(matches!(e, Error::Ca { .. }), "{e}");
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let e = Telemetry::otlp(endpoint, Some(&empty))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("no PEM certificate") && e.contains("empty.pem"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn spans_adopt_the_callers_trace_and_phases_nest_under_them() {

@@ -10,7 +10,7 @@ use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
 use berth_tests::registry::Registry;
-use berth_tests::{Daemon, import_busybox, require_registry};
+use berth_tests::{Daemon, import_busybox, require_registry, require_root};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message as _;
 
@@ -35,6 +35,15 @@ struct Receiver {
 
 impl Receiver {
     fn start() -> Receiver {
+        Receiver::listen(None)
+    }
+
+    /// The same over TLS, with this server configuration.
+    fn start_tls(tls: rustls::ServerConfig) -> Receiver {
+        Receiver::listen(Some(Arc::new(tls)))
+    }
+
+    fn listen(tls: Option<Arc<rustls::ServerConfig>>) -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let spans = Arc::new(Mutex::new(Vec::new()));
@@ -44,7 +53,16 @@ impl Receiver {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { continue };
                 let (spans, requests) = (Arc::clone(&s), Arc::clone(&r));
-                std::thread::spawn(move || serve(conn, &spans, &requests));
+                let tls = tls.clone();
+                std::thread::spawn(move || match tls {
+                    None => serve(conn, &spans, &requests),
+                    Some(tls) => {
+                        let Ok(session) = rustls::ServerConnection::new(tls) else {
+                            return;
+                        };
+                        serve(rustls::StreamOwned::new(session, conn), &spans, &requests);
+                    }
+                });
             }
         });
         Receiver {
@@ -64,11 +82,10 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn serve(
-    conn: std::net::TcpStream,
+    conn: impl Read + Write,
     spans: &Mutex<Vec<Exported>>,
     requests: &Mutex<Vec<(String, String)>>,
 ) {
-    let mut writer = conn.try_clone().unwrap();
     let mut reader = BufReader::new(conn);
     loop {
         let mut request_line = String::new();
@@ -119,7 +136,8 @@ fn serve(
         }
         let ok =
             b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n";
-        if writer.write_all(ok).is_err() {
+        let writer = reader.get_mut();
+        if writer.write_all(ok).and_then(|()| writer.flush()).is_err() {
             return;
         }
     }
@@ -239,4 +257,73 @@ fn spans_reach_an_otlp_receiver_with_the_callers_trace_and_the_start_phases() {
             .all(|(path, ty)| path == "/v1/traces" && ty == "application/x-protobuf"),
         "{requests:?}"
     );
+}
+
+/// A TLS server configuration from deploy/gen-certs.sh's CA and server certificate (for
+/// 127.0.0.1), made in `dir`; the CA's path.
+fn collector_tls(dir: &std::path::Path) -> (rustls::ServerConfig, std::path::PathBuf) {
+    use rustls_pki_types::pem::PemObject as _;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/gen-certs.sh");
+    let out = std::process::Command::new("sh")
+        .arg(&script)
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let chain = rustls_pki_types::CertificateDer::pem_file_iter(dir.join("server-cert.pem"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(dir.join("server-key.pem")).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    (config, dir.join("ca.pem"))
+}
+
+#[test]
+fn spans_reach_an_https_collector_whose_certificate_chains_to_otlp_ca() {
+    require_root!();
+    let certs = tempfile::tempdir().unwrap();
+    let (tls, ca) = collector_tls(certs.path());
+    let ca = ca.to_str().unwrap().to_owned();
+    let call = br#"{"jsonrpc":"2.0","id":1,"method":"system.version"}"#;
+
+    let trusted = Receiver::start_tls(tls.clone());
+    let endpoint = format!("https://127.0.0.1:{}/v1/traces", trusted.port);
+    let mut d = Daemon::start_with(&["--otlp-endpoint", &endpoint, "--otlp-ca", &ca]);
+    assert_eq!(d.post(call).0, 200);
+    assert!(d.stop().success());
+    let spans = trusted.spans();
+    assert!(
+        spans.iter().any(|s| s.name == "system.version"),
+        "{spans:#?}"
+    );
+    assert!(
+        trusted
+            .requests
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|(path, _)| path == "/v1/traces")
+    );
+
+    // Without otlp-ca the system's roots decide, and they do not know the test CA: the
+    // export fails its handshake, and berthd goes on regardless.
+    let untrusted = Receiver::start_tls(tls);
+    let endpoint = format!("https://127.0.0.1:{}/v1/traces", untrusted.port);
+    let mut d = Daemon::start_with(&["--otlp-endpoint", &endpoint]);
+    assert_eq!(d.post(call).0, 200);
+    assert!(d.stop().success());
+    assert!(untrusted.requests.lock().unwrap().is_empty());
+    assert!(untrusted.spans().is_empty());
 }

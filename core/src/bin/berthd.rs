@@ -19,12 +19,14 @@ type FilterHandle = reload::Handle<EnvFilter, Registry>;
 fn init_logging(
     level: &str,
     format: LogFormat,
-    otlp: Option<&str>,
+    otlp: Option<(&str, Option<&std::path::Path>)>,
 ) -> anyhow::Result<(FilterHandle, Option<Telemetry>)> {
     let filter = EnvFilter::try_new(level).context("invalid log level")?;
     let (filter, handle) = reload::Layer::new(filter);
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let telemetry = otlp.map(Telemetry::otlp).transpose()?;
+    let telemetry = otlp
+        .map(|(endpoint, ca)| Telemetry::otlp(endpoint, ca))
+        .transpose()?;
     let berth_spans = Targets::new().with_target("berth_core", LevelFilter::INFO);
     let lines = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let lines: Box<dyn Layer<Registry> + Send + Sync> = match format {
@@ -58,7 +60,10 @@ fn run() -> anyhow::Result<()> {
     let (filter, telemetry) = init_logging(
         &config.log_level,
         config.log_format,
-        config.otlp_endpoint.as_deref(),
+        config
+            .otlp_endpoint
+            .as_deref()
+            .map(|endpoint| (endpoint, config.otlp_ca.as_deref())),
     )?;
     // Everything that must be exclusive (data root, socket) happens before any thread
     // exists, so a refused start has touched nothing.

@@ -94,8 +94,12 @@ pub struct Config {
     pub local_log_max_files: u32,
     /// Line format of the local logs: `json-file` (docker's) or `cri` (containerd's).
     pub local_log_format: crate::runtime::logfile::LogFormat,
-    /// OTLP/HTTP traces endpoint (e.g. `http://127.0.0.1:4318/v1/traces`); none: no export.
+    /// OTLP/HTTP traces endpoint (e.g. `http://127.0.0.1:4318/v1/traces`, or `https://`);
+    /// none: no export.
     pub otlp_endpoint: Option<String>,
+    /// CA bundle (PEM) an `https://` collector's certificate must chain to; none: the
+    /// system's roots.
+    pub otlp_ca: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -134,6 +138,7 @@ impl Default for Config {
             local_log_max_files: 2,
             local_log_format: Default::default(),
             otlp_endpoint: None,
+            otlp_ca: None,
         }
     }
 }
@@ -250,9 +255,13 @@ pub struct Args {
     #[arg(long, value_name = "FORMAT")]
     pub local_log_format: Option<crate::runtime::logfile::LogFormat>,
     /// Export traces over OTLP/HTTP (protobuf) to this URL, e.g.
-    /// http://127.0.0.1:4318/v1/traces.
+    /// http://127.0.0.1:4318/v1/traces (or https://).
     #[arg(long, value_name = "URL")]
     pub otlp_endpoint: Option<String>,
+    /// CA (PEM) an https:// OTLP collector's certificate must chain to (default: the
+    /// system's roots).
+    #[arg(long, value_name = "PATH")]
+    pub otlp_ca: Option<PathBuf>,
 }
 
 impl Args {
@@ -308,6 +317,7 @@ impl Args {
             local_log_max_files,
             local_log_format,
             otlp_endpoint,
+            otlp_ca,
         } = self.clone();
         macro_rules! over {
             ($($field:ident),*) => { $( if let Some(v) = $field { cfg.$field = v; } )* };
@@ -339,6 +349,7 @@ impl Args {
             (tls_ca, &mut cfg.tls_ca),
             (tokens_file, &mut cfg.tokens_file),
             (authz_decision_log, &mut cfg.authz_decision_log),
+            (otlp_ca, &mut cfg.otlp_ca),
         ] {
             if flag.is_some() {
                 *field = flag;
@@ -437,12 +448,24 @@ impl Config {
         }
         if let Some(url) = &self.otlp_endpoint
             && !url.starts_with("http://")
+            && !url.starts_with("https://")
         {
             return bad(
                 "otlp-endpoint",
                 format!(
-                    "{url:?}: use an http:// URL such as http://127.0.0.1:4318/v1/traces (no TLS)"
+                    "{url:?}: use an http:// or https:// URL such as http://127.0.0.1:4318/v1/traces"
                 ),
+            );
+        }
+        if self.otlp_ca.is_some()
+            && !self
+                .otlp_endpoint
+                .as_deref()
+                .is_some_and(|url| url.starts_with("https://"))
+        {
+            return bad(
+                "otlp-ca",
+                "is only for an https:// otlp-endpoint".to_owned(),
             );
         }
         if !self.bridge_name.starts_with("berth")
@@ -608,6 +631,26 @@ mod tests {
                 .to_string()
                 .contains("data-root")
         );
+    }
+
+    #[test]
+    fn otlp_takes_http_or_https_and_a_ca_only_for_https() {
+        let with = |endpoint: &str, ca: Option<&str>| {
+            Config {
+                otlp_endpoint: Some(endpoint.to_owned()),
+                otlp_ca: ca.map(PathBuf::from),
+                ..Config::default()
+            }
+            .validate()
+            .map_err(|e| e.to_string())
+        };
+        with("http://127.0.0.1:4318/v1/traces", None).unwrap();
+        with("https://collector:4318/v1/traces", None).unwrap();
+        with("https://collector:4318/v1/traces", Some("/etc/ca.pem")).unwrap();
+        let e = with("grpc://collector:4317", None).unwrap_err();
+        assert!(e.contains("otlp-endpoint"), "{e}");
+        let e = with("http://127.0.0.1:4318/v1/traces", Some("/etc/ca.pem")).unwrap_err();
+        assert!(e.contains("otlp-ca"), "{e}");
     }
 
     #[test]

@@ -433,9 +433,9 @@ pub fn cut_short<T>(subscription: &Subscription<T>, stream: &str) -> anyhow::Err
 /// (jsonrpsee's default of 1024 cut the output of `berth run` of a chatty container).
 pub const STREAM_BUFFER: usize = 1 << 16;
 
-/// The same for streams of large items: archive and output chunks of up to 256 KiB (`cp`,
-/// `exec`, `attach`, `run -i`/`-t`), of which [`STREAM_BUFFER`] would be gigabytes held for a
-/// stalled reader.
+/// The same for streams of large items: output chunks of up to 32 KiB (`exec`, `attach`,
+/// `run -i`/`-t`) and archive chunks of up to 256 KiB (`cp`), of which [`STREAM_BUFFER`]
+/// would be gigabytes held for a stalled reader.
 pub const CHUNK_BUFFER: usize = 1024;
 
 /// Opens the WebSocket session; each subscription holds up to `subscription_buffer` items.

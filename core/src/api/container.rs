@@ -243,14 +243,59 @@ pub fn monitor_all(ctx: &Arc<Context>, ids: Vec<String>) -> Arc<RecentExits> {
     recent
 }
 
-/// Reads a log file from `offset`, returning complete records and the new offset.
-fn read_from(path: &PathBuf, offset: &mut u64) -> Vec<logfile::Record> {
-    let Ok(mut file) = std::fs::File::open(path) else {
-        return Vec::new();
-    };
+/// A container's live log, read as it grows. The file stays open between reads, so what was
+/// written before it was rotated away, or removed with its container (`run --rm` removes it
+/// as soon as the container exits), is still read to its end.
+struct LogTail<'a> {
+    path: &'a std::path::Path,
+    file: Option<std::fs::File>,
+    /// Where the next complete record starts in `file`.
+    offset: u64,
+}
+
+impl<'a> LogTail<'a> {
+    fn new(path: &'a std::path::Path) -> LogTail<'a> {
+        LogTail {
+            path,
+            file: None,
+            offset: 0,
+        }
+    }
+
+    /// The complete records written since the last read, across a rotation.
+    fn read(&mut self) -> Vec<logfile::Record> {
+        use std::os::unix::fs::MetadataExt as _;
+        let identity = |m: std::fs::Metadata| (m.dev(), m.ino());
+        // Which file the path names, seen before reading the open one: a file rotated away
+        // meanwhile gets nothing more once renamed, so it is read to its end below before
+        // the next read moves on to its successor.
+        let named = std::fs::metadata(self.path).ok().map(identity);
+        let mut records = Vec::new();
+        if let Some(file) = &mut self.file {
+            records = complete_records(file, &mut self.offset);
+        }
+        let open = self
+            .file
+            .as_ref()
+            .and_then(|f| f.metadata().ok())
+            .map(identity);
+        if named.is_some()
+            && named != open
+            && let Ok(mut file) = std::fs::File::open(self.path)
+        {
+            self.offset = 0;
+            records.extend(complete_records(&mut file, &mut self.offset));
+            self.file = Some(file);
+        }
+        records
+    }
+}
+
+/// The complete records of `file` from `offset` on; `offset` moves past them.
+fn complete_records(file: &mut std::fs::File, offset: &mut u64) -> Vec<logfile::Record> {
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
     if len < *offset {
-        *offset = 0; // rotated
+        *offset = 0; // truncated
     }
     if file.seek(SeekFrom::Start(*offset)).is_err() {
         return Vec::new();
@@ -1241,8 +1286,8 @@ fn stream_log(
     tx: &tokio::sync::mpsc::Sender<LogLine>,
     inotify: Option<&nix::sys::inotify::Inotify>,
 ) {
-    let mut offset = 0u64;
-    let first = read_from(path, &mut offset);
+    let mut log = LogTail::new(path);
+    let first = log.read();
     let follow_request = LogsRequest {
         tail: None,
         ..request.clone()
@@ -1254,7 +1299,7 @@ fn stream_log(
     }
     loop {
         let done = bundle.join(crate::runtime::files::EXIT).exists() || !container_dir.exists();
-        for line in select_logs(read_from(path, &mut offset), &follow_request) {
+        for line in select_logs(log.read(), &follow_request) {
             if tx.blocking_send(line).is_err() {
                 return;
             }
@@ -1277,6 +1322,41 @@ fn stream_log(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_followed_log_is_read_to_its_end_across_rotation_and_removal() {
+        use std::io::Write as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("container.log");
+        let line = |n: u32| {
+            format!(
+                "{{\"log\":\"line {n}\\n\",\"stream\":\"stdout\",\"time\":\"2026-12-05T00:00:00Z\"}}\n"
+            )
+        };
+        let texts = |records: Vec<logfile::Record>| -> Vec<String> {
+            records.into_iter().map(|r| r.log).collect()
+        };
+        let mut tail = LogTail::new(&path);
+        assert!(tail.read().is_empty(), "no file yet");
+        let mut writer = std::fs::File::create(&path).unwrap();
+        writer.write_all(line(0).as_bytes()).unwrap();
+        // Half a record waits for its end.
+        writer.write_all(&line(1).as_bytes()[..10]).unwrap();
+        assert_eq!(texts(tail.read()), ["line 0\n"]);
+        writer.write_all(&line(1).as_bytes()[10..]).unwrap();
+        // Rotated by rename, as the json-file log does, with a line the reader has not seen.
+        writer.write_all(line(2).as_bytes()).unwrap();
+        std::fs::rename(&path, logfile::rotated(&path, 1)).unwrap();
+        let mut writer = std::fs::File::create(&path).unwrap();
+        writer.write_all(line(3).as_bytes()).unwrap();
+        assert_eq!(texts(tail.read()), ["line 1\n", "line 2\n", "line 3\n"]);
+        // Removed with its container before the reader caught up.
+        writer.write_all(line(4).as_bytes()).unwrap();
+        drop(writer);
+        std::fs::remove_dir_all(dir.path()).unwrap();
+        assert_eq!(texts(tail.read()), ["line 4\n"]);
+        assert!(tail.read().is_empty());
+    }
 
     #[test]
     fn a_session_names_its_container_until_its_guard_drops() {

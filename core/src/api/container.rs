@@ -1279,7 +1279,7 @@ fn follow(
 }
 
 fn stream_log(
-    path: &PathBuf,
+    path: &std::path::Path,
     container_dir: &std::path::Path,
     bundle: &std::path::Path,
     request: &LogsRequest,

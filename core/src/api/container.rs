@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -247,14 +247,14 @@ pub fn monitor_all(ctx: &Arc<Context>, ids: Vec<String>) -> Arc<RecentExits> {
 /// written before it was rotated away, or removed with its container (`run --rm` removes it
 /// as soon as the container exits), is still read to its end.
 struct LogTail<'a> {
-    path: &'a std::path::Path,
+    path: &'a Path,
     file: Option<std::fs::File>,
     /// Where the next complete record starts in `file`.
     offset: u64,
 }
 
 impl<'a> LogTail<'a> {
-    fn new(path: &'a std::path::Path) -> LogTail<'a> {
+    fn new(path: &'a Path) -> LogTail<'a> {
         LogTail {
             path,
             file: None,
@@ -1083,7 +1083,7 @@ impl ContainerApi {
         id: &str,
         driver: Arc<crate::plugin_host::LoggingDriver>,
         reader: Option<crate::plugin_host::ReaderId>,
-        log_path: &std::path::Path,
+        log_path: &Path,
     ) -> Result<(), serde_json::Error> {
         let bundle = self.ctx.containers.bundle_dir(id);
         let container_dir = log_path
@@ -1161,7 +1161,7 @@ impl ContainerApi {
 /// Starts a `berth-shim` helper (exec, archive); a failure is an internal error naming it.
 fn spawn_tool(
     command: &mut tokio::process::Command,
-    program: &std::path::Path,
+    program: &Path,
 ) -> Result<tokio::process::Child, ErrorObjectOwned> {
     command.spawn().map_err(|e| {
         berth_api::error::rpc_error(
@@ -1255,9 +1255,9 @@ async fn stream_exec(
 /// Streams a container's log until its exit is recorded (or it is removed) and everything
 /// written before is sent. Wakes on inotify events, with a slow timer as a safety net.
 fn follow(
-    path: &PathBuf,
-    container_dir: &std::path::Path,
-    bundle: &std::path::Path,
+    path: &Path,
+    container_dir: &Path,
+    bundle: &Path,
     request: &LogsRequest,
     tx: tokio::sync::mpsc::Sender<LogLine>,
 ) {
@@ -1279,9 +1279,9 @@ fn follow(
 }
 
 fn stream_log(
-    path: &std::path::Path,
-    container_dir: &std::path::Path,
-    bundle: &std::path::Path,
+    path: &Path,
+    container_dir: &Path,
+    bundle: &Path,
     request: &LogsRequest,
     tx: &tokio::sync::mpsc::Sender<LogLine>,
     inotify: Option<&nix::sys::inotify::Inotify>,

@@ -596,18 +596,6 @@ fn no_encoding_size_batch_or_naming_trick_reaches_a_handler_unchecked() {
     drop(d);
 }
 
-/// CA, server and two client certificates from deploy/gen-certs.sh.
-fn certificates(dir: &Path) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/gen-certs.sh");
-    let out = Command::new("sh")
-        .arg(&script)
-        .args(["--client", "alice", "--client", "bob"])
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-}
-
 fn tcp_listener(d: &Daemon) -> String {
     let (_, body) = http_post(
         &d.socket,
@@ -631,7 +619,7 @@ fn tls_callers_are_told_apart_by_certificate_and_token() {
     }
     let dir = tempfile::tempdir().unwrap();
     let certs = dir.path().join("certs");
-    certificates(&certs);
+    berth_tests::test_certificates(&certs, &["alice", "bob"]);
     let c = |f: &str| certs.join(f).to_str().unwrap().to_owned();
     let secret = "tok-0123456789abcdef";
     let tokens = write(

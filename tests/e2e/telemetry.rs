@@ -263,17 +263,7 @@ fn spans_reach_an_otlp_receiver_with_the_callers_trace_and_the_start_phases() {
 /// 127.0.0.1), made in `dir`; the CA's path.
 fn collector_tls(dir: &std::path::Path) -> (rustls::ServerConfig, std::path::PathBuf) {
     use rustls_pki_types::pem::PemObject as _;
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/gen-certs.sh");
-    let out = std::process::Command::new("sh")
-        .arg(&script)
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    berth_tests::test_certificates(dir, &[]);
     let chain = rustls_pki_types::CertificateDer::pem_file_iter(dir.join("server-cert.pem"))
         .unwrap()
         .collect::<Result<Vec<_>, _>>()

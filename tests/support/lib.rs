@@ -626,6 +626,24 @@ fn primary_group(user: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
+/// A test CA, a server certificate for localhost and 127.0.0.1, and a client certificate
+/// per name in `clients`, made in `dir` by deploy/gen-certs.sh (`ca.pem`, `server-cert.pem`,
+/// `server-key.pem`, `NAME-cert.pem`, `NAME-key.pem`).
+pub fn test_certificates(dir: &Path, clients: &[&str]) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/gen-certs.sh");
+    let mut cmd = Command::new("sh");
+    cmd.arg(&script);
+    for client in clients {
+        cmd.args(["--client", client]);
+    }
+    let out = cmd.arg(dir).output().expect("run deploy/gen-certs.sh");
+    assert!(
+        out.status.success(),
+        "gen-certs.sh: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Makes (once per machine) a system user with these supplementary groups, each made too.
 pub fn ensure_user(user: &str, groups: &[&str]) {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());

@@ -912,6 +912,17 @@ mod tests {
         handshake_with_client_certificate_and_token(&Pki::load(dir)).await;
     }
 
+    /// A handshake with the listener at `addr` fails, and the error asks whether berthd uses
+    /// TLS there.
+    async fn asks_whether_berthd_uses_tls(addr: &str, files: &TlsFiles) {
+        let e = format!("{:#}", tls_connect(addr, files).await.unwrap_err());
+        assert!(
+            e.starts_with(&format!("TLS handshake with tcp://{addr} failed: ")),
+            "{e}"
+        );
+        assert!(e.contains("does berthd use TLS on this port?"), "{e}");
+    }
+
     #[tokio::test]
     async fn tls_handshake_failures_say_why() {
         let pki = Pki::new();
@@ -940,12 +951,7 @@ mod tests {
             let _ = tcp.read(&mut buf).await;
             let _ = tcp.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
         });
-        let e = format!("{:#}", tls_connect(&addr, &files).await.unwrap_err());
-        assert!(
-            e.starts_with(&format!("TLS handshake with tcp://{addr} failed: ")),
-            "{e}"
-        );
-        assert!(e.contains("does berthd use TLS on this port?"), "{e}");
+        asks_whether_berthd_uses_tls(&addr, &files).await;
         server.await.unwrap();
 
         // A listener that resets the connection instead of answering.
@@ -955,12 +961,7 @@ mod tests {
             let (tcp, _) = resetting.accept().await.unwrap();
             tcp.set_zero_linger().unwrap();
         });
-        let e = format!("{:#}", tls_connect(&reset_addr, &files).await.unwrap_err());
-        assert!(
-            e.starts_with(&format!("TLS handshake with tcp://{reset_addr} failed: ")),
-            "{e}"
-        );
-        assert!(e.contains("does berthd use TLS on this port?"), "{e}");
+        asks_whether_berthd_uses_tls(&reset_addr, &files).await;
         server.await.unwrap();
 
         // Nobody there.

@@ -79,10 +79,13 @@ impl EventsServer for EventsApi {
         // Filtered out or not, an event is only passed on once: `last_seq` is the newest
         // event dealt with, the live stream's own start for a subscriber without `since`.
         let mut last_seq = subscription.seen_up_to;
+        // Sends `event` if the caller asked for it and may see it; false once the caller
+        // has gone.
         let forward = async |event: &Event| {
-            !(filter.matches(event)
-                && shown(event).await
-                && !send(&sink, &EventsItem::Event(event.clone())).await)
+            if !filter.matches(event) || !shown(event).await {
+                return true;
+            }
+            send(&sink, &EventsItem::Event(event.clone())).await
         };
         for event in subscription.past {
             if until.is_some_and(|u| event.time_nano > u) {

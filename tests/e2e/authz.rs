@@ -43,11 +43,21 @@ fn write(dir: &Path, name: &str, content: &str) -> String {
 }
 
 fn decisions(d: &Daemon) -> Vec<Value> {
-    // The writer thread flushes as soon as its queue is empty.
-    std::thread::sleep(std::time::Duration::from_millis(100));
-    std::fs::read_to_string(d.data_root.join("authz/decisions.log"))
-        .unwrap_or_default()
-        .lines()
+    // The writer thread writes in batches (at most 50 ms apart): the log is read once it has
+    // stopped growing for longer than that.
+    let read =
+        || std::fs::read_to_string(d.data_root.join("authz/decisions.log")).unwrap_or_default();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut text = read();
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(150));
+        let now = read();
+        if now == text || std::time::Instant::now() > deadline {
+            break;
+        }
+        text = now;
+    }
+    text.lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
 }

@@ -35,9 +35,10 @@ struct AuthzReport {
     policy: String,
     without_policy: Pass,
     with_policy: Pass,
-    decision_us_p50: f64,
-    decision_us_p99: f64,
-    decisions_logged: usize,
+    /// The policy chain's time per call, from the decision log: `system.version`, then
+    /// `container.list`.
+    decision_version: Latency,
+    decision_list: Latency,
     added_version_p50_us: f64,
     added_version_p99_us: f64,
     added_list_p50_us: f64,
@@ -197,21 +198,28 @@ pub fn authz(
         .count();
     let (without_policy, with_policy) = passes(&plain.socket, &gated.socket, calls)?;
     std::thread::sleep(Duration::from_millis(300));
-    let decisions: Vec<Duration> = std::fs::read_to_string(&log_path)?
+    let logged: Vec<serde_json::Value> = std::fs::read_to_string(&log_path)?
         .lines()
         .skip(logged_before)
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["decision"] == "allow")
-        .filter_map(|v| v["latency_us"].as_u64())
-        .map(Duration::from_micros)
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|v: &serde_json::Value| v["decision"] == "allow")
         .collect();
     drop(gated);
     drop(plain);
-    if decisions.len() < calls {
-        bail!("only {} decisions were logged", decisions.len());
-    }
-    let decisions_logged = decisions.len();
-    let decision = Latency::of(decisions);
+    let decisions_of = |method: &str| -> anyhow::Result<Latency> {
+        let times: Vec<Duration> = logged
+            .iter()
+            .filter(|v| v["method"] == method)
+            .filter_map(|v| v["latency_us"].as_u64())
+            .map(Duration::from_micros)
+            .collect();
+        if times.len() < calls {
+            bail!("only {} decisions on {method} were logged", times.len());
+        }
+        Ok(Latency::of(times))
+    };
+    let decision_version = decisions_of("system.version")?;
+    let decision_list = decisions_of("container.list")?;
 
     let added = |a: f64, b: f64| b - a;
     let added_version_p99_us = added(without_policy.version.p99_us, with_policy.version.p99_us);
@@ -235,9 +243,6 @@ pub fn authz(
         added_list_p50_us: added(without_policy.list.median_us, with_policy.list.median_us),
         added_list_p99_us,
         list_throughput_cost_percent: cost,
-        decision_us_p50: decision.median_us,
-        decision_us_p99: decision.p99_us,
-        decisions_logged,
         targets: vec![
             Target {
                 name: "authz p99 added per call (system.version: authorize)",
@@ -252,12 +257,20 @@ pub fn authz(
                 met: added_list_p99_us <= 50.0,
             },
             Target {
-                name: "authz decision p99 inside the call (decision log)",
+                name: "authz decision p99 inside the call (system.version, decision log)",
                 target: "≤ 50 µs".into(),
-                measured: format!("{:.1} µs", decision.p99_us),
-                met: decision.p99_us <= 50.0,
+                measured: format!("{:.1} µs", decision_version.p99_us),
+                met: decision_version.p99_us <= 50.0,
+            },
+            Target {
+                name: "authz decision p99 inside the call (container.list, decision log)",
+                target: "≤ 50 µs".into(),
+                measured: format!("{:.1} µs", decision_list.p99_us),
+                met: decision_list.p99_us <= 50.0,
             },
         ],
+        decision_version,
+        decision_list,
         without_policy,
         with_policy,
     };
@@ -309,10 +322,19 @@ fn render(r: &AuthzReport) -> String {
         "container.list throughput: {:.0} calls/s without the policy, {:.0} with it ({:.1} % fewer).\n\n",
         r.without_policy.list_calls_per_second, r.with_policy.list_calls_per_second, r.list_throughput_cost_percent
     ));
-    s.push_str(&format!(
-        "The gate's decision time inside the call (target lookup, the Wasm policy call, logging; from the decision log's `latency_us`, {} allowed calls): median {:.1} µs, p99 {:.1} µs.\n\n",
-        r.decisions_logged, r.decision_us_p50, r.decision_us_p99
-    ));
+    s.push_str(
+        "The policy chain's time inside each call (from the decision log's `latency_us`: asking every policy of the chain, which here is the Wasm call with its marshalling and the Rego evaluation of `allow`, and for the list also of `list_scope`; the target lookup before it and the list narrowing after it are not included):\n\n| call | decisions | median | p90 | p99 | mean |\n|---|---|---|---|---|---|\n",
+    );
+    for (call, l) in [
+        ("system.version", &r.decision_version),
+        ("container.list", &r.decision_list),
+    ] {
+        s.push_str(&format!(
+            "| {call} | {} | {:.1} µs | {:.1} µs | {:.1} µs | {:.1} µs |\n",
+            l.samples, l.median_us, l.p90_us, l.p99_us, l.mean_us
+        ));
+    }
+    s.push('\n');
     s.push_str("## Targets\n\n");
     s.push_str(&crate::targets_table(&r.targets));
     s

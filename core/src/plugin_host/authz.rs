@@ -351,6 +351,7 @@ pub struct Authorizer {
     config: Vec<(String, String)>,
     limits: Limits,
     failures: super::FailureReport,
+    ticker: super::ticker::Ticker,
     instance: tokio::sync::Mutex<Option<Instance<Bindings>>>,
     stats: std::sync::Mutex<CallStats>,
 }
@@ -388,6 +389,7 @@ impl Authorizer {
             config,
             limits: oversight.limits,
             failures: oversight.failures,
+            ticker: oversight.ticker,
             instance: tokio::sync::Mutex::new(None),
             stats: std::sync::Mutex::new(CallStats::default()),
         })

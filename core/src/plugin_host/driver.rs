@@ -174,8 +174,8 @@ macro_rules! call {
 pub(super) use call;
 
 /// The methods every driver handle shares (instantiate, configure, count, stats), for a
-/// handle with fields `name`, `engine`, `pre`, `config`, `limits`, `failures`, `instance`
-/// and `stats`,
+/// handle with fields `name`, `engine`, `pre`, `config`, `limits`, `failures`, `ticker`,
+/// `instance` and `stats`,
 /// methods `preopen`, `net_host` and `connect_grant`, and a store made by `new_store`.
 macro_rules! driver_methods {
     () => {
@@ -202,6 +202,7 @@ macro_rules! driver_methods {
                 std::sync::Arc::clone(&self.name),
                 self.preopen(),
                 &self.limits,
+                &self.ticker,
                 self.net_host(),
                 self.connect_grant(),
             )

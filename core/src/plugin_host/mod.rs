@@ -12,6 +12,7 @@ mod driver;
 mod logging;
 mod network;
 mod sandbox;
+mod ticker;
 mod volume;
 
 use std::path::{Path, PathBuf};
@@ -273,12 +274,14 @@ impl FailureReport {
 pub(crate) struct Oversight {
     pub(crate) limits: Limits,
     pub(crate) failures: FailureReport,
+    pub(crate) ticker: ticker::Ticker,
 }
 
 /// The engine, its epoch ticker and the component cache.
 #[derive(Clone)]
 pub struct PluginHost {
     engine: Engine,
+    ticker: ticker::Ticker,
     cache_dir: PathBuf,
     limits: Limits,
     failures: FailureReport,
@@ -308,22 +311,16 @@ impl PluginHost {
             message: e.to_string(),
         })?;
         cache::prepare_dir(cache_dir)?;
-        let weak = engine.weak();
-        std::thread::Builder::new()
-            .name("wasm-epoch".into())
-            .spawn(move || {
-                while let Some(engine) = weak.upgrade() {
-                    engine.increment_epoch();
-                    drop(engine);
-                    std::thread::sleep(TICK);
-                }
-            })
-            .map_err(|source| Error::Io {
+        // Ticks go on long enough for any call to reach its deadline, and its outer timeout.
+        let keep_ticking = limits.call_timeout + driver::GRACE + 2 * TICK;
+        let ticker =
+            ticker::Ticker::start(&engine, TICK, keep_ticking).map_err(|source| Error::Io {
                 what: "start the epoch ticker".into(),
                 source,
             })?;
         Ok(PluginHost {
             engine,
+            ticker,
             cache_dir: cache_dir.to_path_buf(),
             limits,
             failures: FailureReport::default(),
@@ -335,6 +332,7 @@ impl PluginHost {
         Oversight {
             limits: self.limits,
             failures: self.failures.clone(),
+            ticker: self.ticker.clone(),
         }
     }
 

@@ -105,6 +105,8 @@ pub(super) struct PluginState {
     limiter: Limiter,
     /// The scoped network operations of a network driver; `None` for other worlds.
     pub(super) net: Option<Arc<dyn NetHost>>,
+    /// Told of every armed deadline, so the epoch advances while the call runs.
+    ticker: super::ticker::Ticker,
 }
 
 impl WasiView for PluginState {
@@ -150,6 +152,7 @@ pub(super) fn new_store(
     plugin: Arc<str>,
     state_dir: Option<&Path>,
     limits: &Limits,
+    ticker: &super::ticker::Ticker,
     net: Option<Arc<dyn NetHost>>,
     connect: Option<Arc<ConnectGrant>>,
 ) -> wasmtime::Result<Store<PluginState>> {
@@ -188,6 +191,7 @@ pub(super) fn new_store(
             table,
             limiter,
             net,
+            ticker: ticker.clone(),
         },
     );
     store.limiter(|state| &mut state.limiter);
@@ -199,6 +203,7 @@ pub(super) fn new_store(
 /// Arms the deadline for the next call: the call yields to tokio every tick and traps once
 /// `timeout` of wall-clock time has passed.
 pub(super) fn arm_deadline(store: &mut Store<PluginState>, timeout: Duration) {
+    store.data().ticker.armed();
     let started = Instant::now();
     store.epoch_deadline_callback(move |_| {
         if started.elapsed() >= timeout {

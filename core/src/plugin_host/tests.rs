@@ -157,6 +157,24 @@ async fn an_endless_loop_misses_its_deadline_and_the_next_call_works() {
     );
 }
 
+/// The epoch ticker parks once no call has been armed for longer than a call can last; the
+/// next call wakes it, or an endless loop would never be interrupted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_loop_after_an_idle_spell_still_misses_its_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_host, driver) = hostile("spin", dir.path()).await;
+    driver.create("fine", &[]).await.unwrap();
+    // The tests' call limit (1 s) and the grace after it: the ticker is parked by now.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let started = std::time::Instant::now();
+    assert_failed(driver.create("spin", &[]).await, "deadline");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blocking_host_call_is_ended_by_the_outer_timeout() {
     let dir = tempfile::tempdir().unwrap();

@@ -80,6 +80,7 @@ pub struct VolumeDriver {
     config: Vec<(String, String)>,
     limits: Limits,
     failures: super::FailureReport,
+    ticker: super::ticker::Ticker,
     instance: tokio::sync::Mutex<Option<Instance<Bindings>>>,
     stats: std::sync::Mutex<CallStats>,
 }
@@ -124,6 +125,7 @@ impl VolumeDriver {
             config,
             limits: oversight.limits,
             failures: oversight.failures,
+            ticker: oversight.ticker,
             instance: tokio::sync::Mutex::new(None),
             stats: std::sync::Mutex::new(CallStats::default()),
         })

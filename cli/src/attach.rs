@@ -98,10 +98,17 @@ fn strip_detach(data: &[u8], held: &mut bool) -> (Vec<u8>, bool) {
     (out, false)
 }
 
-/// Attaches to container `id`: output to stdout/stderr, stdin to the container when
-/// `stdin` is set, raw mode and resizes when `tty` is set.
-pub async fn session(client: &WsClient, id: &str, tty: bool, stdin: bool) -> anyhow::Result<Ended> {
-    let mut sub = client
+/// Attaches to container `id`: output to stdout/stderr (over `paced`), stdin to the
+/// container when `stdin` is set, raw mode and resizes when `tty` is set (over `client`).
+pub async fn session(
+    client: &WsClient,
+    paced: &crate::client::Paced,
+    id: &str,
+    tty: bool,
+    stdin: bool,
+) -> anyhow::Result<Ended> {
+    let mut sub = paced
+        .client
         .attach(id.to_owned())
         .await
         .context("container.attach")?;
@@ -136,6 +143,7 @@ pub async fn session(client: &WsClient, id: &str, tty: bool, stdin: bool) -> any
                             out.write_all(&bytes)?;
                             out.flush()?;
                         }
+                        paced.took();
                     }
                     AttachEvent::Exit { exit_code } => return Ok(Ended::Exited(exit_code)),
                 }

@@ -1,5 +1,6 @@
-//! Connecting to berthd: `unix:///path` or `tcp://host:port`, one WebSocket carrying every
-//! call and subscription of a command. On tcp:// hosts optionally TLS (rustls with the ring
+//! Connecting to berthd: `unix:///path` or `tcp://host:port`, one WebSocket for a command's
+//! calls and, for a command that prints a stream, one more carrying only that stream, read no
+//! faster than the command writes it out ([`Paced`]). On tcp:// hosts optionally TLS (rustls with the ring
 //! provider: berthd's certificate verified against a CA or the system's roots, optionally a
 //! client certificate) and a bearer token. On the Unix socket berthd knows the caller by its
 //! peer credentials, so neither applies there.
@@ -10,7 +11,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
-use berth_api::jsonrpsee::core::client::{Subscription, SubscriptionCloseReason};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use berth_api::jsonrpsee::client_transport::ws::{Url, WsTransportClientBuilder};
+use berth_api::jsonrpsee::core::client::{
+    ReceivedMessage, Subscription, SubscriptionCloseReason, TransportReceiverT, TransportSenderT,
+};
 use berth_api::jsonrpsee::ws_client::{HeaderMap, HeaderValue, WsClient, WsClientBuilder};
 use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -416,7 +422,7 @@ async fn tls_connect(
 }
 
 /// Why `subscription` ended without its closing item. jsonrpsee's client drops a subscription
-/// whose items pile up unread (see [`STREAM_BUFFER`]), as when stdout is a pipe nobody drains;
+/// whose items pile up unread beyond its buffer, which a [`Paced`] stream never lets happen;
 /// the other way is a closed connection. Either way what came so far is not the whole stream,
 /// and the command must not end as if it were.
 pub fn cut_short<T>(subscription: &Subscription<T>, stream: &str) -> anyhow::Error {
@@ -428,64 +434,175 @@ pub fn cut_short<T>(subscription: &Subscription<T>, stream: &str) -> anyhow::Err
     }
 }
 
-/// Items a subscription may hold unread before jsonrpsee's client drops it. Log lines and
-/// events come from berthd in bursts of thousands, faster than a terminal or pipe takes them
-/// (jsonrpsee's default of 1024 cut the output of `berth run` of a chatty container).
-pub const STREAM_BUFFER: usize = 1 << 16;
+/// Items a subscription on a [`connect`]ion may hold unread before jsonrpsee's client drops
+/// it. The streams there come slowly (a pull's or push's progress, `stats`); the ones that can
+/// outrun their reader (output, logs, archives, events) are [`Paced`].
+const STREAM_BUFFER: usize = 1 << 16;
 
-/// The same for streams of large items: output chunks of up to 32 KiB (`exec`, `attach`,
-/// `run -i`/`-t`) and archive chunks of up to 256 KiB (`cp`), of which [`STREAM_BUFFER`]
-/// would be gigabytes held for a stalled reader.
-pub const CHUNK_BUFFER: usize = 1024;
+/// jsonrpsee's buffer on a [`Paced`] connection, which holds at most [`PACE_WINDOW`] items
+/// (and the subscription's answer): output chunks are up to 32 KiB, archive chunks up to
+/// 256 KiB.
+const PACED_BUFFER: usize = 1024;
 
-/// Opens the WebSocket session; each subscription holds up to `subscription_buffer` items.
-pub async fn connect(conn: &Connection, subscription_buffer: usize) -> anyhow::Result<WsClient> {
+/// Opens the WebSocket session for a command's calls.
+pub async fn connect(conn: &Connection) -> anyhow::Result<WsClient> {
+    open(conn, STREAM_BUFFER, None).await
+}
+
+/// A connection for one subscription whose items are taken as fast as they can be written
+/// out, and no faster: once [`PACE_WINDOW`] items have arrived that the command has not
+/// [`took`](Paced::took) yet, the connection stops reading from berthd. berthd's sends then
+/// wait, and so does what feeds them (the process behind an `exec`, the archive behind a
+/// `cp`): a stalled reader slows the stream down instead of losing it.
+///
+/// Only the subscription may use it: a call's answer queued behind unread items would wait
+/// for the command, which waits for the answer. Calls go over a [`connect`]ion of their own.
+pub struct Paced {
+    /// The client to subscribe with.
+    pub client: WsClient,
+    flow: Arc<Flow>,
+}
+
+impl Paced {
+    /// The command has written out one more item of the stream.
+    pub fn took(&self) {
+        let _ = self
+            .flow
+            .unread
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        self.flow.taken.notify_one();
+    }
+}
+
+/// Items of a paced stream that may be read ahead of the command: far below jsonrpsee's
+/// per-subscription buffer ([`PACED_BUFFER`]), at which it would drop the subscription.
+pub const PACE_WINDOW: usize = PACED_BUFFER / 4;
+
+#[derive(Default)]
+struct Flow {
+    /// Messages read from berthd and not yet taken by the command (the subscription's
+    /// answer is one that never is: one slot of the window).
+    unread: AtomicUsize,
+    taken: tokio::sync::Notify,
+}
+
+/// The transport's receiving half, holding back while the window is full.
+struct PacedReceiver<R> {
+    inner: R,
+    flow: Arc<Flow>,
+}
+
+impl<R: TransportReceiverT + Send> TransportReceiverT for PacedReceiver<R> {
+    type Error = R::Error;
+
+    async fn receive(&mut self) -> Result<ReceivedMessage, Self::Error> {
+        loop {
+            let taken = self.flow.taken.notified();
+            if self.flow.unread.load(Ordering::SeqCst) < PACE_WINDOW {
+                break;
+            }
+            taken.await;
+        }
+        let message = self.inner.receive().await?;
+        self.flow.unread.fetch_add(1, Ordering::SeqCst);
+        Ok(message)
+    }
+}
+
+/// Opens a [`Paced`] connection.
+pub async fn connect_paced(conn: &Connection) -> anyhow::Result<Paced> {
+    let flow = Arc::new(Flow::default());
+    let client = open(conn, PACED_BUFFER, Some(Arc::clone(&flow))).await?;
+    Ok(Paced { client, flow })
+}
+
+async fn open(
+    conn: &Connection,
+    subscription_buffer: usize,
+    flow: Option<Arc<Flow>>,
+) -> anyhow::Result<WsClient> {
     let host = &conn.host;
     let unreachable = || format!("cannot connect to berthd at {host}: is it running?");
-    let mut builder = WsClientBuilder::default()
-        .max_request_size(u32::MAX)
-        .max_response_size(u32::MAX)
+    let client = WsClientBuilder::default()
         .max_buffer_capacity_per_subscription(subscription_buffer)
         .request_timeout(std::time::Duration::from_secs(24 * 3600));
+    let mut transport = WsTransportClientBuilder::default()
+        .max_request_size(u32::MAX)
+        .max_response_size(u32::MAX)
+        .connection_timeout(CONNECT_TIMEOUT);
     if let Some(token) = &conn.token {
+        // Once, though a command may open two connections.
+        static WARNED: std::sync::Once = std::sync::Once::new();
         if conn.tls.is_none() {
-            eprintln!(
-                "berth: warning: the token goes to {host} in cleartext (use --tlsverify and \
-                 --tlscacert)"
-            );
+            WARNED.call_once(|| {
+                eprintln!(
+                    "berth: warning: the token goes to {host} in cleartext (use --tlsverify \
+                     and --tlscacert)"
+                );
+            });
         }
         let mut headers = HeaderMap::new();
         let value = HeaderValue::from_str(&format!("Bearer {token}"))
             .context("the token holds characters a header cannot carry")?;
         headers.insert("authorization", value);
-        builder = builder.set_headers(headers);
+        transport = transport.set_headers(headers);
     }
+    let url = |authority: &str| {
+        Url::parse(&format!("ws://{authority}/")).context("the address is not a URL host")
+    };
     match (host, &conn.tls) {
         (Host::Tcp(addr), Some(files)) => {
             let stream = tls_connect(addr, files).await?;
-            builder
-                .build_with_stream(format!("ws://{addr}/"), stream)
+            let (sender, receiver) = transport
+                .build_with_stream(url(addr)?, stream)
                 .await
                 .with_context(|| {
                     format!(
                         "berthd at {host} refused the connection (check the client certificate \
                          or token)"
                     )
-                })
+                })?;
+            Ok(finish(client, sender, receiver, flow))
         }
         (Host::Unix(path), _) => {
             let stream = tokio::net::UnixStream::connect(path)
                 .await
                 .with_context(unreachable)?;
-            builder
-                .build_with_stream("ws://localhost/", stream)
+            let (sender, receiver) = transport
+                .build_with_stream(url("localhost")?, stream)
                 .await
-                .with_context(unreachable)
+                .with_context(unreachable)?;
+            Ok(finish(client, sender, receiver, flow))
         }
-        (Host::Tcp(addr), None) => builder
-            .build(format!("ws://{addr}/"))
-            .await
-            .with_context(unreachable),
+        (Host::Tcp(addr), None) => {
+            let (sender, receiver) = transport
+                .build(url(addr)?)
+                .await
+                .with_context(unreachable)?;
+            Ok(finish(client, sender, receiver, flow))
+        }
+    }
+}
+
+fn finish<S, R>(
+    builder: WsClientBuilder,
+    sender: S,
+    receiver: R,
+    flow: Option<Arc<Flow>>,
+) -> WsClient
+where
+    S: TransportSenderT + Send,
+    R: TransportReceiverT + Send,
+{
+    match flow {
+        Some(flow) => builder.build_with_transport(
+            sender,
+            PacedReceiver {
+                inner: receiver,
+                flow,
+            },
+        ),
+        None => builder.build_with_transport(sender, receiver),
     }
 }
 
@@ -867,7 +984,7 @@ mod tests {
             token: Some("s3cret".into()),
         };
         // The server answers 401 to the WebSocket upgrade.
-        let e = format!("{:#}", connect(&conn, STREAM_BUFFER).await.unwrap_err());
+        let e = format!("{:#}", connect(&conn).await.unwrap_err());
         assert!(e.contains("refused the connection"), "{e}");
         let (cert, request) = server.await.unwrap().unwrap();
         assert_eq!(cert, pki.client_der);

@@ -10,6 +10,8 @@ use berth_api::container::{
 use berth_api::jsonrpsee::core::client::Error as RpcError;
 use berth_api::jsonrpsee::ws_client::WsClient;
 
+use crate::client::{Connection, Paced};
+
 use crate::output::{self, Format};
 
 /// Options shared by `run` and `create`.
@@ -471,12 +473,17 @@ pub async fn create(client: &WsClient, args: CreateArgs) -> anyhow::Result<u8> {
 }
 
 /// `berth run`: create, start, stream output, exit with the container's code.
-pub async fn run(client: &WsClient, args: CreateArgs, detach: bool) -> anyhow::Result<u8> {
-    let created = match create_container(client, &args).await? {
-        Ok(c) => c,
-        Err(code) => return Ok(code),
-    };
+pub async fn run(
+    client: &WsClient,
+    conn: &Connection,
+    args: CreateArgs,
+    detach: bool,
+) -> anyhow::Result<u8> {
     if detach {
+        let created = match create_container(client, &args).await? {
+            Ok(c) => c,
+            Err(code) => return Ok(code),
+        };
         if let Err(e) = client.start(created.id.clone(), None).await {
             let code = start_exit_code(&e);
             eprintln!("berth: {}", crate::describe(&e.into()));
@@ -485,11 +492,22 @@ pub async fn run(client: &WsClient, args: CreateArgs, detach: bool) -> anyhow::R
         println!("{}", created.id);
         return Ok(0);
     }
+    // The output gets a connection of its own, opened while the container is made.
+    let (created, paced) = tokio::join!(
+        create_container(client, &args),
+        crate::client::connect_paced(conn)
+    );
+    let created = match created? {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    let paced = paced?;
     if args.interactive || args.tty {
-        return run_attached(client, &created.id, &args).await;
+        return run_attached(client, &paced, &created.id, &args).await;
     }
     // Follow the log from its start before starting, so no output is missed.
-    let mut logs = client
+    let mut logs = paced
+        .client
         .logs_follow(created.id.clone(), None)
         .await
         .context("container.logs_follow")?;
@@ -519,6 +537,7 @@ pub async fn run(client: &WsClient, args: CreateArgs, detach: bool) -> anyhow::R
             } else {
                 out.write_all(line.log.as_bytes()).and_then(|_| out.flush())
             };
+            paced.took();
         }
         Some(crate::client::cut_short(&logs, "output stream"))
     };
@@ -684,7 +703,8 @@ fn time_arg(s: &Option<String>) -> anyhow::Result<Option<String>> {
 }
 
 /// `berth logs`.
-pub async fn logs(client: &WsClient, args: LogsArgs) -> anyhow::Result<u8> {
+pub async fn logs(paced: &Paced, args: LogsArgs) -> anyhow::Result<u8> {
+    let client = &paced.client;
     let tail = match args.tail.as_deref() {
         None | Some("all") => None,
         Some(n) => Some(
@@ -723,6 +743,7 @@ pub async fn logs(client: &WsClient, args: LogsArgs) -> anyhow::Result<u8> {
                     break;
                 }
             }
+            paced.took();
         }
         if !ended {
             let _ = std::io::stdout().flush();
@@ -806,7 +827,12 @@ pub async fn prune(client: &WsClient) -> anyhow::Result<u8> {
 }
 
 /// `run -i`/`-t`: start, then attach (the first attach gets the output written before it).
-async fn run_attached(client: &WsClient, id: &str, args: &CreateArgs) -> anyhow::Result<u8> {
+async fn run_attached(
+    client: &WsClient,
+    paced: &Paced,
+    id: &str,
+    args: &CreateArgs,
+) -> anyhow::Result<u8> {
     if let Err(e) = client.start(id.to_owned(), Some(true)).await {
         let code = start_exit_code(&e);
         eprintln!("berth: {}", crate::describe(&e.into()));
@@ -815,7 +841,7 @@ async fn run_attached(client: &WsClient, id: &str, args: &CreateArgs) -> anyhow:
         }
         return Ok(code);
     }
-    match crate::attach::session(client, id, args.tty, args.interactive).await {
+    match crate::attach::session(client, paced, id, args.tty, args.interactive).await {
         Ok(crate::attach::Ended::Exited(code)) => Ok(u8::try_from(code).unwrap_or(255)),
         Ok(crate::attach::Ended::Detached) => {
             eprintln!(
@@ -845,7 +871,12 @@ async fn run_attached(client: &WsClient, id: &str, args: &CreateArgs) -> anyhow:
 }
 
 /// `berth attach`.
-pub async fn attach(client: &WsClient, id: String, stdin: bool) -> anyhow::Result<u8> {
+pub async fn attach(
+    client: &WsClient,
+    paced: &Paced,
+    id: String,
+    stdin: bool,
+) -> anyhow::Result<u8> {
     let details = match client.inspect(id.clone()).await {
         Ok(d) => d,
         Err(e) => {
@@ -856,6 +887,7 @@ pub async fn attach(client: &WsClient, id: String, stdin: bool) -> anyhow::Resul
     let full = details.summary.id.clone();
     match crate::attach::session(
         client,
+        paced,
         &full,
         details.config.tty,
         stdin && details.config.open_stdin,
@@ -1032,7 +1064,7 @@ pub struct ExecArgs {
 
 /// `berth exec`: streams the process's output, feeds it stdin with `-i`, and exits with
 /// its exit code.
-pub async fn exec(client: &WsClient, args: ExecArgs) -> anyhow::Result<u8> {
+pub async fn exec(client: &WsClient, paced: &Paced, args: ExecArgs) -> anyhow::Result<u8> {
     use base64::Engine as _;
     use base64::engine::general_purpose::STANDARD as BASE64;
     use berth_api::container::{ExecEvent, ExecRequest};
@@ -1045,7 +1077,7 @@ pub async fn exec(client: &WsClient, args: ExecArgs) -> anyhow::Result<u8> {
         stdin: args.interactive,
         tty: args.tty,
     };
-    let mut sub = match client.exec(args.container.clone(), request).await {
+    let mut sub = match paced.client.exec(args.container.clone(), request).await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("berth: {}", crate::describe(&e.into()));
@@ -1113,6 +1145,7 @@ pub async fn exec(client: &WsClient, args: ExecArgs) -> anyhow::Result<u8> {
             }
             ExecEvent::Exit { exit_code } => return Ok(u8::try_from(exit_code).unwrap_or(255)),
         }
+        paced.took();
     }
 }
 
@@ -1172,14 +1205,19 @@ impl std::io::Read for ChannelReader {
 
 /// `berth cp`: copies between a container (running or stopped) and the local machine,
 /// with docker's rules for directories and new names.
-pub async fn cp(client: &WsClient, args: CpArgs) -> anyhow::Result<u8> {
+pub async fn cp(client: &WsClient, conn: &Connection, args: CpArgs) -> anyhow::Result<u8> {
     use base64::Engine as _;
     use base64::engine::general_purpose::STANDARD as BASE64;
     use berth_api::container::ArchiveEvent;
 
     match (container_path(&args.source), container_path(&args.dest)) {
         (Some((id, path)), None) => {
-            let mut sub = match client.archive_get(id.to_owned(), path.to_owned()).await {
+            let paced = crate::client::connect_paced(conn).await?;
+            let mut sub = match paced
+                .client
+                .archive_get(id.to_owned(), path.to_owned())
+                .await
+            {
                 Ok(s) => s,
                 Err(e) => {
                     eprintln!("berth: {}", crate::describe(&e.into()));
@@ -1209,6 +1247,7 @@ pub async fn cp(client: &WsClient, args: CpArgs) -> anyhow::Result<u8> {
                         if tx.send(BASE64.decode(data)?).await.is_err() {
                             break;
                         }
+                        paced.took();
                     }
                     ArchiveEvent::End => {
                         ended = true;

@@ -5,7 +5,7 @@ use std::io::Write as _;
 use anyhow::Context as _;
 use berth_api::events::{Event, EventsClient, EventsItem, EventsRequest};
 
-use berth_api::jsonrpsee::ws_client::WsClient;
+use crate::client::Paced;
 
 /// Options of `berth events`.
 #[derive(Debug, clap::Args)]
@@ -44,7 +44,8 @@ fn line(event: &Event) -> String {
 }
 
 /// `berth events`.
-pub async fn events(client: &WsClient, args: EventsArgs) -> anyhow::Result<u8> {
+pub async fn events(paced: &Paced, args: EventsArgs) -> anyhow::Result<u8> {
+    let client = &paced.client;
     let json = match args.format.as_deref() {
         None | Some("table") => false,
         Some("json") => true,
@@ -82,6 +83,7 @@ pub async fn events(client: &WsClient, args: EventsArgs) -> anyhow::Result<u8> {
             }
             EventsItem::End => return Ok(0),
         }
+        paced.took();
     }
     // Without its `end`, the stream did not finish: say why rather than look like it did.
     Err(crate::client::cut_short(&stream, "event stream"))

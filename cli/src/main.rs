@@ -418,25 +418,20 @@ pub(crate) fn describe(e: &anyhow::Error) -> String {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let conn = cli.conn.resolve(&|name| std::env::var_os(name))?;
-    let connect_buffering = |items| client::connect(&conn, items);
-    let connect = || connect_buffering(client::STREAM_BUFFER);
+    let connect = || client::connect(&conn);
+    // Calls over one connection, a stream's items over another (see client::Paced).
+    let connect_both = || async { tokio::try_join!(connect(), client::connect_paced(&conn)) };
     let code = match cli.command {
         Command::Run { detach, create } => {
-            // Attached to stdin or a terminal, the output comes as chunks, not lines.
-            let items = if create.interactive || create.tty {
-                client::CHUNK_BUFFER
-            } else {
-                client::STREAM_BUFFER
-            };
-            container::run(&connect_buffering(items).await?, create, detach).await?
+            container::run(&connect().await?, &conn, create, detach).await?
         }
         Command::Create(a) => container::create(&connect().await?, a).await?,
         Command::Start { ids } => container::start(&connect().await?, ids).await?,
         Command::Ps(a) | Command::Container(ContainerCommand::Ls(a)) => {
             container::ps(&connect().await?, a).await?
         }
-        Command::Logs(a) => container::logs(&connect().await?, a).await?,
-        Command::Events(a) => events::events(&connect().await?, a).await?,
+        Command::Logs(a) => container::logs(&client::connect_paced(&conn).await?, a).await?,
+        Command::Events(a) => events::events(&client::connect_paced(&conn).await?, a).await?,
         Command::Wait { ids } => container::wait(&connect().await?, ids).await?,
         Command::Kill { signal, ids } => {
             let c = connect().await?;
@@ -474,12 +469,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             container::each(ids, |id| ContainerClient::unpause(&c, id)).await?
         }
         Command::Attach { no_stdin, id } => {
-            let c = connect_buffering(client::CHUNK_BUFFER).await?;
-            container::attach(&c, id, !no_stdin).await?
+            let (c, paced) = connect_both().await?;
+            container::attach(&c, &paced, id, !no_stdin).await?
         }
-        Command::Cp(a) => container::cp(&connect_buffering(client::CHUNK_BUFFER).await?, a).await?,
+        Command::Cp(a) => container::cp(&connect().await?, &conn, a).await?,
         Command::Exec(a) => {
-            container::exec(&connect_buffering(client::CHUNK_BUFFER).await?, a).await?
+            let (c, paced) = connect_both().await?;
+            container::exec(&c, &paced, a).await?
         }
         Command::Top { id } => container::top(&connect().await?, id).await?,
         Command::Stats(a) => container::stats(&connect().await?, a).await?,

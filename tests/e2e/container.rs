@@ -1494,3 +1494,96 @@ fn container_processes_start_with_default_signal_dispositions() {
     );
     let _ = d.cli(&["rm", "-f", "pipes"]);
 }
+
+/// Runs `berth ARGS` whose reader takes nothing for `stall`, then reads everything: the
+/// bytes it read, the exit status and stderr.
+fn read_after_a_stall(
+    d: &Daemon,
+    args: &[&str],
+    stall: std::time::Duration,
+) -> (usize, std::process::ExitStatus, String) {
+    use std::io::Read as _;
+    use std::process::Stdio;
+    let mut child = std::process::Command::new(berth_tests::bin("berth"))
+        .arg("-H")
+        .arg(d.host())
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run berth");
+    let mut stderr = child.stderr.take().expect("piped");
+    let errors = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    std::thread::sleep(stall);
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut total = 0;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match stdout.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => total += n,
+            Err(e) => panic!("reading berth's output: {e}"),
+        }
+    }
+    let status = berth_tests::wait_with_timeout(&mut child, std::time::Duration::from_secs(120));
+    (total, status, errors.join().unwrap_or_default())
+}
+
+/// A reader that stops taking output for a while loses nothing: `exec`, `logs -f` and `cp`
+/// wait for it (berthd, and the process behind the stream, are slowed down), as docker's do.
+/// The CLI's client used to read ahead until its per-stream buffer of 1024 items overflowed,
+/// then drop the stream.
+#[test]
+fn streams_wait_for_a_reader_that_stalls() {
+    require_root!();
+    let d = daemon_with_busybox();
+    let stall = std::time::Duration::from_secs(4);
+    // Far more than 1024 output chunks.
+    const BYTES: usize = 64 << 20;
+    let o = d.cli(&["run", "-d", "--name", "box", "busybox", "sleep", "600"]);
+    assert!(o.status.success(), "{}", err(&o));
+
+    let count = BYTES.to_string();
+    let (read, status, errors) = read_after_a_stall(
+        &d,
+        &["exec", "box", "head", "-c", &count, "/dev/zero"],
+        stall,
+    );
+    assert!(status.success(), "exec: {status}: {errors}");
+    assert_eq!(read, BYTES, "exec: {errors}");
+
+    let o = d.cli(&[
+        "exec",
+        "box",
+        "sh",
+        "-c",
+        &format!("head -c {count} /dev/zero > /big"),
+    ]);
+    assert!(o.status.success(), "{}", err(&o));
+    let (read, status, errors) = read_after_a_stall(&d, &["cp", "box:/big", "-"], stall);
+    assert!(status.success(), "cp: {status}: {errors}");
+    // A tar stream: the file, its header and the end-of-archive blocks.
+    assert!(read > BYTES, "cp gave {read} bytes: {errors}");
+
+    // Far more than the 65536 log lines a stream of lines used to hold.
+    const LINES: usize = 200_000;
+    let o = d.cli(&[
+        "run",
+        "--name",
+        "chatty",
+        "busybox",
+        "busybox",
+        "seq",
+        "1",
+        &LINES.to_string(),
+    ]);
+    assert!(o.status.success(), "{}", err(&o));
+    let (read, status, errors) = read_after_a_stall(&d, &["logs", "-f", "chatty"], stall);
+    assert!(status.success(), "logs -f: {status}: {errors}");
+    let expected: usize = (1..=LINES).map(|i| i.to_string().len() + 1).sum();
+    assert_eq!(read, expected, "logs -f: {errors}");
+}

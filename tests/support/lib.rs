@@ -401,7 +401,7 @@ pub fn signal(pid: u32, sig: i32) {
     }
 }
 
-fn wait_with_timeout(child: &mut Child, limit: Duration) -> ExitStatus {
+pub fn wait_with_timeout(child: &mut Child, limit: Duration) -> ExitStatus {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(status) = child.try_wait().expect("wait") {

@@ -1,18 +1,17 @@
 //! Connecting to berthd: `unix:///path` or `tcp://host:port`, one WebSocket for a command's
 //! calls and, for a command that prints a stream, one more carrying only that stream, read no
-//! faster than the command writes it out ([`Paced`]). On tcp:// hosts optionally TLS (rustls with the ring
-//! provider: berthd's certificate verified against a CA or the system's roots, optionally a
-//! client certificate) and a bearer token. On the Unix socket berthd knows the caller by its
-//! peer credentials, so neither applies there.
+//! faster than the command writes it out ([`Paced`]). On tcp:// hosts optionally TLS (rustls
+//! with the ring provider: berthd's certificate verified against a CA or the system's roots,
+//! optionally a client certificate) and a bearer token. On the Unix socket berthd knows the
+//! caller by its peer credentials, so neither applies there.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use berth_api::jsonrpsee::client_transport::ws::{Url, WsTransportClientBuilder};
 use berth_api::jsonrpsee::core::client::{
     ReceivedMessage, Subscription, SubscriptionCloseReason, TransportReceiverT, TransportSenderT,
@@ -455,8 +454,9 @@ pub async fn connect(conn: &Connection) -> anyhow::Result<WsClient> {
 /// wait, and so does what feeds them (the process behind an `exec`, the archive behind a
 /// `cp`): a stalled reader slows the stream down instead of losing it.
 ///
-/// Only the subscription may use it: a call's answer queued behind unread items would wait
-/// for the command, which waits for the answer. Calls go over a [`connect`]ion of their own.
+/// Once the subscription's items flow, nothing else may use it: a call's answer queued behind
+/// unread items would wait for the command, which waits for the answer. Calls go over a
+/// [`connect`]ion of their own.
 pub struct Paced {
     /// The client to subscribe with.
     pub client: WsClient,
@@ -476,7 +476,7 @@ impl Paced {
 
 /// Items of a paced stream that may be read ahead of the command: far below jsonrpsee's
 /// per-subscription buffer ([`PACED_BUFFER`]), at which it would drop the subscription.
-pub const PACE_WINDOW: usize = PACED_BUFFER / 4;
+const PACE_WINDOW: usize = PACED_BUFFER / 4;
 
 #[derive(Default)]
 struct Flow {

@@ -199,6 +199,32 @@ impl Latency {
     }
 }
 
+/// The CPU time process `pid` has used so far (every thread), read from its CPU-time clock:
+/// nanoseconds, where /proc's utime and stime count whole ticks.
+fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+    let mut clock: libc::clockid_t = 0;
+    // SAFETY: clock is a valid place for the clock id.
+    let rc = unsafe { libc::clock_getcpuclockid(pid as libc::pid_t, &mut clock) };
+    if rc != 0 {
+        bail!(
+            "no CPU-time clock for process {pid}: {}",
+            std::io::Error::from_raw_os_error(rc)
+        );
+    }
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: now is a valid timespec to fill.
+    if unsafe { libc::clock_gettime(clock, &mut now) } != 0 {
+        bail!(
+            "reading the CPU time of process {pid}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(Duration::new(now.tv_sec as u64, now.tv_nsec as u32))
+}
+
 /// Memory of one process, from /proc/PID/smaps_rollup.
 #[derive(Debug, Serialize)]
 struct Memory {
@@ -374,6 +400,11 @@ impl Berthd {
 }
 
 impl Berthd {
+    /// The CPU time berthd has used so far, all its threads together.
+    fn cpu_time(&self) -> anyhow::Result<Duration> {
+        cpu_time(self.child.id())
+    }
+
     /// Stops berthd with SIGTERM, as a service manager would, so it finishes what it does at
     /// shutdown (flushing spans, the event log); waits up to 20 s.
     fn stop(mut self) {

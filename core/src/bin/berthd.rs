@@ -45,6 +45,10 @@ fn init_logging(
 }
 
 fn main() -> std::process::ExitCode {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv.get(1).is_some_and(|a| a == "compile-plugin") {
+        return compile_plugin(&argv[2..]);
+    }
     match run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -54,7 +58,26 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// `berthd compile-plugin CACHE_DIR PLUGIN`: berthd's plugin host compiling a component (on
+/// stdin) into its cache in a process of its own (see `plugin_host::compile_out_of_process`).
+fn compile_plugin(args: &[std::ffi::OsString]) -> std::process::ExitCode {
+    let [dir, plugin] = args else {
+        eprintln!("usage: berthd compile-plugin CACHE_DIR PLUGIN < component.wasm");
+        return std::process::ExitCode::from(2);
+    };
+    let plugin = plugin.to_string_lossy();
+    match berth_core::plugin_host::compile_plugin_main(std::path::Path::new(dir), &plugin) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 fn run() -> anyhow::Result<()> {
+    // The running binary, even if its file has been replaced since.
+    berth_core::plugin_host::compile_out_of_process("/proc/self/exe".into());
     let args = Args::parse();
     let config = args.load()?;
     let (filter, telemetry) = init_logging(

@@ -50,16 +50,33 @@ fn engine_key(engine: &Engine) -> String {
     hex::encode(&hasher.0.finalize()[..12])
 }
 
-/// Loads `wasm` compiled from the cache, compiling (and caching) it on a miss. Returns the
-/// component and the hex sha256 of `wasm`.
+/// Loads `wasm` compiled from the cache, compiling (and caching) it on a miss: here, or by
+/// running `compiler` (see [`super::compile_out_of_process`]). Returns the component and the
+/// hex sha256 of `wasm`.
 pub(super) fn load(
     engine: &Engine,
     dir: &Path,
     plugin: &str,
     wasm: &[u8],
+    compiler: Option<&Path>,
 ) -> Result<(Component, String)> {
     let digest = hex::encode(Sha256::digest(wasm));
     let path = dir.join(format!("{digest}-{}.cwasm", engine_key(engine)));
+    if !path.exists()
+        && let Some(program) = compiler
+    {
+        compile_elsewhere(program, dir, plugin, wasm)?;
+        if !path.exists() {
+            return Err(Error::Load {
+                plugin: plugin.to_owned(),
+                message: format!(
+                    "{} compiled it but left no {} behind",
+                    program.display(),
+                    path.display()
+                ),
+            });
+        }
+    }
     if path.exists() {
         // SAFETY: the cache directory is root-only and holds nothing but wasmtime's own
         // serialized output for this engine configuration, written through a rename and
@@ -86,6 +103,58 @@ pub(super) fn load(
         Err(e) => tracing::warn!(plugin, "cannot serialize the compiled component: {e}"),
     }
     Ok((component, digest))
+}
+
+/// Runs `program compile-plugin DIR PLUGIN` with `wasm` on its stdin; its failure, crash or
+/// exhaustion is the load's error, with the last of what it wrote on stderr.
+fn compile_elsewhere(program: &Path, dir: &Path, plugin: &str, wasm: &[u8]) -> Result<()> {
+    use std::process::{Command, Stdio};
+    let failed = |message: String| Error::Load {
+        plugin: plugin.to_owned(),
+        message,
+    };
+    let mut child = Command::new(program)
+        .arg("compile-plugin")
+        .arg(dir)
+        .arg(plugin)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            failed(format!(
+                "cannot run the compiler {}: {e}",
+                program.display()
+            ))
+        })?;
+    // Fed from a thread: a compiler that stops reading and writes to a full stderr pipe
+    // would otherwise wait for us while we wait for it.
+    let mut stdin = child.stdin.take();
+    let wasm = wasm.to_vec();
+    let feeder = std::thread::spawn(move || {
+        if let Some(stdin) = stdin.as_mut() {
+            let _ = stdin.write_all(&wasm);
+        }
+    });
+    let output = child
+        .wait_with_output()
+        .map_err(|e| failed(format!("waiting for the compiler: {e}")))?;
+    let _ = feeder.join();
+    if output.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let said = stderr.trim();
+    let said = &said[said.floor_char_boundary(said.len().saturating_sub(2048))..];
+    Err(failed(match output.status.code() {
+        Some(1) => said.to_owned(),
+        Some(code) => format!("the compiler failed (exit {code}): {said}"),
+        None => format!(
+            "the compiler died ({}) {said}",
+            std::os::unix::process::ExitStatusExt::signal(&output.status)
+                .map_or_else(|| "no status".to_owned(), |s| format!("signal {s}"))
+        ),
+    }))
 }
 
 fn write_entry(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

@@ -296,20 +296,60 @@ impl std::fmt::Debug for PluginHost {
     }
 }
 
+/// The engine every host makes, and every out-of-process compile: the same configuration, so
+/// what one compiles the other can load.
+fn new_engine() -> Result<Engine> {
+    let mut config = Config::new();
+    config.epoch_interruption(true);
+    if std::env::var_os("BERTH_WASM_PERFMAP").is_some_and(|v| v == "1") {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
+    Engine::new(&config).map_err(|e| Error::Load {
+        plugin: "(engine)".into(),
+        message: e.to_string(),
+    })
+}
+
+/// The program that compiles components for the hosts of this process, if not themselves.
+static COMPILER: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Makes every host of this process compile components by running `program` with the
+/// arguments `compile-plugin CACHE_DIR PLUGIN` and the component on its stdin (berthd runs
+/// itself so: see [`compile_plugin_main`]), then load the result from the cache. Compiling
+/// is the one time cranelift runs: in a process of its own, its code and heap never become
+/// part of berthd's memory, and a component that crashes or exhausts the compiler fails its
+/// load instead of berthd. Set once, before any host loads a component.
+pub fn compile_out_of_process(program: PathBuf) {
+    let _ = COMPILER.set(program);
+}
+
+/// The work of `PROGRAM compile-plugin CACHE_DIR PLUGIN`: the component on stdin compiled into
+/// `cache_dir` with the engine configuration of every host. The error is what the loading host
+/// reports after its own "plugin PLUGIN: cannot load the component:".
+pub fn compile_plugin_main(cache_dir: &Path, plugin: &str) -> std::result::Result<(), String> {
+    use std::io::Read as _;
+    let mut wasm = Vec::new();
+    std::io::stdin()
+        .lock()
+        .read_to_end(&mut wasm)
+        .map_err(|e| format!("reading the component from stdin: {e}"))?;
+    let compiled = new_engine().and_then(|engine| {
+        cache::prepare_dir(cache_dir)?;
+        cache::load(&engine, cache_dir, plugin, &wasm, None)
+    });
+    match compiled {
+        Ok(_) => Ok(()),
+        Err(Error::Load { message, .. }) => Err(message),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 impl PluginHost {
     /// Makes the engine (epoch interruption on) and starts its ticker thread; compiled
     /// components are cached in `cache_dir` (created 0700). With `BERTH_WASM_PERFMAP=1` in
     /// the environment, plugin code is named in `/tmp/perf-PID.map` for `perf`.
     pub fn new(cache_dir: &Path, limits: Limits) -> Result<PluginHost> {
-        let mut config = Config::new();
-        config.epoch_interruption(true);
-        if std::env::var_os("BERTH_WASM_PERFMAP").is_some_and(|v| v == "1") {
-            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
-        }
-        let engine = Engine::new(&config).map_err(|e| Error::Load {
-            plugin: "(engine)".into(),
-            message: e.to_string(),
-        })?;
+        let engine = new_engine()?;
         cache::prepare_dir(cache_dir)?;
         // Ticks go on long enough for any call to reach its deadline, and its outer timeout.
         let keep_ticking = limits.call_timeout + driver::GRACE + 2 * TICK;
@@ -345,7 +385,13 @@ impl PluginHost {
     /// Compiles `wasm` (or loads it from the cache) and finds its world and version.
     /// Blocking: compiling takes up to seconds; call it off the async workers.
     pub fn load(&self, plugin: &str, wasm: &[u8]) -> Result<LoadedComponent> {
-        let (component, digest) = cache::load(&self.engine, &self.cache_dir, plugin, wasm)?;
+        let (component, digest) = cache::load(
+            &self.engine,
+            &self.cache_dir,
+            plugin,
+            wasm,
+            COMPILER.get().map(PathBuf::as_path),
+        )?;
         let (kind, version) = self.world_of(plugin, &component)?;
         Ok(LoadedComponent {
             component,

@@ -677,3 +677,57 @@ async fn syslog_driver_reaches_only_the_granted_addresses() {
         .unwrap_err();
     assert_eq!(bad.kind(), ErrorKind::InvalidArgument, "{bad}");
 }
+
+/// A compiler program (see `compile_out_of_process`) that fails, dies or writes nothing fails
+/// the load with what happened, and nothing is cached; one that compiles is loaded from.
+#[test]
+fn an_out_of_process_compiler_that_fails_fails_the_load_clearly() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let cache_dir = dir.path().join("cache");
+    cache::prepare_dir(&cache_dir).unwrap();
+    let engine = new_engine().unwrap();
+    let wasm = fixture("spin");
+    let script = |name: &str, body: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    };
+    let load = |program: &Path| match cache::load(&engine, &cache_dir, "spin", &wasm, Some(program))
+    {
+        Ok(_) => panic!("{} loaded", program.display()),
+        Err(e) => e.to_string(),
+    };
+    let e = load(&script(
+        "fails",
+        "cat > /dev/null; echo 'out of luck' >&2; exit 3",
+    ));
+    assert!(
+        e.contains("the compiler failed (exit 3): out of luck"),
+        "{e}"
+    );
+    let e = load(&script("dies", "kill -9 $$"));
+    assert!(e.contains("the compiler died (signal 9)"), "{e}");
+    let e = load(&script("idle", "cat > /dev/null"));
+    assert!(e.contains("left no"), "{e}");
+    let e = load(&dir.path().join("missing"));
+    assert!(e.contains("cannot run the compiler"), "{e}");
+    assert_eq!(std::fs::read_dir(&cache_dir).unwrap().count(), 0);
+
+    // A compiler that does the work (here: copies an entry compiled elsewhere): the
+    // component is then loaded from what it left in the cache.
+    let elsewhere = dir.path().join("elsewhere");
+    cache::prepare_dir(&elsewhere).unwrap();
+    let (_, digest) = cache::load(&engine, &elsewhere, "spin", &wasm, None).unwrap();
+    let copier = script(
+        "copier",
+        &format!(
+            "cat > /dev/null; cp {}/{digest}-*.cwasm \"$2/\"",
+            elsewhere.display()
+        ),
+    );
+    let (_, loaded) = cache::load(&engine, &cache_dir, "spin", &wasm, Some(&copier)).unwrap();
+    assert_eq!(loaded, digest);
+    assert_eq!(std::fs::read_dir(&cache_dir).unwrap().count(), 1);
+}

@@ -107,11 +107,13 @@ pub async fn session(
     tty: bool,
     stdin: bool,
 ) -> anyhow::Result<Ended> {
-    let mut sub = paced
-        .client
-        .attach(id.to_owned())
-        .await
-        .context("container.attach")?;
+    let mut sub = paced.read(
+        paced
+            .client
+            .attach(id.to_owned())
+            .await
+            .context("container.attach")?,
+    );
     let interactive_terminal = tty && nix::unistd::isatty(std::io::stdin()).unwrap_or(false);
     let _raw = if interactive_terminal {
         RawMode::enable()
@@ -129,7 +131,7 @@ pub async fn session(
         tokio::select! {
             event = sub.next() => {
                 let Some(event) = event else {
-                    return Err(crate::client::cut_short(&sub, "attach stream"));
+                    return Err(sub.cut_short("attach stream"));
                 };
                 match event.context("attach stream")? {
                     AttachEvent::Output { stream, data } => {
@@ -143,7 +145,6 @@ pub async fn session(
                             out.write_all(&bytes)?;
                             out.flush()?;
                         }
-                        paced.took();
                     }
                     AttachEvent::Exit { exit_code } => return Ok(Ended::Exited(exit_code)),
                 }

@@ -424,7 +424,7 @@ async fn tls_connect(
 /// whose items pile up unread beyond its buffer, which a [`Paced`] stream never lets happen;
 /// the other way is a closed connection. Either way what came so far is not the whole stream,
 /// and the command must not end as if it were.
-pub fn cut_short<T>(subscription: &Subscription<T>, stream: &str) -> anyhow::Error {
+fn cut_short<T>(subscription: &Subscription<T>, stream: &str) -> anyhow::Error {
     match subscription.close_reason() {
         Some(SubscriptionCloseReason::Lagged) => {
             anyhow!("the {stream} was dropped: its items came faster than this reader took them")
@@ -450,9 +450,10 @@ pub async fn connect(conn: &Connection) -> anyhow::Result<WsClient> {
 
 /// A connection for one subscription whose items are taken as fast as they can be written
 /// out, and no faster: once [`PACE_WINDOW`] items have arrived that the command has not
-/// [`took`](Paced::took) yet, the connection stops reading from berthd. berthd's sends then
-/// wait, and so does what feeds them (the process behind an `exec`, the archive behind a
-/// `cp`): a stalled reader slows the stream down instead of losing it.
+/// taken yet, the connection stops reading from berthd. berthd's sends then wait, and so does
+/// what feeds them (the process behind an `exec`, the archive behind a `cp`): a stalled reader
+/// slows the stream down instead of losing it. The subscription is read through
+/// [`Paced::read`], which counts an item taken once the command asks for the next.
 ///
 /// Once the subscription's items flow, nothing else may use it: a call's answer queued behind
 /// unread items would wait for the command, which waits for the answer. Calls go over a
@@ -464,13 +465,43 @@ pub struct Paced {
 }
 
 impl Paced {
-    /// The command has written out one more item of the stream.
-    pub fn took(&self) {
-        let _ = self
-            .flow
-            .unread
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
-        self.flow.taken.notify_one();
+    /// `subscription`, made over this connection's client, as a paced stream.
+    pub fn read<T>(&self, subscription: Subscription<T>) -> PacedStream<T> {
+        PacedStream {
+            subscription,
+            flow: Arc::clone(&self.flow),
+            holding: false,
+        }
+    }
+}
+
+/// A subscription of a [`Paced`] connection.
+pub struct PacedStream<T> {
+    subscription: Subscription<T>,
+    flow: Arc<Flow>,
+    /// Whether the command holds an item it has not finished with: asking for the next one
+    /// finishes it.
+    holding: bool,
+}
+
+impl<T: serde::de::DeserializeOwned> PacedStream<T> {
+    /// The next item; the one before it is taken. Cancel-safe, as `Subscription::next`.
+    pub async fn next(&mut self) -> Option<Result<T, serde_json::Error>> {
+        if std::mem::take(&mut self.holding) {
+            let _ = self
+                .flow
+                .unread
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+            self.flow.taken.notify_one();
+        }
+        let item = self.subscription.next().await;
+        self.holding = item.is_some();
+        item
+    }
+
+    /// Why the stream ended without its closing item (see [`cut_short`]).
+    pub fn cut_short(&self, stream: &str) -> anyhow::Error {
+        cut_short(&self.subscription, stream)
     }
 }
 

@@ -506,11 +506,13 @@ pub async fn run(
         return run_attached(client, &paced, &created.id, &args).await;
     }
     // Follow the log from its start before starting, so no output is missed.
-    let mut logs = paced
-        .client
-        .logs_follow(created.id.clone(), None)
-        .await
-        .context("container.logs_follow")?;
+    let mut logs = paced.read(
+        paced
+            .client
+            .logs_follow(created.id.clone(), None)
+            .await
+            .context("container.logs_follow")?,
+    );
     if let Err(e) = client.start(created.id.clone(), None).await {
         let code = start_exit_code(&e);
         eprintln!("berth: {}", crate::describe(&e.into()));
@@ -537,9 +539,8 @@ pub async fn run(
             } else {
                 out.write_all(line.log.as_bytes()).and_then(|_| out.flush())
             };
-            paced.took();
         }
-        Some(crate::client::cut_short(&logs, "output stream"))
+        Some(logs.cut_short("output stream"))
     };
     let (result, cut) = tokio::join!(waiter, stream);
     let result = result.context("container.wait")?;
@@ -730,10 +731,12 @@ pub async fn logs(paced: &Paced, args: LogsArgs) -> anyhow::Result<u8> {
         }
     };
     if args.follow {
-        let mut sub = client
-            .logs_follow(args.id.clone(), Some(request))
-            .await
-            .context("container.logs_follow")?;
+        let mut sub = paced.read(
+            client
+                .logs_follow(args.id.clone(), Some(request))
+                .await
+                .context("container.logs_follow")?,
+        );
         let mut ended = false;
         while let Some(event) = sub.next().await {
             match event.context("log stream")? {
@@ -743,11 +746,10 @@ pub async fn logs(paced: &Paced, args: LogsArgs) -> anyhow::Result<u8> {
                     break;
                 }
             }
-            paced.took();
         }
         if !ended {
             let _ = std::io::stdout().flush();
-            return Err(crate::client::cut_short(&sub, "log stream"));
+            return Err(sub.cut_short("log stream"));
         }
     } else {
         for line in client
@@ -1078,7 +1080,7 @@ pub async fn exec(client: &WsClient, paced: &Paced, args: ExecArgs) -> anyhow::R
         tty: args.tty,
     };
     let mut sub = match paced.client.exec(args.container.clone(), request).await {
-        Ok(s) => s,
+        Ok(s) => paced.read(s),
         Err(e) => {
             eprintln!("berth: {}", crate::describe(&e.into()));
             return Ok(1);
@@ -1124,7 +1126,7 @@ pub async fn exec(client: &WsClient, paced: &Paced, args: ExecArgs) -> anyhow::R
             }
         };
         let Some(event) = event else {
-            return Err(crate::client::cut_short(&sub, "exec stream"));
+            return Err(sub.cut_short("exec stream"));
         };
         match event.context("exec stream")? {
             ExecEvent::Started { exec_id: id } => {
@@ -1145,7 +1147,6 @@ pub async fn exec(client: &WsClient, paced: &Paced, args: ExecArgs) -> anyhow::R
             }
             ExecEvent::Exit { exit_code } => return Ok(u8::try_from(exit_code).unwrap_or(255)),
         }
-        paced.took();
     }
 }
 
@@ -1218,7 +1219,7 @@ pub async fn cp(client: &WsClient, conn: &Connection, args: CpArgs) -> anyhow::R
                 .archive_get(id.to_owned(), path.to_owned())
                 .await
             {
-                Ok(s) => s,
+                Ok(s) => paced.read(s),
                 Err(e) => {
                     eprintln!("berth: {}", crate::describe(&e.into()));
                     return Ok(1);
@@ -1247,7 +1248,6 @@ pub async fn cp(client: &WsClient, conn: &Connection, args: CpArgs) -> anyhow::R
                         if tx.send(BASE64.decode(data)?).await.is_err() {
                             break;
                         }
-                        paced.took();
                     }
                     ArchiveEvent::End => {
                         ended = true;
@@ -1260,10 +1260,7 @@ pub async fn cp(client: &WsClient, conn: &Connection, args: CpArgs) -> anyhow::R
                 }
             }
             if !ended && failure.is_none() {
-                failure = Some(format!(
-                    "{:#}",
-                    crate::client::cut_short(&sub, "archive stream")
-                ));
+                failure = Some(format!("{:#}", sub.cut_short("archive stream")));
             }
             drop(tx);
             let written = writer.await?;

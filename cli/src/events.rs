@@ -56,10 +56,12 @@ pub async fn events(paced: &Paced, args: EventsArgs) -> anyhow::Result<u8> {
         until: args.until,
         filters: args.filters,
     };
-    let mut stream = client
-        .watch(Some(request))
-        .await
-        .context("events.subscribe")?;
+    let mut stream = paced.read(
+        client
+            .watch(Some(request))
+            .await
+            .context("events.subscribe")?,
+    );
     let mut out = std::io::stdout().lock();
     while let Some(item) = stream.next().await {
         match item.context("event stream")? {
@@ -83,8 +85,7 @@ pub async fn events(paced: &Paced, args: EventsArgs) -> anyhow::Result<u8> {
             }
             EventsItem::End => return Ok(0),
         }
-        paced.took();
     }
     // Without its `end`, the stream did not finish: say why rather than look like it did.
-    Err(crate::client::cut_short(&stream, "event stream"))
+    Err(stream.cut_short("event stream"))
 }

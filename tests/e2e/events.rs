@@ -358,17 +358,7 @@ fn berth_events_fails_when_its_stream_is_cut() {
     std::thread::sleep(Duration::from_millis(500));
     // berthd dies under the follower: its stream ends without its `end` item.
     d.kill9();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = follower.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = follower.kill();
-            panic!("berth events still runs 20 s after berthd died");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = berth_tests::wait_with_timeout(&mut follower, Duration::from_secs(20));
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut follower.stderr.take().unwrap(), &mut stderr).unwrap();
     assert!(!status.success(), "a cut stream ended as a success");

@@ -129,17 +129,16 @@ fn compile_elsewhere(program: &Path, dir: &Path, plugin: &str, wasm: &[u8]) -> R
         })?;
     // Fed from a thread: a compiler that stops reading and writes to a full stderr pipe
     // would otherwise wait for us while we wait for it.
-    let mut stdin = child.stdin.take();
-    let wasm = wasm.to_vec();
-    let feeder = std::thread::spawn(move || {
-        if let Some(stdin) = stdin.as_mut() {
-            let _ = stdin.write_all(&wasm);
-        }
-    });
-    let output = child
-        .wait_with_output()
-        .map_err(|e| failed(format!("waiting for the compiler: {e}")))?;
-    let _ = feeder.join();
+    let stdin = child.stdin.take();
+    let output = std::thread::scope(|scope| {
+        scope.spawn(move || {
+            if let Some(mut stdin) = stdin {
+                let _ = stdin.write_all(wasm);
+            }
+        });
+        child.wait_with_output()
+    })
+    .map_err(|e| failed(format!("waiting for the compiler: {e}")))?;
     if output.status.success() {
         return Ok(());
     }

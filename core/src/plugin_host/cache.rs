@@ -146,7 +146,9 @@ fn compile_elsewhere(program: &Path, dir: &Path, plugin: &str, wasm: &[u8]) -> R
     let said = stderr.trim();
     let said = &said[said.floor_char_boundary(said.len().saturating_sub(2048))..];
     Err(failed(match output.status.code() {
-        Some(1) => said.to_owned(),
+        // berthd's own compiler exits 1 with the whole message on stderr.
+        Some(1) if !said.is_empty() => said.to_owned(),
+        Some(1) => "the compiler failed (exit 1) without saying why".to_owned(),
         Some(code) => format!("the compiler failed (exit {code}): {said}"),
         None => format!(
             "the compiler died ({}) {said}",

@@ -707,6 +707,11 @@ fn an_out_of_process_compiler_that_fails_fails_the_load_clearly() {
         e.contains("the compiler failed (exit 3): out of luck"),
         "{e}"
     );
+    let e = load(&script("silent", "cat > /dev/null; exit 1"));
+    assert!(
+        e.ends_with("the compiler failed (exit 1) without saying why"),
+        "{e}"
+    );
     let e = load(&script("dies", "kill -9 $$"));
     assert!(e.contains("the compiler died (signal 9)"), "{e}");
     let e = load(&script("idle", "cat > /dev/null"));

@@ -40,6 +40,17 @@ struct Series {
     percentiles_us: Vec<f64>,
 }
 
+/// A result's `machine` as the report names it.
+fn machine_text(m: &Value) -> String {
+    format!(
+        "{} CPUs ({}), {} MiB RAM, kernel {}",
+        m["cpus"],
+        m["cpu_model"].as_str().unwrap_or("?"),
+        m["mem_total_kb"].as_u64().unwrap_or(0) / 1024,
+        m["kernel"].as_str().unwrap_or("?")
+    )
+}
+
 /// The report from the results alone (`berth-bench report`).
 pub fn write(out_dir: &Path) -> anyhow::Result<()> {
     write_with(out_dir, "report", Duration::ZERO, &[])
@@ -56,7 +67,8 @@ pub fn write_with(
     let plots = out_dir.join("plots");
     std::fs::create_dir_all(&plots)?;
     let mut md = String::from("# berth benchmark report\n\n");
-    let mut machine_said = false;
+    // The first result's machine heads the report; a scenario measured on another says so.
+    let mut machine: Option<String> = None;
     let mut targets = String::new();
     let mut ratios = String::new();
     let mut sections = String::new();
@@ -71,16 +83,12 @@ pub fn write_with(
         };
         let result: Value =
             serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-        if !machine_said && let Some(m) = result.get("machine") {
-            let _ = writeln!(
-                md,
-                "Machine: {} CPUs ({}), {} MiB RAM, kernel {}.\n",
-                m["cpus"],
-                m["cpu_model"].as_str().unwrap_or("?"),
-                m["mem_total_kb"].as_u64().unwrap_or(0) / 1024,
-                m["kernel"].as_str().unwrap_or("?")
-            );
-            machine_said = true;
+        let measured_on = result.get("machine").map(machine_text);
+        if machine.is_none()
+            && let Some(m) = &measured_on
+        {
+            let _ = writeln!(md, "Machine: {m}.\n");
+            machine = measured_on.clone();
         }
         let command = result["command"].as_str().unwrap_or("?");
         for t in result["targets"].as_array().into_iter().flatten() {
@@ -104,6 +112,9 @@ pub fn write_with(
             sections,
             "## {stem}: {title}\n\nCommand: `{command}`. Details: [{stem}.md]({stem}.md).\n"
         );
+        if let Some(m) = measured_on.filter(|m| Some(m) != machine.as_ref()) {
+            let _ = writeln!(sections, "Measured on another machine: {m}.\n");
+        }
         if !series.is_empty() {
             let svg = plots.join(format!("{stem}.svg"));
             plot(&svg, title, &series).with_context(|| format!("plotting {}", svg.display()))?;

@@ -121,6 +121,9 @@ enum Scenario {
         /// The Rego authorization policy component (built by plugins/build.sh).
         #[arg(long, default_value = "plugins/dist/rego.wasm")]
         policy_component: PathBuf,
+        /// The Rego policy the component runs (root must be allowed to list).
+        #[arg(long, default_value = authz::TEAM_LABELS)]
+        policy: PathBuf,
         /// Measured calls per function.
         #[arg(long, default_value_t = 10_000)]
         calls: usize,
@@ -705,6 +708,7 @@ fn all(cli: &Cli, quick: bool, peers: bool) -> anyhow::Result<()> {
         plugin::plugin(
             Path::new("plugins/dist/local.wasm"),
             Path::new("plugins/dist/rego.wasm"),
+            Path::new(authz::TEAM_LABELS),
             out,
             z.plugin_calls,
         ),
@@ -768,8 +772,15 @@ fn main() -> anyhow::Result<()> {
         Scenario::Plugin {
             component,
             policy_component,
+            policy,
             calls,
-        } => plugin::plugin(&component, &policy_component, &cli.out_dir, calls.max(100)),
+        } => plugin::plugin(
+            &component,
+            &policy_component,
+            &policy,
+            &cli.out_dir,
+            calls.max(100),
+        ),
         Scenario::Run {
             rounds,
             idle,

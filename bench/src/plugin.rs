@@ -40,7 +40,14 @@ struct PolicyCalls {
     candidates: usize,
     authorize: Latency,
     filter: Latency,
+    /// `authorize` under [`BASELINE_POLICY`]: what any policy costs before its own rules.
+    baseline_authorize: Latency,
 }
+
+/// A policy that allows everything with one rule and states no list scope: timed next to
+/// the real one, it separates the fixed cost of a call into the component (marshalling,
+/// the input, one evaluation) from the cost of the policy's own rules.
+const BASELINE_POLICY: &str = "package berth.authz\n\ndefault allow := true\n";
 
 /// The request `container.list` puts to the policy for root on the Unix socket.
 fn list_request(n: u64) -> AuthzRequest {
@@ -67,12 +74,13 @@ fn list_request(n: u64) -> AuthzRequest {
 }
 
 /// Times `authorize` and `filter` (over `candidates` containers of the caller's team) of
-/// the Rego component running plugins/authz/examples/team-labels.rego, the policy of
-/// `berth-bench authz`, with root as no admin.
+/// the Rego component running `policy_path` (by default the policy of `berth-bench authz`),
+/// with root as no admin, and `authorize` under [`BASELINE_POLICY`].
 fn policy_calls(
     runtime: &tokio::runtime::Runtime,
     host: &PluginHost,
     rego: &Path,
+    policy_path: &Path,
     calls: usize,
     candidates: usize,
 ) -> anyhow::Result<PolicyCalls> {
@@ -82,18 +90,47 @@ fn policy_calls(
             rego.display()
         )
     })?;
-    let policy_path = Path::new("plugins/authz/examples/team-labels.rego");
-    let policy = std::fs::read_to_string(policy_path)
-        .context("run from the repository root: plugins/authz/examples/team-labels.rego")?;
+    let policy = std::fs::read_to_string(policy_path).with_context(|| {
+        format!(
+            "reading {} (run from the repository root)",
+            policy_path.display()
+        )
+    })?;
     let loaded = host.load("rego", &wasm)?;
-    let config = vec![
-        (format!("policy:{}", policy_path.display()), policy),
-        (
-            "data:bench.json".to_owned(),
-            r#"{"admins": [], "admin_groups": []}"#.to_owned(),
-        ),
-    ];
-    let authorizer = runtime.block_on(host.authorizer("rego", &loaded, config))?;
+    let config = |name: String, text: String| {
+        vec![
+            (format!("policy:{name}"), text),
+            (
+                "data:bench.json".to_owned(),
+                r#"{"admins": [], "admin_groups": []}"#.to_owned(),
+            ),
+        ]
+    };
+    let baseline = runtime.block_on(host.authorizer(
+        "rego",
+        &loaded,
+        config("baseline.rego".into(), BASELINE_POLICY.into()),
+    ))?;
+    let baseline_authorize = runtime.block_on(async {
+        let mut times = Vec::with_capacity(calls);
+        for n in 0..(calls + calls / 10) as u64 {
+            let request = list_request(n);
+            let started = Instant::now();
+            let decision = baseline.authorize(&request).await?;
+            let took = started.elapsed();
+            anyhow::ensure!(decision.allow, "the baseline policy denied");
+            if n as usize >= calls / 10 {
+                times.push(took);
+            }
+        }
+        anyhow::Ok(times)
+    })?;
+    drop(baseline);
+    let authorizer = runtime.block_on(host.authorizer(
+        "rego",
+        &loaded,
+        config(policy_path.display().to_string(), policy),
+    ))?;
     let list: Vec<Candidate> = (0..candidates)
         .map(|i| Candidate {
             kind: ResourceKind::Container,
@@ -131,6 +168,7 @@ fn policy_calls(
         candidates,
         authorize: Latency::of(authorize),
         filter: Latency::of(filter),
+        baseline_authorize: Latency::of(baseline_authorize),
     })
 }
 
@@ -142,6 +180,7 @@ fn ms(d: Duration) -> f64 {
 pub fn plugin(
     wasm_path: &Path,
     rego_path: &Path,
+    policy_path: &Path,
     out_dir: &Path,
     calls: usize,
 ) -> anyhow::Result<()> {
@@ -201,7 +240,7 @@ pub fn plugin(
         anyhow::Ok((capabilities, get))
     })?;
 
-    let policy = policy_calls(&runtime, &host, rego_path, calls, 10)?;
+    let policy = policy_calls(&runtime, &host, rego_path, policy_path, calls, 10)?;
     let capabilities = Latency::of(capabilities);
     let get = Latency::of(get);
     let cached_load = Latency::of(loads);
@@ -222,7 +261,10 @@ pub fn plugin(
     let result = PluginResult {
         scenario: "plugin",
         machine: machine(),
-        command: format!("berth-bench plugin --calls {calls}"),
+        command: format!(
+            "berth-bench plugin --calls {calls} --policy {}",
+            policy_path.display()
+        ),
         component: wasm_path.display().to_string(),
         component_bytes: wasm.len(),
         compile_ms: ms(compile),
@@ -261,8 +303,12 @@ pub fn plugin(
     md += &row("call: get (WASI file reads)", &result.call_get);
     let p = &result.policy;
     md += &format!(
-        "\n## The Rego authorization policy\n\nComponent `{}` running `{}` (root is no admin), called straight through the plugin host: `authorize` as `container.list` calls it (`authorize-scoped`, which also evaluates the policy's list scope), and `filter` over {} containers of the caller's team, which berthd calls only for a policy that decides lists object by object. No API, no decision log.\n\n| what | median | p90 | p99 | samples |\n|---|---|---|---|---|\n",
+        "\n## The Rego authorization policy\n\nComponent `{}` running `{}` (root is no admin), called straight through the plugin host: `authorize` as `container.list` calls it (`authorize-scoped`, which also evaluates the policy's list scope; the baseline row is the same call under a one-rule policy that allows everything and states no scope, the fixed cost any policy pays before its own rules), and `filter` over {} containers of the caller's team, which berthd calls only for a policy that decides lists object by object. No API, no decision log.\n\n| what | median | p90 | p99 | samples |\n|---|---|---|---|---|\n",
         p.component, p.policy, p.candidates
+    );
+    md += &row(
+        "call: authorize, baseline policy (`default allow := true`)",
+        &p.baseline_authorize,
     );
     md += &row("call: authorize", &p.authorize);
     md += &row(

@@ -149,39 +149,105 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     }
 });
 
+/// A call counter and the latency histogram of its method or function, as recorded
+/// together.
+struct CallHandles {
+    calls: Counter,
+    latency: Histogram,
+}
+
+impl CallHandles {
+    fn record(&self, elapsed: Duration) {
+        self.calls.inc();
+        self.latency.observe(elapsed.as_secs_f64());
+    }
+}
+
+/// The address of a `'static` label value: a key that is hashed and compared without
+/// reading the text. Two literals with the same text may have two addresses; they then get
+/// two cached handles on the same series, which is harmless.
+fn address(label: &'static str) -> usize {
+    label.as_ptr() as usize
+}
+
+/// Handles on the series a thread has recorded to, so that a call on a hot path (every API
+/// call, every plugin call) costs an atomic add and a histogram update, not five label
+/// strings allocated and hashed into two families. Label values are bounded (see above), so
+/// these are too.
+#[derive(Default)]
+struct HandleCache {
+    /// By method and outcome.
+    api: std::collections::HashMap<(usize, usize), CallHandles>,
+    /// By plugin; then function and outcome, few enough to scan.
+    plugins: std::collections::HashMap<Box<str>, Vec<(usize, usize, CallHandles)>>,
+}
+
+thread_local! {
+    static HANDLES: std::cell::RefCell<HandleCache> = std::cell::RefCell::default();
+}
+
 /// Records a JSON-RPC call. `method` must be a known method name (or `unknown`).
-pub fn api_call(method: &str, outcome: &str, elapsed: Duration) {
-    let m = &*METRICS;
-    m.api_calls
-        .get_or_create(&CallLabels {
-            method: method.to_owned(),
-            outcome: outcome.to_owned(),
-        })
-        .inc();
-    m.api_latency
-        .get_or_create(&MethodLabels {
-            method: method.to_owned(),
-        })
-        .observe(elapsed.as_secs_f64());
+pub fn api_call(method: &'static str, outcome: &'static str, elapsed: Duration) {
+    HANDLES.with_borrow_mut(|cache| {
+        cache
+            .api
+            .entry((address(method), address(outcome)))
+            .or_insert_with(|| {
+                let m = &*METRICS;
+                CallHandles {
+                    calls: m
+                        .api_calls
+                        .get_or_create(&CallLabels {
+                            method: method.to_owned(),
+                            outcome: outcome.to_owned(),
+                        })
+                        .clone(),
+                    latency: m
+                        .api_latency
+                        .get_or_create(&MethodLabels {
+                            method: method.to_owned(),
+                        })
+                        .clone(),
+                }
+            })
+            .record(elapsed);
+    });
 }
 
 /// Records a call into a plugin: `outcome` is `ok`, `error` (the plugin's own error) or
 /// `failed` (trap, deadline, limit).
-pub fn plugin_call(plugin: &str, function: &str, outcome: &str, elapsed: Duration) {
-    let m = &*METRICS;
-    m.plugin_calls
-        .get_or_create(&PluginCallLabels {
-            plugin: plugin.to_owned(),
-            function: function.to_owned(),
-            outcome: outcome.to_owned(),
-        })
-        .inc();
-    m.plugin_latency
-        .get_or_create(&PluginLabels {
-            plugin: plugin.to_owned(),
-            function: function.to_owned(),
-        })
-        .observe(elapsed.as_secs_f64());
+pub fn plugin_call(plugin: &str, function: &'static str, outcome: &'static str, elapsed: Duration) {
+    HANDLES.with_borrow_mut(|cache| {
+        let series = match cache.plugins.get_mut(plugin) {
+            Some(series) => series,
+            None => cache.plugins.entry(plugin.into()).or_default(),
+        };
+        let key = (address(function), address(outcome));
+        if let Some((_, _, handles)) = series.iter().find(|(f, o, _)| (*f, *o) == key) {
+            handles.record(elapsed);
+            return;
+        }
+        let m = &*METRICS;
+        let handles = CallHandles {
+            calls: m
+                .plugin_calls
+                .get_or_create(&PluginCallLabels {
+                    plugin: plugin.to_owned(),
+                    function: function.to_owned(),
+                    outcome: outcome.to_owned(),
+                })
+                .clone(),
+            latency: m
+                .plugin_latency
+                .get_or_create(&PluginLabels {
+                    plugin: plugin.to_owned(),
+                    function: function.to_owned(),
+                })
+                .clone(),
+        };
+        handles.record(elapsed);
+        series.push((key.0, key.1, handles));
+    });
 }
 
 /// Records a pull: its outcome, and for a successful one the bytes and the duration.
@@ -268,5 +334,30 @@ mod tests {
             );
         }
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn calls_recorded_on_several_threads_add_up_in_one_series() {
+        let record = || {
+            for _ in 0..3 {
+                plugin_call("tally", "get", "ok", Duration::from_micros(40));
+                api_call("tally.count", "ok", Duration::from_micros(90));
+            }
+        };
+        record();
+        std::thread::spawn(record).join().unwrap();
+        record();
+        let text = render(&[]);
+        for expected in [
+            "berth_plugin_calls_total{plugin=\"tally\",function=\"get\",outcome=\"ok\"} 9\n",
+            "berth_plugin_call_duration_seconds_count{plugin=\"tally\",function=\"get\"} 9\n",
+            "berth_api_calls_total{method=\"tally.count\",outcome=\"ok\"} 9\n",
+            "berth_api_call_duration_seconds_count{method=\"tally.count\"} 9\n",
+        ] {
+            assert!(
+                text.contains(expected),
+                "{expected:?} missing from:\n{text}"
+            );
+        }
     }
 }

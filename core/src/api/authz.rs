@@ -6,7 +6,6 @@
 //! by the label scopes they stated with their decision, or object by object through their
 //! `filter`. Without a configured chain the gate is absent.
 
-use std::collections::HashSet;
 use std::sync::{Arc, OnceLock};
 
 use berth_api::MethodKind;
@@ -63,7 +62,8 @@ pub struct AuthzGate<S> {
 /// Closing a subscription only acts on the caller's own subscription on its own connection,
 /// which was authorized when it opened: these pass without asking.
 fn is_unsubscribe(method: &str) -> bool {
-    static NAMES: OnceLock<HashSet<&'static str>> = OnceLock::new();
+    // A handful of names: comparing them is cheaper than hashing the method.
+    static NAMES: OnceLock<Vec<&'static str>> = OnceLock::new();
     NAMES
         .get_or_init(|| {
             berth_api::all_methods()
@@ -74,7 +74,7 @@ fn is_unsubscribe(method: &str) -> bool {
                 })
                 .collect()
         })
-        .contains(method)
+        .contains(&method)
 }
 
 fn kind_of_namespace(method: &str) -> ResourceKind {
@@ -454,11 +454,6 @@ where
         if is_unsubscribe(&method) {
             return self.inner.call(req).await;
         }
-        let caller = req
-            .extensions()
-            .get::<Caller>()
-            .cloned()
-            .unwrap_or_else(unknown_caller);
         // Known methods arrive here with normalized params (an object); anything else is
         // shown to the policy with none.
         let params: Map<String, Value> = if berth_api::method(&method).is_some() {
@@ -472,7 +467,12 @@ where
         let target = target_of(&state.ctx, &method, &params).await;
         let used = also_uses(&state.ctx, &method, &params).await;
         let params_text = Value::Object(params).to_string();
-        let request = state.gate.request(&caller, &method, params_text, target);
+        let request = match req.extensions().get::<Caller>() {
+            Some(caller) => state.gate.request(caller, &method, params_text, target),
+            None => state
+                .gate
+                .request(&unknown_caller(), &method, params_text, target),
+        };
         let deny = |denied: crate::authz::Denied| {
             MethodResponse::error(
                 req.id(),

@@ -107,6 +107,10 @@ pub(super) struct PluginState {
     pub(super) net: Option<Arc<dyn NetHost>>,
     /// Told of every armed deadline, so the epoch advances while the call runs.
     ticker: super::ticker::Ticker,
+    /// When the running call started, and how long it may run: read by the store's epoch
+    /// callback, which is installed once rather than boxed anew for every call.
+    call_started: Instant,
+    call_timeout: Duration,
 }
 
 impl WasiView for PluginState {
@@ -192,9 +196,19 @@ pub(super) fn new_store(
             limiter,
             net,
             ticker: ticker.clone(),
+            call_started: Instant::now(),
+            call_timeout: limits.call_timeout,
         },
     );
     store.limiter(|state| &mut state.limiter);
+    store.epoch_deadline_callback(|store| {
+        let state = store.data();
+        if state.call_started.elapsed() >= state.call_timeout {
+            Ok(UpdateDeadline::Interrupt)
+        } else {
+            Ok(UpdateDeadline::Yield(1))
+        }
+    });
     store.set_max_component_handles(limits.handles);
     store.set_hostcall_fuel(limits.call_bytes);
     Ok(store)
@@ -203,15 +217,10 @@ pub(super) fn new_store(
 /// Arms the deadline for the next call: the call yields to tokio every tick and traps once
 /// `timeout` of wall-clock time has passed.
 pub(super) fn arm_deadline(store: &mut Store<PluginState>, timeout: Duration) {
-    store.data().ticker.armed();
-    let started = Instant::now();
-    store.epoch_deadline_callback(move |_| {
-        if started.elapsed() >= timeout {
-            Ok(UpdateDeadline::Interrupt)
-        } else {
-            Ok(UpdateDeadline::Yield(1))
-        }
-    });
+    let state = store.data_mut();
+    state.ticker.armed();
+    state.call_started = Instant::now();
+    state.call_timeout = timeout;
     store.set_epoch_deadline(1);
 }
 

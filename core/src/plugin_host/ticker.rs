@@ -96,7 +96,14 @@ impl Ticker {
     pub(crate) fn armed(&self) {
         let shared = &self.0;
         let until = shared.now_ms() + shared.keep_ticking.as_millis() as u64;
-        shared.busy_until_ms.fetch_max(until, Ordering::SeqCst);
+        // Calls come far more often than ticks: while the ticks are already promised for all
+        // but one tick as long, the word the ticker thread reads is left alone instead of
+        // being written (its cache line taken from the other core) on every call. The
+        // slack is covered: `keep_ticking` outlasts a call by more than a tick.
+        let slack = shared.tick.as_millis() as u64;
+        if shared.busy_until_ms.load(Ordering::Relaxed) + slack < until {
+            shared.busy_until_ms.fetch_max(until, Ordering::SeqCst);
+        }
         if shared.asleep.load(Ordering::SeqCst)
             && let Some(thread) = shared.thread.get()
         {

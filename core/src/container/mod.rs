@@ -699,7 +699,7 @@ impl Containers {
         let k = key.trim_start_matches('/').to_owned();
         let docs: Vec<String> = self.store.with_conn(|c| {
             let mut s = c
-                .prepare("SELECT doc FROM containers WHERE id = ?1 OR name = ?1 UNION ALL SELECT doc FROM containers WHERE id LIKE ?1 || '%' AND id != ?1 LIMIT 3")
+                .prepare_cached("SELECT doc FROM containers WHERE id = ?1 OR name = ?1 UNION ALL SELECT doc FROM containers WHERE id LIKE ?1 || '%' AND id != ?1 LIMIT 3")
                 .map_err(q("find container"))?;
             s.query_map([&k], |r| r.get(0))
                 .and_then(|rows| rows.collect::<rusqlite::Result<Vec<String>>>())
@@ -732,16 +732,21 @@ impl Containers {
         })?)
     }
 
-    fn all(&self) -> Result<Vec<ContainerRecord>> {
-        let docs: Vec<String> = self.store.with_conn(|c| {
+    /// Every record's text, newest first.
+    fn all_docs(&self) -> Result<Vec<String>> {
+        Ok(self.store.with_conn(|c| {
             let mut s = c
-                .prepare("SELECT doc FROM containers ORDER BY created_at DESC, rowid DESC")
+                .prepare_cached("SELECT doc FROM containers ORDER BY created_at DESC, rowid DESC")
                 .map_err(q("list containers"))?;
             s.query_map([], |r| r.get(0))
                 .and_then(|rows| rows.collect::<rusqlite::Result<Vec<String>>>())
                 .map_err(q("list containers"))
-        })?;
-        Ok(docs
+        })?)
+    }
+
+    fn all(&self) -> Result<Vec<ContainerRecord>> {
+        Ok(self
+            .all_docs()?
             .iter()
             .filter_map(|d| serde_json::from_str(d).ok())
             .collect())
@@ -1694,15 +1699,16 @@ impl Containers {
     /// Summaries, newest first.
     pub fn list(&self, all: bool) -> Result<Vec<ContainerSummary>> {
         Ok(self
-            .all()?
-            .into_iter()
+            .all_docs()?
+            .iter()
+            .filter_map(|d| serde_json::from_str::<ListedRecord>(d).ok())
             .filter(|r| {
                 all || matches!(
                     r.state.status,
                     ContainerStatus::Running | ContainerStatus::Paused
                 )
             })
-            .map(|r| summary(&r))
+            .map(ListedRecord::into_summary)
             .collect())
     }
 
@@ -1824,6 +1830,42 @@ fn wait_for_exit_file(bundle: &Path) -> Option<ExitRecord> {
     None
 }
 
+/// The fields of a record that a list shows. A list parses only these: the creation options
+/// but their labels are most of a record's text, and `ps` has no use for them.
+#[derive(Deserialize)]
+struct ListedRecord {
+    id: String,
+    name: String,
+    image: String,
+    image_id: String,
+    created: String,
+    config: ListedConfig,
+    args: Vec<String>,
+    state: ContainerState,
+}
+
+#[derive(Deserialize)]
+struct ListedConfig {
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+}
+
+impl ListedRecord {
+    /// The same summary as [`summary`] gives of the whole record.
+    fn into_summary(self) -> ContainerSummary {
+        ContainerSummary {
+            id: self.id,
+            name: self.name,
+            image: self.image,
+            image_id: self.image_id,
+            command: self.args,
+            created: self.created,
+            state: self.state,
+            labels: self.config.labels,
+        }
+    }
+}
+
 fn summary(r: &ContainerRecord) -> ContainerSummary {
     ContainerSummary {
         id: r.id.clone(),
@@ -1926,5 +1968,45 @@ mod tests {
         assert_eq!(parse_signal("0"), None);
         assert!(valid_name("web-1.a_b"));
         assert!(!valid_name("-x") && !valid_name("a b") && !valid_name(""));
+    }
+
+    #[test]
+    fn a_listed_record_gives_the_summary_of_the_whole_record() {
+        let config: CreateRequest = serde_json::from_value(serde_json::json!({
+            "image": "busybox",
+            "name": "web",
+            "cmd": ["sh", "-c", "sleep 1"],
+            "env": ["A=1"],
+            "labels": {"team": "blue", "tier": "front"},
+        }))
+        .unwrap();
+        let record = ContainerRecord {
+            id: "ab".repeat(32),
+            name: "web".into(),
+            image: "busybox".into(),
+            image_id: format!("sha256:{}", "cd".repeat(32)),
+            created: "2026-12-06T01:02:03.000000004Z".into(),
+            config,
+            args: vec!["sh".into(), "-c".into(), "sleep 1".into()],
+            env: vec!["A=1".into()],
+            workdir: "/".into(),
+            hostname: "web".into(),
+            stop_signal: "SIGTERM".into(),
+            state: ContainerState {
+                status: ContainerStatus::Exited,
+                pid: None,
+                exit_code: Some(3),
+                error: Some("boom".into()),
+                oom_killed: true,
+                started_at: Some("2026-12-06T01:02:04Z".into()),
+                finished_at: Some("2026-12-06T01:02:05Z".into()),
+                restart_count: 2,
+            },
+            manually_stopped: true,
+            volumes: Vec::new(),
+        };
+        let doc = serde_json::to_string(&record).unwrap();
+        let listed: ListedRecord = serde_json::from_str(&doc).unwrap();
+        assert_eq!(listed.into_summary(), summary(&record));
     }
 }

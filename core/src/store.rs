@@ -219,6 +219,13 @@ impl Store {
             source,
         };
         let mut conn = Connection::open(&path).map_err(open_err)?;
+        // berthd is the database's one user (its lock file keeps a second daemon off the data
+        // root), so the file lock is taken once and held: set before WAL is entered, it also
+        // keeps the WAL index in memory instead of the -shm file, and no transaction then
+        // pays the fcntl calls that lock and unlock that index, two system calls on every
+        // read of every API call. A process dying releases the lock with it.
+        conn.pragma_update(None, "locking_mode", "EXCLUSIVE")
+            .map_err(open_err)?;
         // WAL keeps readers off the writer's back and never tears the file on a crash;
         // NORMAL sync is durable across process crashes, which is what berthd must survive.
         conn.pragma_update(None, "journal_mode", "WAL")
@@ -387,7 +394,17 @@ mod tests {
                 })
                 .unwrap();
             assert_eq!(mode, "wal");
-            store.daemon_id().unwrap()
+            let id = store.daemon_id().unwrap();
+            // The lock is held: the WAL index lives in memory, and no other connection reads.
+            assert!(!dir.path().join("berth.db-shm").exists());
+            let other = Connection::open(dir.path().join(DB_FILE)).unwrap();
+            assert!(
+                other
+                    .query_row("SELECT count(*) FROM containers", [], |r| r
+                        .get::<_, i64>(0))
+                    .is_err()
+            );
+            id
         };
         assert_eq!(id.len(), 32);
         let again = Store::open(dir.path()).unwrap();

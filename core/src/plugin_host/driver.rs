@@ -114,7 +114,7 @@ macro_rules! call {
         let Some($instance) = slot.as_mut() else {
             unreachable!("just filled");
         };
-        $crate::plugin_host::sandbox::arm_deadline(&mut $instance.store, $self.limits.call_timeout);
+        $crate::plugin_host::sandbox::arm_deadline(&mut $instance.store);
         // One span per plugin call (exported to OpenTelemetry with the rest of berthd's).
         let span = tracing::info_span!(
             "plugin.call",
@@ -207,7 +207,7 @@ macro_rules! driver_methods {
                 self.connect_grant(),
             )
             .map_err(|e| self.failed("instantiate", format!("{e:#}")))?;
-            $crate::plugin_host::sandbox::arm_deadline(&mut store, self.limits.call_timeout);
+            $crate::plugin_host::sandbox::arm_deadline(&mut store);
             let bindings = tokio::time::timeout(
                 self.limits.call_timeout + $crate::plugin_host::driver::GRACE,
                 self.pre.instantiate_async(&mut store),
@@ -221,10 +221,7 @@ macro_rules! driver_methods {
                 )
             })?;
             let mut instance = $crate::plugin_host::driver::Instance { store, bindings };
-            $crate::plugin_host::sandbox::arm_deadline(
-                &mut instance.store,
-                self.limits.call_timeout,
-            );
+            $crate::plugin_host::sandbox::arm_deadline(&mut instance.store);
             let configured = tokio::time::timeout(
                 self.limits.call_timeout + $crate::plugin_host::driver::GRACE,
                 instance

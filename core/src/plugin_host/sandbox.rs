@@ -107,8 +107,9 @@ pub(super) struct PluginState {
     pub(super) net: Option<Arc<dyn NetHost>>,
     /// Told of every armed deadline, so the epoch advances while the call runs.
     ticker: super::ticker::Ticker,
-    /// When the running call started, and how long it may run: read by the store's epoch
-    /// callback, which is installed once rather than boxed anew for every call.
+    /// When the running call started, and how long a call may run (the driver's limit):
+    /// read by the store's epoch callback, which is installed once rather than boxed anew
+    /// for every call.
     call_started: Instant,
     call_timeout: Duration,
 }
@@ -215,12 +216,11 @@ pub(super) fn new_store(
 }
 
 /// Arms the deadline for the next call: the call yields to tokio every tick and traps once
-/// `timeout` of wall-clock time has passed.
-pub(super) fn arm_deadline(store: &mut Store<PluginState>, timeout: Duration) {
+/// the store's call timeout (its limits' `call_timeout`) of wall-clock time has passed.
+pub(super) fn arm_deadline(store: &mut Store<PluginState>) {
     let state = store.data_mut();
     state.ticker.armed();
     state.call_started = Instant::now();
-    state.call_timeout = timeout;
     store.set_epoch_deadline(1);
 }
 

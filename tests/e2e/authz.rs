@@ -158,6 +158,24 @@ fn unix_users_are_judged_by_name_and_group_and_see_only_their_team() {
         "sleep",
         "60",
     ]));
+    // Volumes and networks of each team: their lists are narrowed by the same scope.
+    for team in ["a", "b"] {
+        let label = format!("team=bt-team-{team}");
+        ok(&d.cli(&[
+            "volume",
+            "create",
+            "--label",
+            &label,
+            &format!("vol-{team}"),
+        ]));
+        ok(&d.cli(&[
+            "network",
+            "create",
+            "--label",
+            &label,
+            &format!("net-{team}"),
+        ]));
+    }
     d.stop();
     d.restart_with(&[
         "--socket-group",
@@ -175,6 +193,21 @@ fn unix_users_are_judged_by_name_and_group_and_see_only_their_team() {
     // Readers see their own team's containers only, and change nothing.
     assert_eq!(sees(&d, ALICE), (true, false));
     assert_eq!(sees(&d, BOB), (false, true));
+    for (user, own, other) in [(ALICE, "a", "b"), (BOB, "b", "a")] {
+        for kind in ["volume", "network"] {
+            let listed = ok(&d.cli_as(user, &[kind, "ls", "--format", "json"]));
+            assert!(
+                listed.contains(&format!("{}-{own}", &kind[..3])),
+                "{user}: {listed}"
+            );
+            assert!(
+                !listed.contains(&format!("{}-{other}", &kind[..3])),
+                "{user}: {listed}"
+            );
+        }
+    }
+    // Tests remove the networks they create (root is an admin here).
+    ok(&d.cli(&["network", "rm", "net-a", "net-b"]));
     ok(&d.cli_as(ALICE, &["container", "inspect", "web-a"]));
     let t = denied(&d.cli_as(ALICE, &["container", "inspect", "web-b"]));
     assert!(t.contains("teams"), "the denying policy is named: {t}");

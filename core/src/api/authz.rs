@@ -3,9 +3,12 @@
 //! is put to the policy chain with the caller, the method, the normalized params and the
 //! object it targets, and once more for each other object it uses, before any work happens.
 //! List results and the event stream are narrowed to what the policies let the caller see:
-//! by the label scopes they stated with their decision, or object by object through their
-//! `filter`. Without a configured chain the gate is absent.
+//! by the label scopes they stated with their decision (applied by the list handler to its
+//! typed result, see [`ListNarrowing`]), or object by object through their `filter`. Without
+//! a configured chain the gate is absent.
 
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use berth_api::MethodKind;
@@ -13,6 +16,7 @@ use berth_api::container::{CreateRequest, MountKind};
 use berth_api::events::Event;
 use berth_api::network::DEFAULT_NETWORK;
 use jsonrpsee::core::middleware::{Batch, BatchEntry, Notification, RpcServiceT};
+use jsonrpsee::core::server::Extensions;
 use jsonrpsee::server::{BatchResponseBuilder, MethodResponse, ResponsePayload};
 use jsonrpsee::types::{Id, Request};
 use serde::Deserialize as _;
@@ -339,33 +343,51 @@ fn candidate_of(kind: ResourceKind, item: &RawValue) -> Option<Candidate> {
     })
 }
 
-/// A list item's labels, and nothing else of it. Label values are strings in every list
-/// result; an item with other values cannot be judged, and its list is not filterable.
-#[derive(serde::Deserialize)]
-struct Labelled<'a> {
-    #[serde(borrow, default)]
-    labels:
-        Option<std::collections::BTreeMap<std::borrow::Cow<'a, str>, std::borrow::Cow<'a, str>>>,
-}
-
-impl Labelled<'_> {
-    fn label(&self, key: &str) -> Option<&str> {
-        self.labels.as_ref()?.get(key).map(|v| v.as_ref())
-    }
-}
-
-/// The `result` array of a JSON-RPC response, as the labels of its items.
-#[derive(serde::Deserialize)]
-struct LabelledResponse<'a> {
-    #[serde(borrow)]
-    result: Vec<Labelled<'a>>,
-}
-
 /// The `result` array of a JSON-RPC response, its items left as raw JSON.
 #[derive(serde::Deserialize)]
 struct ListResponse<'a> {
     #[serde(borrow)]
     result: Vec<&'a RawValue>,
+}
+
+/// The label scopes of a list call, handed to its handler in the call's extensions: the
+/// handler keeps only the objects every scope admits before its result is serialized, which
+/// costs a map lookup per object where reading the labels back out of the JSON result cost
+/// a parse of all of it. A handler that does not apply them leaves the flag down, and the
+/// gate then narrows the JSON result object by object as it does for `filter` policies.
+#[derive(Debug, Clone)]
+pub struct ListNarrowing {
+    scopes: Scopes,
+    applied: Arc<AtomicBool>,
+}
+
+impl ListNarrowing {
+    /// Keeps in `items` only the objects whose labels every scope admits.
+    fn retain<T>(
+        &self,
+        items: &mut Vec<T>,
+        labels: impl Fn(&T) -> Option<&BTreeMap<String, String>>,
+    ) {
+        items.retain(|item| {
+            let labels = labels(item);
+            self.scopes
+                .admits(|key| labels.and_then(|l| l.get(key)).map(String::as_str))
+        });
+        self.applied.store(true, Ordering::Release);
+    }
+}
+
+/// What a list handler does with its result before returning it: keeps only what the
+/// caller may see, when the gate asked (`labels` gives an object's labels, `None` if it
+/// has none).
+pub fn narrow_list<T>(
+    extensions: &Extensions,
+    items: &mut Vec<T>,
+    labels: impl Fn(&T) -> Option<&BTreeMap<String, String>>,
+) {
+    if let Some(narrowing) = extensions.get::<ListNarrowing>() {
+        narrowing.retain(items, labels);
+    }
 }
 
 /// The subscription whose events are narrowed like a list result, each event standing for
@@ -502,9 +524,18 @@ where
             });
             return self.inner.call(req).await;
         }
+        let is_list = LIST_METHODS.contains(&method.as_str());
+        let narrowing = (is_list && !scopes.everything() && !scopes.per_object()).then(|| {
+            let narrowing = ListNarrowing {
+                scopes: scopes.clone(),
+                applied: Arc::new(AtomicBool::new(false)),
+            };
+            req.extensions_mut().insert(narrowing.clone());
+            narrowing
+        });
         let response = self.inner.call(req).await;
-        if !LIST_METHODS.contains(&method.as_str()) || !response.is_success() || scopes.everything()
-        {
+        let narrowed = narrowing.is_some_and(|n| n.applied.load(Ordering::Acquire));
+        if !is_list || !response.is_success() || scopes.everything() || narrowed {
             return response;
         }
         self.filtered(&state, &request, &scopes, id, response).await
@@ -526,29 +557,11 @@ where
             )
         };
         // Items stay raw JSON: only the fields a candidate needs are parsed, and a result
-        // is rebuilt from the kept items' own text only when something is hidden.
+        // is rebuilt from the kept items' own text only when something is hidden. Label
+        // scopes are checked on the candidates too, where the handler did not apply them.
         let unfilterable =
             || deny("permission denied: the list result could not be filtered".into());
         let json = response.as_json().get();
-        if !scopes.per_object() {
-            // Label scopes only: one pass reads each item's labels and skips the rest.
-            let Ok(labelled) = serde_json::from_str::<LabelledResponse<'_>>(json) else {
-                return unfilterable();
-            };
-            let visible: Vec<u32> = labelled
-                .result
-                .iter()
-                .enumerate()
-                .filter(|(_, item)| scopes.admits(|key| item.label(key)))
-                .map(|(i, _)| i as u32)
-                .collect();
-            if visible.len() == labelled.result.len() {
-                return response;
-            }
-            return self
-                .kept(json, &visible, id.clone())
-                .unwrap_or_else(unfilterable);
-        }
         let Ok(list) = serde_json::from_str::<ListResponse<'_>>(json) else {
             return unfilterable();
         };
@@ -728,18 +741,38 @@ mod tests {
     }
 
     #[test]
-    fn labelled_items_read_labels_only_and_refuse_other_values() {
-        let whole = r#"{"jsonrpc":"2.0","id":1,"result":[
-            {"id": "c1", "labels": {"team": "a\u0062", "x": "y"}, "state": {"labels": 1}},
-            {"id": "c2"}, {"labels": null}]}"#;
-        let list: LabelledResponse<'_> = serde_json::from_str(whole).unwrap();
-        assert_eq!(list.result.len(), 3);
-        assert_eq!(list.result[0].label("team"), Some("ab"));
-        assert_eq!(list.result[0].label("y"), None);
-        assert_eq!(list.result[1].label("team"), None);
-        assert_eq!(list.result[2].label("team"), None);
-        let odd = r#"{"jsonrpc":"2.0","id":1,"result":[{"labels": {"team": 1}}]}"#;
-        assert!(serde_json::from_str::<LabelledResponse<'_>>(odd).is_err());
+    fn a_list_handler_keeps_what_the_label_scopes_admit_and_says_so() {
+        use crate::authz::{LabelIn, ListScope};
+        let team = |t: &str| BTreeMap::from([("team".to_owned(), t.to_owned())]);
+        let items = vec![
+            Some(team("a")),
+            Some(team("b")),
+            None,
+            Some(BTreeMap::new()),
+        ];
+        // Without the gate's request the handler's result stays whole.
+        let mut untouched = items.clone();
+        narrow_list(&Extensions::new(), &mut untouched, Option::as_ref);
+        assert_eq!(untouched, items);
+        let narrowing = ListNarrowing {
+            scopes: Scopes::of(vec![
+                (
+                    "teams".into(),
+                    ListScope::Labels(vec![LabelIn {
+                        key: "team".into(),
+                        values: vec!["a".into(), "c".into()],
+                    }]),
+                ),
+                ("other".into(), ListScope::All),
+            ]),
+            applied: Arc::new(AtomicBool::new(false)),
+        };
+        let mut extensions = Extensions::new();
+        extensions.insert(narrowing.clone());
+        let mut listed = items.clone();
+        narrow_list(&extensions, &mut listed, Option::as_ref);
+        assert_eq!(listed, vec![Some(team("a"))]);
+        assert!(narrowing.applied.load(Ordering::Acquire));
     }
 
     #[test]

@@ -971,7 +971,11 @@ impl ContainerServer for ContainerApi {
         .map_err(|e| internal(e.to_string()))?
     }
 
-    async fn list(&self, request: Option<ListRequest>) -> RpcResult<Vec<ContainerSummary>> {
+    async fn list(
+        &self,
+        extensions: &jsonrpsee::core::server::Extensions,
+        request: Option<ListRequest>,
+    ) -> RpcResult<Vec<ContainerSummary>> {
         let request = request.unwrap_or_default();
         request
             .validate()
@@ -983,7 +987,9 @@ impl ContainerServer for ContainerApi {
                 .iter()
                 .any(|f| f.starts_with("status=") || f.starts_with("exited="));
         let listed = self.blocking(move |c| c.list(all)).await?;
-        Ok(listed.into_iter().filter(|c| request.matches(c)).collect())
+        let mut listed: Vec<_> = listed.into_iter().filter(|c| request.matches(c)).collect();
+        super::authz::narrow_list(extensions, &mut listed, |c| Some(&c.labels));
+        Ok(listed)
     }
 
     async fn inspect(&self, id: String) -> RpcResult<ContainerDetails> {

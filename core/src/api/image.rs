@@ -195,9 +195,15 @@ impl ImageServer for ImageApi {
         Ok(id)
     }
 
-    async fn list(&self, filter: Option<ImageFilter>) -> RpcResult<Vec<ImageSummary>> {
+    async fn list(
+        &self,
+        extensions: &jsonrpsee::core::server::Extensions,
+        filter: Option<ImageFilter>,
+    ) -> RpcResult<Vec<ImageSummary>> {
         let filter = filter.unwrap_or_default();
-        self.blocking(move |i| i.list(&filter)).await
+        let mut listed = self.blocking(move |i| i.list(&filter)).await?;
+        super::authz::narrow_list(extensions, &mut listed, |i| Some(&i.labels));
+        Ok(listed)
     }
 
     async fn inspect(&self, name: String) -> RpcResult<ImageDetails> {

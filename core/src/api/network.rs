@@ -67,16 +67,23 @@ impl NetworkServer for NetworkApi {
         Ok(info)
     }
 
-    async fn list(&self, request: Option<NetworkListRequest>) -> RpcResult<Vec<NetworkInfo>> {
+    async fn list(
+        &self,
+        extensions: &jsonrpsee::core::server::Extensions,
+        request: Option<NetworkListRequest>,
+    ) -> RpcResult<Vec<NetworkInfo>> {
         let request = request.unwrap_or_default();
         request
             .validate()
             .map_err(|m| berth_api::error::invalid_params(Some("filters".into()), m))?;
-        self.ctx
+        let mut listed = self
+            .ctx
             .networks
             .list(&request)
             .await
-            .map_err(|e| e.to_rpc())
+            .map_err(|e| e.to_rpc())?;
+        super::authz::narrow_list(extensions, &mut listed, |n| Some(&n.labels));
+        Ok(listed)
     }
 
     async fn inspect(&self, name: String) -> RpcResult<NetworkInfo> {

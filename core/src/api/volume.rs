@@ -88,16 +88,23 @@ impl VolumeServer for VolumeApi {
         Ok(info)
     }
 
-    async fn list(&self, request: Option<VolumeListRequest>) -> RpcResult<Vec<VolumeInfo>> {
+    async fn list(
+        &self,
+        extensions: &jsonrpsee::core::server::Extensions,
+        request: Option<VolumeListRequest>,
+    ) -> RpcResult<Vec<VolumeInfo>> {
         let request = request.unwrap_or_default();
         request
             .validate()
             .map_err(|m| berth_api::error::invalid_params(Some("filters".into()), m))?;
-        self.ctx
+        let mut listed = self
+            .ctx
             .volumes
             .list(&request)
             .await
-            .map_err(|e| e.to_rpc())
+            .map_err(|e| e.to_rpc())?;
+        super::authz::narrow_list(extensions, &mut listed, |v| Some(&v.labels));
+        Ok(listed)
     }
 
     async fn inspect(&self, name: String) -> RpcResult<VolumeInfo> {
@@ -150,8 +157,14 @@ impl PluginServer for VolumeApi {
         Ok(info)
     }
 
-    async fn list(&self) -> RpcResult<Vec<PluginInfo>> {
-        self.ctx.plugins.list().await.map_err(|e| e.to_rpc())
+    async fn list(
+        &self,
+        extensions: &jsonrpsee::core::server::Extensions,
+    ) -> RpcResult<Vec<PluginInfo>> {
+        let mut listed = self.ctx.plugins.list().await.map_err(|e| e.to_rpc())?;
+        // Plugins carry no labels: a label scope shows none of them.
+        super::authz::narrow_list(extensions, &mut listed, |_| None);
+        Ok(listed)
     }
 
     async fn inspect(&self, name: String) -> RpcResult<PluginInfo> {

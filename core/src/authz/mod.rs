@@ -85,6 +85,12 @@ pub struct Denied(pub String);
 pub struct Scopes(Vec<(String, ListScope)>);
 
 impl Scopes {
+    /// The scopes of a chain, in its order.
+    #[cfg(test)]
+    pub(crate) fn of(scopes: Vec<(String, ListScope)>) -> Scopes {
+        Scopes(scopes)
+    }
+
     /// Whether every policy shows everything, so the result needs no look at all.
     pub fn everything(&self) -> bool {
         self.0.iter().all(|(_, scope)| *scope == ListScope::All)

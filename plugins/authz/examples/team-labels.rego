@@ -17,27 +17,29 @@ admin if {
 	group in data.admin_groups
 }
 
-team_kinds := {"container", "volume", "network"}
-
 ours(labels) if labels.team in input.groups
 
 verb := split(input.method, ".")[1]
 
-allow if admin
-
-allow if not input.target.kind in team_kinds
+# Written for speed as well as clarity, since it runs on every call: the bodies most calls
+# satisfy come first (every body gives `true`, so regorus stops at the first that holds), the
+# admin check last, and the set of team kinds is written out where it is used (a literal
+# costs less than a call to a rule holding it).
+allow if not input.target.kind in {"container", "volume", "network"}
 
 # Lists are narrowed by `list_scope` below.
 allow if {
-	input.target.kind in team_kinds
+	input.target.kind in {"container", "volume", "network"}
 	verb == "list"
 }
 
 allow if {
-	input.target.kind in team_kinds
+	input.target.kind in {"container", "volume", "network"}
 	not verb in {"list", "prune"}
 	ours(input.target.labels)
 }
+
+allow if admin
 
 # A call that uses another object than the one it acts on (a new container mounting a named
 # volume or joining a network, a network connecting a container) is also put to the policy
@@ -80,19 +82,11 @@ object_name := input.target.name if is_string(input.target.name)
 # What a list shows, as conditions on labels that berthd checks itself: one call decides
 # the list, and no rule runs per object. Admins and lists of other kinds: everything. The
 # event stream mixes kinds, so for non-admins no label condition fits it: the scope is left
-# undefined there, and `visible` below judges the object of each event.
+# undefined there, and `visible` below judges the object of each event. An `else` chain,
+# because its values differ: evaluation stops at the first that holds.
 list_scope := {} if admin
-
-list_scope := {} if {
-	not admin
-	not input.target.kind in team_kinds
-	input.method != "events.subscribe"
-}
-
-list_scope := {"team": input.groups} if {
-	not admin
-	input.target.kind in team_kinds
-}
+else := {"team": input.groups} if input.target.kind in {"container", "volume", "network"}
+else := {} if input.method != "events.subscribe"
 
 # The same, object by object: what a berthd or plugin host without list scopes (berth:authz
 # 1.0.0) asks through `filter`.
@@ -103,11 +97,11 @@ visible contains i if {
 
 visible contains i if {
 	some i, c in input.candidates
-	not c.kind in team_kinds
+	not c.kind in {"container", "volume", "network"}
 }
 
 visible contains i if {
 	some i, c in input.candidates
-	c.kind in team_kinds
+	c.kind in {"container", "volume", "network"}
 	ours(c.labels)
 }

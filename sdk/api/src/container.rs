@@ -744,7 +744,7 @@ pub trait Container {
     async fn prune(&self) -> RpcResult<ContainerPruneReport>;
 
     /// Lists containers (like `docker ps`).
-    #[method(name = "list", param_kind = map)]
+    #[method(name = "list", param_kind = map, with_extensions)]
     async fn list(&self, request: Option<ListRequest>) -> RpcResult<Vec<ContainerSummary>>;
 
     /// Everything about one container, by id, id prefix or name.

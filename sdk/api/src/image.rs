@@ -323,7 +323,7 @@ pub trait Image {
     async fn pull_follow(&self, request: PullRequest) -> SubscriptionResult;
 
     /// Lists images (like `docker images`).
-    #[method(name = "list", param_kind = map)]
+    #[method(name = "list", param_kind = map, with_extensions)]
     async fn list(&self, filter: Option<ImageFilter>) -> RpcResult<Vec<ImageSummary>>;
 
     /// Shows one image by reference, id or id prefix.

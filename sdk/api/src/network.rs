@@ -155,7 +155,7 @@ pub trait Network {
     async fn create(&self, request: NetworkCreateRequest) -> RpcResult<NetworkInfo>;
 
     /// Lists networks, filtered.
-    #[method(name = "list", param_kind = map)]
+    #[method(name = "list", param_kind = map, with_extensions)]
     async fn list(&self, request: Option<NetworkListRequest>) -> RpcResult<Vec<NetworkInfo>>;
 
     /// Describes a network (by name, id or id prefix), with its driver's status.

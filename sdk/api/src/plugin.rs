@@ -88,7 +88,7 @@ pub trait Plugin {
     async fn install(&self, request: PluginInstallRequest) -> RpcResult<PluginInfo>;
 
     /// Lists plugins.
-    #[method(name = "list", param_kind = map)]
+    #[method(name = "list", param_kind = map, with_extensions)]
     async fn list(&self) -> RpcResult<Vec<PluginInfo>>;
 
     /// Describes a plugin: world, version, digest, config, state, call counts, last error.

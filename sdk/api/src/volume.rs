@@ -125,7 +125,7 @@ pub trait Volume {
     async fn create(&self, request: VolumeCreateRequest) -> RpcResult<VolumeInfo>;
 
     /// Lists volumes, filtered.
-    #[method(name = "list", param_kind = map)]
+    #[method(name = "list", param_kind = map, with_extensions)]
     async fn list(&self, request: Option<VolumeListRequest>) -> RpcResult<Vec<VolumeInfo>>;
 
     /// Describes a volume, with its driver's status.

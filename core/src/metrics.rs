@@ -282,6 +282,10 @@ pub fn log_records(driver: &str, delivered: u64, dropped: u64) {
 /// The text exposition, with the container counts by state given now (states without
 /// containers read 0).
 pub fn render(containers_by_state: &[(&str, i64)]) -> String {
+    // The container gauges are set and then read back in one go: two renders at once (two
+    // scrapes, or tests) would otherwise show each other's counts.
+    static RENDERING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _rendering = RENDERING.lock().unwrap_or_else(|p| p.into_inner());
     let m = &*METRICS;
     for state in ["created", "running", "paused", "exited", "removing"] {
         let count = containers_by_state

@@ -4,7 +4,7 @@
 //! object it targets, and once more for each other object it uses, before any work happens.
 //! List results and the event stream are narrowed to what the policies let the caller see:
 //! by the label scopes they stated with their decision (applied by the list handler to its
-//! typed result, see [`ListNarrowing`]), or object by object through their `filter`. Without
+//! typed result, see `ListNarrowing`), or object by object through their `filter`. Without
 //! a configured chain the gate is absent.
 
 use std::collections::BTreeMap;
@@ -356,7 +356,7 @@ struct ListResponse<'a> {
 /// a parse of all of it. A handler that does not apply them leaves the flag down, and the
 /// gate then narrows the JSON result object by object as it does for `filter` policies.
 #[derive(Debug, Clone)]
-pub struct ListNarrowing {
+pub(super) struct ListNarrowing {
     scopes: Scopes,
     applied: Arc<AtomicBool>,
 }
@@ -380,7 +380,7 @@ impl ListNarrowing {
 /// What a list handler does with its result before returning it: keeps only what the
 /// caller may see, when the gate asked (`labels` gives an object's labels, `None` if it
 /// has none).
-pub fn narrow_list<T>(
+pub(super) fn narrow_list<T>(
     extensions: &Extensions,
     items: &mut Vec<T>,
     labels: impl Fn(&T) -> Option<&BTreeMap<String, String>>,

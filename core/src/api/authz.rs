@@ -525,16 +525,17 @@ where
             return self.inner.call(req).await;
         }
         let is_list = LIST_METHODS.contains(&method.as_str());
-        let narrowing = (is_list && !scopes.everything() && !scopes.per_object()).then(|| {
-            let narrowing = ListNarrowing {
+        // The handler's flag; the scopes themselves stay with the gate.
+        let applied = (is_list && !scopes.everything() && !scopes.per_object()).then(|| {
+            let applied = Arc::new(AtomicBool::new(false));
+            req.extensions_mut().insert(ListNarrowing {
                 scopes: scopes.clone(),
-                applied: Arc::new(AtomicBool::new(false)),
-            };
-            req.extensions_mut().insert(narrowing.clone());
-            narrowing
+                applied: Arc::clone(&applied),
+            });
+            applied
         });
         let response = self.inner.call(req).await;
-        let narrowed = narrowing.is_some_and(|n| n.applied.load(Ordering::Acquire));
+        let narrowed = applied.is_some_and(|a| a.load(Ordering::Acquire));
         if !is_list || !response.is_success() || scopes.everything() || narrowed {
             return response;
         }

@@ -6,6 +6,8 @@
 
 use regorus::languages::rego::compiler::Compiler;
 use regorus::rvm::vm::RegoVM;
+// The AST, to find the rules the VM evaluates wrongly (regorus marks it unstable: pinned).
+use regorus::unstable::{Expr, Literal, Query, Rule};
 use regorus::{Engine, Value};
 
 /// Default rule that must be `true` to allow.
@@ -230,6 +232,12 @@ impl Policy {
         })
     }
 
+    /// The value of `rule` for `input`, as the evaluator in use gives it.
+    #[cfg(test)]
+    pub fn value_of(&mut self, input: &Value, rule: &str) -> Result<Value, PolicyError> {
+        self.evaluator.eval(input, rule)
+    }
+
     /// Whether the RVM (rather than the interpreter) evaluates this policy.
     pub fn uses_vm(&self) -> bool {
         matches!(self.evaluator, Evaluator::Vm(_))
@@ -351,6 +359,13 @@ fn compile_vm(engine: &mut Engine, entry_points: &[&str]) -> Result<RegoVM, Poli
              auto) to evaluate it with the interpreter"
         ))
     };
+    if let Some(place) = else_chain_iterating(engine) {
+        return Err(refused(&format!(
+            "{place}: a body of an `else` chain iterates (`some`, or a reference with a \
+             variable index), and regorus 0.14.1's VM then skips the later branches where \
+             Rego takes them"
+        )));
+    }
     let compiled = engine
         .compile_with_entrypoint(&entry_points[0].into())
         .map_err(|e| refused(&e))?;
@@ -361,6 +376,86 @@ fn compile_vm(engine: &mut Engine, entry_points: &[&str]) -> Result<RegoVM, Poli
     vm.set_max_instructions(MAX_INSTRUCTIONS);
     vm.set_data(engine.get_data()).map_err(|e| refused(&e))?;
     Ok(vm)
+}
+
+/// The first rule or function (as ``file:line, `head` ``) whose `else` chain has a body that
+/// iterates by itself. regorus 0.14.1's VM evaluates such a chain wrongly: once that body
+/// finds nothing, the VM leaves the rule undefined (or at its default) instead of taking the
+/// next branch, as OPA and regorus's interpreter do. A scope rule left so shows every object,
+/// so these policies never run on the VM. The check errs on the side of the interpreter: a
+/// variable index counts even where the variable is already bound (a lookup, not a loop).
+/// Iteration inside comprehensions, `every` and called rules is evaluated correctly.
+fn else_chain_iterating(engine: &mut Engine) -> Option<String> {
+    for module in engine.get_modules() {
+        for rule in &module.policy {
+            let Rule::Spec { span, bodies, .. } = rule.as_ref() else {
+                continue;
+            };
+            if !bodies.iter().any(|b| b.is_else) {
+                continue;
+            }
+            if let Some(body) = bodies.iter().find(|b| query_iterates(&b.query)) {
+                let head = span.text().lines().next().unwrap_or_default().trim();
+                return Some(format!(
+                    "{}:{}, `{head}`",
+                    body.span.source.file(),
+                    body.span.line
+                ));
+            }
+        }
+    }
+    None
+}
+
+fn query_iterates(query: &Query) -> bool {
+    query.stmts.iter().any(|stmt| match &stmt.literal {
+        Literal::SomeVars { .. } | Literal::SomeIn { .. } => true,
+        Literal::Expr { expr, .. } | Literal::NotExpr { expr, .. } => expr_iterates(expr),
+        Literal::Every { domain, .. } => expr_iterates(domain),
+    })
+}
+
+fn expr_iterates(expr: &Expr) -> bool {
+    match expr {
+        Expr::RefBrack { refr, index, .. } => {
+            matches!(index.as_ref(), Expr::Var { .. }) || expr_iterates(refr) || expr_iterates(index)
+        }
+        Expr::String { .. }
+        | Expr::RawString { .. }
+        | Expr::Number { .. }
+        | Expr::Bool { .. }
+        | Expr::Null { .. }
+        | Expr::Var { .. }
+        // A comprehension's iteration is its own; the VM gets it right.
+        | Expr::ArrayCompr { .. }
+        | Expr::SetCompr { .. }
+        | Expr::ObjectCompr { .. } => false,
+        Expr::Array { items, .. } | Expr::Set { items, .. } => {
+            items.iter().any(|i| expr_iterates(i))
+        }
+        Expr::Object { fields, .. } => fields
+            .iter()
+            .any(|(_, k, v)| expr_iterates(k) || expr_iterates(v)),
+        Expr::Call { fcn, params, .. } => {
+            expr_iterates(fcn) || params.iter().any(|p| expr_iterates(p))
+        }
+        Expr::UnaryExpr { expr, .. } => expr_iterates(expr),
+        Expr::RefDot { refr, .. } => expr_iterates(refr),
+        Expr::BinExpr { lhs, rhs, .. }
+        | Expr::BoolExpr { lhs, rhs, .. }
+        | Expr::ArithExpr { lhs, rhs, .. }
+        | Expr::AssignExpr { lhs, rhs, .. } => expr_iterates(lhs) || expr_iterates(rhs),
+        Expr::Membership {
+            key,
+            value,
+            collection,
+            ..
+        } => {
+            key.as_ref().is_some_and(|k| expr_iterates(k))
+                || expr_iterates(value)
+                || expr_iterates(collection)
+        }
+    }
 }
 
 /// A reason rule's value as text: a string, or a set or array of strings.

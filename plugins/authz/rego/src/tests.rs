@@ -379,6 +379,75 @@ fn a_policy_the_vm_cannot_compile_falls_back_to_the_interpreter_unless_vm_is_ask
     assert!(e.0.contains("does not compile for regorus's VM"), "{e}");
 }
 
+#[test]
+fn else_chains_that_iterate_run_on_the_interpreter_where_the_vm_would_show_everything() {
+    // regorus 0.14.1's VM leaves this scope undefined for a non-admin (the loop in the first
+    // body finds nothing and the `else` is skipped); undefined with no filter rule shows
+    // every object. The interpreter gives the team condition.
+    let rego = "package berth.authz\nimport rego.v1\nallow := true\n\
+        list_scope := {} if {\n\tsome group in input.groups\n\tgroup in data.admin_groups\n}\n\
+        else := {\"team\": input.groups}\n";
+    let mut c = inline(rego);
+    c.push(("data:/d.json".into(), r#"{"admin_groups": ["ops"]}"#.into()));
+    let mut p = Policy::load(&c).unwrap();
+    assert!(!p.uses_vm());
+    let caller = |groups: serde_json::Value| {
+        regorus::Value::from(serde_json::json!({"method": "container.list", "groups": groups}))
+    };
+    assert_eq!(
+        p.scope(&caller(serde_json::json!(["dev"]))).unwrap(),
+        Scope::Labels(vec![("team".into(), vec!["dev".into()])])
+    );
+    assert_eq!(
+        p.scope(&caller(serde_json::json!(["ops"]))).unwrap(),
+        Scope::All
+    );
+    c.push(("engine".into(), "vm".into()));
+    let e = Policy::load(&c).unwrap_err();
+    assert!(
+        e.0.contains("/t.rego:4, `list_scope := {} if {`") && e.0.contains("else"),
+        "{e}"
+    );
+
+    // Every form of iteration that trips the VM is caught, in rules and functions alike;
+    // chains without it, and iteration the VM gets right, stay on the VM.
+    let with_iteration = [
+        "r := 1 if {\n\tsome g in input.groups\n\tg == \"y\"\n}\nelse := 3\n",
+        "r := 1 if {\n\tsome i\n\tinput.groups[i] == \"y\"\n}\nelse := 3\n",
+        "r := 1 if {\n\tinput.groups[_] == \"y\"\n}\nelse := 3\n",
+        "r := 1 if {\n\tnot input.groups[_] == \"x\"\n}\nelse := 3\n",
+        "r := 1 if {\n\tg := input.groups[_]\n\tg == \"y\"\n}\nelse := 3\n",
+        "r := 1 if input.a == 1\nelse := 2 if {\n\tinput.labels[k] == \"z\"\n}\nelse := 3\n",
+        "f(x) := 1 if {\n\tsome g in x\n\tg == \"y\"\n}\nelse := 3\nr := f(input.groups)\n",
+    ];
+    let without = [
+        "r := 1 if input.a == 1\nelse := 2 if input.a == 2\nelse := 3\n",
+        "r := 1 if {\n\tevery g in input.groups { g == \"y\" }\n}\nelse := 3\n",
+        "r := 1 if {\n\tcount([g | some g in input.groups; g == \"y\"]) > 0\n}\nelse := 3\n",
+        "r := 1 if y_member\nelse := 3\ny_member if {\n\tsome g in input.groups\n\tg == \"y\"\n}\n",
+        "r := 1 if {\n\tsome g in input.groups\n\tg == \"y\"\n}\nr := 3 if input.a == 0\n",
+    ];
+    let input =
+        regorus::Value::from(serde_json::json!({"a": 0, "groups": ["x"], "labels": {"team": "x"}}));
+    for (rules, on_vm) in with_iteration
+        .iter()
+        .map(|r| (r, false))
+        .chain(without.iter().map(|r| (r, true)))
+    {
+        let rego = format!("package berth.authz\nimport rego.v1\nallow := true\n{rules}");
+        let mut c = inline(&rego);
+        c.push(("query".into(), "data.berth.authz.r".into()));
+        let mut p = Policy::load(&c).unwrap_or_else(|e| panic!("{rules}: {e}"));
+        assert_eq!(p.uses_vm(), on_vm, "{rules}");
+        // Every one of these is 3 in Rego; under auto berth gets that answer.
+        assert_eq!(
+            p.value_of(&input, "data.berth.authz.r").unwrap(),
+            regorus::Value::from(3u64),
+            "{rules}"
+        );
+    }
+}
+
 /// The requests and candidate lists of cases.json.
 fn case_inputs() -> Vec<(Request, Option<Vec<Candidate>>)> {
     let cases: Vec<Json> =

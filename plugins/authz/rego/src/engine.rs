@@ -398,9 +398,10 @@ fn compile_vm(
 /// iterates by itself. regorus 0.14.1's VM evaluates such a chain wrongly: once that body
 /// finds nothing, the VM leaves the rule undefined (or at its default) instead of taking the
 /// next branch, as OPA and regorus's interpreter do. A scope rule left so, in a policy with
-/// no filter rule, shows every object: these policies never run on the VM. The check errs on the side of the interpreter: a
-/// variable index counts even where the variable is already bound (a lookup, not a loop).
-/// Iteration inside comprehensions, `every` and called rules is evaluated correctly.
+/// no filter rule, shows every object: these policies never run on the VM. The check errs on
+/// the side of the interpreter: a variable index counts even where the variable is already
+/// bound (a lookup, not a loop). Iteration inside comprehensions, `every` and called rules
+/// is evaluated correctly.
 fn else_chain_iterating(engine: &mut Engine) -> Option<String> {
     for module in engine.get_modules() {
         for rule in &module.policy {

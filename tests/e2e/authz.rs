@@ -454,6 +454,105 @@ fn a_broken_or_missing_policy_denies_everything_but_roots_ping_until_repaired() 
     assert_eq!(rpc(&d2, "system.ping", json!({}))["result"], "OK");
 }
 
+/// Lets everyone do everything, except a container call whose params do not name the
+/// container the policy is shown by its full id.
+const PINNED_POLICY: &str = r#"package berth.authz
+import rego.v1
+
+default allow := false
+allow if input.target.kind != "container"
+allow if {
+	input.target.kind == "container"
+	not input.params.id
+}
+allow if {
+	input.target.kind == "container"
+	input.params.id == input.target.id
+}
+"#;
+
+#[test]
+fn those_a_policy_judges_cannot_replace_it_read_host_files_or_swap_its_objects() {
+    require_root!();
+    let Some(rego) = plugin_component("rego.wasm") else {
+        return;
+    };
+    ensure_user(ALICE, &["bt-team-a", "bt-sock"]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let policy = write(dir.path(), "pinned.rego", PINNED_POLICY);
+    let allow_all = write(
+        dir.path(),
+        "all.rego",
+        "package berth.authz\nallow := true\n",
+    );
+    let d = Daemon::start_with(&[
+        "--socket-group",
+        "bt-sock",
+        "--authz-plugins",
+        "rego",
+        "--authz-policy",
+        &policy,
+    ]);
+    import_busybox(&d, "busybox");
+    let id = ok(&d.cli(&["create", "--name", "web-a", "busybox", "true"]));
+    let id = id.trim();
+
+    // The handler gets the params the policy saw, with the container named by its id
+    // whatever key the caller gave: it acts on the object that was judged.
+    for key in ["web-a", &id[..8], id] {
+        let inspect = ok(&d.cli_as(ALICE, &["container", "inspect", key]));
+        assert!(inspect.contains(id), "{inspect}");
+    }
+    // Prefixes are hex: `LIKE` wildcards match nothing (with one container, they named it).
+    for key in ["%", "_", ""] {
+        let v = rpc(&d, "container.inspect", json!({ "id": key }));
+        assert!(v.get("error").is_some(), "{key:?}: {v}");
+    }
+    // A full id names its container even where another's name is spelled the same.
+    let shadow = ok(&d.cli(&["create", "--name", id, "busybox", "true"]));
+    let inspect: Value = serde_json::from_str(&ok(&d.cli(&["container", "inspect", id]))).unwrap();
+    assert_eq!(inspect[0]["name"], "web-a", "{inspect}");
+
+    // A caller the policy lets manage plugins still cannot change the policy judging it,
+    // nor have berthd read a host file as root through a policy's parse error.
+    let t = denied(&d.cli_as(
+        ALICE,
+        &["plugin", "set", "rego", &format!("policy={allow_all}")],
+    ));
+    assert!(t.contains("only root on berthd's Unix socket"), "{t}");
+    denied(&d.cli_as(ALICE, &["plugin", "set", "rego", "engine=interp"]));
+    let t = denied(&d.cli_as(
+        ALICE,
+        &[
+            "plugin",
+            "install",
+            "--name",
+            "mine",
+            rego.to_str().unwrap(),
+            "policy=/etc/shadow",
+        ],
+    ));
+    assert!(!t.contains("root:"), "a host file leaked: {t}");
+    let t = text(&d.cli_as(ALICE, &["plugin", "inspect", "mine"]));
+    assert!(t.contains("no such plugin"), "{t}");
+    let log = decisions(&d);
+    let refusal = log
+        .iter()
+        .find(|r| r["method"] == "plugin.set" && r["identity"]["unix"]["user"] == ALICE)
+        .unwrap_or_else(|| panic!("no decision for alice's plugin set in {log:?}"));
+    assert_eq!(refusal["decision"], "deny");
+    assert_eq!(refusal["policy"], "berthd");
+    // Root on the Unix socket repairs and changes policies as before.
+    ok(&d.cli(&["plugin", "set", "rego", &format!("policy={allow_all}")]));
+    denied(&d.cli_as(ALICE, &["plugin", "set", "rego", "engine=interp"]));
+    ok(&d.cli(&["rm", "web-a", shadow.trim()]));
+}
+
 const BYPASS_POLICY: &str = r#"package berth.authz
 import rego.v1
 

@@ -308,6 +308,56 @@ async fn target_of(ctx: &Arc<Context>, method: &str, params: &Map<String, Value>
     }
 }
 
+/// Makes the params name the objects the policies are asked about by their full ids, so the
+/// handler acts on exactly those: a key it resolved again could name another object by then
+/// (a name given up, or a name that was also a prefix of another object's id). Says whether
+/// it changed anything.
+fn pin_targets(
+    method: &str,
+    params: &mut Map<String, Value>,
+    target: &Target,
+    used: &[Target],
+) -> bool {
+    let mut pinned = false;
+    let mut pin = |slot: Option<&mut Value>, id: &Option<String>| {
+        if let (Some(slot @ Value::String(_)), Some(id)) = (slot, id)
+            && slot.as_str() != Some(id.as_str())
+        {
+            *slot = Value::String(id.clone());
+            pinned = true;
+        }
+    };
+    let verb = method.split_once('.').map(|(_, v)| v).unwrap_or_default();
+    match (target.kind, verb) {
+        (ResourceKind::Container, "create") => {
+            let network = used.iter().find(|t| t.kind == ResourceKind::Network);
+            if let Some(network) = network {
+                let slot = params.get_mut("request").and_then(|r| r.get_mut("network"));
+                pin(slot, &network.id);
+            }
+        }
+        // The session keys of these are exact; the rest name their container by `id`.
+        (
+            ResourceKind::Container,
+            "list" | "prune" | "exec_input" | "exec_resize" | "archive_put_data",
+        ) => {}
+        (ResourceKind::Container, _) => pin(params.get_mut("id"), &target.id),
+        (ResourceKind::Network, "inspect" | "remove" | "connect" | "disconnect") => {
+            let key = if params.contains_key("name") {
+                "name"
+            } else {
+                "network"
+            };
+            pin(params.get_mut(key), &target.id);
+            if let Some(container) = used.iter().find(|t| t.kind == ResourceKind::Container) {
+                pin(params.get_mut("container"), &container.id);
+            }
+        }
+        _ => {}
+    }
+    pinned
+}
+
 /// The objects of a list result, as the policies see them.
 /// What a list item says about the object it describes; everything else in the item is
 /// skipped unparsed.
@@ -478,7 +528,7 @@ where
         }
         // Known methods arrive here with normalized params (an object); anything else is
         // shown to the policy with none.
-        let params: Map<String, Value> = if berth_api::method(&method).is_some() {
+        let mut params: Map<String, Value> = if berth_api::method(&method).is_some() {
             req.params
                 .as_ref()
                 .and_then(|p| serde_json::from_str(p.get()).ok())
@@ -488,7 +538,23 @@ where
         };
         let target = target_of(&state.ctx, &method, &params).await;
         let used = also_uses(&state.ctx, &method, &params).await;
+        let pinned = pin_targets(&method, &mut params, &target, &used);
         let params_text = Value::Object(params).to_string();
+        let mut req = req;
+        if pinned {
+            match RawValue::from_string(params_text.clone()) {
+                Ok(raw) => req.params = Some(std::borrow::Cow::Owned(raw)),
+                Err(e) => {
+                    return MethodResponse::error(
+                        req.id(),
+                        berth_api::error::rpc_error(
+                            berth_api::ErrorKind::Internal,
+                            format!("cannot pin the call's objects: {e}"),
+                        ),
+                    );
+                }
+            }
+        }
         let request = match req.extensions().get::<Caller>() {
             Some(caller) => state.gate.request(caller, &method, params_text, target),
             None => state
@@ -515,7 +581,6 @@ where
             }
         }
         let id = req.id().into_owned();
-        let mut req = req;
         if method == EVENTS_SUBSCRIBE && !scopes.everything() {
             req.extensions_mut().insert(EventScope {
                 state: Arc::clone(&state),
@@ -688,6 +753,70 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_params_name_the_judged_objects_by_their_ids() {
+        let found = |kind, id: &str| Target {
+            kind,
+            id: Some(id.into()),
+            name: Some("shown".into()),
+            labels: Vec::new(),
+        };
+        let params = |v: Value| v.as_object().unwrap().clone();
+        let container = found(ResourceKind::Container, "c0ffee11");
+        let mut p = params(json!({"id": "c0f", "timeout": 3}));
+        assert!(pin_targets("container.restart", &mut p, &container, &[]));
+        assert_eq!(Value::Object(p), json!({"id": "c0ffee11", "timeout": 3}));
+        let mut p = params(json!({"id": "c0ffee11"}));
+        assert!(!pin_targets("container.inspect", &mut p, &container, &[]));
+        // An unresolved key stays as given: the handler reports it.
+        let mut p = params(json!({"id": "nope"}));
+        let missing = unresolved(ResourceKind::Container, "nope".into());
+        assert!(!pin_targets("container.remove", &mut p, &missing, &[]));
+        // A session key is exact already.
+        let mut p = params(json!({"exec_id": "e1", "data": ""}));
+        assert!(!pin_targets(
+            "container.exec_input",
+            &mut p,
+            &container,
+            &[]
+        ));
+
+        let network = found(ResourceKind::Network, "ab12cd34");
+        let mut p = params(json!({"network": "ab1", "container": "web"}));
+        assert!(pin_targets(
+            "network.connect",
+            &mut p,
+            &network,
+            std::slice::from_ref(&container)
+        ));
+        assert_eq!(
+            Value::Object(p),
+            json!({"network": "ab12cd34", "container": "c0ffee11"})
+        );
+        let mut p = params(json!({"name": "net-a"}));
+        assert!(pin_targets("network.remove", &mut p, &network, &[]));
+        assert_eq!(Value::Object(p), json!({"name": "ab12cd34"}));
+
+        let new = Target {
+            kind: ResourceKind::Container,
+            id: None,
+            name: Some("web".into()),
+            labels: Vec::new(),
+        };
+        let volume = found(ResourceKind::Volume, "data");
+        let mut p = params(json!({"request": {"image": "busybox", "network": "net-a",
+            "mounts": [{"type": "volume", "source": "data", "target": "/d"}]}}));
+        assert!(pin_targets(
+            "container.create",
+            &mut p,
+            &new,
+            &[volume, network]
+        ));
+        assert_eq!(p["request"]["network"], "ab12cd34");
+        assert_eq!(p["request"]["mounts"][0]["source"], "data");
+    }
 
     #[test]
     fn unsubscribes_are_known_and_calls_are_not() {

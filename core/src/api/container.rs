@@ -433,6 +433,9 @@ impl ContainerServer for ContainerApi {
     async fn restart(&self, id: String, timeout: Option<u64>) -> RpcResult<()> {
         let (record, started) = self
             .blocking(move |c| {
+                // Each step finds the container by its id: the key could name another one
+                // by the time the stop has waited (a name given up meanwhile).
+                let id = c.resolve(&id)?.id;
                 let secs = match timeout {
                     Some(t) => t,
                     None => c.stop_timeout(&id)?.unwrap_or(10),

@@ -325,6 +325,64 @@ pub struct Gate {
 /// while repairing a broken policy.
 const ROOT_ALWAYS: &[&str] = &["system.ping"];
 
+/// The name a denial berthd makes itself, before any policy is asked, goes by.
+const BERTHD: &str = "berthd";
+
+/// Plugin settings that name files berthd reads as root (an authz plugin's policy and data):
+/// a caller who could set them could read any file on the host through the parse error.
+const HOST_FILE_SETTINGS: &[&str] = &["policy", "data"];
+
+/// Why only root on the Unix socket may make this call whatever the policies say, if so:
+/// it would change a policy of the chain (which would let the caller decide its own
+/// rights) or make berthd read host files as root for a plugin.
+fn host_root_only(chain: &[String], method: &str, params: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Set {
+        name: String,
+        #[serde(default)]
+        settings: Vec<String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Install {
+        request: InstallRequest,
+    }
+    #[derive(serde::Deserialize)]
+    struct InstallRequest {
+        #[serde(default)]
+        config: std::collections::BTreeMap<String, String>,
+    }
+    fn names_host_files<'a>(mut keys: impl Iterator<Item = &'a str>) -> bool {
+        keys.any(|k| HOST_FILE_SETTINGS.contains(&k))
+    }
+    match method {
+        "plugin.set" => {
+            // Params that do not parse fail in the handler before any work.
+            let set: Set = serde_json::from_str(params).ok()?;
+            if chain.contains(&set.name) {
+                return Some(format!(
+                    "only root on berthd's Unix socket may change the settings of {}, a policy of the authorization chain",
+                    set.name
+                ));
+            }
+            let keys = set
+                .settings
+                .iter()
+                .map(|s| s.split_once('=').map_or(s.as_str(), |(k, _)| k));
+            names_host_files(keys).then(|| {
+                "only root on berthd's Unix socket may set `policy` or `data` (files berthd reads as root)".to_owned()
+            })
+        }
+        "plugin.install" => {
+            let install: Install = serde_json::from_str(params).ok()?;
+            let keys = install.request.config.keys().map(String::as_str);
+            names_host_files(keys).then(|| {
+                "only root on berthd's Unix socket may install a plugin with `policy` or `data` settings (files berthd reads as root)".to_owned()
+            })
+        }
+        _ => None,
+    }
+}
+
 impl Gate {
     /// A gate asking `chain` (names of authz plugins), logging to `log`.
     pub fn new(plugins: Arc<Plugins>, chain: Vec<String>, log: DecisionLog) -> Gate {
@@ -377,6 +435,11 @@ impl Gate {
                 Some("root may always call this on the Unix socket".to_owned()),
                 Scopes::default(),
             ))
+        } else if let Some(reason) = (!caller_is_root)
+            .then(|| host_root_only(&self.chain, &request.method, &request.params))
+            .flatten()
+        {
+            Err((BERTHD.to_owned(), reason))
         } else {
             self.ask_chain(request).await
         };
@@ -402,10 +465,14 @@ impl Gate {
                     policy = %plugin,
                     "denied: {reason}"
                 );
-                Err(Denied(format!(
-                    "permission denied: {} by authorization policy {plugin}: {reason}",
-                    request.method
-                )))
+                Err(Denied(if plugin == BERTHD {
+                    format!("permission denied: {}: {reason}", request.method)
+                } else {
+                    format!(
+                        "permission denied: {} by authorization policy {plugin}: {reason}",
+                        request.method
+                    )
+                }))
             }
         }
     }
@@ -585,6 +652,40 @@ mod tests {
             })
             .collect();
         assert_eq!(ids, ["\"r-1\"", "\"r-2\""]);
+    }
+
+    #[test]
+    fn only_host_root_may_change_the_chain_or_name_files_berthd_reads() {
+        let chain = vec!["rego".to_owned()];
+        let only = |method: &str, params: &str| host_root_only(&chain, method, params);
+        let set = |name: &str, settings: &str| {
+            only(
+                "plugin.set",
+                &format!(r#"{{"name":"{name}","settings":{settings}}}"#),
+            )
+        };
+        assert!(set("rego", r#"["policy=/tmp/p.rego"]"#).is_some());
+        assert!(
+            set("rego", r#"["engine=vm"]"#).is_some(),
+            "any setting of a chain member"
+        );
+        assert!(set("rego", "[]").is_some());
+        assert!(set("other", r#"["data=/etc/shadow"]"#).is_some());
+        assert!(set("other", r#"["policy="]"#).is_some());
+        assert!(set("other", r#"["policy:/x=package x"]"#).is_none());
+        assert!(set("local", r#"["size=1g"]"#).is_none());
+        let install = |config: &str| {
+            only(
+                "plugin.install",
+                &format!(r#"{{"request":{{"name":"p","path":"/p.wasm","config":{config}}}}}"#),
+            )
+        };
+        assert!(install(r#"{"policy":"/etc/shadow"}"#).is_some());
+        assert!(install(r#"{"data":"/x.json"}"#).is_some());
+        assert!(install(r#"{"mode":"x"}"#).is_none());
+        assert!(install("{}").is_none());
+        assert!(only("plugin.inspect", r#"{"name":"rego"}"#).is_none());
+        assert!(only("plugin.set", "not json").is_none());
     }
 
     #[test]

@@ -697,11 +697,21 @@ impl Containers {
     /// Finds a container by id, unique id prefix, or name.
     pub fn resolve(&self, key: &str) -> Result<ContainerRecord> {
         let k = key.trim_start_matches('/').to_owned();
+        // Only ids are hex: another key is no prefix (and `LIKE` would read `%` and `_` in
+        // it as wildcards).
+        let prefix = if !k.is_empty()
+            && k.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            k.as_str()
+        } else {
+            ""
+        };
         let docs: Vec<String> = self.store.with_conn(|c| {
             let mut s = c
-                .prepare_cached("SELECT doc FROM containers WHERE id = ?1 OR name = ?1 UNION ALL SELECT doc FROM containers WHERE id LIKE ?1 || '%' AND id != ?1 LIMIT 3")
+                .prepare_cached("SELECT doc FROM containers WHERE id = ?1 OR name = ?1 UNION ALL SELECT doc FROM containers WHERE ?2 != '' AND id LIKE ?2 || '%' AND id != ?1 LIMIT 4")
                 .map_err(q("find container"))?;
-            s.query_map([&k], |r| r.get(0))
+            s.query_map([&k, prefix], |r| r.get(0))
                 .and_then(|rows| rows.collect::<rusqlite::Result<Vec<String>>>())
                 .map_err(q("find container"))
         })?;
@@ -709,7 +719,13 @@ impl Containers {
             .iter()
             .filter_map(|d| serde_json::from_str(d).ok())
             .collect();
-        if let Some(exact) = records.iter().position(|r| r.id == k || r.name == k) {
+        // A full id wins over a name spelled like it, as in docker: the gate pins the
+        // container a call was authorized for by its id, and no name may take that over.
+        let exact = records
+            .iter()
+            .position(|r| r.id == k)
+            .or_else(|| records.iter().position(|r| r.name == k));
+        if let Some(exact) = exact {
             return Ok(records.swap_remove(exact));
         }
         match records.len() {

@@ -671,7 +671,13 @@ impl Networks {
 
     async fn find(&self, key: &str) -> Result<Option<Record>> {
         let records = self.records().await?;
-        if let Some(r) = records.iter().find(|r| r.name == key || r.id == key) {
+        // A full id wins over a name spelled like it: the gate pins the network a call was
+        // authorized for by its id, and no name may take that over.
+        if let Some(r) = records
+            .iter()
+            .find(|r| r.id == key)
+            .or_else(|| records.iter().find(|r| r.name == key))
+        {
             return Ok(Some(r.clone()));
         }
         let by_prefix: Vec<&Record> = records
@@ -1443,16 +1449,20 @@ impl Networks {
 
     /// A container's network facts for inspect.
     pub async fn settings(&self, record: &crate::container::ContainerRecord) -> NetworkSettings {
+        let records = self.records().await.unwrap_or_default();
         let mode = match mode_of(record.config.network.as_deref()) {
             Mode::None => "none".to_owned(),
             Mode::Host => "host".to_owned(),
-            Mode::Network(n) => n,
+            // With an authorization chain the gate records the network by its id.
+            Mode::Network(n) => records
+                .iter()
+                .find(|r| r.id == n)
+                .map_or(n, |r| r.name.clone()),
         };
         let mut settings = NetworkSettings {
             mode,
             ..Default::default()
         };
-        let records = self.records().await.unwrap_or_default();
         for (network_id, member) in self.members_of(&record.id).await.unwrap_or_default() {
             let Some(r) = records.iter().find(|r| r.id == network_id) else {
                 continue;

@@ -1,7 +1,8 @@
 # Non-admins may create containers, but not with --privileged, --cap-add, the host's
-# network, pid or ipc namespaces, or bind mounts of host paths. Admins (data.admins by name,
-# data.admin_groups by group) may. Every other call is allowed (combine with other policies
-# in the chain).
+# network, pid or ipc namespaces, or bind mounts of host paths; nor have berthd read or write
+# host paths for them (image save, load and import, a plugin installed from a file), which
+# it does as root. Admins (data.admins by name, data.admin_groups by group) may. Every other
+# call is allowed (combine with other policies in the chain).
 package berth.authz
 
 import rego.v1
@@ -28,13 +29,37 @@ problems contains sprintf("a bind mount of the host's %s", [m.source]) if {
 	m.type == "bind"
 }
 
+# Calls whose params name a file on berthd's host.
+host_path_methods := {"image.save", "image.load", "image.import", "plugin.install"}
+
+# Absent params are null.
+host_path := input.params.path if {
+	input.method in {"image.save", "image.load", "image.import"}
+	is_string(input.params.path)
+}
+
+host_path := input.params.request.path if {
+	input.method == "plugin.install"
+	is_string(input.params.request.path)
+}
+
 allow if admin
 
-allow if input.method != "container.create"
+allow if not input.method in ({"container.create"} | host_path_methods)
 
 allow if {
 	input.method == "container.create"
 	count(problems) == 0
 }
 
-reason := sprintf("only admins may create containers with %s", [concat(", ", sort(problems))]) if not allow
+allow if {
+	input.method in host_path_methods
+	not host_path
+}
+
+reason := sprintf("only admins may create containers with %s", [concat(", ", sort(problems))]) if {
+	not allow
+	input.method == "container.create"
+}
+
+reason := sprintf("only admins may have berthd use the host path %s (%s)", [host_path, input.method]) if not allow

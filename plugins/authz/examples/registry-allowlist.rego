@@ -1,7 +1,9 @@
 # Images come only from the registries in data.registries (host[:port], `docker.io` for
 # Docker Hub): pulls, and containers created from a reference that names a registry. A
 # reference without a registry part (`busybox`, `library/busybox`) is Docker Hub's.
-# Containers made from an image already present by id are allowed.
+# Containers made from an image already present by id are allowed. Images made from files
+# (`image.import`, `image.load`) came from no registry, and could carry the name of an
+# allowed one: they are refused.
 package berth.authz
 
 import rego.v1
@@ -39,7 +41,12 @@ by_id if startswith(reference, "sha256:")
 
 checked if input.method in {"image.pull", "image.pull_follow", "container.create"}
 
-allow if not checked
+from_files if input.method in {"image.import", "image.load"}
+
+allow if {
+	not checked
+	not from_files
+}
 
 allow if by_id
 
@@ -48,4 +55,9 @@ allow if {
 	registry_of(reference) in data.registries
 }
 
-reason := sprintf("%s is not an allowed registry (allowed: %s)", [registry_of(reference), concat(", ", sort(data.registries))]) if not allow
+reason := sprintf("%s is not an allowed registry (allowed: %s)", [registry_of(reference), concat(", ", sort(data.registries))]) if {
+	not allow
+	checked
+}
+
+reason := sprintf("%s makes an image that comes from no allowed registry", [input.method]) if from_files

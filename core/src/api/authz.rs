@@ -131,55 +131,75 @@ fn unresolved(kind: ResourceKind, reference: String) -> Target {
     }
 }
 
+/// A lookup that failed for another reason than the key naming no object (or several): the
+/// call is refused, since the policies cannot be shown what it would act on.
+type Lookup = Result<Target, String>;
+
+/// Whether a lookup error only says the key names no single object: the policies then see
+/// the key, and the handler reports the same error.
+fn names_nothing(kind: berth_api::ErrorKind) -> bool {
+    matches!(
+        kind,
+        berth_api::ErrorKind::NotFound | berth_api::ErrorKind::InvalidArgument
+    )
+}
+
 /// The container `key` (name, id or id prefix) names, with its labels; just the key if none.
-async fn container_target(ctx: &Arc<Context>, key: String) -> Target {
+async fn container_target(ctx: &Arc<Context>, key: String) -> Lookup {
     let containers = Arc::clone(&ctx.containers);
     let lookup = key.clone();
     let found = tokio::task::spawn_blocking(move || containers.resolve(&lookup))
         .await
-        .ok()
-        .and_then(Result::ok);
+        .map_err(|e| format!("looking up container {key:?} failed: {e}"))?;
     match found {
-        Some(r) => Target {
+        Ok(r) => Ok(Target {
             kind: ResourceKind::Container,
             id: Some(r.id),
             name: Some(r.name),
             labels: r.config.labels.into_iter().collect(),
-        },
-        None => unresolved(ResourceKind::Container, key),
+        }),
+        Err(e) if names_nothing(e.kind()) => Ok(unresolved(ResourceKind::Container, key)),
+        Err(e) => Err(format!("looking up container {key:?} failed: {e}")),
     }
 }
 
 /// The volume `name`, with its labels; just the name if there is none.
-async fn volume_target(ctx: &Arc<Context>, name: String) -> Target {
+async fn volume_target(ctx: &Arc<Context>, name: String) -> Lookup {
     match ctx.volumes.labels(&name).await {
-        Ok(Some(labels)) => Target {
+        Ok(Some(labels)) => Ok(Target {
             kind: ResourceKind::Volume,
             id: Some(name.clone()),
             name: Some(name),
             labels: labels.into_iter().collect(),
-        },
-        _ => unresolved(ResourceKind::Volume, name),
+        }),
+        Ok(None) => Ok(unresolved(ResourceKind::Volume, name)),
+        Err(e) if names_nothing(e.kind()) => Ok(unresolved(ResourceKind::Volume, name)),
+        Err(e) => Err(format!("looking up volume {name:?} failed: {e}")),
     }
 }
 
 /// The network `key` (name, id or id prefix) names, with its labels; just the key if none.
-async fn network_target(ctx: &Arc<Context>, key: String) -> Target {
+async fn network_target(ctx: &Arc<Context>, key: String) -> Lookup {
     match ctx.networks.identify(&key).await {
-        Ok((id, name, labels)) => Target {
+        Ok((id, name, labels)) => Ok(Target {
             kind: ResourceKind::Network,
             id: Some(id),
             name: Some(name),
             labels: labels.into_iter().collect(),
-        },
-        Err(_) => unresolved(ResourceKind::Network, key),
+        }),
+        Err(e) if names_nothing(e.kind()) => Ok(unresolved(ResourceKind::Network, key)),
+        Err(e) => Err(format!("looking up network {key:?} failed: {e}")),
     }
 }
 
 /// The objects a call uses besides its target, each put to the policies as a target of the
 /// same call: the named volumes a new container mounts and the user network it joins, and
 /// the container a network connects or disconnects.
-async fn also_uses(ctx: &Arc<Context>, method: &str, params: &Map<String, Value>) -> Vec<Target> {
+async fn also_uses(
+    ctx: &Arc<Context>,
+    method: &str,
+    params: &Map<String, Value>,
+) -> Result<Vec<Target>, String> {
     match method {
         "container.create" => {
             // The struct the handler parses: one it cannot parse fails before any work.
@@ -187,7 +207,7 @@ async fn also_uses(ctx: &Arc<Context>, method: &str, params: &Map<String, Value>
                 .get("request")
                 .and_then(|r| CreateRequest::deserialize(r).ok())
             else {
-                return Vec::new();
+                return Ok(Vec::new());
             };
             let mut used = Vec::new();
             let volumes = request
@@ -196,26 +216,26 @@ async fn also_uses(ctx: &Arc<Context>, method: &str, params: &Map<String, Value>
                 .filter(|m| m.kind == MountKind::Volume)
                 .filter_map(|m| m.source);
             for name in volumes {
-                used.push(volume_target(ctx, name).await);
+                used.push(volume_target(ctx, name).await?);
             }
             // The default bridge, the host's network and none are nobody's objects.
             if let Mode::Network(network) = mode_of(request.network.as_deref())
                 && network != DEFAULT_NETWORK
             {
-                used.push(network_target(ctx, network).await);
+                used.push(network_target(ctx, network).await?);
             }
-            used
+            Ok(used)
         }
         "network.connect" | "network.disconnect" => match text(params, &["container"]) {
-            Some(key) => vec![container_target(ctx, key).await],
-            None => Vec::new(),
+            Some(key) => Ok(vec![container_target(ctx, key).await?]),
+            None => Ok(Vec::new()),
         },
-        _ => Vec::new(),
+        _ => Ok(Vec::new()),
     }
 }
 
 /// Names the object a call acts on. Lookups read berth's own records only.
-async fn target_of(ctx: &Arc<Context>, method: &str, params: &Map<String, Value>) -> Target {
+async fn target_of(ctx: &Arc<Context>, method: &str, params: &Map<String, Value>) -> Lookup {
     let kind = kind_of_namespace(method);
     let verb = method.split_once('.').map(|(_, v)| v).unwrap_or_default();
     let bare = |name: Option<String>, labels: Vec<(String, String)>| Target {
@@ -224,7 +244,7 @@ async fn target_of(ctx: &Arc<Context>, method: &str, params: &Map<String, Value>
         name,
         labels,
     };
-    match (kind, verb) {
+    Ok(match (kind, verb) {
         (ResourceKind::Container, "create") => bare(
             text(params, &["request", "name"]),
             labels_at(params, &["request", "labels"]),
@@ -237,12 +257,12 @@ async fn target_of(ctx: &Arc<Context>, method: &str, params: &Map<String, Value>
                 .as_deref()
                 .and_then(|s| ctx.sessions.container_of(s))
             {
-                Some(container_id) => container_target(ctx, container_id).await,
+                Some(container_id) => container_target(ctx, container_id).await?,
                 None => bare(session, Vec::new()),
             }
         }
         (ResourceKind::Container, _) => match text(params, &["id"]) {
-            Some(key) => container_target(ctx, key).await,
+            Some(key) => container_target(ctx, key).await?,
             None => bare(None, Vec::new()),
         },
         (ResourceKind::Image, _) => {
@@ -255,25 +275,25 @@ async fn target_of(ctx: &Arc<Context>, method: &str, params: &Map<String, Value>
                 _ => None,
             };
             let Some(reference) = reference else {
-                return bare(None, Vec::new());
+                return Ok(bare(None, Vec::new()));
             };
             if matches!(verb, "pull" | "pull_follow") {
-                return bare(Some(reference), Vec::new());
+                return Ok(bare(Some(reference), Vec::new()));
             }
             let images = Arc::clone(&ctx.images);
             let lookup = reference.clone();
             let found = tokio::task::spawn_blocking(move || images.inspect(&lookup))
                 .await
-                .ok()
-                .and_then(Result::ok);
+                .map_err(|e| format!("looking up image {reference:?} failed: {e}"))?;
             match found {
-                Some(d) => Target {
+                Ok(d) => Target {
                     kind,
                     id: Some(d.id),
                     name: Some(reference),
                     labels: d.config.labels.into_iter().collect(),
                 },
-                None => bare(Some(reference), Vec::new()),
+                Err(e) if names_nothing(e.kind()) => bare(Some(reference), Vec::new()),
+                Err(e) => return Err(format!("looking up image {reference:?} failed: {e}")),
             }
         }
         (ResourceKind::Volume, "create") => bare(
@@ -281,7 +301,7 @@ async fn target_of(ctx: &Arc<Context>, method: &str, params: &Map<String, Value>
             labels_at(params, &["request", "labels"]),
         ),
         (ResourceKind::Volume, "inspect" | "remove") => match text(params, &["name"]) {
-            Some(name) => volume_target(ctx, name).await,
+            Some(name) => volume_target(ctx, name).await?,
             None => bare(None, Vec::new()),
         },
         (ResourceKind::Network, "create") => bare(
@@ -290,7 +310,7 @@ async fn target_of(ctx: &Arc<Context>, method: &str, params: &Map<String, Value>
         ),
         (ResourceKind::Network, "inspect" | "remove" | "connect" | "disconnect") => {
             match text(params, &["name"]).or_else(|| text(params, &["network"])) {
-                Some(key) => network_target(ctx, key).await,
+                Some(key) => network_target(ctx, key).await?,
                 None => bare(None, Vec::new()),
             }
         }
@@ -305,7 +325,7 @@ async fn target_of(ctx: &Arc<Context>, method: &str, params: &Map<String, Value>
             None => bare(None, Vec::new()),
         },
         _ => bare(None, Vec::new()),
-    }
+    })
 }
 
 /// Makes the params name the objects the policies are asked about by their full ids, so the
@@ -343,7 +363,8 @@ fn pin_targets(
         ) => {}
         (ResourceKind::Container, _) => pin(params.get_mut("id"), &target.id),
         (ResourceKind::Network, "inspect" | "remove" | "connect" | "disconnect") => {
-            let key = if params.contains_key("name") {
+            // The key `target_of` read.
+            let key = if params.get("name").is_some_and(Value::is_string) {
                 "name"
             } else {
                 "network"
@@ -536,8 +557,26 @@ where
         } else {
             Map::new()
         };
-        let target = target_of(&state.ctx, &method, &params).await;
-        let used = also_uses(&state.ctx, &method, &params).await;
+        let looked_up = match target_of(&state.ctx, &method, &params).await {
+            Ok(target) => also_uses(&state.ctx, &method, &params)
+                .await
+                .map(|used| (target, used)),
+            Err(e) => Err(e),
+        };
+        let (target, used) = match looked_up {
+            Ok(found) => found,
+            // Fails closed: the policies cannot be shown what the call would act on.
+            Err(e) => {
+                tracing::warn!(method = %method, "call refused: {e}");
+                return MethodResponse::error(
+                    req.id(),
+                    berth_api::error::rpc_error(
+                        berth_api::ErrorKind::Internal,
+                        format!("cannot authorize {method}: {e}"),
+                    ),
+                );
+            }
+        };
         let pinned = pin_targets(&method, &mut params, &target, &used);
         let params_text = Value::Object(params).to_string();
         let mut req = req;

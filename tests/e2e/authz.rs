@@ -865,3 +865,60 @@ fn tcp_without_tls_needs_the_insecure_flag() {
     let t = text(&out);
     assert!(!out.status.success() && t.contains("insecure-tcp"), "{t}");
 }
+
+#[tokio::test]
+async fn a_token_revoked_on_sighup_stops_working_on_an_open_websocket() {
+    use jsonrpsee::core::client::ClientT;
+    use jsonrpsee::rpc_params;
+    use jsonrpsee::ws_client::{HeaderMap, HeaderValue, WsClientBuilder};
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "tok-revoke-0123456789abcdef";
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(secret.as_bytes()));
+    let tokens = write(dir.path(), "tokens", &format!("ci sha256:{digest}\n"));
+    let d = Daemon::start_with(&[
+        "--listen",
+        "tcp://127.0.0.1:0",
+        "--insecure-tcp",
+        "--tokens-file",
+        &tokens,
+    ]);
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        "authorization",
+        HeaderValue::from_str(&format!("Bearer {secret}")).unwrap(),
+    );
+    let client = WsClientBuilder::default()
+        .set_headers(headers)
+        .build(format!("ws://{}/", tcp_listener(&d)))
+        .await
+        .expect("WebSocket with a token");
+    let version: Result<Value, _> = client.request("system.version", rpc_params![]).await;
+    assert!(version.is_ok(), "{version:?}");
+
+    // The token leaves the file; SIGHUP reloads it. The socket opened with it stays open, and
+    // its next calls are refused.
+    write(
+        dir.path(),
+        "tokens",
+        &format!("other sha256:{}\n", "0".repeat(64)),
+    );
+    berth_tests::signal(d.pid(), libc::SIGHUP);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let refused = loop {
+        match client
+            .request::<Value, _>("system.version", rpc_params![])
+            .await
+        {
+            Err(e) => break e.to_string(),
+            Ok(_) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the revoked token still works on its WebSocket: {}",
+                    d.log_text()
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    };
+    assert!(refused.contains("revoked"), "{refused}");
+}

@@ -41,6 +41,9 @@ pub struct GateState {
 pub struct AuthzLayer {
     /// `None`: no policy configured, every call passes.
     pub state: Option<Arc<GateState>>,
+    /// The bearer tokens in force: a call made with one that has since been revoked is
+    /// refused, policy or not.
+    pub tokens: Arc<std::sync::RwLock<crate::authz::Tokens>>,
     /// Largest response, for rebuilt list results.
     pub max_response_body_size: usize,
 }
@@ -646,6 +649,22 @@ where
         self.filtered(&state, &request, &scopes, id, response).await
     }
 
+    /// Why the call must be refused, if its caller's bearer token no longer names them (a
+    /// WebSocket authenticated once, before a SIGHUP revoked or renamed its token).
+    fn revoked_token(&self, req: &Request<'_>) -> Option<String> {
+        let caller = req.extensions().get::<Caller>()?;
+        let digest = caller.token_digest.as_ref()?;
+        let tokens = self.layer.tokens.read().unwrap_or_else(|p| p.into_inner());
+        let still = tokens.name_of(digest);
+        match &caller.identity {
+            crate::authz::Identity::Token { name } if still.as_ref() == Some(name) => None,
+            _ => Some(format!(
+                "permission denied: the bearer token of this connection ({}) has been revoked",
+                caller.identity.display_name()
+            )),
+        }
+    }
+
     /// A list result with only what the policies let the caller see.
     async fn filtered(
         &self,
@@ -731,6 +750,12 @@ where
     fn call<'a>(&self, req: Request<'a>) -> impl Future<Output = MethodResponse> + Send + 'a {
         let this = self.clone();
         async move {
+            if let Some(revoked) = this.revoked_token(&req) {
+                return MethodResponse::error(
+                    req.id(),
+                    berth_api::error::rpc_error(berth_api::ErrorKind::PermissionDenied, revoked),
+                );
+            }
             match this.layer.state.clone() {
                 None => this.inner.call(req).await,
                 Some(state) => this.gated(state, req).await,

@@ -91,6 +91,7 @@ pub async fn serve(
                 })
                 .layer(AuthzLayer {
                     state: security.gate.clone(),
+                    tokens: Arc::clone(&security.tokens),
                     max_response_body_size: MAX_RESPONSE_BODY_SIZE as usize,
                 }),
         )
@@ -244,6 +245,7 @@ async fn unix_caller(stream: &tokio::net::UnixStream) -> Option<Caller> {
         identity: Identity::Unix(peer),
         transport: Transport::Unix,
         remote_address: None,
+        token_digest: None,
     })
 }
 
@@ -290,10 +292,11 @@ impl<S> CallerService<S> {
                 remote,
             } => (*transport, cert, remote),
         };
-        let caller = |identity| Caller {
+        let caller = |identity, token_digest| Caller {
             identity,
             transport,
             remote_address: remote.clone(),
+            token_digest,
         };
         if let Some(value) = req.headers().get(header::AUTHORIZATION) {
             let secret = value
@@ -302,17 +305,18 @@ impl<S> CallerService<S> {
                 .and_then(|v| v.strip_prefix("Bearer "))
                 .map(str::trim)
                 .ok_or("the Authorization header must be `Bearer TOKEN`")?;
+            let digest = Tokens::digest(secret);
             let tokens = self.tokens.read().unwrap_or_else(|p| p.into_inner());
-            return match tokens.verify(secret) {
-                Some(name) => Ok(caller(Identity::Token { name })),
+            return match tokens.name_of(&digest) {
+                Some(name) => Ok(caller(Identity::Token { name }, Some(digest))),
                 None => Err("the bearer token is not valid"),
             };
         }
         if let Some(cert) = cert {
-            return Ok(caller(Identity::Tls(cert.clone())));
+            return Ok(caller(Identity::Tls(cert.clone()), None));
         }
         if self.insecure_tcp {
-            return Ok(caller(Identity::Anonymous));
+            return Ok(caller(Identity::Anonymous, None));
         }
         Err("authentication required: present a TLS client certificate or a bearer token")
     }

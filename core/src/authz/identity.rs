@@ -195,10 +195,20 @@ impl Tokens {
     /// The name of the token whose digest matches `secret`. Every entry is compared, in
     /// constant time, so timing tells nothing about which digest came close.
     pub fn verify(&self, secret: &str) -> Option<String> {
-        let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+        self.name_of(&Tokens::digest(secret))
+    }
+
+    /// What the tokens file stores of `secret`.
+    pub fn digest(secret: &str) -> [u8; 32] {
+        Sha256::digest(secret.as_bytes()).into()
+    }
+
+    /// The name of the token with this digest, compared as in [`Tokens::verify`]: `None` once
+    /// the token is gone from the file.
+    pub fn name_of(&self, digest: &[u8; 32]) -> Option<String> {
         let mut found = None;
         for (name, stored) in &self.entries {
-            if bool::from(stored.ct_eq(&digest)) {
+            if bool::from(stored.ct_eq(digest)) {
                 found = Some(name.clone());
             }
         }

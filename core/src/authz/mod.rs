@@ -73,6 +73,10 @@ pub struct Caller {
     pub transport: Transport,
     /// The TCP peer address.
     pub remote_address: Option<String>,
+    /// The digest of the bearer token the identity came from: a WebSocket keeps its
+    /// identity for all its calls, and each is checked against the tokens in force, so a
+    /// token revoked on SIGHUP stops working on connections already open.
+    pub token_digest: Option<[u8; 32]>,
 }
 
 /// A denied call: the message the caller gets.
@@ -568,6 +572,7 @@ pub fn unknown_caller() -> Caller {
         identity: Identity::Anonymous,
         transport: Transport::TcpInsecure,
         remote_address: None,
+        token_digest: None,
     }
 }
 

@@ -95,6 +95,16 @@ fn kind_of_namespace(method: &str) -> ResourceKind {
     }
 }
 
+/// The param that names the network of a `network.*` call: `name` where the method has it,
+/// else `network`.
+fn network_key(params: &Map<String, Value>) -> &'static str {
+    if params.get("name").is_some_and(Value::is_string) {
+        "name"
+    } else {
+        "network"
+    }
+}
+
 fn text(params: &Map<String, Value>, path: &[&str]) -> Option<String> {
     let mut v = params.get(path[0])?;
     for key in &path[1..] {
@@ -312,7 +322,7 @@ async fn target_of(ctx: &Arc<Context>, method: &str, params: &Map<String, Value>
             labels_at(params, &["request", "labels"]),
         ),
         (ResourceKind::Network, "inspect" | "remove" | "connect" | "disconnect") => {
-            match text(params, &["name"]).or_else(|| text(params, &["network"])) {
+            match text(params, &[network_key(params)]) {
                 Some(key) => network_target(ctx, key).await?,
                 None => bare(None, Vec::new()),
             }
@@ -366,12 +376,7 @@ fn pin_targets(
         ) => {}
         (ResourceKind::Container, _) => pin(params.get_mut("id"), &target.id),
         (ResourceKind::Network, "inspect" | "remove" | "connect" | "disconnect") => {
-            // The key `target_of` read.
-            let key = if params.get("name").is_some_and(Value::is_string) {
-                "name"
-            } else {
-                "network"
-            };
+            let key = network_key(params);
             pin(params.get_mut(key), &target.id);
             if let Some(container) = used.iter().find(|t| t.kind == ResourceKind::Container) {
                 pin(params.get_mut("container"), &container.id);

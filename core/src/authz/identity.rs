@@ -192,19 +192,14 @@ impl Tokens {
         self.entries.is_empty()
     }
 
-    /// The name of the token whose digest matches `secret`. Every entry is compared, in
-    /// constant time, so timing tells nothing about which digest came close.
-    pub fn verify(&self, secret: &str) -> Option<String> {
-        self.name_of(&Tokens::digest(secret))
-    }
-
     /// What the tokens file stores of `secret`.
     pub fn digest(secret: &str) -> [u8; 32] {
         Sha256::digest(secret.as_bytes()).into()
     }
 
-    /// The name of the token with this digest, compared as in [`Tokens::verify`]: `None` once
-    /// the token is gone from the file.
+    /// The name of the token with this digest (`None` once it is gone from the file). Every
+    /// entry is compared, in constant time, so timing tells nothing about which digest came
+    /// close.
     pub fn name_of(&self, digest: &[u8; 32]) -> Option<String> {
         let mut found = None;
         for (name, stored) in &self.entries {
@@ -234,9 +229,12 @@ mod tests {
         )
         .unwrap();
         let tokens = Tokens::load(&path).unwrap();
-        assert_eq!(tokens.verify("s3cret").as_deref(), Some("ci"));
-        assert_eq!(tokens.verify("s3cret "), None);
-        assert_eq!(tokens.verify(""), None);
+        assert_eq!(
+            tokens.name_of(&Tokens::digest("s3cret")).as_deref(),
+            Some("ci")
+        );
+        assert_eq!(tokens.name_of(&Tokens::digest("s3cret ")), None);
+        assert_eq!(tokens.name_of(&Tokens::digest("")), None);
         for (text, needle) in [
             ("ci\n", "expected `NAME sha256:HEX`"),
             ("ci sha256:abc\n", "not a SHA-256 digest"),

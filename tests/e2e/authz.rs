@@ -526,6 +526,18 @@ fn those_a_policy_judges_cannot_replace_it_read_host_files_or_swap_its_objects()
     ));
     assert!(t.contains("only root on berthd's Unix socket"), "{t}");
     denied(&d.cli_as(ALICE, &["plugin", "set", "rego", "engine=interp"]));
+    // Nor grant a plugin what only the host's owner may (reaching addresses from berthd's
+    // network namespace).
+    let t = denied(&d.cli_as(
+        ALICE,
+        &[
+            "plugin",
+            "set",
+            "mine",
+            "berth.allow-connect=tcp:127.0.0.1:6379",
+        ],
+    ));
+    assert!(t.contains("`berth.*`"), "{t}");
     let t = denied(&d.cli_as(
         ALICE,
         &[
@@ -551,6 +563,171 @@ fn those_a_policy_judges_cannot_replace_it_read_host_files_or_swap_its_objects()
     ok(&d.cli(&["plugin", "set", "rego", &format!("policy={allow_all}")]));
     denied(&d.cli_as(ALICE, &["plugin", "set", "rego", "engine=interp"]));
     ok(&d.cli(&["rm", "web-a", shadow.trim()]));
+}
+
+/// A JSON-RPC call over berthd's Unix socket as `user` (python3, run by `setpriv` with the
+/// user's groups); the reply.
+fn rpc_as(d: &Daemon, user: &str, method: &str, params: Value) -> Value {
+    const CLIENT: &str = r#"
+import socket, sys
+body = sys.argv[2].encode()
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall(b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+reply = b""
+while True:
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    reply += chunk
+sys.stdout.buffer.write(reply)
+"#;
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
+    let gid = Command::new("id")
+        .args(["-g", user])
+        .output()
+        .unwrap()
+        .stdout;
+    let out = Command::new("setpriv")
+        .arg(format!("--reuid={user}"))
+        .arg(format!("--regid={}", String::from_utf8_lossy(&gid).trim()))
+        .arg("--init-groups")
+        // Debian's python3 (CI installs it): root's PATH may name one the user cannot run.
+        .args(["/usr/bin/python3", "-c", CLIENT])
+        .arg(&d.socket)
+        .arg(&body)
+        .output()
+        .expect("run python3 as the user");
+    assert!(out.status.success(), "{}", text(&out));
+    let (_, body) = parse_http_response(&out.stdout).unwrap();
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{body}: {e}"))
+}
+
+/// Lets everyone do everything, but for what the test shows berthd puts to it: a tag may not
+/// take a name an image already holds, and volumes of team b are root's.
+const WHAT_IT_TOUCHES_POLICY: &str = r#"package berth.authz
+import rego.v1
+
+default allow := false
+allow if input.user == "root"
+allow if not input.target.kind in {"image", "volume"}
+allow if {
+	input.target.kind == "image"
+	input.method != "image.tag"
+}
+allow if {
+	input.method == "image.tag"
+	input.target.name == input.params.source
+}
+allow if {
+	input.method == "image.tag"
+	input.target.id == null
+}
+allow if {
+	input.target.kind == "volume"
+	object.get(input.target.labels, "team", "") != "b"
+}
+reason := sprintf("%s %s is not yours", [input.target.kind, input.target.name]) if not allow
+"#;
+
+#[test]
+fn sessions_tags_and_existing_volumes_are_judged_on_what_they_touch() {
+    require_root!();
+    if plugin_component("rego.wasm").is_none() {
+        return;
+    }
+    ensure_user(ALICE, &["bt-team-a", "bt-sock"]);
+    let dir = tempfile::tempdir().unwrap();
+    let policy = write(dir.path(), "touches.rego", WHAT_IT_TOUCHES_POLICY);
+    let d = Daemon::start_with(&[
+        "--socket-group",
+        "bt-sock",
+        "--authz-plugins",
+        "rego",
+        "--authz-policy",
+        &policy,
+    ]);
+    import_busybox(&d, "busybox");
+
+    // A tag that would move a name off the image holding it is judged on that image too.
+    ok(&d.cli_as(ALICE, &["tag", "busybox", "alice-tools:1"]));
+    let t = denied(&d.cli_as(ALICE, &["tag", "busybox", "alice-tools:1"]));
+    assert!(t.contains("image alice-tools:1 is not yours"), "{t}");
+    let t = denied(&d.cli_as(ALICE, &["tag", "alice-tools:1", "busybox"]));
+    assert!(t.contains("image busybox is not yours"), "{t}");
+
+    // Creating a volume that exists answers with that volume: it is judged, not the labels
+    // the caller asked for.
+    ok(&d.cli(&["volume", "create", "--label", "team=b", "vol-b"]));
+    let t = denied(&d.cli_as(ALICE, &["volume", "create", "--label", "team=a", "vol-b"]));
+    assert!(t.contains("volume vol-b is not yours"), "{t}");
+    ok(&d.cli_as(ALICE, &["volume", "create", "--label", "team=a", "vol-a"]));
+
+    // The policy lets alice act on any container, but an exec session is its opener's: its
+    // id is in the events, and alice cannot type into root's.
+    ok(&d.cli(&["run", "-d", "--name", "held", "busybox", "sleep", "300"]));
+    let mut exec = Command::new(berth_tests::bin("berth"))
+        .args(["-H", &d.host(), "exec", "-i", "held", "cat"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let exec_id = loop {
+        let events = ok(&d.cli_as(
+            ALICE,
+            &[
+                "events",
+                "--since",
+                "1h",
+                "--until",
+                &until_now(),
+                "--format",
+                "json",
+            ],
+        ));
+        let found = events.lines().find_map(|line| {
+            let event: Value = serde_json::from_str(line).ok()?;
+            event["attributes"]["execID"].as_str().map(str::to_owned)
+        });
+        if let Some(id) = found {
+            break id;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no exec event: {events}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let input = |data: &str| json!({"exec_id": exec_id, "data": data});
+    let resize = json!({"exec_id": exec_id, "rows": 1, "cols": 1});
+    for (method, params) in [
+        ("container.exec_input", input("ZWNobyBtaW5lCg==")),
+        ("container.exec_resize", resize),
+    ] {
+        let v = rpc_as(&d, ALICE, method, params);
+        let message = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("belongs to the caller who opened it"),
+            "{method}: {v}"
+        );
+    }
+    let log = decisions(&d);
+    let refusal = log
+        .iter()
+        .find(|r| r["method"] == "container.exec_input" && r["identity"]["unix"]["user"] == ALICE)
+        .unwrap_or_else(|| panic!("no decision for alice's exec_input in {log:?}"));
+    assert_eq!(refusal["decision"], "deny");
+    assert_eq!(refusal["policy"], "berthd");
+    // Its opener's input still reaches it.
+    {
+        use std::io::Write;
+        let mut stdin = exec.stdin.take().unwrap();
+        stdin.write_all(b"from root\n").unwrap();
+    }
+    let out = exec.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "from root\n");
+    ok(&d.cli(&["rm", "-f", "held"]));
 }
 
 const BYPASS_POLICY: &str = r#"package berth.authz

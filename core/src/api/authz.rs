@@ -176,6 +176,25 @@ async fn container_target(ctx: &Arc<Context>, key: String) -> Lookup {
     }
 }
 
+/// The image `reference` names, with its labels; just the reference if none.
+async fn image_target(ctx: &Arc<Context>, reference: String) -> Lookup {
+    let images = Arc::clone(&ctx.images);
+    let lookup = reference.clone();
+    let found = tokio::task::spawn_blocking(move || images.inspect(&lookup))
+        .await
+        .map_err(|e| format!("looking up image {reference:?} failed: {e}"))?;
+    match found {
+        Ok(d) => Ok(Target {
+            kind: ResourceKind::Image,
+            id: Some(d.id),
+            name: Some(reference),
+            labels: d.config.labels.into_iter().collect(),
+        }),
+        Err(e) if names_nothing(e.kind()) => Ok(unresolved(ResourceKind::Image, reference)),
+        Err(e) => Err(format!("looking up image {reference:?} failed: {e}")),
+    }
+}
+
 /// The volume `name`, with its labels; just the name if there is none.
 async fn volume_target(ctx: &Arc<Context>, name: String) -> Lookup {
     match ctx.volumes.labels(&name).await {
@@ -206,8 +225,9 @@ async fn network_target(ctx: &Arc<Context>, key: String) -> Lookup {
 }
 
 /// The objects a call uses besides its target, each put to the policies as a target of the
-/// same call: the named volumes a new container mounts and the user network it joins, and
-/// the container a network connects or disconnects.
+/// same call: the named volumes a new container mounts and the user network it joins, the
+/// container a network connects or disconnects, and the image a tag's name is taken from
+/// (or the bare name, if no image holds it).
 async fn also_uses(
     ctx: &Arc<Context>,
     method: &str,
@@ -243,8 +263,37 @@ async fn also_uses(
             Some(key) => Ok(vec![container_target(ctx, key).await?]),
             None => Ok(Vec::new()),
         },
+        // A tag moves a name off the image that holds it: whoever may not touch that image
+        // may not take its name.
+        "image.tag" => match text(params, &["target"]) {
+            Some(reference) => Ok(vec![image_target(ctx, reference).await?]),
+            None => Ok(Vec::new()),
+        },
         _ => Ok(Vec::new()),
     }
+}
+
+/// Why a call naming an exec or upload session must be refused whatever the policies say,
+/// if so: another caller opened the session. A policy judges the session's container, not
+/// whose it is, and a session's id is no secret (exec ids are in the events).
+fn session_of_another(
+    ctx: &Arc<Context>,
+    method: &str,
+    params: &Map<String, Value>,
+    extensions: &Extensions,
+) -> Option<String> {
+    if !matches!(
+        method,
+        "container.exec_input" | "container.exec_resize" | "container.archive_put_data"
+    ) {
+        return None;
+    }
+    let id = text(params, &["exec_id"]).or_else(|| text(params, &["upload_id"]))?;
+    let session = ctx.sessions.get(&id)?;
+    let caller = extensions
+        .get::<Caller>()
+        .map_or_else(|| unknown_caller().principal(), Caller::principal);
+    (caller != session.opener).then(|| format!("session {id} belongs to the caller who opened it"))
 }
 
 /// Names the object a call acts on. Lookups read berth's own records only.
@@ -268,7 +317,8 @@ async fn target_of(ctx: &Arc<Context>, method: &str, params: &Map<String, Value>
             let session = text(params, &["exec_id"]).or_else(|| text(params, &["upload_id"]));
             match session
                 .as_deref()
-                .and_then(|s| ctx.sessions.container_of(s))
+                .and_then(|s| ctx.sessions.get(s))
+                .map(|s| s.container_id)
             {
                 Some(container_id) => container_target(ctx, container_id).await?,
                 None => bare(session, Vec::new()),
@@ -293,26 +343,23 @@ async fn target_of(ctx: &Arc<Context>, method: &str, params: &Map<String, Value>
             if matches!(verb, "pull" | "pull_follow") {
                 return Ok(bare(Some(reference), Vec::new()));
             }
-            let images = Arc::clone(&ctx.images);
-            let lookup = reference.clone();
-            let found = tokio::task::spawn_blocking(move || images.inspect(&lookup))
-                .await
-                .map_err(|e| format!("looking up image {reference:?} failed: {e}"))?;
-            match found {
-                Ok(d) => Target {
-                    kind,
-                    id: Some(d.id),
-                    name: Some(reference),
-                    labels: d.config.labels.into_iter().collect(),
+            image_target(ctx, reference).await?
+        }
+        // Creating a volume that exists answers with that volume (as docker does): the
+        // policies judge it, not the labels asked for.
+        (ResourceKind::Volume, "create") => {
+            let requested = bare(
+                text(params, &["request", "name"]),
+                labels_at(params, &["request", "labels"]),
+            );
+            match requested.name.clone() {
+                Some(name) => match volume_target(ctx, name).await? {
+                    existing @ Target { id: Some(_), .. } => existing,
+                    _ => requested,
                 },
-                Err(e) if names_nothing(e.kind()) => bare(Some(reference), Vec::new()),
-                Err(e) => return Err(format!("looking up image {reference:?} failed: {e}")),
+                None => requested,
             }
         }
-        (ResourceKind::Volume, "create") => bare(
-            text(params, &["request", "name"]),
-            labels_at(params, &["request", "labels"]),
-        ),
         (ResourceKind::Volume, "inspect" | "remove") => match text(params, &["name"]) {
             Some(name) => volume_target(ctx, name).await?,
             None => bare(None, Vec::new()),
@@ -585,6 +632,7 @@ where
                 );
             }
         };
+        let foreign = session_of_another(&state.ctx, &method, &params, req.extensions());
         let pinned = pin_targets(&method, &mut params, &target, &used);
         let params_text = Value::Object(params).to_string();
         let mut req = req;
@@ -614,7 +662,7 @@ where
                 berth_api::error::rpc_error(berth_api::ErrorKind::PermissionDenied, denied.0),
             )
         };
-        let scopes = match state.gate.authorize(&request).await {
+        let scopes = match state.gate.authorize(&request, foreign).await {
             Ok(scopes) => scopes,
             Err(denied) => return deny(denied),
         };
@@ -623,7 +671,7 @@ where
                 target,
                 ..(*request).clone()
             });
-            if let Err(denied) = state.gate.authorize(&on_used).await {
+            if let Err(denied) = state.gate.authorize(&on_used, None).await {
                 return deny(denied);
             }
         }

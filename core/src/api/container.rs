@@ -22,6 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::ChildStdin;
 
 use super::ApiError;
+use crate::authz::{Caller, Principal, unknown_caller};
 use crate::container::{self, Containers, ShimCommand, parse_signal, select_logs};
 use crate::daemon::Context;
 use crate::runtime::logfile;
@@ -54,11 +55,17 @@ impl RecentExits {
         map.insert(id.to_owned(), (exit, Instant::now()));
     }
 
+    /// The exit of the one removed container whose id `key` is or starts with.
     fn get(&self, key: &str) -> Option<ExitRecord> {
+        if !crate::container::is_id_prefix(key) {
+            return None;
+        }
         let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        map.iter()
-            .find(|(id, _)| id.starts_with(key))
-            .map(|(_, (e, _))| e.clone())
+        let mut found = map.iter().filter(|(id, _)| id.starts_with(key));
+        match (found.next(), found.next()) {
+            (Some((_, (exit, _))), None) => Some(exit.clone()),
+            _ => None,
+        }
     }
 }
 
@@ -74,27 +81,41 @@ struct Upload {
     _session: Session,
 }
 
-/// The container each live exec and upload works in, by its id: the calls that name only
-/// the session (`exec_input`, `exec_resize`, `archive_put_data`) act on that container, and
-/// the authorization gate judges them as calls on it.
+/// The container each live exec and upload works in, and who opened it, by its id: the
+/// calls that name only the session (`exec_input`, `exec_resize`, `archive_put_data`) act on
+/// that container, and the authorization gate judges them as calls on it, from its opener
+/// only.
 #[derive(Debug, Default)]
-pub struct Sessions(Arc<Mutex<HashMap<String, String>>>);
+pub struct Sessions(Arc<Mutex<HashMap<String, SessionOf>>>);
+
+/// What a session works in, and for whom.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionOf {
+    /// The full id of its container.
+    pub container_id: String,
+    /// Who opened it.
+    pub opener: Principal,
+}
 
 impl Sessions {
-    /// Records that session `id` works in `container_id` until the returned guard drops.
-    fn open(&self, id: &str, container_id: String) -> Session {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id.to_owned(), container_id);
+    /// Records that session `id`, opened by `opener`, works in `container_id` until the
+    /// returned guard drops.
+    fn open(&self, id: &str, container_id: String, opener: Principal) -> Session {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            id.to_owned(),
+            SessionOf {
+                container_id,
+                opener,
+            },
+        );
         Session {
             sessions: Arc::clone(&self.0),
             id: id.to_owned(),
         }
     }
 
-    /// The full id of the container session `id` works in, while it lives.
-    pub fn container_of(&self, id: &str) -> Option<String> {
+    /// The live session `id` (matched whole).
+    pub fn get(&self, id: &str) -> Option<SessionOf> {
         self.0
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -106,7 +127,7 @@ impl Sessions {
 /// A live session's entry in [`Sessions`]; dropping it removes the entry.
 #[derive(Debug)]
 struct Session {
-    sessions: Arc<Mutex<HashMap<String, String>>>,
+    sessions: Arc<Mutex<HashMap<String, SessionOf>>>,
     id: String,
 }
 
@@ -117,6 +138,13 @@ impl Drop for Session {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&self.id);
     }
+}
+
+/// Who made the call, as sessions record it (the unknown caller where none is recorded).
+fn principal_of(extensions: &jsonrpsee::core::server::Extensions) -> Principal {
+    extensions
+        .get::<Caller>()
+        .map_or_else(|| unknown_caller().principal(), Caller::principal)
 }
 
 /// Uploads unused this long are abandoned (their shim killed).
@@ -457,9 +485,11 @@ impl ContainerServer for ContainerApi {
     async fn exec(
         &self,
         pending: PendingSubscriptionSink,
+        extensions: &jsonrpsee::core::server::Extensions,
         id: String,
         request: ExecRequest,
     ) -> SubscriptionResult {
+        let opener = principal_of(extensions);
         let wants_stdin = request.stdin;
         let wants_tty = request.tty;
         let command_line = request.cmd.join(" ");
@@ -525,7 +555,10 @@ impl ContainerServer for ContainerApi {
         };
         let sink = pending.accept().await?;
         let exec_id = crate::store::random_hex(16)?;
-        let _session = self.ctx.sessions.open(&exec_id, container_id.clone());
+        let _session = self
+            .ctx
+            .sessions
+            .open(&exec_id, container_id.clone(), opener);
         let exec_event = |action: &'static str, extra: Option<(&'static str, String)>| {
             let containers = Arc::clone(&self.ctx.containers);
             let (key, exec_id, command_line) =
@@ -685,7 +718,13 @@ impl ContainerServer for ContainerApi {
         Ok(())
     }
 
-    async fn archive_put(&self, id: String, path: String) -> RpcResult<String> {
+    async fn archive_put(
+        &self,
+        extensions: &jsonrpsee::core::server::Extensions,
+        id: String,
+        path: String,
+    ) -> RpcResult<String> {
+        let opener = principal_of(extensions);
         let ShimCommand {
             program,
             args,
@@ -705,7 +744,7 @@ impl ContainerServer for ContainerApi {
             berth_api::error::rpc_error(berth_api::ErrorKind::Internal, e.to_string())
         })?;
         let stdin = child.stdin.take();
-        let session = self.ctx.sessions.open(&upload_id, container_id);
+        let session = self.ctx.sessions.open(&upload_id, container_id, opener);
         let mut uploads = self.uploads.lock().unwrap_or_else(|p| p.into_inner());
         // Abandoned uploads go (dropping one kills its shim and closes its session).
         uploads.retain(|_, u| {
@@ -1333,6 +1372,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_removed_containers_exit_is_found_by_its_id_or_a_unique_hex_prefix_only() {
+        let exit = |code: i32| ExitRecord {
+            exit_code: code,
+            signal: None,
+            oom_killed: false,
+            finished_at: String::new(),
+            error: None,
+        };
+        let recent = RecentExits::default();
+        recent.put("ab12", exit(1));
+        recent.put("ab34", exit(2));
+        let code = |key: &str| recent.get(key).map(|e| e.exit_code);
+        assert_eq!(code("ab12"), Some(1));
+        assert_eq!(code("ab3"), Some(2));
+        assert_eq!(code("ab"), None, "ambiguous");
+        for key in ["", "%", "AB12", "web"] {
+            assert_eq!(code(key), None, "{key:?}");
+        }
+    }
+
+    #[test]
     fn a_followed_log_is_read_to_its_end_across_rotation_and_removal() {
         use std::io::Write as _;
         let dir = tempfile::tempdir().unwrap();
@@ -1368,17 +1428,20 @@ mod tests {
     }
 
     #[test]
-    fn a_session_names_its_container_until_its_guard_drops() {
+    fn a_session_names_its_container_and_opener_until_its_guard_drops() {
         let sessions = Sessions::default();
-        let exec = sessions.open("e1", "c1".into());
-        let upload = sessions.open("u1", "c2".into());
-        assert_eq!(sessions.container_of("e1").as_deref(), Some("c1"));
-        assert_eq!(sessions.container_of("u1").as_deref(), Some("c2"));
-        assert_eq!(sessions.container_of("e"), None, "ids match whole");
+        let opener = unknown_caller().principal();
+        let exec = sessions.open("e1", "c1".into(), opener.clone());
+        let upload = sessions.open("u1", "c2".into(), opener.clone());
+        let container_of = |id: &str| sessions.get(id).map(|s| s.container_id);
+        assert_eq!(container_of("e1").as_deref(), Some("c1"));
+        assert_eq!(container_of("u1").as_deref(), Some("c2"));
+        assert_eq!(sessions.get("e1").unwrap().opener, opener);
+        assert_eq!(container_of("e"), None, "ids match whole");
         drop(exec);
-        assert_eq!(sessions.container_of("e1"), None);
-        assert_eq!(sessions.container_of("u1").as_deref(), Some("c2"));
+        assert_eq!(container_of("e1"), None);
+        assert_eq!(container_of("u1").as_deref(), Some("c2"));
         drop(upload);
-        assert_eq!(sessions.container_of("u1"), None);
+        assert_eq!(container_of("u1"), None);
     }
 }

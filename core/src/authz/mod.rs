@@ -79,6 +79,24 @@ pub struct Caller {
     pub token_digest: Option<[u8; 32]>,
 }
 
+impl Caller {
+    /// Who the caller is, as far as telling two callers apart goes.
+    pub fn principal(&self) -> Principal {
+        Principal(match &self.identity {
+            Identity::Unix(peer) => format!("unix uid {}", peer.uid),
+            Identity::Tls(client) => format!("certificate {}", client.fingerprint_sha256),
+            Identity::Token { name } => format!("token {name}"),
+            Identity::Anonymous => "anonymous".to_owned(),
+        })
+    }
+}
+
+/// A caller as berthd tells callers apart: by uid on the Unix socket, by certificate, or by
+/// token name. Processes and connections do not count, so what one `berth` process of a user
+/// opened, another process of the same user may use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal(String);
+
 /// A denied call: the message the caller gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Denied(pub String);
@@ -332,13 +350,18 @@ const ROOT_ALWAYS: &[&str] = &["system.ping"];
 /// The name a denial berthd makes itself, before any policy is asked, goes by.
 const BERTHD: &str = "berthd";
 
-/// Plugin settings that name files berthd reads as root (an authz plugin's policy and data):
-/// a caller who could set them could read any file on the host through the parse error.
-const HOST_FILE_SETTINGS: &[&str] = &["policy", "data"];
+/// Plugin settings only root may give: `policy` and `data` name files berthd reads as root
+/// (a caller who could set them could read any host file through the parse error), and
+/// `berth.*` settings are grants of the host's own (`berth.allow-connect` lets a plugin reach
+/// addresses from berthd's network namespace).
+fn reserved_setting(key: &str) -> bool {
+    matches!(key, "policy" | "data") || key.starts_with("berth.")
+}
 
 /// Why only root on the Unix socket may make this call whatever the policies say, if so:
-/// it would change a policy of the chain (which would let the caller decide its own
-/// rights) or make berthd read host files as root for a plugin.
+/// it would replace or change a policy of the chain (which would let the caller decide its
+/// own rights), make berthd read host files as root for a plugin, or grant a plugin what
+/// only the host's owner may. (No one may disable or remove a policy of the chain.)
 fn host_root_only(chain: &[String], method: &str, params: &str) -> Option<String> {
     #[derive(serde::Deserialize)]
     struct Set {
@@ -352,35 +375,44 @@ fn host_root_only(chain: &[String], method: &str, params: &str) -> Option<String
     }
     #[derive(serde::Deserialize)]
     struct InstallRequest {
+        name: String,
         #[serde(default)]
         config: std::collections::BTreeMap<String, String>,
     }
-    fn names_host_files<'a>(mut keys: impl Iterator<Item = &'a str>) -> bool {
-        keys.any(|k| HOST_FILE_SETTINGS.contains(&k))
-    }
+    const RESERVED: &str =
+        "`policy`, `data` or `berth.*` settings (files berthd reads as root, grants of the host)";
+    let in_chain = |name: &str| {
+        chain.iter().any(|member| member == name).then(|| {
+            format!(
+                "only root on berthd's Unix socket may change {name}, a policy of the authorization chain"
+            )
+        })
+    };
+    // Params that do not parse fail in the handler before any work.
     match method {
         "plugin.set" => {
-            // Params that do not parse fail in the handler before any work.
             let set: Set = serde_json::from_str(params).ok()?;
-            if chain.contains(&set.name) {
-                return Some(format!(
-                    "only root on berthd's Unix socket may change the settings of {}, a policy of the authorization chain",
-                    set.name
-                ));
-            }
-            let keys = set
-                .settings
-                .iter()
-                .map(|s| s.split_once('=').map_or(s.as_str(), |(k, _)| k));
-            names_host_files(keys).then(|| {
-                "only root on berthd's Unix socket may set `policy` or `data` (files berthd reads as root)".to_owned()
+            in_chain(&set.name).or_else(|| {
+                set.settings
+                    .iter()
+                    .map(|s| s.split_once('=').map_or(s.as_str(), |(k, _)| k))
+                    .any(reserved_setting)
+                    .then(|| format!("only root on berthd's Unix socket may set {RESERVED}"))
             })
         }
         "plugin.install" => {
             let install: Install = serde_json::from_str(params).ok()?;
-            let keys = install.request.config.keys().map(String::as_str);
-            names_host_files(keys).then(|| {
-                "only root on berthd's Unix socket may install a plugin with `policy` or `data` settings (files berthd reads as root)".to_owned()
+            in_chain(&install.request.name).or_else(|| {
+                install
+                    .request
+                    .config
+                    .keys()
+                    .any(|k| reserved_setting(k))
+                    .then(|| {
+                        format!(
+                            "only root on berthd's Unix socket may install a plugin with {RESERVED}"
+                        )
+                    })
             })
         }
         _ => None,
@@ -428,9 +460,14 @@ impl Gate {
         })
     }
 
-    /// Puts `request` to every policy; logs the decision. An allowed call gets the list
-    /// scopes the policies stated (meaningful for list methods only).
-    pub async fn authorize(&self, request: &Arc<AuthzRequest>) -> Result<Scopes, Denied> {
+    /// Puts `request` to every policy, unless berthd itself `refuses` it (for that reason);
+    /// logs the decision. An allowed call gets the list scopes the policies stated
+    /// (meaningful for list methods only).
+    pub async fn authorize(
+        &self,
+        request: &Arc<AuthzRequest>,
+        refuses: Option<String>,
+    ) -> Result<Scopes, Denied> {
         let started = Instant::now();
         let caller_is_root = matches!(&request.identity, Identity::Unix(p) if p.uid == 0)
             && request.transport == Transport::Unix;
@@ -439,10 +476,11 @@ impl Gate {
                 Some("root may always call this on the Unix socket".to_owned()),
                 Scopes::default(),
             ))
-        } else if let Some(reason) = (!caller_is_root)
-            .then(|| host_root_only(&self.chain, &request.method, &request.params))
-            .flatten()
-        {
+        } else if let Some(reason) = refuses.or_else(|| {
+            (!caller_is_root)
+                .then(|| host_root_only(&self.chain, &request.method, &request.params))
+                .flatten()
+        }) {
             Err((BERTHD.to_owned(), reason))
         } else {
             self.ask_chain(request).await
@@ -660,7 +698,7 @@ mod tests {
     }
 
     #[test]
-    fn only_host_root_may_change_the_chain_or_name_files_berthd_reads() {
+    fn only_host_root_may_change_the_chain_name_files_berthd_reads_or_grant_host_access() {
         let chain = vec!["rego".to_owned()];
         let only = |method: &str, params: &str| host_root_only(&chain, method, params);
         let set = |name: &str, settings: &str| {
@@ -679,16 +717,21 @@ mod tests {
         assert!(set("other", r#"["policy="]"#).is_some());
         assert!(set("other", r#"["policy:/x=package x"]"#).is_none());
         assert!(set("local", r#"["size=1g"]"#).is_none());
-        let install = |config: &str| {
+        assert!(set("syslog", r#"["berth.allow-connect=tcp:127.0.0.1:6379"]"#).is_some());
+        assert!(set("syslog", r#"["berth.anything"]"#).is_some());
+        assert!(set("syslog", r#"["berthx=1"]"#).is_none());
+        let install = |name: &str, config: &str| {
             only(
                 "plugin.install",
-                &format!(r#"{{"request":{{"name":"p","path":"/p.wasm","config":{config}}}}}"#),
+                &format!(r#"{{"request":{{"name":"{name}","path":"/p.wasm","config":{config}}}}}"#),
             )
         };
-        assert!(install(r#"{"policy":"/etc/shadow"}"#).is_some());
-        assert!(install(r#"{"data":"/x.json"}"#).is_some());
-        assert!(install(r#"{"mode":"x"}"#).is_none());
-        assert!(install("{}").is_none());
+        assert!(install("p", r#"{"policy":"/etc/shadow"}"#).is_some());
+        assert!(install("p", r#"{"data":"/x.json"}"#).is_some());
+        assert!(install("p", r#"{"berth.allow-connect":"tcp:169.254.169.254:80"}"#).is_some());
+        assert!(install("p", r#"{"mode":"x"}"#).is_none());
+        assert!(install("p", "{}").is_none());
+        assert!(install("rego", "{}").is_some(), "a chain member's name");
         assert!(only("plugin.inspect", r#"{"name":"rego"}"#).is_none());
         assert!(only("plugin.set", "not json").is_none());
     }

@@ -484,6 +484,15 @@ pub struct ShimCommand {
     pub container_id: String,
 }
 
+/// Whether `key` could be the start of a container id (lowercase hex, not empty): only such
+/// keys are matched as prefixes.
+pub fn is_id_prefix(key: &str) -> bool {
+    !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 /// The container subsystem.
 #[derive(Debug)]
 pub struct Containers {
@@ -699,14 +708,7 @@ impl Containers {
         let k = key.trim_start_matches('/').to_owned();
         // Only ids are hex: another key is no prefix (and `LIKE` would read `%` and `_` in
         // it as wildcards).
-        let prefix = if !k.is_empty()
-            && k.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
-            k.as_str()
-        } else {
-            ""
-        };
+        let prefix = if is_id_prefix(&k) { k.as_str() } else { "" };
         let docs: Vec<String> = self.store.with_conn(|c| {
             let mut s = c
                 .prepare_cached("SELECT doc FROM containers WHERE id = ?1 OR name = ?1 UNION ALL SELECT doc FROM containers WHERE ?2 != '' AND id LIKE ?2 || '%' AND id != ?1 LIMIT 4")

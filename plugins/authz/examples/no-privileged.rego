@@ -1,8 +1,9 @@
 # Non-admins may create containers, but not with --privileged, --cap-add, the host's
-# network, pid or ipc namespaces, or bind mounts of host paths; nor have berthd read or write
-# host paths for them (image save, load and import, a plugin installed from a file), which
-# it does as root. Admins (data.admins by name, data.admin_groups by group) may. Every other
-# call is allowed (combine with other policies in the chain).
+# network, pid or ipc namespaces, bind mounts of host paths, or volumes bound to host
+# directories; nor have berthd read or write host paths for them (image save, load and
+# import, a bind-type volume), which it does as root; nor manage plugins, which serve every
+# caller of the daemon. Admins (data.admins by name, data.admin_groups by group) may. Every
+# other call is allowed (combine with other policies in the chain).
 package berth.authz
 
 import rego.v1
@@ -29,8 +30,16 @@ problems contains sprintf("a bind mount of the host's %s", [m.source]) if {
 	m.type == "bind"
 }
 
-# Calls whose params name a file on berthd's host.
-host_path_methods := {"image.save", "image.load", "image.import", "plugin.install"}
+# The local driver's bind options (`-o type=none -o o=bind -o device=DIR`), on a volume a
+# mount makes.
+problems contains sprintf("a volume bound to the host's %s", [m.volume_options.device]) if {
+	some m in request.mounts
+	m.type == "volume"
+	is_string(m.volume_options.device)
+}
+
+# Calls whose params name a file or directory on berthd's host.
+host_path_methods := {"image.save", "image.load", "image.import", "volume.create"}
 
 # Absent params are null.
 host_path := input.params.path if {
@@ -38,14 +47,17 @@ host_path := input.params.path if {
 	is_string(input.params.path)
 }
 
-host_path := input.params.request.path if {
-	input.method == "plugin.install"
-	is_string(input.params.request.path)
+host_path := input.params.request.driver_opts.device if {
+	input.method == "volume.create"
+	is_string(input.params.request.driver_opts.device)
 }
+
+# A plugin's settings, grants and state are the daemon's, shared by every caller.
+plugin_methods := {"plugin.install", "plugin.set", "plugin.enable", "plugin.disable", "plugin.remove"}
 
 allow if admin
 
-allow if not input.method in ({"container.create"} | host_path_methods)
+allow if not input.method in (({"container.create"} | host_path_methods) | plugin_methods)
 
 allow if {
 	input.method == "container.create"
@@ -62,4 +74,12 @@ reason := sprintf("only admins may create containers with %s", [concat(", ", sor
 	input.method == "container.create"
 }
 
-reason := sprintf("only admins may have berthd use the host path %s (%s)", [host_path, input.method]) if not allow
+reason := sprintf("only admins may have berthd use the host path %s (%s)", [host_path, input.method]) if {
+	not allow
+	input.method in host_path_methods
+}
+
+reason := sprintf("only admins may manage plugins (%s): they serve every caller", [input.method]) if {
+	not allow
+	input.method in plugin_methods
+}

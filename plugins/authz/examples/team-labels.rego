@@ -45,9 +45,15 @@ allow if admin
 # with that object as its target: the same rules then say whether it is the caller's.
 used_object if not startswith(input.method, concat("", [input.target.kind, "."]))
 
+# Creating an object that exists (a volume) is judged on that object.
+new_object if {
+	verb == "create"
+	input.target.id == null
+}
+
 reason := sprintf("%s needs a `team` label naming one of your groups %v", [input.method, input.groups]) if {
 	not allow
-	verb == "create"
+	new_object
 	not used_object
 }
 
@@ -58,7 +64,8 @@ reason := sprintf("%s: only admins may prune", [input.method]) if {
 
 reason := sprintf("%s %s belongs to another team", [input.target.kind, object_name]) if {
 	not allow
-	not verb in {"create", "prune"}
+	verb != "prune"
+	not new_object
 	not used_object
 }
 

@@ -669,7 +669,7 @@ pub trait Container {
     async fn restart(&self, id: String, timeout: Option<u64>) -> RpcResult<()>;
 
     /// Runs a process in a running container, streaming its output until it exits.
-    #[subscription(name = "exec", unsubscribe = "exec_cancel", item = ExecEvent, param_kind = map)]
+    #[subscription(name = "exec", unsubscribe = "exec_cancel", item = ExecEvent, param_kind = map, with_extensions)]
     async fn exec(&self, id: String, request: ExecRequest) -> SubscriptionResult;
 
     /// Writes base64 `data` to an exec's stdin; `close` closes it afterwards.
@@ -688,7 +688,7 @@ pub trait Container {
 
     /// Starts unpacking a tar archive at `path` in the container: into it when it is a
     /// directory, else as it. Returns an upload id for `archive_put_data`.
-    #[method(name = "archive_put", param_kind = map)]
+    #[method(name = "archive_put", param_kind = map, with_extensions)]
     async fn archive_put(&self, id: String, path: String) -> RpcResult<String>;
 
     /// Sends the next base64 bytes of an upload; `end` finishes it and reports whether

@@ -1044,14 +1044,22 @@ fn tcp_without_tls_needs_the_insecure_flag() {
 }
 
 #[tokio::test]
-async fn a_token_revoked_on_sighup_stops_working_on_an_open_websocket() {
-    use jsonrpsee::core::client::ClientT;
+async fn a_token_revoked_on_sighup_ends_the_websocket_it_opened_and_its_subscriptions() {
+    use jsonrpsee::core::client::{ClientT, Subscription, SubscriptionClientT};
     use jsonrpsee::rpc_params;
     use jsonrpsee::ws_client::{HeaderMap, HeaderValue, WsClientBuilder};
     let dir = tempfile::tempdir().unwrap();
     let secret = "tok-revoke-0123456789abcdef";
-    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(secret.as_bytes()));
-    let tokens = write(dir.path(), "tokens", &format!("ci sha256:{digest}\n"));
+    let kept_secret = "tok-kept-0123456789abcdef";
+    let line = |name: &str, secret: &str| {
+        let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(secret.as_bytes()));
+        format!("{name} sha256:{digest}\n")
+    };
+    let tokens = write(
+        dir.path(),
+        "tokens",
+        &(line("ci", secret) + &line("kept", kept_secret)),
+    );
     let d = Daemon::start_with(&[
         "--listen",
         "tcp://127.0.0.1:0",
@@ -1059,43 +1067,58 @@ async fn a_token_revoked_on_sighup_stops_working_on_an_open_websocket() {
         "--tokens-file",
         &tokens,
     ]);
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        "authorization",
-        HeaderValue::from_str(&format!("Bearer {secret}")).unwrap(),
-    );
-    let client = WsClientBuilder::default()
-        .set_headers(headers)
-        .build(format!("ws://{}/", tcp_listener(&d)))
-        .await
-        .expect("WebSocket with a token");
-    let version: Result<Value, _> = client.request("system.version", rpc_params![]).await;
-    assert!(version.is_ok(), "{version:?}");
-
-    // The token leaves the file; SIGHUP reloads it. The socket opened with it stays open, and
-    // its next calls are refused.
-    write(
-        dir.path(),
-        "tokens",
-        &format!("other sha256:{}\n", "0".repeat(64)),
-    );
-    berth_tests::signal(d.pid(), libc::SIGHUP);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let refused = loop {
-        match client
-            .request::<Value, _>("system.version", rpc_params![])
+    let connect = async |secret: &str| {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "authorization",
+            HeaderValue::from_str(&format!("Bearer {secret}")).unwrap(),
+        );
+        WsClientBuilder::default()
+            .set_headers(headers)
+            .build(format!("ws://{}/", tcp_listener(&d)))
             .await
-        {
-            Err(e) => break e.to_string(),
-            Ok(_) => {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "the revoked token still works on its WebSocket: {}",
-                    d.log_text()
-                );
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            .expect("WebSocket with a token")
+    };
+    let client = connect(secret).await;
+    let kept = connect(kept_secret).await;
+    let mut events: Subscription<Value> = client
+        .subscribe("events.subscribe", rpc_params![], "events.unsubscribe")
+        .await
+        .expect("events over the token's WebSocket");
+    for c in [&client, &kept] {
+        let version: Result<Value, _> = c.request("system.version", rpc_params![]).await;
+        assert!(version.is_ok(), "{version:?}");
+    }
+
+    // The token leaves the file; SIGHUP reloads it. The socket opened with it is closed, and
+    // its subscription with it (a call that slips in first is refused as revoked).
+    write(dir.path(), "tokens", &line("kept", kept_secret));
+    berth_tests::signal(d.pid(), libc::SIGHUP);
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        loop {
+            match events.next().await {
+                Some(Ok(_event)) => continue,
+                end => break end,
             }
         }
-    };
-    assert!(refused.contains("revoked"), "{refused}");
+    })
+    .await;
+    assert!(
+        matches!(ended, Ok(None) | Ok(Some(Err(_)))),
+        "the subscription outlived its revoked token: {ended:?}\n{}",
+        d.log_text()
+    );
+    match client
+        .request::<Value, _>("system.version", rpc_params![])
+        .await
+    {
+        Ok(v) => panic!("the revoked token still works on its WebSocket: {v}"),
+        Err(e) => {
+            let e = e.to_string();
+            assert!(e.contains("revoked") || !client.is_connected(), "{e}");
+        }
+    }
+    // A connection whose token stays keeps working.
+    let version: Result<Value, _> = kept.request("system.version", rpc_params![]).await;
+    assert!(version.is_ok(), "{version:?}");
 }

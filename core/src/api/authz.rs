@@ -43,7 +43,7 @@ pub struct AuthzLayer {
     pub state: Option<Arc<GateState>>,
     /// The bearer tokens in force: a call made with one that has since been revoked is
     /// refused, policy or not.
-    pub tokens: Arc<std::sync::RwLock<crate::authz::Tokens>>,
+    pub tokens: crate::authz::TokensInForce,
     /// Largest response, for rebuilt list results.
     pub max_response_body_size: usize,
 }
@@ -707,8 +707,7 @@ where
     fn revoked_token(&self, req: &Request<'_>) -> Option<String> {
         let caller = req.extensions().get::<Caller>()?;
         let digest = caller.token_digest.as_ref()?;
-        let tokens = self.layer.tokens.read().unwrap_or_else(|p| p.into_inner());
-        let still = tokens.name_of(digest);
+        let still = self.layer.tokens.borrow().name_of(digest);
         match &caller.identity {
             crate::authz::Identity::Token { name } if still.as_ref() == Some(name) => None,
             _ => Some(format!(

@@ -16,7 +16,8 @@ use jsonrpsee::server::HttpBody;
 use jsonrpsee::RpcModule;
 use jsonrpsee::server::middleware::rpc::RpcServiceBuilder;
 use jsonrpsee::server::{
-    BatchRequestConfig, Server, ServerConfig, serve_with_graceful_shutdown, stop_channel,
+    BatchRequestConfig, Server, ServerConfig, ServerHandle, StopHandle,
+    serve_with_graceful_shutdown, stop_channel,
 };
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
@@ -24,7 +25,7 @@ use tracing::{debug, info, warn};
 use super::authz::{AuthzLayer, GateState};
 use super::http::HttpGateLayer;
 use super::params::ParamsCheckLayer;
-use crate::authz::{Caller, Identity, Tokens, Transport};
+use crate::authz::{Caller, Identity, Tokens, TokensInForce, Transport};
 
 /// Longest a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -35,7 +36,7 @@ pub struct Security {
     /// TLS for TCP listeners; `None`: plain TCP (only with `insecure_tcp`).
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Bearer tokens accepted on TCP (replaced on SIGHUP).
-    pub tokens: Arc<std::sync::RwLock<Tokens>>,
+    pub tokens: TokensInForce,
     /// TCP callers that present nothing are anonymous instead of refused.
     pub insecure_tcp: bool,
     /// The authorization chain, if one is configured.
@@ -134,17 +135,30 @@ pub async fn serve(
             () = &mut shutdown => break,
             stream = conn_rx.recv() => {
                 let Some(stream) = stream else { break };
-                let service = builder.clone().build(methods.clone(), stop_handle.clone());
                 let stop = stop_handle.clone();
                 let security = security.clone();
+                let (builder, methods) = (builder.clone(), methods.clone());
                 connections.spawn(async move {
                     let result = match stream {
                         Stream::Unix(s) => {
+                            let service = builder.build(methods, stop.clone());
                             let Some(caller) = unix_caller(&s).await else { return };
                             let service = CallerService::new(service, Authn::Fixed(caller), &security);
                             serve_with_graceful_shutdown(s, service, stop.shutdown()).await
                         }
                         Stream::Tcp(s) => {
+                            // The connection stops on its own signal: berthd's shutdown, or
+                            // a SIGHUP that revokes a token it authenticated with (which
+                            // ends its WebSocket and the subscriptions on it).
+                            let (conn_stop, conn_handle) = stop_channel();
+                            let service = builder.build(methods, conn_stop.clone());
+                            let used = UsedTokens::default();
+                            tokio::spawn(stop_connection_on_shutdown_or_revocation(
+                                stop,
+                                conn_handle,
+                                security.tokens.subscribe(),
+                                Arc::clone(&used),
+                            ));
                             let remote = s.peer_addr().map(|a| a.to_string()).ok();
                             match &security.tls {
                                 Some(tls) => {
@@ -166,14 +180,14 @@ pub async fn serve(
                                         .peer_certificates()
                                         .and_then(|c| c.first())
                                         .map(|c| crate::authz::tls_client(c.as_ref()));
-                                    let authn = Authn::Tcp { transport: Transport::TcpTls, cert, remote };
+                                    let authn = Authn::Tcp { transport: Transport::TcpTls, cert, remote, used };
                                     let service = CallerService::new(service, authn, &security);
-                                    serve_with_graceful_shutdown(tls_stream, service, stop.shutdown()).await
+                                    serve_with_graceful_shutdown(tls_stream, service, conn_stop.shutdown()).await
                                 }
                                 None => {
-                                    let authn = Authn::Tcp { transport: Transport::TcpInsecure, cert: None, remote };
+                                    let authn = Authn::Tcp { transport: Transport::TcpInsecure, cert: None, remote, used };
                                     let service = CallerService::new(service, authn, &security);
-                                    serve_with_graceful_shutdown(s, service, stop.shutdown()).await
+                                    serve_with_graceful_shutdown(s, service, conn_stop.shutdown()).await
                                 }
                             }
                         }
@@ -249,6 +263,47 @@ async fn unix_caller(stream: &tokio::net::UnixStream) -> Option<Caller> {
     })
 }
 
+/// The bearer tokens a connection authenticated with, by digest and the name each had.
+type UsedTokens = Arc<std::sync::Mutex<Vec<([u8; 32], String)>>>;
+
+/// Stops a TCP connection (through `connection`, its own stop handle) when berthd shuts down
+/// or when a reload of the tokens leaves one it authenticated with naming no one, or someone
+/// else. A WebSocket keeps the identity of the request that opened it: the calls it carries
+/// are refused once that token is revoked, but its subscriptions would stream on until the
+/// connection ends.
+async fn stop_connection_on_shutdown_or_revocation(
+    server: StopHandle,
+    connection: ServerHandle,
+    mut tokens: tokio::sync::watch::Receiver<Tokens>,
+    used: UsedTokens,
+) {
+    // Held until the connection's sessions are gone, so berthd's shutdown waits for them.
+    let _server = server.clone();
+    let revoked = async {
+        while tokens.changed().await.is_ok() {
+            let tokens = tokens.borrow_and_update();
+            let used = used.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((_, name)) = used
+                .iter()
+                .find(|(digest, name)| tokens.name_of(digest).as_ref() != Some(name))
+            {
+                info!(token = %name, "a connection's bearer token was revoked: closing it");
+                return;
+            }
+        }
+        std::future::pending().await
+    };
+    tokio::select! {
+        () = server.shutdown() => {}
+        () = revoked => {}
+        // Ended by itself: every clone of its stop handle (its service's, its WebSocket's)
+        // is gone.
+        () = connection.clone().stopped() => return,
+    }
+    let _ = connection.stop();
+    connection.stopped().await;
+}
+
 /// How a connection's requests are authenticated.
 #[derive(Debug, Clone)]
 enum Authn {
@@ -260,6 +315,8 @@ enum Authn {
         transport: Transport,
         cert: Option<crate::authz::TlsClient>,
         remote: Option<String>,
+        /// Where the tokens its requests authenticated with are noted.
+        used: UsedTokens,
     },
 }
 
@@ -269,7 +326,7 @@ enum Authn {
 struct CallerService<S> {
     inner: S,
     authn: Arc<Authn>,
-    tokens: Arc<std::sync::RwLock<Tokens>>,
+    tokens: TokensInForce,
     insecure_tcp: bool,
 }
 
@@ -284,13 +341,14 @@ impl<S> CallerService<S> {
     }
 
     fn caller<B>(&self, req: &Request<B>) -> Result<Caller, &'static str> {
-        let (transport, cert, remote) = match &*self.authn {
+        let (transport, cert, remote, used) = match &*self.authn {
             Authn::Fixed(caller) => return Ok(caller.clone()),
             Authn::Tcp {
                 transport,
                 cert,
                 remote,
-            } => (*transport, cert, remote),
+                used,
+            } => (*transport, cert, remote, used),
         };
         let caller = |identity, token_digest| Caller {
             identity,
@@ -306,11 +364,14 @@ impl<S> CallerService<S> {
                 .map(str::trim)
                 .ok_or("the Authorization header must be `Bearer TOKEN`")?;
             let digest = Tokens::digest(secret);
-            let tokens = self.tokens.read().unwrap_or_else(|p| p.into_inner());
-            return match tokens.name_of(&digest) {
-                Some(name) => Ok(caller(Identity::Token { name }, Some(digest))),
-                None => Err("the bearer token is not valid"),
+            let Some(name) = self.tokens.borrow().name_of(&digest) else {
+                return Err("the bearer token is not valid");
             };
+            let mut used = used.lock().unwrap_or_else(|p| p.into_inner());
+            if !used.iter().any(|(d, _)| *d == digest) {
+                used.push((digest, name.clone()));
+            }
+            return Ok(caller(Identity::Token { name }, Some(digest)));
         }
         if let Some(cert) = cert {
             return Ok(caller(Identity::Tls(cert.clone()), None));

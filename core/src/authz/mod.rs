@@ -20,6 +20,10 @@ pub use crate::plugin_host::{
     Transport, UnixPeer, Visibility,
 };
 pub use identity::{Tokens, tls_client, unix_peer};
+
+/// The bearer tokens in force: read on every token request and call, replaced on SIGHUP,
+/// and watched by connections that authenticated with a token (a revoked one ends them).
+pub type TokensInForce = Arc<tokio::sync::watch::Sender<Tokens>>;
 pub use tls::server_config;
 
 use crate::plugin::Plugins;

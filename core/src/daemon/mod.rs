@@ -197,7 +197,7 @@ pub struct Prepared {
 #[derive(Debug)]
 struct Auth {
     tls: Option<Arc<rustls::ServerConfig>>,
-    tokens: Arc<std::sync::RwLock<crate::authz::Tokens>>,
+    tokens: crate::authz::TokensInForce,
     decision_log: Option<crate::authz::DecisionLog>,
 }
 
@@ -206,7 +206,7 @@ struct Auth {
 #[derive(Debug, Clone)]
 pub struct Reloader {
     ctx: Arc<Context>,
-    tokens: Arc<std::sync::RwLock<crate::authz::Tokens>>,
+    tokens: crate::authz::TokensInForce,
     gate: Arc<std::sync::OnceLock<Arc<api::GateState>>>,
 }
 
@@ -216,7 +216,7 @@ impl Reloader {
         if let Some(path) = self.ctx.config.tokens_file.clone() {
             match tokio::task::spawn_blocking(move || crate::authz::Tokens::load(&path)).await {
                 Ok(Ok(tokens)) => {
-                    *self.tokens.write().unwrap_or_else(|p| p.into_inner()) = tokens;
+                    self.tokens.send_replace(tokens);
                     info!("SIGHUP: tokens reloaded");
                 }
                 Ok(Err(e)) => warn!("SIGHUP: tokens not reloaded, the previous ones stay: {e}"),
@@ -261,7 +261,7 @@ fn prepare_auth(config: &Config) -> Result<Auth, Error> {
     };
     Ok(Auth {
         tls,
-        tokens: Arc::new(std::sync::RwLock::new(tokens)),
+        tokens: Arc::new(tokio::sync::watch::Sender::new(tokens)),
         decision_log,
     })
 }

@@ -288,12 +288,15 @@ fn session_of_another(
     ) {
         return None;
     }
-    let id = text(params, &["exec_id"]).or_else(|| text(params, &["upload_id"]))?;
+    let id = session_key(params)?;
     let session = ctx.sessions.get(&id)?;
-    let caller = extensions
-        .get::<Caller>()
-        .map_or_else(|| unknown_caller().principal(), Caller::principal);
-    (caller != session.opener).then(|| format!("session {id} belongs to the caller who opened it"))
+    (crate::authz::principal_of(extensions) != session.opener)
+        .then(|| format!("session {id} belongs to the caller who opened it"))
+}
+
+/// The session a call on one names (an exec's or an upload's id).
+fn session_key(params: &Map<String, Value>) -> Option<String> {
+    text(params, &["exec_id"]).or_else(|| text(params, &["upload_id"]))
 }
 
 /// Names the object a call acts on. Lookups read berth's own records only.
@@ -314,7 +317,7 @@ async fn target_of(ctx: &Arc<Context>, method: &str, params: &Map<String, Value>
         (ResourceKind::Container, "list" | "prune") => bare(None, Vec::new()),
         // These name a session, which acts on the container it was opened in.
         (ResourceKind::Container, "exec_input" | "exec_resize" | "archive_put_data") => {
-            let session = text(params, &["exec_id"]).or_else(|| text(params, &["upload_id"]));
+            let session = session_key(params);
             match session
                 .as_deref()
                 .and_then(|s| ctx.sessions.get(s))

@@ -22,7 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::ChildStdin;
 
 use super::ApiError;
-use crate::authz::{Caller, Principal, unknown_caller};
+use crate::authz::{Principal, principal_of};
 use crate::container::{self, Containers, ShimCommand, parse_signal, select_logs};
 use crate::daemon::Context;
 use crate::runtime::logfile;
@@ -138,13 +138,6 @@ impl Drop for Session {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&self.id);
     }
-}
-
-/// Who made the call, as sessions record it (the unknown caller where none is recorded).
-fn principal_of(extensions: &jsonrpsee::core::server::Extensions) -> Principal {
-    extensions
-        .get::<Caller>()
-        .map_or_else(|| unknown_caller().principal(), Caller::principal)
 }
 
 /// Uploads unused this long are abandoned (their shim killed).
@@ -1430,7 +1423,7 @@ mod tests {
     #[test]
     fn a_session_names_its_container_and_opener_until_its_guard_drops() {
         let sessions = Sessions::default();
-        let opener = unknown_caller().principal();
+        let opener = crate::authz::unknown_caller().principal();
         let exec = sessions.open("e1", "c1".into(), opener.clone());
         let upload = sessions.open("u1", "c2".into(), opener.clone());
         let container_of = |id: &str| sessions.get(id).map(|s| s.container_id);

@@ -20,11 +20,11 @@ pub use crate::plugin_host::{
     Transport, UnixPeer, Visibility,
 };
 pub use identity::{Tokens, tls_client, unix_peer};
+pub use tls::server_config;
 
 /// The bearer tokens in force: read on every token request and call, replaced on SIGHUP,
 /// and watched by connections that authenticated with a token (a revoked one ends them).
 pub type TokensInForce = Arc<tokio::sync::watch::Sender<Tokens>>;
-pub use tls::server_config;
 
 use crate::plugin::Plugins;
 
@@ -93,6 +93,13 @@ impl Caller {
             Identity::Anonymous => "anonymous".to_owned(),
         })
     }
+}
+
+/// Who made the call whose extensions these are (the unknown caller if none is recorded).
+pub fn principal_of(extensions: &jsonrpsee::core::server::Extensions) -> Principal {
+    extensions
+        .get::<Caller>()
+        .map_or_else(|| unknown_caller().principal(), Caller::principal)
 }
 
 /// A caller as berthd tells callers apart: by uid on the Unix socket, by certificate, or by

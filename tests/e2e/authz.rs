@@ -456,6 +456,21 @@ fn a_broken_or_missing_policy_denies_everything_but_roots_ping_until_repaired() 
 
 /// Lets everyone do everything, except a container call whose params do not name the
 /// container the policy is shown by its full id.
+/// berthd whose socket group `bt-sock` may call it, judged by the Rego file `policy`, with a
+/// busybox image.
+fn judged_by(policy: &str) -> Daemon {
+    let d = Daemon::start_with(&[
+        "--socket-group",
+        "bt-sock",
+        "--authz-plugins",
+        "rego",
+        "--authz-policy",
+        policy,
+    ]);
+    import_busybox(&d, "busybox");
+    d
+}
+
 const PINNED_POLICY: &str = r#"package berth.authz
 import rego.v1
 
@@ -490,15 +505,7 @@ fn those_a_policy_judges_cannot_replace_it_read_host_files_or_swap_its_objects()
         "all.rego",
         "package berth.authz\nallow := true\n",
     );
-    let d = Daemon::start_with(&[
-        "--socket-group",
-        "bt-sock",
-        "--authz-plugins",
-        "rego",
-        "--authz-policy",
-        &policy,
-    ]);
-    import_busybox(&d, "busybox");
+    let d = judged_by(&policy);
     let id = ok(&d.cli(&["create", "--name", "web-a", "busybox", "true"]));
     let id = id.trim();
 
@@ -639,15 +646,7 @@ fn sessions_tags_and_existing_volumes_are_judged_on_what_they_touch() {
     ensure_user(ALICE, &["bt-team-a", "bt-sock"]);
     let dir = tempfile::tempdir().unwrap();
     let policy = write(dir.path(), "touches.rego", WHAT_IT_TOUCHES_POLICY);
-    let d = Daemon::start_with(&[
-        "--socket-group",
-        "bt-sock",
-        "--authz-plugins",
-        "rego",
-        "--authz-policy",
-        &policy,
-    ]);
-    import_busybox(&d, "busybox");
+    let d = judged_by(&policy);
 
     // A tag that would move a name off the image holding it is judged on that image too.
     ok(&d.cli_as(ALICE, &["tag", "busybox", "alice-tools:1"]));

@@ -77,8 +77,8 @@ fn sees(d: &Daemon, user: &str) -> (bool, bool) {
     (ps.contains("web-a"), ps.contains("web-b"))
 }
 
-/// `kind name` of each event in the history `user` is sent (`events --since 1h`, until now).
-fn events_heard(d: &Daemon, user: &str) -> Vec<String> {
+/// The events in the history `user` is sent (`events --since 1h`, until now).
+fn event_history(d: &Daemon, user: &str) -> Vec<Value> {
     ok(&d.cli_as(
         user,
         &[
@@ -92,15 +92,22 @@ fn events_heard(d: &Daemon, user: &str) -> Vec<String> {
         ],
     ))
     .lines()
-    .map(|line| {
-        let event: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"));
-        format!(
-            "{} {}",
-            event["type"].as_str().unwrap_or_default(),
-            event["attributes"]["name"].as_str().unwrap_or_default()
-        )
-    })
+    .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}")))
     .collect()
+}
+
+/// `kind name` of each event in the history `user` is sent.
+fn events_heard(d: &Daemon, user: &str) -> Vec<String> {
+    event_history(d, user)
+        .iter()
+        .map(|event| {
+            format!(
+                "{} {}",
+                event["type"].as_str().unwrap_or_default(),
+                event["attributes"]["name"].as_str().unwrap_or_default()
+            )
+        })
+        .collect()
 }
 
 /// Users and groups of the Unix-socket tests.
@@ -673,28 +680,16 @@ fn sessions_tags_and_existing_volumes_are_judged_on_what_they_touch() {
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let exec_id = loop {
-        let events = ok(&d.cli_as(
-            ALICE,
-            &[
-                "events",
-                "--since",
-                "1h",
-                "--until",
-                &until_now(),
-                "--format",
-                "json",
-            ],
-        ));
-        let found = events.lines().find_map(|line| {
-            let event: Value = serde_json::from_str(line).ok()?;
-            event["attributes"]["execID"].as_str().map(str::to_owned)
-        });
+        let events = event_history(&d, ALICE);
+        let found = events
+            .iter()
+            .find_map(|event| event["attributes"]["execID"].as_str().map(str::to_owned));
         if let Some(id) = found {
             break id;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "no exec event: {events}"
+            "no exec event: {events:?}"
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     };

@@ -1,13 +1,13 @@
-//! `berth-bench authz`: what an authorization policy costs on real API calls. Two berthd run
-//! side by side, each with its own data root holding the same N labelled containers: one
+//! `berth-bench authz`: what an authorization policy costs on real API calls. Three berthd
+//! run side by side, each with its own data root holding the same N labelled containers: one
 //! without a policy, one with the built-in Rego policy running
 //! `plugins/authz/examples/team-labels.rego` (the caller is judged and `container.list` is
-//! narrowed by the policy). Reported: round trips of `system.version` (authorize only) and
-//! `container.list` (authorize, and the list's scope: label conditions berthd checks itself,
-//! or a `filter` call for a policy that decides object by object) over keep-alive HTTP
-//! connections, calls
-//! alternating between the daemons; throughput; and the gate's own decision time from the
-//! decision log.
+//! narrowed by the policy), and one with a baseline policy of one rule, which shows what the
+//! Wasm call into any policy costs. Reported: round trips of `system.version` (authorize
+//! only) and `container.list` (authorize, and the list's scope: label conditions berthd
+//! checks itself, or a `filter` call for a policy that decides object by object) over
+//! keep-alive HTTP connections, each policed daemon's calls taking turns with the plain
+//! one's; throughput; and the gate's own decision time from the decision log.
 
 use std::path::Path;
 use std::process::Command;
@@ -29,15 +29,13 @@ struct Pass {
     list_cpu_us: f64,
 }
 
+/// One policed daemon's figures, and the daemon without a policy's, measured in the same
+/// rounds.
 #[derive(Debug, Serialize)]
-struct AuthzReport {
-    scenario: &'static str,
-    machine: Machine,
-    command: String,
-    containers: usize,
+struct Policed {
     policy: String,
     without_policy: Pass,
-    with_policy: Pass,
+    pass: Pass,
     /// The policy chain's time per call, from the decision log: `system.version`, then
     /// `container.list`.
     decision_version: Latency,
@@ -47,8 +45,43 @@ struct AuthzReport {
     added_list_p50_us: f64,
     added_list_p99_us: f64,
     list_throughput_cost_percent: f64,
+}
+
+impl Policed {
+    fn against(plain: Pass, policy: String, pass: Pass, decisions: [Latency; 2]) -> Policed {
+        let [decision_version, decision_list] = decisions;
+        Policed {
+            policy,
+            added_version_p50_us: pass.version.median_us - plain.version.median_us,
+            added_version_p99_us: pass.version.p99_us - plain.version.p99_us,
+            added_list_p50_us: pass.list.median_us - plain.list.median_us,
+            added_list_p99_us: pass.list.p99_us - plain.list.p99_us,
+            list_throughput_cost_percent: 100.0
+                * (1.0 - pass.list_calls_per_second / plain.list_calls_per_second),
+            decision_version,
+            decision_list,
+            without_policy: plain,
+            pass,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct AuthzReport {
+    scenario: &'static str,
+    machine: Machine,
+    command: String,
+    containers: usize,
+    /// The policy measured.
+    with_policy: Policed,
+    /// [`BASELINE_POLICY`], measured next: what any policy costs before its own rules.
+    with_baseline: Policed,
     targets: Vec<Target>,
 }
+
+/// A policy that allows everything with one rule and states no list scope: what the Wasm
+/// call into the policy costs inside a real call, whatever the policy says.
+const BASELINE_POLICY: &str = "package berth.authz\n\ndefault allow := true\n";
 
 /// The policy measured by default: per-team label ownership, with list filtering.
 pub const TEAM_LABELS: &str = "plugins/authz/examples/team-labels.rego";
@@ -68,15 +101,15 @@ struct Measured {
     cpu_us_per_call: f64,
 }
 
-/// `body` put to both daemons, `calls` counted calls each, in alternating blocks (the order
-/// swapped every pair of blocks) so that both are measured on the same machine at the same
-/// time: a slow spell of the host falls on both. Each daemon's CPU time is read around each
-/// of its blocks.
+/// `body` put to every daemon, `calls` counted calls each, in blocks taken in turn (each
+/// round starting one daemon later) so that all are measured on the same machine at the
+/// same time: a slow spell of the host falls on each. Each daemon's CPU time is read around
+/// each of its blocks.
 fn interleaved(
-    daemons: [(&mut KeepAlive, &Berthd); 2],
+    daemons: &mut [(KeepAlive, &Berthd)],
     body: &str,
     calls: usize,
-) -> anyhow::Result<[Measured; 2]> {
+) -> anyhow::Result<Vec<Measured>> {
     let call = |client: &mut KeepAlive| -> anyhow::Result<Duration> {
         let t = Instant::now();
         let answer = client.call(body)?;
@@ -86,18 +119,15 @@ fn interleaved(
         }
         Ok(took)
     };
-    let [(plain, plain_daemon), (gated, gated_daemon)] = daemons;
-    let mut samples = [Vec::with_capacity(calls), Vec::with_capacity(calls)];
-    let mut cpu = [Duration::ZERO; 2];
-    let mut made = [0usize; 2];
-    let mut pair = 0;
+    let n = daemons.len();
+    let mut samples = vec![Vec::with_capacity(calls); n];
+    let mut cpu = vec![Duration::ZERO; n];
+    let mut made = vec![0usize; n];
+    let mut round = 0;
     while samples.iter().any(|s| s.len() < calls) {
-        for which in [pair % 2, 1 - pair % 2] {
-            let (client, daemon) = if which == 0 {
-                (&mut *plain, plain_daemon)
-            } else {
-                (&mut *gated, gated_daemon)
-            };
+        for k in 0..n {
+            let which = (round + k) % n;
+            let (client, daemon) = &mut daemons[which];
             let before = daemon.cpu_time()?;
             for i in 0..BLOCK {
                 let took = call(client)?;
@@ -108,49 +138,93 @@ fn interleaved(
             cpu[which] += daemon.cpu_time()?.saturating_sub(before);
             made[which] += BLOCK;
         }
-        pair += 1;
+        round += 1;
     }
-    let measured = |s: Vec<Duration>, which: usize| {
-        let busy: Duration = s.iter().sum();
-        Measured {
-            calls_per_second: s.len() as f64 / busy.as_secs_f64(),
-            latency: Latency::of(s),
-            cpu_us_per_call: cpu[which].as_secs_f64() * 1e6 / made[which] as f64,
-        }
-    };
-    let [plain_samples, gated_samples] = samples;
-    Ok([measured(plain_samples, 0), measured(gated_samples, 1)])
+    Ok(samples
+        .into_iter()
+        .enumerate()
+        .map(|(which, s)| {
+            let busy: Duration = s.iter().sum();
+            Measured {
+                calls_per_second: s.len() as f64 / busy.as_secs_f64(),
+                latency: Latency::of(s),
+                cpu_us_per_call: cpu[which].as_secs_f64() * 1e6 / made[which] as f64,
+            }
+        })
+        .collect())
 }
 
-/// Both passes, `system.version` first, then `container.list`.
-fn passes(plain: &Berthd, gated: &Berthd, calls: usize) -> anyhow::Result<(Pass, Pass)> {
-    let mut plain_client = KeepAlive::connect(&plain.socket)?;
-    let mut gated_client = KeepAlive::connect(&gated.socket)?;
-    let [plain_version, gated_version] = interleaved(
-        [(&mut plain_client, plain), (&mut gated_client, gated)],
+/// A pass per daemon, `system.version` first, then `container.list`, all daemons in the
+/// same rounds.
+fn passes(daemons: &[&Berthd], calls: usize) -> anyhow::Result<Vec<Pass>> {
+    let mut clients = daemons
+        .iter()
+        .map(|d| Ok((KeepAlive::connect(&d.socket)?, *d)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let versions = interleaved(
+        &mut clients,
         r#"{"jsonrpc":"2.0","id":1,"method":"system.version"}"#,
         calls,
     )?;
-    let [plain_list, gated_list] = interleaved(
-        [(&mut plain_client, plain), (&mut gated_client, gated)],
+    let lists = interleaved(
+        &mut clients,
         r#"{"jsonrpc":"2.0","id":1,"method":"container.list","params":{"request":{"all":true}}}"#,
         calls,
     )?;
-    let pass = |version: Measured, list: Measured| Pass {
-        version: version.latency,
-        version_cpu_us: version.cpu_us_per_call,
-        list_calls_per_second: list.calls_per_second,
-        list_cpu_us: list.cpu_us_per_call,
-        list: list.latency,
-    };
-    Ok((
-        pass(plain_version, plain_list),
-        pass(gated_version, gated_list),
-    ))
+    Ok(versions
+        .into_iter()
+        .zip(lists)
+        .map(|(version, list)| Pass {
+            version: version.latency,
+            version_cpu_us: version.cpu_us_per_call,
+            list_calls_per_second: list.calls_per_second,
+            list_cpu_us: list.cpu_us_per_call,
+            list: list.latency,
+        })
+        .collect())
 }
 
-/// Where the gated daemon's default network goes, apart from the plain daemon's `berth0`.
-const GATED_BRIDGE: &str = "berthaz0";
+/// The allowed decisions' times logged in `log` after its first `skip` lines:
+/// `system.version`, then `container.list`.
+fn decision_times(log: &Path, skip: usize, calls: usize) -> anyhow::Result<[Latency; 2]> {
+    let logged: Vec<serde_json::Value> = std::fs::read_to_string(log)?
+        .lines()
+        .skip(skip)
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|v: &serde_json::Value| v["decision"] == "allow")
+        .collect();
+    let of = |method: &str| -> anyhow::Result<Latency> {
+        let times: Vec<Duration> = logged
+            .iter()
+            .filter(|v| v["method"] == method)
+            .filter_map(|v| v["latency_us"].as_u64())
+            .map(Duration::from_micros)
+            .collect();
+        if times.len() < calls {
+            bail!(
+                "only {} decisions on {method} were logged in {}",
+                times.len(),
+                log.display()
+            );
+        }
+        Ok(Latency::of(times))
+    };
+    Ok([of("system.version")?, of("container.list")?])
+}
+
+fn line_count(path: &Path) -> usize {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .count()
+}
+
+/// Where the policed daemons' default networks go, apart from the plain daemon's `berth0`:
+/// bridge, its subnet, the address pool.
+const POLICED_NETWORKS: [[&str; 3]; 2] = [
+    ["berthaz0", "10.232.0.0/16", "10.233.0.0/16"],
+    ["berthaz1", "10.234.0.0/16", "10.235.0.0/16"],
+];
 
 /// Loads the busybox image and `containers` labelled containers into a daemon.
 fn populate(cli: &Path, socket: &Path, tarball: &Path, containers: usize) -> anyhow::Result<()> {
@@ -183,72 +257,76 @@ pub fn authz(
     policy_file: &Path,
 ) -> anyhow::Result<()> {
     let work = tempfile::tempdir()?;
-    let root = work.path().join("gated");
     let policy = policy_file
         .canonicalize()
         .with_context(|| format!("{} (run from the repository root)", policy_file.display()))?;
+    let baseline = work.path().join("baseline.rego");
+    std::fs::write(&baseline, BASELINE_POLICY)?;
     let data = work.path().join("data.json");
     // root is no admin here: its calls take the policy's full path, and its list is
     // filtered (its containers carry team=root, one of its groups).
     std::fs::write(&data, r#"{"admins": [], "admin_groups": []}"#)?;
     let cli = bin_dir.join("berth");
     let tarball = busybox_tarball(work.path())?;
+    let data_arg = data.to_str().context("utf-8")?;
 
-    let policy_arg = policy.to_str().context("utf-8")?.to_owned();
-    let data_arg = data.to_str().context("utf-8")?.to_owned();
-    let with = [
-        "--authz-plugins",
-        "rego",
-        "--authz-policy",
-        &policy_arg,
-        "--authz-data",
-        &data_arg,
-        "--bridge-name",
-        GATED_BRIDGE,
-        "--bridge-subnet",
-        "10.232.0.0/16",
-        "--default-address-pool",
-        "10.233.0.0/16",
-    ];
+    let policed = |name: &str, policy: &Path, [bridge, subnet, pool]: [&str; 3]| {
+        let policy = policy.to_str().context("utf-8")?;
+        let with = [
+            "--authz-plugins",
+            "rego",
+            "--authz-policy",
+            policy,
+            "--authz-data",
+            data_arg,
+            "--bridge-name",
+            bridge,
+            "--bridge-subnet",
+            subnet,
+            "--default-address-pool",
+            pool,
+        ];
+        Berthd::start_with(bin_dir, Some(&work.path().join(name)), &with)
+    };
     let plain = Berthd::start_with(bin_dir, Some(&work.path().join("plain")), &[])?;
-    let gated = Berthd::start_with(bin_dir, Some(&root), &with)?;
-    populate(&cli, &plain.socket, &tarball, containers)?;
-    populate(&cli, &gated.socket, &tarball, containers)?;
-    let log_path = root.join("authz/decisions.log");
-    let logged_before = std::fs::read_to_string(&log_path)
-        .unwrap_or_default()
-        .lines()
-        .count();
-    let (without_policy, with_policy) = passes(&plain, &gated, calls)?;
+    let gated = policed("gated", &policy, POLICED_NETWORKS[0])?;
+    let floor = policed("baseline", &baseline, POLICED_NETWORKS[1])?;
+    for daemon in [&plain, &gated, &floor] {
+        populate(&cli, &daemon.socket, &tarball, containers)?;
+    }
+    let logs = ["gated", "baseline"].map(|name| work.path().join(name).join("authz/decisions.log"));
+    let logged_before = logs.each_ref().map(|log| line_count(log));
+    // A pair at a time, as with two daemons only: taking turns among three made each block
+    // start colder, and the policy's figures worse than they are beside one daemon.
+    let pair = |policed: &Berthd| -> anyhow::Result<(Pass, Pass)> {
+        let mut passes = passes(&[&plain, policed], calls)?.into_iter();
+        match (passes.next(), passes.next()) {
+            (Some(plain), Some(policed)) => Ok((plain, policed)),
+            _ => bail!("a pass per daemon was expected"),
+        }
+    };
+    let (plain_beside_policy, gated_pass) = pair(&gated)?;
+    let (plain_beside_baseline, floor_pass) = pair(&floor)?;
     std::thread::sleep(Duration::from_millis(300));
-    let logged: Vec<serde_json::Value> = std::fs::read_to_string(&log_path)?
-        .lines()
-        .skip(logged_before)
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .filter(|v: &serde_json::Value| v["decision"] == "allow")
-        .collect();
+    let with_policy = Policed::against(
+        plain_beside_policy,
+        format!("{} (built-in rego component)", policy_file.display()),
+        gated_pass,
+        decision_times(&logs[0], logged_before[0], calls)?,
+    );
+    let with_baseline = Policed::against(
+        plain_beside_baseline,
+        format!(
+            "`{}` (built-in rego component)",
+            BASELINE_POLICY.replace('\n', " ").trim()
+        ),
+        floor_pass,
+        decision_times(&logs[1], logged_before[1], calls)?,
+    );
+    drop(floor);
     drop(gated);
     drop(plain);
-    let decisions_of = |method: &str| -> anyhow::Result<Latency> {
-        let times: Vec<Duration> = logged
-            .iter()
-            .filter(|v| v["method"] == method)
-            .filter_map(|v| v["latency_us"].as_u64())
-            .map(Duration::from_micros)
-            .collect();
-        if times.len() < calls {
-            bail!("only {} decisions on {method} were logged", times.len());
-        }
-        Ok(Latency::of(times))
-    };
-    let decision_version = decisions_of("system.version")?;
-    let decision_list = decisions_of("container.list")?;
 
-    let added = |a: f64, b: f64| b - a;
-    let added_version_p99_us = added(without_policy.version.p99_us, with_policy.version.p99_us);
-    let added_list_p99_us = added(without_policy.list.p99_us, with_policy.list.p99_us);
-    let cost =
-        100.0 * (1.0 - with_policy.list_calls_per_second / without_policy.list_calls_per_second);
     let report = AuthzReport {
         scenario: "authz",
         machine: machine(),
@@ -257,37 +335,26 @@ pub fn authz(
             policy_file.display()
         ),
         containers,
-        policy: format!("{} (built-in rego component)", policy_file.display()),
-        added_version_p50_us: added(
-            without_policy.version.median_us,
-            with_policy.version.median_us,
-        ),
-        added_version_p99_us,
-        added_list_p50_us: added(without_policy.list.median_us, with_policy.list.median_us),
-        added_list_p99_us,
-        list_throughput_cost_percent: cost,
         targets: vec![
             within_50_us(
                 "authz p99 added per call (system.version: authorize)",
-                added_version_p99_us,
+                with_policy.added_version_p99_us,
             ),
             within_50_us(
                 "authz p99 added per call (container.list: authorize + list scope)",
-                added_list_p99_us,
+                with_policy.added_list_p99_us,
             ),
             within_50_us(
                 "authz decision p99 inside the call (system.version, decision log)",
-                decision_version.p99_us,
+                with_policy.decision_version.p99_us,
             ),
             within_50_us(
                 "authz decision p99 inside the call (container.list, decision log)",
-                decision_list.p99_us,
+                with_policy.decision_list.p99_us,
             ),
         ],
-        decision_version,
-        decision_list,
-        without_policy,
         with_policy,
+        with_baseline,
     };
     crate::write_results(out_dir, "authz", &report, &render(&report))
 }
@@ -306,65 +373,78 @@ fn render(r: &AuthzReport) -> String {
     let mut s = String::new();
     s.push_str("# berth authorization benchmark\n\n");
     s.push_str(&format!(
-        "Machine: {} CPUs ({}), {} MiB RAM, kernel {}.\n\nCommand: `{}` (release build). Two berthd, each with its own data root holding {} containers labelled `team=root`: one without a policy, one with `--authz-plugins rego` running {}; the caller (root on the Unix socket) is not an admin in the policy's data, so every call takes the policy's full path and `container.list` is narrowed to the caller's team (by the list scope the policy states with its decision, or object by object through `filter` for a policy without one). One HTTP/1.1 keep-alive connection to each; the daemons take turns in blocks of {} calls (the first {} of each block, after the switch, not counted), so both are measured on the same machine at the same time. Throughput is calls per second of time spent in each daemon's calls.\n\n",
+        "Machine: {} CPUs ({}), {} MiB RAM, kernel {}; {}.\n\nCommand: `{}` (release build). Three berthd, each with its own data root holding {} containers labelled `team=root`: one without a policy; one with `--authz-plugins rego` running {}; one running the baseline policy {}, which allows everything with one rule and states no list scope, so that it shows what the Wasm call into any policy costs inside a real call. The caller (root on the Unix socket) is not an admin in the policy's data, so every call takes the policy's full path and `container.list` is narrowed to the caller's team (by the list scope the policy states with its decision, or object by object through `filter` for a policy without one). One HTTP/1.1 keep-alive connection to each. The policed daemons are measured one after the other, each beside the daemon without a policy: the two take turns in blocks of {} calls (the first {} of each block, after the switch, not counted), so both are measured on the same machine at the same time. Throughput is calls per second of time spent in each daemon's calls.\n\n",
         r.machine.cpus,
         r.machine.cpu_model,
         r.machine.mem_total_kb / 1024,
         r.machine.kernel,
+        r.machine.idle,
         r.command,
         r.containers,
-        r.policy,
+        r.with_policy.policy,
+        r.with_baseline.policy,
         BLOCK,
         BLOCK_WARMUP
     ));
     s.push_str(
         "| call | policy | samples | median | p90 | p99 | mean |\n|---|---|---|---|---|---|---|\n",
     );
-    for (call, off, on) in [
-        (
-            "system.version",
-            &r.without_policy.version,
-            &r.with_policy.version,
-        ),
-        (
-            "container.list",
-            &r.without_policy.list,
-            &r.with_policy.list,
-        ),
-    ] {
-        for (label, l) in [("none", off), ("rego", on)] {
+    type Of = fn(&Pass) -> &Latency;
+    let calls: [(&str, Of); 2] = [
+        ("system.version", |p| &p.version),
+        ("container.list", |p| &p.list),
+    ];
+    for (call, of) in calls {
+        for (label, pass) in [
+            ("none", &r.with_policy.without_policy),
+            ("rego", &r.with_policy.pass),
+            ("none", &r.with_baseline.without_policy),
+            ("baseline", &r.with_baseline.pass),
+        ] {
+            let l = of(pass);
             s.push_str(&format!(
                 "| {call} | {label} | {} | {:.1} µs | {:.1} µs | {:.1} µs | {:.1} µs |\n",
                 l.samples, l.median_us, l.p90_us, l.p99_us, l.mean_us
             ));
         }
     }
-    s.push_str(&format!(
-        "\nAdded by the policy: system.version {:+.1} µs median, {:+.1} µs p99; container.list {:+.1} µs median, {:+.1} µs p99.\n\n",
-        r.added_version_p50_us, r.added_version_p99_us, r.added_list_p50_us, r.added_list_p99_us
-    ));
-    s.push_str(&format!(
-        "berthd's CPU time per call (all its threads, from its CPU-time clock around each block; time spent waiting to be woken does not count): system.version {:.1} µs without the policy, {:.1} µs with it ({:+.1} µs); container.list {:.1} µs and {:.1} µs ({:+.1} µs).\n\n",
-        r.without_policy.version_cpu_us,
-        r.with_policy.version_cpu_us,
-        r.with_policy.version_cpu_us - r.without_policy.version_cpu_us,
-        r.without_policy.list_cpu_us,
-        r.with_policy.list_cpu_us,
-        r.with_policy.list_cpu_us - r.without_policy.list_cpu_us,
-    ));
-    s.push_str(&format!(
-        "container.list throughput: {:.0} calls/s without the policy, {:.0} with it ({:.1} % fewer).\n\n",
-        r.without_policy.list_calls_per_second, r.with_policy.list_calls_per_second, r.list_throughput_cost_percent
-    ));
-    s.push_str(
-        "The policy chain's time inside each call (from the decision log's `latency_us`: asking every policy of the chain, which here is the Wasm call with its marshalling and the Rego evaluation of `allow`, and for the list also of `list_scope`; the target lookup before it and the list narrowing after it are not included):\n\n| call | decisions | median | p90 | p99 | mean |\n|---|---|---|---|---|---|\n",
-    );
-    for (call, l) in [
-        ("system.version", &r.decision_version),
-        ("container.list", &r.decision_list),
+    s.push('\n');
+    for (what, p) in [
+        ("the policy", &r.with_policy),
+        ("the baseline policy", &r.with_baseline),
     ] {
         s.push_str(&format!(
-            "| {call} | {} | {:.1} µs | {:.1} µs | {:.1} µs | {:.1} µs |\n",
+            "Added by {what}: system.version {:+.1} µs median, {:+.1} µs p99; container.list {:+.1} µs median, {:+.1} µs p99. berthd's CPU time per call (all its threads, from its CPU-time clock around each block; time spent waiting to be woken does not count): system.version {:.1} µs without a policy, {:.1} µs with it ({:+.1} µs); container.list {:.1} µs and {:.1} µs ({:+.1} µs). container.list throughput: {:.0} calls/s without a policy, {:.0} with it ({:.1} % fewer).\n\n",
+            p.added_version_p50_us,
+            p.added_version_p99_us,
+            p.added_list_p50_us,
+            p.added_list_p99_us,
+            p.without_policy.version_cpu_us,
+            p.pass.version_cpu_us,
+            p.pass.version_cpu_us - p.without_policy.version_cpu_us,
+            p.without_policy.list_cpu_us,
+            p.pass.list_cpu_us,
+            p.pass.list_cpu_us - p.without_policy.list_cpu_us,
+            p.without_policy.list_calls_per_second,
+            p.pass.list_calls_per_second,
+            p.list_throughput_cost_percent,
+        ));
+    }
+    s.push_str(
+        "The policy chain's time inside each call (from the decision log's `latency_us`: asking every policy of the chain, which here is the Wasm call with its marshalling and the Rego evaluation of `allow`, and for the list also of `list_scope`; the target lookup before it and the list narrowing after it are not included):\n\n| call | policy | decisions | median | p90 | p99 | mean |\n|---|---|---|---|---|---|---|\n",
+    );
+    for (call, label, l) in [
+        ("system.version", "rego", &r.with_policy.decision_version),
+        (
+            "system.version",
+            "baseline",
+            &r.with_baseline.decision_version,
+        ),
+        ("container.list", "rego", &r.with_policy.decision_list),
+        ("container.list", "baseline", &r.with_baseline.decision_list),
+    ] {
+        s.push_str(&format!(
+            "| {call} | {label} | {} | {:.1} µs | {:.1} µs | {:.1} µs | {:.1} µs |\n",
             l.samples, l.median_us, l.p90_us, l.p99_us, l.mean_us
         ));
     }

@@ -34,8 +34,9 @@ struct Pass {
 #[derive(Debug, Serialize)]
 struct Policed {
     policy: String,
-    without_policy: Pass,
-    pass: Pass,
+    /// The daemon without a policy, in the same rounds.
+    unpoliced: Pass,
+    policed: Pass,
     /// The policy chain's time per call, from the decision log: `system.version`, then
     /// `container.list`.
     decision_version: Latency,
@@ -60,8 +61,8 @@ impl Policed {
                 * (1.0 - pass.list_calls_per_second / plain.list_calls_per_second),
             decision_version,
             decision_list,
-            without_policy: plain,
-            pass,
+            unpoliced: plain,
+            policed: pass,
         }
     }
 }
@@ -396,10 +397,10 @@ fn render(r: &AuthzReport) -> String {
     ];
     for (call, of) in calls {
         for (label, pass) in [
-            ("none", &r.with_policy.without_policy),
-            ("rego", &r.with_policy.pass),
-            ("none", &r.with_baseline.without_policy),
-            ("baseline", &r.with_baseline.pass),
+            ("none", &r.with_policy.unpoliced),
+            ("rego", &r.with_policy.policed),
+            ("none", &r.with_baseline.unpoliced),
+            ("baseline", &r.with_baseline.policed),
         ] {
             let l = of(pass);
             s.push_str(&format!(
@@ -419,14 +420,14 @@ fn render(r: &AuthzReport) -> String {
             p.added_version_p99_us,
             p.added_list_p50_us,
             p.added_list_p99_us,
-            p.without_policy.version_cpu_us,
-            p.pass.version_cpu_us,
-            p.pass.version_cpu_us - p.without_policy.version_cpu_us,
-            p.without_policy.list_cpu_us,
-            p.pass.list_cpu_us,
-            p.pass.list_cpu_us - p.without_policy.list_cpu_us,
-            p.without_policy.list_calls_per_second,
-            p.pass.list_calls_per_second,
+            p.unpoliced.version_cpu_us,
+            p.policed.version_cpu_us,
+            p.policed.version_cpu_us - p.unpoliced.version_cpu_us,
+            p.unpoliced.list_cpu_us,
+            p.policed.list_cpu_us,
+            p.policed.list_cpu_us - p.unpoliced.list_cpu_us,
+            p.unpoliced.list_calls_per_second,
+            p.policed.list_calls_per_second,
             p.list_throughput_cost_percent,
         ));
     }

@@ -185,25 +185,33 @@ fn passes(daemons: &[&Berthd], calls: usize) -> anyhow::Result<Vec<Pass>> {
         .collect())
 }
 
-/// The allowed decisions' times logged in `log` after its first `skip` lines:
-/// `system.version`, then `container.list`.
-fn decision_times(log: &Path, skip: usize, calls: usize) -> anyhow::Result<[Latency; 2]> {
+/// The decision times of this process's calls logged in `log`: `system.version`, then
+/// `container.list`. Each method's calls came in blocks of [`BLOCK`]; as with the round
+/// trips, the first [`BLOCK_WARMUP`] of each block and any past `calls` are not counted.
+fn decision_times(log: &Path, calls: usize) -> anyhow::Result<[Latency; 2]> {
+    let ours = u64::from(std::process::id());
     let logged: Vec<serde_json::Value> = std::fs::read_to_string(log)?
         .lines()
-        .skip(skip)
         .filter_map(|l| serde_json::from_str(l).ok())
-        .filter(|v: &serde_json::Value| v["decision"] == "allow")
+        .filter(|v: &serde_json::Value| v["identity"]["unix"]["pid"].as_u64() == Some(ours))
         .collect();
     let of = |method: &str| -> anyhow::Result<Latency> {
         let times: Vec<Duration> = logged
             .iter()
             .filter(|v| v["method"] == method)
-            .filter_map(|v| v["latency_us"].as_u64())
-            .map(Duration::from_micros)
-            .collect();
+            .enumerate()
+            .filter(|(i, _)| i % BLOCK >= BLOCK_WARMUP)
+            .take(calls)
+            .map(|(_, v)| {
+                v["latency_us"]
+                    .as_u64()
+                    .map(Duration::from_micros)
+                    .context("a decision without latency_us")
+            })
+            .collect::<anyhow::Result<_>>()?;
         if times.len() < calls {
             bail!(
-                "only {} decisions on {method} were logged in {}",
+                "only {} counted decisions on {method} were logged in {}",
                 times.len(),
                 log.display()
             );
@@ -211,13 +219,6 @@ fn decision_times(log: &Path, skip: usize, calls: usize) -> anyhow::Result<[Late
         Ok(Latency::of(times))
     };
     Ok([of("system.version")?, of("container.list")?])
-}
-
-fn line_count(path: &Path) -> usize {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .count()
 }
 
 /// Where the policed daemons' default networks go, apart from the plain daemon's `berth0`:
@@ -296,7 +297,6 @@ pub fn authz(
         populate(&cli, &daemon.socket, &tarball, containers)?;
     }
     let logs = ["gated", "baseline"].map(|name| work.path().join(name).join("authz/decisions.log"));
-    let logged_before = logs.each_ref().map(|log| line_count(log));
     // A pair at a time, as with two daemons only: taking turns among three made each block
     // start colder, and the policy's figures worse than they are beside one daemon.
     let pair = |policed: &Berthd| -> anyhow::Result<(Pass, Pass)> {
@@ -313,7 +313,7 @@ pub fn authz(
         plain_beside_policy,
         format!("{} (built-in rego component)", policy_file.display()),
         gated_pass,
-        decision_times(&logs[0], logged_before[0], calls)?,
+        decision_times(&logs[0], calls)?,
     );
     let with_baseline = Policed::against(
         plain_beside_baseline,
@@ -322,7 +322,7 @@ pub fn authz(
             BASELINE_POLICY.replace('\n', " ").trim()
         ),
         floor_pass,
-        decision_times(&logs[1], logged_before[1], calls)?,
+        decision_times(&logs[1], calls)?,
     );
     drop(floor);
     drop(gated);
@@ -431,9 +431,10 @@ fn render(r: &AuthzReport) -> String {
             p.list_throughput_cost_percent,
         ));
     }
-    s.push_str(
-        "The policy chain's time inside each call (from the decision log's `latency_us`: asking every policy of the chain, which here is the Wasm call with its marshalling and the Rego evaluation of `allow`, and for the list also of `list_scope`; the target lookup before it and the list narrowing after it are not included):\n\n| call | policy | decisions | median | p90 | p99 | mean |\n|---|---|---|---|---|---|---|\n",
-    );
+    s.push_str(&format!(
+        "The policy chain's time inside each call (from the decision log's `latency_us`: asking every policy of the chain, which here is the Wasm call with its marshalling and the Rego evaluation of `allow`, and for the list also of `list_scope`; the target lookup before it and the list narrowing after it are not included), for the calls whose round trips are counted (not the first {} of each block):\n\n| call | policy | decisions | median | p90 | p99 | mean |\n|---|---|---|---|---|---|---|\n",
+        BLOCK_WARMUP
+    ));
     for (call, label, l) in [
         ("system.version", "rego", &r.with_policy.decision_version),
         (

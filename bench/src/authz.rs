@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use serde::Serialize;
 
+use crate::plugin::BASELINE_POLICY;
 use crate::run::{busybox_tarball, run};
 use crate::{Berthd, KeepAlive, Latency, Machine, Target, machine};
 
@@ -79,10 +80,6 @@ struct AuthzReport {
     with_baseline: Policed,
     targets: Vec<Target>,
 }
-
-/// A policy that allows everything with one rule and states no list scope: what the Wasm
-/// call into the policy costs inside a real call, whatever the policy says.
-const BASELINE_POLICY: &str = "package berth.authz\n\ndefault allow := true\n";
 
 /// The policy measured by default: per-team label ownership, with list filtering.
 pub const TEAM_LABELS: &str = "plugins/authz/examples/team-labels.rego";

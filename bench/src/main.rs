@@ -342,6 +342,7 @@ fn machine() -> Machine {
     }
 }
 
+/// How this machine's idle CPUs wait, as a report's machine line names it.
 fn idle_waiting() -> String {
     let read = |path: &str| {
         std::fs::read_to_string(path)

@@ -461,8 +461,6 @@ fn a_broken_or_missing_policy_denies_everything_but_roots_ping_until_repaired() 
     assert_eq!(rpc(&d2, "system.ping", json!({}))["result"], "OK");
 }
 
-/// Lets everyone do everything, except a container call whose params do not name the
-/// container the policy is shown by its full id.
 /// berthd whose socket group `bt-sock` may call it, judged by the Rego file `policy`, with a
 /// busybox image.
 fn judged_by(policy: &str) -> Daemon {
@@ -478,6 +476,8 @@ fn judged_by(policy: &str) -> Daemon {
     d
 }
 
+/// Lets everyone do everything, except a container call whose params do not name the
+/// container the policy is shown by its full id.
 const PINNED_POLICY: &str = r#"package berth.authz
 import rego.v1
 

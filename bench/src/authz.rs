@@ -99,15 +99,15 @@ struct Measured {
     cpu_us_per_call: f64,
 }
 
-/// `body` put to every daemon, `calls` counted calls each, in blocks taken in turn (each
-/// round starting one daemon later) so that all are measured on the same machine at the
-/// same time: a slow spell of the host falls on each. Each daemon's CPU time is read around
-/// each of its blocks.
+/// `body` put to both daemons, `calls` counted calls each, in blocks taken in turn (the
+/// order swapped every round) so that both are measured on the same machine at the same
+/// time: a slow spell of the host falls on both. Each daemon's CPU time is read around each
+/// of its blocks.
 fn interleaved(
-    daemons: &mut [(KeepAlive, &Berthd)],
+    daemons: &mut [(KeepAlive, &Berthd); 2],
     body: &str,
     calls: usize,
-) -> anyhow::Result<Vec<Measured>> {
+) -> anyhow::Result<[Measured; 2]> {
     let call = |client: &mut KeepAlive| -> anyhow::Result<Duration> {
         let t = Instant::now();
         let answer = client.call(body)?;
@@ -117,14 +117,13 @@ fn interleaved(
         }
         Ok(took)
     };
-    let n = daemons.len();
-    let mut samples = vec![Vec::with_capacity(calls); n];
-    let mut cpu = vec![Duration::ZERO; n];
-    let mut made = vec![0usize; n];
+    let mut samples = [Vec::with_capacity(calls), Vec::with_capacity(calls)];
+    let mut cpu = [Duration::ZERO; 2];
+    let mut made = [0usize; 2];
     let mut round = 0;
     while samples.iter().any(|s| s.len() < calls) {
-        for k in 0..n {
-            let which = (round + k) % n;
+        for k in 0..2 {
+            let which = (round + k) % 2;
             let (client, daemon) = &mut daemons[which];
             let before = daemon.cpu_time()?;
             for i in 0..BLOCK {
@@ -138,27 +137,25 @@ fn interleaved(
         }
         round += 1;
     }
-    Ok(samples
-        .into_iter()
-        .enumerate()
-        .map(|(which, s)| {
-            let busy: Duration = s.iter().sum();
-            Measured {
-                calls_per_second: s.len() as f64 / busy.as_secs_f64(),
-                latency: Latency::of(s),
-                cpu_us_per_call: cpu[which].as_secs_f64() * 1e6 / made[which] as f64,
-            }
-        })
-        .collect())
+    let measured = |s: Vec<Duration>, which: usize| {
+        let busy: Duration = s.iter().sum();
+        Measured {
+            calls_per_second: s.len() as f64 / busy.as_secs_f64(),
+            latency: Latency::of(s),
+            cpu_us_per_call: cpu[which].as_secs_f64() * 1e6 / made[which] as f64,
+        }
+    };
+    let [plain, policed] = samples;
+    Ok([measured(plain, 0), measured(policed, 1)])
 }
 
-/// A pass per daemon, `system.version` first, then `container.list`, all daemons in the
-/// same rounds.
-fn passes(daemons: &[&Berthd], calls: usize) -> anyhow::Result<Vec<Pass>> {
-    let mut clients = daemons
-        .iter()
-        .map(|d| Ok((KeepAlive::connect(&d.socket)?, *d)))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+/// A pass of the daemon without a policy and one of `policed`, `system.version` first, then
+/// `container.list`, both daemons in the same rounds.
+fn passes(plain: &Berthd, policed: &Berthd, calls: usize) -> anyhow::Result<[Pass; 2]> {
+    let mut clients = [
+        (KeepAlive::connect(&plain.socket)?, plain),
+        (KeepAlive::connect(&policed.socket)?, policed),
+    ];
     let versions = interleaved(
         &mut clients,
         r#"{"jsonrpc":"2.0","id":1,"method":"system.version"}"#,
@@ -169,17 +166,18 @@ fn passes(daemons: &[&Berthd], calls: usize) -> anyhow::Result<Vec<Pass>> {
         r#"{"jsonrpc":"2.0","id":1,"method":"container.list","params":{"request":{"all":true}}}"#,
         calls,
     )?;
-    Ok(versions
-        .into_iter()
-        .zip(lists)
-        .map(|(version, list)| Pass {
-            version: version.latency,
-            version_cpu_us: version.cpu_us_per_call,
-            list_calls_per_second: list.calls_per_second,
-            list_cpu_us: list.cpu_us_per_call,
-            list: list.latency,
-        })
-        .collect())
+    let pass = |version: Measured, list: Measured| Pass {
+        version: version.latency,
+        version_cpu_us: version.cpu_us_per_call,
+        list_calls_per_second: list.calls_per_second,
+        list_cpu_us: list.cpu_us_per_call,
+        list: list.latency,
+    };
+    let ([plain_version, policed_version], [plain_list, policed_list]) = (versions, lists);
+    Ok([
+        pass(plain_version, plain_list),
+        pass(policed_version, policed_list),
+    ])
 }
 
 /// The decision times of this process's calls logged in `log`: `system.version`, then
@@ -296,15 +294,8 @@ pub fn authz(
     let logs = ["gated", "baseline"].map(|name| work.path().join(name).join("authz/decisions.log"));
     // A pair at a time, as with two daemons only: taking turns among three made each block
     // start colder, and the policy's figures worse than they are beside one daemon.
-    let pair = |policed: &Berthd| -> anyhow::Result<(Pass, Pass)> {
-        let mut passes = passes(&[&plain, policed], calls)?.into_iter();
-        match (passes.next(), passes.next()) {
-            (Some(plain), Some(policed)) => Ok((plain, policed)),
-            _ => bail!("a pass per daemon was expected"),
-        }
-    };
-    let (plain_beside_policy, gated_pass) = pair(&gated)?;
-    let (plain_beside_baseline, floor_pass) = pair(&floor)?;
+    let [plain_beside_policy, gated_pass] = passes(&plain, &gated, calls)?;
+    let [plain_beside_baseline, floor_pass] = passes(&plain, &floor, calls)?;
     std::thread::sleep(Duration::from_millis(300));
     let with_policy = Policed::against(
         plain_beside_policy,
